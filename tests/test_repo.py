@@ -1,0 +1,75 @@
+"""Repository rules: four standalone folders, no torchvision, a torch pin that keeps the CPU wheel."""
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECTS, ROOT
+
+
+def project_files(project):
+    return sorted((ROOT / project).glob("*.py"))
+
+
+def imported_top_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def all_py_files():
+    return [p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and ".git" not in p.parts]
+
+
+def test_layout():
+    for item in (*PROJECTS, "tests", "requirements.txt", "README.md", "LICENSE", ".ci/run"):
+        assert (ROOT / item).exists(), item
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    for project in PROJECTS:
+        assert (ROOT / project / "train.py").exists(), f"{project}/train.py"
+        assert (ROOT / project / "model.py").exists(), f"{project}/model.py"
+
+
+def test_no_torchvision_anywhere():
+    offenders = [str(p) for p in all_py_files() if "torchvision" in imported_top_names(p)]
+    assert not offenders, offenders
+    assert "torchvision" not in re.sub(r"#.*", "", (ROOT / "requirements.txt").read_text())
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_projects_do_not_import_each_other(project):
+    own = {p.stem for p in project_files(project)}
+    others = {p.stem for q in PROJECTS if q != project for p in project_files(q)} - own
+    for path in project_files(project):
+        bad = imported_top_names(path) & (others | set(PROJECTS))
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)} from another project folder"
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_no_module_shadows_the_standard_library(project):
+    # the folder is sys.path[0] when its scripts run: a `inspect.py` there would break `import torch`
+    clash = {p.stem for p in project_files(project)} & set(sys.stdlib_module_names)
+    assert not clash, f"{project}/ shadows the standard library: {sorted(clash)}"
+
+
+def test_torch_pin_admits_the_cpu_wheel_and_nothing_newer():
+    from packaging.requirements import Requirement
+
+    line = next(l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.startswith("torch"))
+    spec = Requirement(line).specifier
+    assert spec.contains("2.13.0") and spec.contains("2.13.0+cpu")
+    assert not spec.contains("2.13.1") and not spec.contains("2.14.0")
+
+
+def test_load_module_keeps_same_named_modules_apart(load_module):
+    """Every project has a model.py; each must come from its own folder, importable without side effects."""
+    for project in PROJECTS:
+        for name in ("model", "train"):
+            module = load_module(project, name)
+            assert Path(module.__file__).resolve().parent == (ROOT / project).resolve()
