@@ -1,18 +1,171 @@
-"""Weight evolution recorder (stub; being filled in). See ANALYSIS.md."""
+"""Watch a network learn: per-layer weight, gradient, update and activation statistics while it trains.
+
+The quantities follow Karpathy's "A Recipe for Training Neural Networks" (2019) and CS231n's "babysitting
+the learning process": the update-to-weight ratio log10(lr * ||g|| / ||w||) (healthy around -3), how far
+each layer moved from its initialisation, and dead ReLUs. train.py drives it:
+
+    rec = Recorder(model, out_dir, every)   # saves OUT/init.pt (the weights before any step)
+    ... loss.backward(); rec.on_step(step, epoch, lr); optimizer.step() ...
+    rec.close()
+
+Written files (JSON lines, one object per line, flushed as they are written):
+- OUT/evolution.jsonl: every `every` steps, {"step", "epoch", "lr",
+  "params": {name: {w_norm, g_norm, update_ratio, rel_change}},
+  "bn": {module: {gamma_mean, gamma_std, beta_mean, beta_std}},
+  "act": {relu module: {pre_mean, pre_std, mean, std, zero_frac, dead_frac, dead_channels}}}.
+- OUT/histograms.jsonl: at the first step of every epoch (and at `hist_steps`), and of the final weights
+  and last batch's activations at close() (step = last step + 1, no gradients), one line per
+  (kind, layer) with kind in weight | grad | act: {"step", "epoch", "kind", "name", "edges", "counts"}.
+
+Definitions of the ReLU numbers (from the last training batch's forward pass, seen by forward hooks):
+- zero_frac: fraction of all ReLU outputs (example x channel x position) that are exactly zero.
+- dead_frac: fraction of units (channel x position) that are zero for EVERY example of the batch.
+- dead_channels: fraction of channels that are zero for every example and every position.
+"pre_*" describe the ReLU input (the pre-activation), and the activation histograms are of that input,
+because the output's histogram is mostly a spike at zero.
+"""
 from __future__ import annotations
 
+import json
+import math
 import os
+
+import torch
+import torch.nn as nn
+
+
+def _num(v: float) -> float | None:
+    """JSON has no NaN/inf: a diverged run writes null."""
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def save_atomic(obj, path: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # readers never see a half-written file
+
+
+def histogram(t: torch.Tensor, bins: int) -> tuple[list[float], list[int]]:
+    t = t.detach().float().flatten()
+    t = t[torch.isfinite(t)]
+    if t.numel() == 0:
+        return [0.0, 1.0], [0]
+    lo, hi = t.min().item(), t.max().item()
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts = torch.histc(t, bins=bins, min=lo, max=hi)
+    edges = torch.linspace(lo, hi, bins + 1)
+    return [round(e, 6) for e in edges.tolist()], [int(c) for c in counts.tolist()]
+
+
+def relu_stats(inp: torch.Tensor, out: torch.Tensor) -> dict:
+    """Statistics of one ReLU call; inp, out (B, C, H, W) or (B, D). Definitions in the module docstring."""
+    zero = out <= 0  # (B, C, ...)
+    dead_units = zero.all(dim=0)  # (C, ...): zero for every example
+    dead_channels = dead_units.flatten(1).all(dim=1) if dead_units.dim() > 1 else dead_units  # (C,)
+    return {
+        "pre_mean": _num(inp.mean()), "pre_std": _num(inp.std()),
+        "mean": _num(out.mean()), "std": _num(out.std()),
+        "zero_frac": _num(zero.float().mean()), "dead_frac": _num(dead_units.float().mean()),
+        "dead_channels": _num(dead_channels.float().mean()),
+    }
 
 
 class Recorder:
-    """Records per-layer statistics every `every` steps into OUT/evolution.jsonl."""
+    """Records per-layer statistics of `model` every `every` steps into `out_dir` (see module docstring)."""
 
-    def __init__(self, model, out_dir, every: int = 10):
-        self.model, self.out_dir, self.every = model, out_dir, max(1, int(every))
+    def __init__(self, model: nn.Module, out_dir: str, every: int = 10, hist_steps=(), bins: int = 60,
+                 save_init: bool = True):
+        self.model, self.out_dir, self.every, self.bins = model, out_dir, max(1, int(every)), bins
+        self.hist_steps = set(hist_steps)
         os.makedirs(out_dir, exist_ok=True)
+        if save_init:  # analyze.py draws the first-layer filters at init next to the trained ones
+            save_atomic({"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}},
+                        os.path.join(out_dir, "init.pt"))
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.init = {n: p.detach().clone() for n, p in self.params.items()}
+        self.bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        self.acts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.hooks = [m.register_forward_hook(self._hook(n)) for n, m in model.named_modules()
+                      if isinstance(m, nn.ReLU)]
+        self.evo = open(os.path.join(out_dir, "evolution.jsonl"), "w")
+        self.hist = open(os.path.join(out_dir, "histograms.jsonl"), "w")
+        self.seen_epochs: set = set()
+        self.calls = 0
 
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if module.training:  # keep a reference to the last training batch only (eval passes skipped)
+                inp = inputs[0]
+                if getattr(module, "inplace", False):
+                    inp = output  # the input was overwritten; only the output is left
+                self.acts[name] = (inp.detach(), output.detach())
+        return hook
+
+    @torch.no_grad()
     def on_step(self, step: int, epoch: int, lr: float) -> None:
-        pass
+        """Call after loss.backward() and before optimizer.step(): grads are fresh, weights not yet moved."""
+        first = self.calls == 0
+        self.calls += 1
+        self.last_step, self.last_epoch = step, epoch
+        if first or step % self.every == 0:
+            self._write_stats(step, epoch, lr)
+        if epoch not in self.seen_epochs or step in self.hist_steps:
+            self.seen_epochs.add(epoch)
+            self._write_histograms(step, epoch)
+
+    def _write_stats(self, step: int, epoch: int, lr: float) -> None:
+        params = {}
+        for n, p in self.params.items():
+            w = p.detach()
+            w_norm = w.norm().item()
+            g_norm = p.grad.norm().item() if p.grad is not None else 0.0
+            w0_norm = self.init[n].norm().item()
+            ratio = math.log10(lr * g_norm / w_norm) if lr > 0 and g_norm > 0 and w_norm > 0 else None
+            params[n] = {
+                "w_norm": _num(w_norm), "g_norm": _num(g_norm), "update_ratio": _num(ratio) if ratio is not None else None,
+                # a BN beta starts at zero: its relative change is undefined, so null
+                "rel_change": _num((w - self.init[n]).norm().item() / w0_norm) if w0_norm > 0 else None,
+            }
+        bn = {}
+        for n, m in self.bns.items():
+            if m.weight is not None:
+                bn[n] = {"gamma_mean": _num(m.weight.mean()), "gamma_std": _num(m.weight.std()),
+                         "beta_mean": _num(m.bias.mean()), "beta_std": _num(m.bias.std())}
+        act = {n: relu_stats(i, o) for n, (i, o) in self.acts.items()}
+        row = {"step": int(step), "epoch": int(epoch), "lr": float(lr), "params": params, "bn": bn, "act": act}
+        self.evo.write(json.dumps(row) + "\n")
+        self.evo.flush()
+
+    @torch.no_grad()
+    def _write_histograms(self, step: int, epoch: int, grads: bool = True) -> None:
+        rows = []
+        for n, p in self.params.items():
+            if p.dim() < 2:  # weights of convs and linears; BN and biases are summarised in evolution.jsonl
+                continue
+            rows.append(("weight", n, p))
+            if grads and p.grad is not None:
+                rows.append(("grad", n, p.grad))
+        rows += [("act", n, i) for n, (i, _) in self.acts.items()]
+        for kind, name, t in rows:
+            edges, counts = histogram(t, self.bins)
+            self.hist.write(json.dumps({"step": int(step), "epoch": int(epoch), "kind": kind, "name": name,
+                                        "edges": edges, "counts": counts}) + "\n")
+        self.hist.flush()
 
     def close(self) -> None:
-        pass
+        """Removes the hooks and writes the final weight and activation histograms (after the last update)."""
+        if self.calls and not self.hist.closed:
+            self._write_histograms(self.last_step + 1, self.last_epoch, grads=False)
+        for h in self.hooks:
+            h.remove()
+        self.hooks, self.acts = [], {}
+        for f in (self.evo, self.hist):
+            if not f.closed:
+                f.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

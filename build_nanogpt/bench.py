@@ -1,0 +1,194 @@
+"""The build-nanogpt speed story, measured: replay each milestone on this device and time a training step.
+
+    python build_nanogpt/bench.py                          # GPT-2 124M on a GPU (B=16, T=1024)
+    python build_nanogpt/bench.py --device cpu --skip compile   # CPU: a small config; compile is slow to build
+
+Milestones are cumulative, in the order of karpathy/build-nanogpt's commits: float32 -> TF32 matmuls ->
+bf16 autocast -> torch.compile -> flash attention -> vocabulary 50,304 -> fused AdamW -> a larger
+micro-batch (what flash attention's memory savings make room for). A milestone that does not apply on
+this device (TF32 and fused AdamW are CUDA features) is reported as such, with the reason, and the
+following ones build on the last one that ran. Prints a table (ms/step, tokens/s, MFU, speed-up over the
+previous milestone and over float32) and writes bench.json and bench.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from cli import UserError, parse_config, run_main  # noqa: E402
+from hardware import device_name, peak_flops  # noqa: E402
+from model import GPT, GPTConfig, flops_per_token  # noqa: E402
+
+# name, what changes, why it helps
+MILESTONES = [
+    ("float32", {}, "baseline: everything in float32, explicit softmax attention, vocabulary 50,257"),
+    ("TF32", {"tf32": True}, "float32 matmuls on tensor cores with a 10-bit mantissa: ~8x peak FLOP/s, same memory"),
+    ("bf16 autocast", {"bf16": True}, "matmuls/activations in bfloat16: 2x tensor-core peak over TF32, half the memory traffic"),
+    ("torch.compile", {"compile": True}, "fuses elementwise ops (GELU, LayerNorm, residual adds) into few kernels: fewer round trips to memory"),
+    ("flash attention", {"flash": True}, "attention in one kernel with online softmax: the (T, T) matrix never reaches memory"),
+    ("vocab 50,304", {"vocab": 50304}, "50,304 = 128 * 393: matmul tiles divide evenly, no slow remainder kernels"),
+    ("fused AdamW", {"fused": True}, "one kernel updates all parameters instead of a launch per tensor (and op)"),
+    ("micro-batch x2", {"batch_mult": 2}, "flash attention frees the memory for twice the micro-batch: bigger, more efficient matmuls"),
+]
+CUDA_ONLY = {"TF32": "TF32 is a CUDA tensor-core mode", "fused AdamW": "fused AdamW is a CUDA kernel"}
+SIZES = {
+    "124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),
+    "small": dict(n_layer=4, n_head=4, n_embd=128, block_size=128),
+    "tiny": dict(n_layer=1, n_head=2, n_embd=32, block_size=32),  # smoke tests only
+}
+
+
+@dataclass
+class BenchConfig:
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    size: str = field(default="auto", metadata={"help": "124m | small | tiny | auto (124m on CUDA, small elsewhere)"})
+    micro_batch: int = field(default=-1, metadata={"help": "sequences per step (-1: 16 for 124m, 4 for small, 2 for tiny)"})
+    steps: int = field(default=10, metadata={"help": "timed steps per milestone"})
+    warmup: int = field(default=3, metadata={"help": "untimed steps first (torch.compile builds here)"})
+    skip: str = field(default="", metadata={"help": "comma-separated milestones to leave out, e.g. compile"})
+    out_dir: str = field(default="build_nanogpt/out-bench", metadata={"help": "bench.json and bench.png go here"})
+
+
+def time_milestone(settings: dict, size: dict, B: int, device: str, steps: int, warmup: int) -> tuple[float, int]:
+    """Seconds per training step (forward, backward, clip, AdamW) with these settings; parameter count."""
+    dev = device.split(":")[0]
+    torch.manual_seed(0)
+    torch.set_float32_matmul_precision("high" if settings["tf32"] else "highest")
+    torch._dynamo.reset()  # every compiled milestone builds from scratch
+    model = GPT(GPTConfig(vocab_size=settings["vocab"], flash=settings["flash"], **size)).to(device)
+    opt = model.configure_optimizers(0.1, 6e-4, fused=settings["fused"])
+    step_model = torch.compile(model) if settings["compile"] else model
+    T = size["block_size"]
+    data = torch.randint(0, 50257, (B, T + 1), device=device)
+    x, y = data[:, :-1], data[:, 1:]
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        if settings["bf16"]:
+            with torch.autocast(device_type=dev, dtype=torch.bfloat16):
+                _, loss = step_model(x, y)
+        else:
+            _, loss = step_model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / steps
+    return dt, model.num_params()
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    if cfg.device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif cfg.device in ("cpu", "cuda"):
+        device = cfg.device
+    else:
+        raise UserError(f"--device {cfg.device!r}: use auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but CUDA is not available")
+    size_name = cfg.size if cfg.size != "auto" else ("124m" if device == "cuda" else "small")
+    if size_name not in SIZES:
+        raise UserError(f"--size {cfg.size!r}: use one of {sorted(SIZES)} or auto")
+    skip = {s.strip().lower() for s in cfg.skip.split(",") if s.strip()}
+    names = {n.lower() for n, _, _ in MILESTONES} | {"compile"}
+    if skip - names:
+        raise UserError(f"--skip {sorted(skip - names)}: unknown milestone; known: {sorted(names)}")
+    if cfg.steps < 1 or cfg.warmup < 0:
+        raise UserError(f"--steps {cfg.steps} must be >= 1 and --warmup {cfg.warmup} >= 0")
+    size = SIZES[size_name]
+    B0 = cfg.micro_batch if cfg.micro_batch > 0 else {"124m": 16, "small": 4, "tiny": 2}[size_name]
+    name = device_name(device)
+    settings = dict(tf32=False, bf16=False, compile=False, flash=False, vocab=50257, fused=False, batch_mult=1)
+    rows, prev, base = [], None, None
+    for milestone, change, why in MILESTONES:
+        row = {"milestone": milestone, "why": why}
+        reason = CUDA_ONLY.get(milestone) if device != "cuda" else None
+        key = "compile" if milestone == "torch.compile" else milestone.lower()
+        if reason is None and key in skip:
+            reason = "skipped with --skip"
+        if reason:
+            rows.append({**row, "applies": False, "reason": reason})
+            print(f"{milestone:16s} n/a: {reason}")
+            continue
+        settings.update(change)
+        B = B0 * settings["batch_mult"]
+        dt, n_params = time_milestone(settings, size, B, device, cfg.steps, cfg.warmup)
+        tok_s = B * size["block_size"] / dt
+        precision = "bf16" if settings["bf16"] else ("tf32" if settings["tf32"] else "fp32")
+        peak = peak_flops(name, precision)
+        fpt = flops_per_token(GPTConfig(vocab_size=settings["vocab"], **size), n_params)
+        mfu = fpt * tok_s / peak if peak else None
+        base = base or tok_s
+        row.update(applies=True, settings=dict(settings), micro_batch=B, ms_per_step=1000 * dt, tok_per_s=tok_s,
+                   precision=precision, mfu=mfu, speedup_prev=tok_s / prev if prev else 1.0, speedup_fp32=tok_s / base)
+        prev = tok_s
+        rows.append(row)
+        print(f"{milestone:16s} {1000 * dt:9.1f} ms/step {tok_s:11,.0f} tok/s  MFU {f'{100 * mfu:.1f}%' if mfu else 'n/a'}")
+    return {"device": name, "size": size_name, "config": size, "micro_batch": B0, "steps": cfg.steps,
+            "torch": torch.__version__, "milestones": rows}
+
+
+def table(result: dict) -> str:
+    lines = [f"device: {result['device']} | model: {result['size']} {result['config']} | micro-batch {result['micro_batch']}",
+             f"{'milestone':16s} {'ms/step':>9s} {'tokens/s':>11s} {'MFU':>6s} {'vs prev':>8s} {'vs fp32':>8s}"]
+    for r in result["milestones"]:
+        if not r["applies"]:
+            lines.append(f"{r['milestone']:16s} {'n/a':>9s}   ({r['reason']})")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
+        lines.append(f"{r['milestone']:16s} {r['ms_per_step']:9.1f} {r['tok_per_s']:11,.0f} {mfu:>6s} "
+                     f"{r['speedup_prev']:7.2f}x {r['speedup_fp32']:7.2f}x")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: str) -> None:
+    rows = result["milestones"]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    xs = range(len(rows))
+    ax.bar(xs, [r.get("tok_per_s", 0) for r in rows], color=["C0" if r["applies"] else "lightgray" for r in rows])
+    for i, r in enumerate(rows):
+        label = f"{r['speedup_fp32']:.2f}x" if r["applies"] else "n/a"
+        ax.text(i, r.get("tok_per_s", 0), label, ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(list(xs), [r["milestone"] for r in rows], rotation=20)
+    ax.set(ylabel="tokens / s", title=f"build-nanogpt milestones on {result['device']} ({result['size']})")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(BenchConfig, argv, __doc__.split("\n\n")[0])
+    result = run_bench(cfg)
+    result["bench_config"] = asdict(cfg)
+    print(table(result))
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    tmp = os.path.join(cfg.out_dir, "bench.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, os.path.join(cfg.out_dir, "bench.json"))
+    plot(result, os.path.join(cfg.out_dir, "bench.png"))
+    print(f"wrote {cfg.out_dir}/bench.json and bench.png")
+    return result
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,223 @@
+"""HellaSwag evaluation, completion style (Zellers et al. 2019, "HellaSwag: Can a Machine Really Finish
+Your Sentence?"), as in karpathy/build-nanogpt.
+
+    python build_nanogpt/hellaswag.py --model gpt2                  # GPT-2 124M from the hub
+    python build_nanogpt/hellaswag.py --model path/to/hf_dir --limit 200
+    python build_nanogpt/hellaswag.py --model build_nanogpt/out/ckpt.pt --data hellaswag_val.jsonl
+
+Each example is a context and 4 candidate endings. The model scores every ending by the cross-entropy
+of its tokens given the context; `acc` picks the ending with the lowest SUM of token losses, `acc_norm`
+the lowest MEAN (sum divided by the ending's length in tokens), which removes the bias towards short
+endings. Reference figures (validation set, 10,042 examples, acc_norm): GPT-2 124M 0.2955, GPT-3 124M 0.337.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.request
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import tiktoken
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from cli import UserError, parse_config, run_main
+from model import GPT, GPTConfig
+
+URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+SHA256 = "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"
+CACHE_DIR = os.environ.get("BUILD_NANOGPT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "build_nanogpt"))
+
+
+@dataclass
+class EvalConfig:
+    model: str = field(default="gpt2", metadata={"help": "gpt2 (hub name), a Hugging Face folder, or a ckpt.pt of train.py"})
+    data: str = field(default="", metadata={"help": "hellaswag_val.jsonl; empty: download once to the cache (sha256-checked)"})
+    limit: int = field(default=-1, metadata={"help": "evaluate the first N examples only (-1: all 10,042)"})
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass (x4 endings)"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on CUDA) | float32 | bfloat16"})
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(cache_dir: str = CACHE_DIR) -> str:
+    """The validation file, downloaded once and checked against its sha256."""
+    path = os.path.join(cache_dir, "hellaswag", "hellaswag_val.jsonl")
+    if os.path.exists(path) and sha256_of(path) == SHA256:
+        return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"  # several ranks may download at once
+    try:
+        urllib.request.urlretrieve(URL, tmp)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise UserError(f"could not download {URL} ({e}); pass a local copy with --data PATH") from None
+    if sha256_of(tmp) != SHA256:
+        os.remove(tmp)
+        raise UserError(f"{URL}: sha256 mismatch (expected {SHA256}); not cached")
+    os.replace(tmp, path)
+    return path
+
+
+def load_examples(path: str, limit: int = -1) -> list[dict]:
+    """The examples of a HellaSwag jsonl file; a malformed line is a UserError naming its number."""
+    if not os.path.isfile(path):
+        raise UserError(f"HellaSwag file {path!r} does not exist")
+    examples = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if 0 <= limit <= len(examples):
+                break
+            if not line.strip():
+                continue
+            try:
+                ex = json.loads(line)
+                ok = (isinstance(ex, dict) and isinstance(ex.get("ctx"), str) and isinstance(ex.get("label"), int)
+                      and isinstance(ex.get("endings"), list) and len(ex["endings"]) == 4
+                      and all(isinstance(e, str) for e in ex["endings"]) and 0 <= ex["label"] < 4)
+            except json.JSONDecodeError:
+                ok = False
+            if not ok:
+                raise UserError(f"{path}:{lineno}: malformed HellaSwag example "
+                                "(need JSON with 'ctx', 4 'endings' and a 'label' in 0..3)")
+            examples.append({"ctx": ex["ctx"], "endings": ex["endings"], "label": ex["label"]})
+    if not examples:
+        raise UserError(f"HellaSwag file {path!r} holds no examples")
+    return examples
+
+
+def render(example: dict, enc, block_size: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Token rows (context + ending) and masks (1 on the ending's tokens) for the 4 endings.
+    A row longer than the model's block size keeps its last block_size tokens (tiny models only)."""
+    ctx = enc.encode(example["ctx"])
+    rows, masks = [], []
+    for ending in example["endings"]:
+        end = enc.encode(" " + ending)  # the space belongs to the ending in GPT-2's BPE
+        rows.append((ctx + end)[-block_size:])
+        masks.append(([0] * len(ctx) + [1] * len(end))[-block_size:])
+    return rows, masks
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+
+
+@torch.no_grad()
+def ending_losses(model, rows: list[list[int]], masks: list[list[int]], device: str,
+                  autocast=nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum and mean cross-entropy over each row's masked (ending) tokens: two (n_rows,) tensors."""
+    L = max(len(r) for r in rows)
+    tokens = torch.zeros(len(rows), L, dtype=torch.long)  # right padding: causal, so it changes nothing before it
+    mask = torch.zeros(len(rows), L, dtype=torch.long)
+    for i, (r, m) in enumerate(zip(rows, masks)):
+        tokens[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(m)] = torch.tensor(m)
+    tokens, mask = tokens.to(device), mask.to(device)
+    with autocast():
+        logits, _ = model(tokens)  # (N, L, V)
+    losses = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+    losses = losses.view(len(rows), L - 1)  # (N, L-1): loss of predicting token t+1
+    m = mask[:, 1:].float()
+    total = (losses * m).sum(1)  # (N,)
+    return total, total / m.sum(1)
+
+
+def evaluate(model, examples: list[dict], enc, device: str, batch_size: int = 8, autocast=nullcontext,
+             rank: int = 0, world: int = 1, progress: bool = False) -> dict:
+    """Counts over this rank's share (every world-th example): sum them across ranks for the total."""
+    mine = examples[rank::world]
+    n = correct = correct_norm = 0
+    block = model.config.block_size
+    for i in tqdm(range(0, len(mine), batch_size), desc="hellaswag", disable=not progress):
+        batch = mine[i:i + batch_size]
+        rows, masks = [], []
+        for ex in batch:
+            r, m = render(ex, enc, block)
+            rows += r
+            masks += m
+        total, mean = ending_losses(model, rows, masks, device, autocast)
+        total, mean = total.view(-1, 4).cpu(), mean.view(-1, 4).cpu()  # (examples, 4 endings)
+        labels = torch.tensor([ex["label"] for ex in batch])
+        correct += int((total.argmin(1) == labels).sum())
+        correct_norm += int((mean.argmin(1) == labels).sum())
+        n += len(batch)
+    return {"n": n, "correct": correct, "correct_norm": correct_norm}
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+
+
+def load_model(spec: str) -> GPT:
+    """A train.py checkpoint, a Hugging Face GPT-2 folder, or a hub name such as gpt2."""
+    if os.path.isfile(spec):
+        try:
+            ckpt = torch.load(spec, map_location="cpu", weights_only=True)
+            model = GPT(GPTConfig(**ckpt["model_args"]))
+            model.load_state_dict(ckpt["model"])
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
+            raise UserError(f"--model {spec!r} is not a checkpoint of train.py ({type(e).__name__})") from None
+        return model
+    if os.path.isdir(spec):
+        if not os.path.exists(os.path.join(spec, "config.json")):
+            raise UserError(f"--model folder {spec!r} has no config.json (not a Hugging Face GPT-2 folder)")
+        return GPT.from_hf(spec)
+    if spec.startswith(("gpt2", "openai-community/")):
+        try:
+            from huggingface_hub import snapshot_download  # only needed for hub names
+            local = snapshot_download(spec, allow_patterns=["config.json", "model.safetensors"])
+        except Exception as e:  # noqa: BLE001 - offline, unknown name, hub down
+            raise UserError(f"could not fetch {spec!r} from the Hugging Face hub ({type(e).__name__}); "
+                            "pass a local folder or checkpoint") from None
+        return GPT.from_hf(local)
+    raise UserError(f"--model {spec!r}: not a file, a folder, or a gpt2* hub name")
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "mps" if torch.backends.mps.is_available() else "cpu"
+    if name not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name!r}: use auto, cpu, cuda or mps")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but CUDA is not available")
+    return name
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(EvalConfig, argv, __doc__.split("\n\n")[0])
+    if cfg.dtype not in ("auto", "float32", "bfloat16"):
+        raise UserError(f"--dtype {cfg.dtype!r}: use auto, float32 or bfloat16")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be >= 1")
+    device = resolve_device(cfg.device)
+    examples = load_examples(cfg.data or download(), cfg.limit)
+    enc = tiktoken.get_encoding("gpt2")
+    model = load_model(cfg.model).to(device).eval()
+    use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device == "cuda")
+    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    r = evaluate(model, examples, enc, device, cfg.batch_size, autocast, progress=True)
+    acc, acc_norm = r["correct"] / r["n"], r["correct_norm"] / r["n"]
+    print(f"hellaswag {cfg.model}: {r['n']} examples | acc {acc:.4f} (sum of ending losses) | "
+          f"acc_norm {acc_norm:.4f} (per-token mean)")
+    print(json.dumps({"model": cfg.model, "examples": r["n"], "acc": acc, "acc_norm": acc_norm}))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,371 @@
+"""Ablations: BatchNorm on/off x residual on/off x depth x learning rate x seed, all at the same budget.
+
+    python deep_gradients/ablate.py --configs bn+res,plain --depths 8,20,56 --lrs 0.05,0.4 --seeds 0,1
+
+Two claims are put to a test with numbers: that deep "plain" networks (no shortcuts) train worse than
+shallow ones while residual networks do not (He et al., "Deep Residual Learning", 2015, figure 1 and 6), and
+that BatchNorm allows much higher learning rates (Ioffe & Szegedy 2015, section 3.3; Bjorck et al.,
+"Understanding Batch Normalization", 2018). Every run is `train.run(train.Config(...))`, in this process,
+one after another; each keeps its own folder (results.json, ckpt.pt). Written into --out-dir:
+- ablation.json: every run (config, final numbers, loss curve, per-layer activation std) and the summary;
+- ablation.md: the table (mean +- std over seeds) and findings stated with their numbers;
+- ablation_curves.png, ablation_acc.png, ablation_actstd.png.
+Activation statistics: std of every ReLU's input (the pre-activation) over the first --act-images test images,
+at initialisation (rebuilt from the seed exactly as train.py builds it; BN in train mode, i.e. batch
+statistics, as the first step sees it) and after training (the saved checkpoint, eval mode).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, fields
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import mnist  # noqa: E402
+import model as model_lib  # noqa: E402
+import train  # noqa: E402
+
+CONFIGS = {  # name -> (batch_norm, residual)
+    "bn+res": (True, True),
+    "bn": (True, False),
+    "res": (False, True),
+    "plain": (False, False),
+}
+
+
+@dataclass
+class AblateConfig:
+    configs: str = "bn+res,bn,res,plain"  # comma list of: bn+res, bn, res, plain
+    depths: str = "8,20,56"
+    lrs: str = "0.1"  # peak learning rates (train.py's one-cycle schedule)
+    seeds: str = "0"
+    epochs: int = 2
+    train_subset: int = 0  # first N training images (0 = all)
+    dataset: str = "digits"  # digits | mnist
+    data_dir: str = ""
+    batch_size: int = 128
+    width: int = 16
+    record_every: int = 0  # > 0: every run also writes evolution.jsonl (slower)
+    act_images: int = 256  # test images for the activation statistics
+    device: str = "auto"
+    out_dir: str = "deep_gradients/out/ablation"
+    report_only: bool = False  # redraw ablation.md and the plots from an existing OUT/ablation.json
+
+
+class AblateError(Exception):
+    """A bad selection: one line on stderr, exit 2."""
+
+
+def _list(s: str, typ, flag: str) -> list:
+    try:
+        out = [typ(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise AblateError(f"--{flag} {s!r} is not a comma-separated list of {typ.__name__}") from None
+    if not out:
+        raise AblateError(f"--{flag} is empty")
+    return out
+
+
+def grid(cfg: AblateConfig) -> list[dict]:
+    """-> one dict per run: name, config, depth, lr, seed (configs x depths x lrs x seeds)."""
+    names = _list(cfg.configs, str, "configs")
+    for n in names:
+        if n not in CONFIGS:
+            raise AblateError(f"--configs {n!r} is not allowed; one of {', '.join(CONFIGS)}")
+    depths = _list(cfg.depths, int, "depths")
+    for d in depths:
+        if d not in model_lib.DEPTHS:
+            raise AblateError(f"--depths {d} is not allowed; one of {', '.join(map(str, model_lib.DEPTHS))} (6n+2)")
+    lrs, seeds = _list(cfg.lrs, float, "lrs"), _list(cfg.seeds, int, "seeds")
+    if any(not lr > 0 for lr in lrs):
+        raise AblateError(f"--lrs {cfg.lrs!r}: every learning rate must be > 0")
+    if cfg.dataset not in mnist.DATASETS:
+        raise AblateError(f"--dataset {cfg.dataset!r} is not allowed; one of {', '.join(mnist.DATASETS)}")
+    if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.width < 1 or cfg.act_images < 2 or cfg.train_subset < 0:
+        raise AblateError("--epochs and --width must be >= 1, --batch-size and --act-images >= 2, --train-subset >= 0")
+    return [{"name": f"{c}_d{d}_lr{lr:g}_s{s}", "config": c, "depth": d, "lr": lr, "seed": s}
+            for d in depths for c in names for lr in lrs for s in seeds]
+
+
+def train_config(cfg: AblateConfig, r: dict) -> train.Config:
+    bn, res = CONFIGS[r["config"]]
+    return train.Config(dataset=cfg.dataset, data_dir=cfg.data_dir, train_subset=cfg.train_subset, depth=r["depth"],
+                        width=cfg.width, batch_norm=bn, residual=res, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                        lr=r["lr"], seed=r["seed"], record_every=cfg.record_every, device=cfg.device,
+                        out_dir=os.path.join(cfg.out_dir, r["name"]), progress=False)
+
+
+def activation_std(m: nn.Module, x: torch.Tensor, train_mode: bool) -> list[float]:
+    """Std of every ReLU's input (pre-activation), in network order, for one forward pass of x."""
+    stds = []
+    hooks = [mod.register_forward_hook(lambda mod, i, o: stds.append(i[0].std().item()))
+             for mod in m.modules() if isinstance(mod, nn.ReLU)]
+    saved = {k: v.clone() for k, v in m.state_dict().items()}
+    m.train(train_mode)
+    with torch.no_grad():
+        m(x)
+    for h in hooks:
+        h.remove()
+    m.load_state_dict(saved)  # a train-mode pass moved the BN running statistics; put them back
+    return stds
+
+
+def act_stats(tc: train.Config, x: torch.Tensor) -> dict:
+    torch.manual_seed(tc.seed)  # as train.py does right before it builds the model
+    m = model_lib.ResNet(tc.depth, tc.width, tc.batch_norm, tc.residual, zero_init_residual=tc.zero_init_residual)
+    init = activation_std(m, x, train_mode=True)
+    ck = torch.load(os.path.join(tc.out_dir, "ckpt.pt"), map_location="cpu", weights_only=True)
+    m.load_state_dict(ck["model"])
+    trained = activation_std(m, x, train_mode=False)
+    return {"init": [_finite(v) for v in init], "trained": [_finite(v) for v in trained]}  # NaN -> null in JSON
+
+
+def _finite(v) -> float | None:
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+def _nan(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def run_all(cfg: AblateConfig, log=print) -> dict:
+    runs = grid(cfg)
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    _, _, x_test, _ = mnist.load(cfg.dataset, cfg.data_dir or None)
+    x_act = x_test[:cfg.act_images]
+    done = []
+    for r in tqdm(runs, desc="ablation runs", dynamic_ncols=True):
+        tc = train_config(cfg, r)
+        t0 = time.time()
+        res = train.run(tc)
+        ep = res["epochs"]
+        row = dict(r, batch_norm=tc.batch_norm, residual=tc.residual, out_dir=tc.out_dir,
+                   final_test_acc=_finite(res.get("final_test_acc")),
+                   final_test_loss=_finite(ep[-1].get("test_loss")) if ep else None,
+                   final_train_loss=_finite(ep[-1].get("train_loss")) if ep else None,
+                   train_curve=[[s, _finite(v)] for s, v in res.get("train_curve", [])],
+                   seconds=time.time() - t0, act_std=act_stats(tc, x_act))
+        # failed to train: NaN, or no better than guessing among 10 classes (loss ln 10 = 2.303)
+        row["diverged"] = row["final_train_loss"] is None or row["final_train_loss"] >= math.log(10)
+        done.append(row)
+        log(f"{r['name']}: test acc {100 * (row['final_test_acc'] or 0):.2f}%, train loss "
+            f"{row['final_train_loss']}, {row['seconds']:.0f}s")
+        out = save(cfg, done)  # after every run, so a long grid that is cut short keeps what it has
+    plot_all(out, cfg.out_dir)
+    return out
+
+
+def redraw(out_dir: str) -> dict:
+    path = os.path.join(out_dir, "ablation.json")
+    if not os.path.isfile(path):
+        raise AblateError(f"--report-only: no {path}; run the ablation first")
+    with open(path) as f:
+        out = json.load(f)
+    out["summary"] = summarize(out["runs"])
+    write_markdown(out, os.path.join(out_dir, "ablation.md"))
+    plot_all(out, out_dir)
+    return out
+
+
+def save(cfg: AblateConfig, runs: list[dict]) -> dict:
+    out = {"ablate_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)}, "runs": runs,
+           "summary": summarize(runs)}
+    tmp = os.path.join(cfg.out_dir, "ablation.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1, allow_nan=False)
+    os.replace(tmp, os.path.join(cfg.out_dir, "ablation.json"))
+    write_markdown(out, os.path.join(cfg.out_dir, "ablation.md"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# summary, table, findings, plots
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Mean and std over seeds for every (config, depth, lr)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["config"], r["depth"], r["lr"]), []).append(r)
+    out = []
+    for (c, d, lr), rs in groups.items():
+        acc = [r["final_test_acc"] if r["final_test_acc"] is not None else float("nan") for r in rs]
+        loss = [r["final_train_loss"] if r["final_train_loss"] is not None else float("nan") for r in rs]
+        out.append({"config": c, "depth": d, "lr": lr, "n_seeds": len(rs),
+                    "acc_mean": _finite(np.mean(acc)), "acc_std": _finite(np.std(acc)),
+                    "train_loss_mean": _finite(np.mean(loss)), "diverged": sum(r["diverged"] for r in rs)})
+    return out
+
+
+def _pct(v):
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def findings(summary: list[dict]) -> list[str]:
+    """Sentences that answer the two questions with the measured numbers (only where the grid has both sides)."""
+    s = {(r["config"], r["depth"], r["lr"]): r for r in summary}
+    depths = sorted({r["depth"] for r in summary})
+    lrs = sorted({r["lr"] for r in summary})
+    lines = []
+    if len(depths) > 1:
+        lo, hi = depths[0], depths[-1]
+        for lr in lrs:
+            for c in CONFIGS:
+                a, b = s.get((c, lo, lr)), s.get((c, hi, lr))
+                if a and b and a["acc_mean"] is not None and b["acc_mean"] is not None:
+                    delta = 100 * (b["acc_mean"] - a["acc_mean"])
+                    lines.append(f"- depth {lo} -> {hi}, `{c}`, lr {lr:g}: test accuracy {_pct(a['acc_mean'])}% -> "
+                                 f"{_pct(b['acc_mean'])}% ({delta:+.2f} points); final train loss "
+                                 f"{a['train_loss_mean']} -> {b['train_loss_mean']}")
+    if len(lrs) > 1:
+        for d in depths:
+            for with_bn, without in (("bn+res", "res"), ("bn", "plain")):
+                for lr in lrs:
+                    a, b = s.get((with_bn, d, lr)), s.get((without, d, lr))
+                    if a and b:
+                        lines.append(f"- depth {d}, lr {lr:g}: with BN (`{with_bn}`) {_pct(a['acc_mean'])}% "
+                                     f"({a['diverged']}/{a['n_seeds']} diverged) vs without (`{without}`) "
+                                     f"{_pct(b['acc_mean'])}% ({b['diverged']}/{b['n_seeds']} diverged)")
+    return lines or ["- (no two cells of this grid differ only in depth, or only in BN at the same lr: nothing to compare)"]
+
+
+def write_markdown(out: dict, path: str) -> None:
+    summary, cfg = out["summary"], out["ablate_config"]
+    lrs = sorted({r["lr"] for r in summary})
+    s = {(r["config"], r["depth"], r["lr"]): r for r in summary}
+    lines = ["# Ablation: BatchNorm x residual x depth x learning rate", "",
+             f"Dataset `{cfg['dataset']}` (train subset {cfg['train_subset'] or 'all'}), {cfg['epochs']} epoch(s), "
+             f"batch {cfg['batch_size']}, width {cfg['width']}, seeds {cfg['seeds']}; one-cycle schedule peaking at lr.",
+             "Cells: final test accuracy %, mean +- std over seeds (final train loss; `div` = runs whose final train "
+             "loss is NaN or >= ln 10 = 2.303, chance level).", "",
+             "| config | depth | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
+             "|---|---|" + "---|" * len(lrs)]
+    for c in CONFIGS:
+        for d in sorted({r["depth"] for r in summary}):
+            cells = []
+            for lr in lrs:
+                r = s.get((c, d, lr))
+                if r is None:
+                    cells.append("")
+                    continue
+                loss = "NaN" if r["train_loss_mean"] is None else f"{r['train_loss_mean']:.3f}"
+                std = f" +- {100 * r['acc_std']:.2f}" if r["n_seeds"] > 1 and r["acc_std"] is not None else ""
+                div = f", {r['diverged']} div" if r["diverged"] else ""
+                cells.append(f"{_pct(r['acc_mean'])}{std} ({loss}{div})")
+            if any(cells):
+                lines.append(f"| {c} | {d} | " + " | ".join(cells) + " |")
+    lines += ["", "## Findings (numbers from the table)", ""] + findings(summary)
+    lines += ["", "## Activation std per layer (ReLU inputs)", "",
+              "| run | init: first / middle / last | trained: first / middle / last |", "|---|---|---|"]
+    for r in out["runs"]:
+        if r["seed"] != min(x["seed"] for x in out["runs"]):
+            continue
+        f = lambda v: " / ".join(f"{_nan(v[i]):.3g}" for i in (0, len(v) // 2, -1))  # noqa: E731
+        lines.append(f"| {r['name']} | {f(r['act_std']['init'])} | {f(r['act_std']['trained'])} |")
+    lines += ["", "![loss curves](ablation_curves.png)", "", "![final accuracy](ablation_acc.png)", "",
+              "![activation std](ablation_actstd.png)", ""]
+    with open(path + ".tmp", "w") as fh:
+        fh.write("\n".join(lines))
+    os.replace(path + ".tmp", path)
+
+
+def plot_all(out: dict, out_dir: str) -> list[str]:
+    runs, summary = out["runs"], out["summary"]
+    depths = sorted({r["depth"] for r in runs})
+    lrs = sorted({r["lr"] for r in runs})
+    colors = {c: plt.cm.tab10(i) for i, c in enumerate(CONFIGS)}
+    paths = []
+    # loss curves: rows = lr, columns = depth
+    fig, axes = plt.subplots(len(lrs), len(depths), figsize=(4.5 * len(depths), 3.4 * len(lrs)), squeeze=False)
+    for i, lr in enumerate(lrs):
+        for j, d in enumerate(depths):
+            ax = axes[i][j]
+            for r in runs:
+                if r["lr"] == lr and r["depth"] == d and r["train_curve"]:
+                    c = np.array([[s, np.nan if v is None else v] for s, v in r["train_curve"]], dtype=float)
+                    ax.plot(c[:, 0], c[:, 1], color=colors[r["config"]], lw=1, alpha=0.8,
+                            label=r["config"] if r["seed"] == min(x["seed"] for x in runs) else None)
+            ax.set(title=f"depth {d}, lr {lr:g}", xlabel="step", ylabel="train loss", yscale="log")
+            ax.legend(fontsize=7)
+    paths.append(os.path.join(out_dir, "ablation_curves.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+    # final accuracy vs depth: one panel per lr
+    fig, axes = plt.subplots(1, len(lrs), figsize=(5 * len(lrs), 3.6), squeeze=False)
+    for ax, lr in zip(axes[0], lrs):
+        for c in CONFIGS:
+            pts = sorted((r["depth"], r["acc_mean"], r["acc_std"]) for r in summary if r["config"] == c and r["lr"] == lr)
+            if pts:
+                d, m, sd = (np.array([np.nan if v is None else v for v in col], dtype=float) for col in zip(*pts))
+                ax.errorbar(d, 100 * m, yerr=100 * sd, marker="o", color=colors[c], label=c, capsize=3)
+        ax.set(title=f"final test accuracy, lr {lr:g}", xlabel="depth", ylabel="%", xticks=depths)
+        ax.legend(fontsize=8)
+    paths.append(os.path.join(out_dir, "ablation_acc.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+    # activation std per layer: one panel per config; colour = depth, dashed = init, solid = trained
+    confs = [c for c in CONFIGS if any(r["config"] == c for r in runs)]
+    fig, axes = plt.subplots(1, len(confs), figsize=(4.5 * len(confs), 3.6), squeeze=False)
+    dcol = {d: plt.cm.viridis(k / max(len(depths) - 1, 1) * 0.9) for k, d in enumerate(depths)}
+    lr0, seed0 = lrs[0], min(r["seed"] for r in runs)
+    for ax, c in zip(axes[0], confs):
+        for r in runs:
+            if r["config"] == c and r["lr"] == lr0 and r["seed"] == seed0:
+                ax.plot([_nan(v) for v in r["act_std"]["init"]], "--", color=dcol[r["depth"]],
+                        label=f"depth {r['depth']} init")
+                ax.plot([_nan(v) for v in r["act_std"]["trained"]], "-", color=dcol[r["depth"]],
+                        label=f"depth {r['depth']} trained")
+        ax.set(title=f"{c}: pre-activation std (lr {lr0:g})", xlabel="ReLU index (input -> output)", yscale="log")
+        ax.legend(fontsize=6)
+    paths.append(os.path.join(out_dir, "ablation_actstd.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> AblateConfig:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f in fields(AblateConfig):
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            continue
+        typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+        p.add_argument(flag, type=typ, default=f.default, help=f"(default {f.default})")
+    return AblateConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv=None) -> None:
+    cfg = parse_args(argv)
+    try:
+        if cfg.report_only:
+            out = redraw(cfg.out_dir)
+        else:
+            grid(cfg)  # check the whole selection before the first run starts
+            out = run_all(cfg)
+    except (AblateError, train.ConfigError, mnist.DataError) as e:
+        print(f"ablate.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"wrote {os.path.join(cfg.out_dir, 'ablation.json')} and ablation.md ({len(out['runs'])} runs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""Measure training throughput of train.py on what this machine has: 1 CPU, N CPU processes, 1 GPU, all GPUs.
+
+    python deep_gradients/benchmark.py --quick      # CPU: small subset, a few hundred steps in all
+    python deep_gradients/benchmark.py              # full MNIST epochs; GPU rows where CUDA exists
+
+Every row is a real `python train.py ...` (or `torchrun ... train.py ...`) subprocess with evaluation off;
+its figure is the LAST epoch's images/s (the first one pays for warm-up, cuDNN autotuning and compilation).
+Writes benchmark.md (table), benchmark.png (bar chart) and benchmark.json (all rows, skipped ones with why).
+
+Scaling is weak scaling, as with DDP in practice: each worker keeps the same per-worker batch, so N workers
+run a global batch N times larger. With T = throughput in images/s,
+    scaling efficiency = T_N / (N * T_1)     (1.0 = perfect; T_1 is the same network on one worker)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import torch
+from tqdm import tqdm
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+TRAIN = HERE / "train.py"
+
+
+@dataclass
+class BenchConfig:
+    quick: bool = False  # CPU smoke-sized: --train-subset quick_subset, 2 epochs per row
+    quick_subset: int = 1024
+    dataset: str = "auto"  # auto = mnist when --data-dir holds it, else the offline digits
+    data_dir: str = ""  # MNIST IDX folder ("" = deep_gradients/data/mnist)
+    epochs: int = 2  # per row; the last epoch is the one measured
+    batch_size: int = 128  # per worker
+    small: str = "8x16"  # depth x width of the small network
+    big: str = "20x32"  # ... and of the big one
+    workers: int = 0  # CPU processes / threads for the multi-worker rows (0 = all cores)
+    gpu: bool = True  # run the GPU rows where CUDA exists
+    timeout: int = 1800  # seconds per row
+    out: str = str(HERE / "benchmark")  # writes OUT.md, OUT.png, OUT.json
+    runs_dir: str = str(HERE / "out" / "benchmark")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv=None) -> BenchConfig:
+    p = _Parser(prog="benchmark.py", description=__doc__.split("\n")[0],
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(BenchConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(flag, dest=f.name, type={"int": int, "str": str}[f.type], default=f.default)
+    cfg = BenchConfig(**vars(p.parse_args(argv)))
+    for key in ("small", "big"):
+        try:
+            d, w = map(int, getattr(cfg, key).split("x"))
+        except ValueError:
+            p.error(f"--{key} {getattr(cfg, key)!r} must look like DEPTHxWIDTH, e.g. 20x16")
+    return cfg
+
+
+def net_args(spec: str) -> list[str]:
+    d, w = spec.split("x")
+    return ["--depth", d, "--width", w]
+
+
+def mnist_available(data_dir: str) -> bool:
+    d = Path(data_dir) if data_dir else HERE / "data" / "mnist"
+    return all((d / n).exists() for n in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
+
+
+def plan(cfg: BenchConfig, n_gpus: int, cores: int) -> list[dict]:
+    """The rows: {group, name, net, workers, flags, launcher} or {..., skip: reason}."""
+    rows = []
+    n = cfg.workers or cores
+
+    def row(group, name, net, flags=(), workers=1, launcher="python", threads=1, baseline=False, **extra):
+        rows.append(dict(group=group, name=name, net=net, flags=list(flags), workers=workers, launcher=launcher,
+                         threads=threads, baseline=baseline, **extra))
+
+    for net in (cfg.small, cfg.big):
+        g = "cpu"
+        row(g, "1 process, 1 thread, fp32 (baseline)", net, ["--device", "cpu"], baseline=True)
+        row(g, "+ channels_last", net, ["--device", "cpu", "--channels-last"])
+        row(g, "+ bf16 autocast", net, ["--device", "cpu", "--amp", "bf16"])
+        row(g, "+ channels_last + bf16", net, ["--device", "cpu", "--channels-last", "--amp", "bf16"])
+        if n > 1:
+            row(g, f"1 process, {n} threads", net, ["--device", "cpu"], threads=n, scale=n)
+            row(g, f"{n} processes (DDP, gloo), 1 thread each", net, ["--device", "cpu"], workers=n,
+                launcher="torchrun", scale=n)
+        else:
+            rows.append(dict(group=g, name="N processes (DDP, gloo)", net=net, skip="only 1 CPU core"))
+        g = "gpu"
+        if not cfg.gpu:
+            rows.append(dict(group=g, name="GPU rows", net=net, skip="--no-gpu"))
+            continue
+        if n_gpus == 0:
+            rows.append(dict(group=g, name="1 GPU and all GPUs, each CUDA optimisation", net=net,
+                             skip="no CUDA device on this machine"))
+            continue
+        cuda = ["--device", "cuda"]
+        best = ["--amp", "bf16", "--channels-last", "--cudnn-benchmark"]
+        row(g, "1 GPU, fp32/TF32, data on GPU (baseline)", net, cuda, baseline=True)
+        row(g, "- data on GPU (host copy per batch)", net, cuda + ["--no-data-on-device"])
+        row(g, "+ bf16 autocast", net, cuda + ["--amp", "bf16"])
+        row(g, "+ fp16 autocast + GradScaler", net, cuda + ["--amp", "fp16"])
+        row(g, "+ channels_last", net, cuda + ["--channels-last"])
+        row(g, "+ cudnn.benchmark", net, cuda + ["--cudnn-benchmark"])
+        row(g, "+ bf16 + channels_last + cudnn.benchmark", net, cuda + best)
+        row(g, "+ all + torch.compile", net, cuda + best + ["--compile"])
+        row(g, "+ all + compile reduce-overhead (CUDA graphs)", net, cuda + best + ["--compile", "--compile-mode",
+                                                                                     "reduce-overhead"])
+        if n_gpus > 1:
+            row(g, f"{n_gpus} GPUs (DDP, nccl), all optimisations", net, cuda + best, workers=n_gpus,
+                launcher="torchrun", scale=n_gpus, ref="+ bf16 + channels_last + cudnn.benchmark")
+        else:
+            rows.append(dict(group=g, name="all GPUs (DDP, nccl)", net=net, skip="only 1 GPU"))
+    if cfg.gpu and n_gpus and not cfg.quick:  # the headline: wall-clock training time to 99.5% on one GPU
+        row("gpu", "time to 99.5% test accuracy (default net, all optimisations)", "20x16",
+            ["--device", "cuda", "--amp", "bf16", "--channels-last", "--cudnn-benchmark", "--compile"],
+            eval=True, epochs=6)
+    return rows
+
+
+def run_row(r: dict, cfg: BenchConfig, dataset: str, run_dir: Path) -> dict:
+    epochs = r.get("epochs", cfg.epochs)
+    args = [*net_args(r["net"]), *r["flags"], "--dataset", dataset, "--epochs", str(epochs),
+            "--batch-size", str(cfg.batch_size * r["workers"]), "--threads", str(r["threads"]),
+            "--out-dir", str(run_dir), "--no-progress", "--log-every", "0"]
+    if not r.get("eval"):
+        args.append("--no-eval")
+    if cfg.data_dir:
+        args += ["--data-dir", cfg.data_dir]
+    if cfg.quick:
+        args += ["--train-subset", str(cfg.quick_subset * r["workers"])]
+    if r["launcher"] == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={r['workers']}",
+               str(TRAIN), *args]
+    else:
+        cmd = [sys.executable, str(TRAIN), *args]
+    env = dict(os.environ, OMP_NUM_THREADS=str(r["threads"]), PYTHONUNBUFFERED="1")
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=cfg.timeout)
+    wall = time.time() - t0
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or ["?"])[-1]
+        return {**r, "skip": f"failed (exit {p.returncode}): {tail}", "cmd": " ".join(cmd)}
+    res = json.loads((run_dir / "results.json").read_text())
+    last = res["epochs"][-1]
+    out = {**r, "cmd": " ".join(cmd[1:]), "wall_s": wall, "images_per_s": last["images_per_s"],
+           "epoch_time_s": last["epoch_time_s"], "peak_mem_mb": last.get("peak_mem_mb"),
+           "gpu_util": last.get("gpu_util"), "mfu": last.get("mfu"), "steps_per_epoch": res["steps_per_epoch"]}
+    if r.get("eval"):
+        t, hit = 0.0, None
+        for e in res["epochs"]:
+            t += e["epoch_time_s"]
+            if hit is None and e.get("test_acc", 0) >= 0.995:
+                hit = t
+        out["time_to_995_s"] = hit
+        out["final_test_acc"] = res["final_test_acc"]
+    return out
+
+
+def derive(rows: list[dict]) -> None:
+    """Speed-up over the group's baseline for the same network; scaling efficiency T_N / (N * T_1)."""
+    for r in rows:
+        if "images_per_s" not in r:
+            continue
+        base = next((b for b in rows if b.get("baseline") and b["group"] == r["group"] and b["net"] == r["net"]
+                     and "images_per_s" in b), None)
+        if base:
+            r["speedup"] = r["images_per_s"] / base["images_per_s"]
+        if r.get("scale"):
+            ref = base
+            if r.get("ref"):
+                ref = next((b for b in rows if b["name"] == r["ref"] and b["net"] == r["net"] and "images_per_s" in b),
+                           base)
+            if ref:
+                r["scaling_eff"] = r["images_per_s"] / (r["scale"] * ref["images_per_s"])
+
+
+def fmt(v, spec):
+    return "" if v is None else format(v, spec)
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return (f"{os.cpu_count()} CPU cores ({cpu}); GPUs: {', '.join(gpus) if gpus else 'none'}; "
+            f"torch {torch.__version__}; Python {platform.python_version()}")
+
+
+def write_report(rows: list[dict], cfg: BenchConfig, dataset: str, header: dict) -> None:
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# deep_gradients benchmark", "",
+        f"- machine: {header['machine']}",
+        f"- load average (1 min) at start / end: {header['load_start']:.1f} / {header['load_end']:.1f}",
+        f"- date: {header['date']}; data: {dataset}"
+        + (f" (first {cfg.quick_subset} images per worker, --quick)" if cfg.quick else "")
+        + f"; {cfg.epochs} epochs per row, the last one measured; per-worker batch {cfg.batch_size}",
+        "- images/s = training images per second over the measured epoch (no evaluation); speed-up = over the"
+        " baseline row of the same group and network",
+        "- scaling efficiency = T_N / (N * T_1), T = images/s, N = workers (processes or threads), weak scaling"
+        " (per-worker batch fixed); 1.00 = perfect", "",
+        "| device | network (depth x width) | run | images/s | epoch time (s) | speed-up | scaling eff. | GPU util % | MFU % | peak mem (MiB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "skip" in r:
+            lines.append(f"| {r['group']} | {r['net']} | {r['name']} | skipped: {r['skip']} | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['group']} | {r['net']} | {r['name']} | {r['images_per_s']:.0f} | {r['epoch_time_s']:.2f} | "
+            f"{fmt(r.get('speedup'), '.2f')} | {fmt(r.get('scaling_eff'), '.2f')} | {fmt(r.get('gpu_util'), '.0f')} | "
+            f"{fmt(None if r.get('mfu') is None else 100 * r['mfu'], '.1f')} | {fmt(r.get('peak_mem_mb'), '.0f')} |")
+    for r in rows:
+        if "time_to_995_s" in r:
+            t = r["time_to_995_s"]
+            lines += ["", f"Time to 99.5% test accuracy on one GPU: "
+                          f"{'not reached' if t is None else f'{t:.1f} s of training'} "
+                          f"(final {100 * r['final_test_acc']:.2f}%)."]
+    lines += ["", "Commands: every row's exact command line is in benchmark.json (`cmd`)."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"header": header, "config": dataclasses.asdict(cfg), "rows": rows},
+                                                   indent=1))
+    plot(rows, out.with_suffix(".png"), header)
+
+
+def plot(rows, path: Path, header: dict) -> None:
+    done = [r for r in rows if "images_per_s" in r]
+    if not done:
+        return
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(done) + 1.5))
+    colors = {"cpu": "tab:blue", "gpu": "tab:green"}
+    labels = [f"{r['group']} {r['net']}: {r['name']}" for r in done]
+    ax.barh(range(len(done)), [r["images_per_s"] for r in done], color=[colors[r["group"]] for r in done])
+    ax.set_yticks(range(len(done)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("training images / s (log scale)")
+    ax.set_title(f"ResNet on MNIST-sized images: {header['machine'][:80]}", fontsize=8)
+    for i, r in enumerate(done):
+        ax.text(r["images_per_s"], i, f" {r['images_per_s']:.0f}", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    cfg = parse_args(argv)
+    dataset = cfg.dataset if cfg.dataset != "auto" else ("mnist" if mnist_available(cfg.data_dir) else "digits")
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    rows = plan(cfg, n_gpus, os.cpu_count() or 1)
+    header = {"machine": machine_line(), "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                               time.gmtime())}
+    todo = [r for r in rows if "skip" not in r]
+    print(f"{len(todo)} runs ({len(rows) - len(todo)} skipped) on {dataset}: {header['machine']}", flush=True)
+    for i, r in enumerate(tqdm(rows, desc="benchmark")):
+        if "skip" in r:
+            continue
+        run_dir = Path(cfg.runs_dir) / f"{i:02d}"
+        rows[i] = run_row(r, cfg, dataset, run_dir)
+        got = rows[i].get("images_per_s")
+        tqdm.write(f"{r['group']} {r['net']} {r['name']}: " + (f"{got:.0f} img/s" if got else rows[i]["skip"]))
+    derive(rows)
+    header["load_end"] = os.getloadavg()[0]
+    write_report(rows, cfg, dataset, header)
+    print(Path(cfg.out).with_suffix(".md").read_text())
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,377 @@
+"""The ResNet of model.py with every forward and backward pass written by hand: no autograd anywhere.
+
+Each layer is a pair of plain functions, `*_forward(...) -> (out, cache)` and `*_backward(dout, cache) ->
+grads`, in the style of CS231n (Karpathy & Johnson, Stanford, 2016) and of Ioffe & Szegedy, "Batch
+Normalization" (2015) for the BN gradient. Convolution is im2col: `F.unfold` lays every receptive field
+out as a column, so the convolution is one matrix product, and its backward is another matrix product plus
+`F.fold` (col2im), which adds the overlapping patches back together. `F.unfold`/`F.fold` are plain tensor
+copies here; nothing records a graph.
+
+`ScratchResNet.from_state_dict(model.ResNet(...).state_dict())` builds the same network by parameter name
+(`stem.0.weight`, `stages.1.0.conv1.weight`, ..., `fc.bias`), so a test can check loss, every gradient and
+the BN running statistics against autograd. `python deep_gradients/scratch.py --steps 200` trains it with
+hand-written SGD on the offline digits set and prints the loss.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+import mnist
+import model as model_lib
+
+# --------------------------------------------------------------------------------------------------
+# layers: forward returns (out, cache); backward takes d(loss)/d(out) and returns the input gradients
+
+
+def conv2d_forward(x, w, b, stride: int = 1, padding: int = 0):
+    """x (N, C, H, W), w (F, C, kh, kw), b (F,) or None -> (N, F, Ho, Wo)."""
+    N, C, H, W = x.shape
+    Fo, _, kh, kw = w.shape
+    Ho = (H + 2 * padding - kh) // stride + 1
+    Wo = (W + 2 * padding - kw) // stride + 1
+    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (N, C*kh*kw, Ho*Wo)
+    out = w.reshape(Fo, -1) @ cols  # (N, F, Ho*Wo)
+    if b is not None:
+        out = out + b.view(1, Fo, 1)
+    out = out.view(N, Fo, Ho, Wo)
+    return out, (cols, x.shape, w, b is not None, stride, padding)
+
+
+def conv2d_backward(dout, cache):
+    """dout (N, F, Ho, Wo) -> dx (N, C, H, W), dw (F, C, kh, kw), db (F,) or None."""
+    cols, x_shape, w, has_bias, stride, padding = cache
+    N, Fo, Ho, Wo = dout.shape
+    kh, kw = w.shape[2:]
+    d = dout.reshape(N, Fo, Ho * Wo)  # (N, F, L)
+    dw = torch.einsum("nfl,nkl->fk", d, cols).view_as(w)  # sum over images and positions
+    db = dout.sum(dim=(0, 2, 3)) if has_bias else None
+    dcols = w.reshape(Fo, -1).t() @ d  # (N, C*kh*kw, L)
+    # col2im: every input pixel collects the gradient of each window it appeared in
+    dx = F.fold(dcols, x_shape[2:], (kh, kw), padding=padding, stride=stride)  # (N, C, H, W)
+    return dx, dw, db
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, train: bool,
+                      momentum: float = 0.1, eps: float = 1e-5):
+    """Per-channel BN of x (N, C, H, W). In train mode it normalises with the batch statistics and updates
+    running_mean / running_var IN PLACE the way torch does: new = (1 - momentum) * old + momentum * batch,
+    with the unbiased (n / (n - 1)) batch variance for running_var, the biased one for normalising."""
+    C = x.shape[1]
+    if train:
+        n = x.numel() // C
+        mean = x.mean(dim=(0, 2, 3))  # (C,)
+        var = x.var(dim=(0, 2, 3), unbiased=False)  # (C,)
+        running_mean.mul_(1 - momentum).add_(momentum * mean)
+        running_var.mul_(1 - momentum).add_(momentum * var * n / max(n - 1, 1))
+    else:
+        mean, var = running_mean, running_var
+    inv_std = 1.0 / torch.sqrt(var + eps)  # (C,)
+    xhat = (x - mean.view(1, C, 1, 1)) * inv_std.view(1, C, 1, 1)  # (N, C, H, W)
+    out = gamma.view(1, C, 1, 1) * xhat + beta.view(1, C, 1, 1)
+    return out, (xhat, gamma, inv_std, train)
+
+
+def batchnorm_backward(dout, cache):
+    """-> dx, dgamma, dbeta. In train mode the mean and variance depend on x too, which gives the usual
+    dx = gamma / sigma * (dout - mean(dout) - xhat * mean(dout * xhat)) (means over N, H, W)."""
+    xhat, gamma, inv_std, train = cache
+    C = xhat.shape[1]
+    dgamma = (dout * xhat).sum(dim=(0, 2, 3))
+    dbeta = dout.sum(dim=(0, 2, 3))
+    g = (gamma * inv_std).view(1, C, 1, 1)
+    if train:
+        dx = g * (dout - dout.mean(dim=(0, 2, 3), keepdim=True)
+                  - xhat * (dout * xhat).mean(dim=(0, 2, 3), keepdim=True))
+    else:  # running statistics are constants: BN is just a per-channel affine map
+        dx = g * dout
+    return dx, dgamma, dbeta
+
+
+def relu_forward(x):
+    out = x.clamp_min(0)
+    return out, out > 0
+
+
+def relu_backward(dout, mask):
+    return dout * mask  # the subgradient at exactly 0 is taken as 0, like torch
+
+
+def add_forward(a, b):
+    return a + b, None
+
+
+def add_backward(dout, cache):
+    return dout, dout  # a sum hands the same gradient to both branches
+
+
+def gap_forward(x):
+    """Global average pooling: (N, C, H, W) -> (N, C)."""
+    return x.mean(dim=(2, 3)), x.shape
+
+
+def gap_backward(dout, shape):
+    N, C, H, W = shape
+    return (dout / (H * W)).view(N, C, 1, 1).expand(N, C, H, W).contiguous()
+
+
+def linear_forward(x, w, b):
+    """x (N, D), w (K, D), b (K,) -> (N, K), like nn.Linear."""
+    return x @ w.t() + b, (x, w)
+
+
+def linear_backward(dout, cache):
+    x, w = cache
+    return dout @ w, dout.t() @ x, dout.sum(dim=0)  # dx (N, D), dw (K, D), db (K,)
+
+
+def softmax_ce_forward(logits, y):
+    """Mean cross-entropy of logits (N, K) against integer labels y (N,); log-sum-exp shifted by the max."""
+    N = logits.shape[0]
+    shifted = logits - logits.max(dim=1, keepdim=True).values
+    logp = shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (N, K)
+    loss = -logp[torch.arange(N), y].mean()
+    return loss, (logp, y)
+
+
+def softmax_ce_backward(cache):
+    """d(loss)/d(logits) = (softmax - onehot) / N."""
+    logp, y = cache
+    N = logp.shape[0]
+    d = logp.exp()
+    d[torch.arange(N), y] -= 1
+    return d / N
+
+
+# --------------------------------------------------------------------------------------------------
+# the network, assembled from the layers above and driven by model.py's parameter names
+
+
+class ScratchResNet:
+    """model.ResNet re-implemented on plain tensors: `forward` keeps the caches, `backward` fills `grads`.
+
+    The architecture (width, blocks per stage, BN on/off, residual on/off) is read off the state_dict's
+    keys and shapes, so whatever model.py built is what this builds."""
+
+    def __init__(self, state: dict[str, torch.Tensor], momentum: float = 0.1, eps: float = 1e-5):
+        self.p = {k: v.detach().clone() for k, v in state.items()}
+        self.momentum, self.eps = momentum, eps
+        self.batch_norm = "stem.1.weight" in self.p
+        self.residual = any(".shortcut." in k for k in self.p)
+        self.blocks = []  # (prefix, stride, shortcut kind: None | "identity" | "proj")
+        for i in range(3):
+            j = 0
+            while f"stages.{i}.{j}.conv1.weight" in self.p:
+                pre = f"stages.{i}.{j}"
+                stride = 2 if (i > 0 and j == 0) else 1
+                if not self.residual:
+                    kind = None
+                else:
+                    kind = "proj" if f"{pre}.shortcut.0.weight" in self.p else "identity"
+                self.blocks.append((pre, stride, kind))
+                j += 1
+        self.train = True
+        self.grads: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_state_dict(cls, state, **kw):
+        return cls(state, **kw)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.p.items()}
+
+    def param_names(self) -> list[str]:
+        """Names of the trainable tensors (what a torch optimizer would see)."""
+        return [k for k in self.p if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+
+    # ---- building blocks with parameter lookup by name
+    def _conv(self, name, x, stride, padding):
+        return conv2d_forward(x, self.p[f"{name}.weight"], self.p.get(f"{name}.bias"), stride, padding)
+
+    def _bn(self, name, x):
+        if not self.batch_norm:
+            return x, None
+        if self.train:
+            self.p[f"{name}.num_batches_tracked"] += 1
+        return batchnorm_forward(x, self.p[f"{name}.weight"], self.p[f"{name}.bias"],
+                                 self.p[f"{name}.running_mean"], self.p[f"{name}.running_var"],
+                                 self.train, self.momentum, self.eps)
+
+    def _conv_bn_back(self, d, conv, bn, cconv, cbn):
+        if cbn is not None:
+            d, self.grads[f"{bn}.weight"], self.grads[f"{bn}.bias"] = batchnorm_backward(d, cbn)
+        d, self.grads[f"{conv}.weight"], db = conv2d_backward(d, cconv)
+        if db is not None:
+            self.grads[f"{conv}.bias"] = db
+        return d
+
+    # ---- forward / backward
+    def forward(self, x):
+        """x (N, C, 28, 28) -> logits (N, K); keeps what backward needs."""
+        caches = []
+        h, c_conv = self._conv("stem.0", x, 1, 1)
+        h, c_bn = self._bn("stem.1", h)
+        h, m = relu_forward(h)
+        caches.append(("stem", c_conv, c_bn, m))
+        for pre, stride, kind in self.blocks:
+            a, c1 = self._conv(f"{pre}.conv1", h, stride, 1)
+            a, b1 = self._bn(f"{pre}.bn1", a)
+            a, m1 = relu_forward(a)
+            a, c2 = self._conv(f"{pre}.conv2", a, 1, 1)
+            a, b2 = self._bn(f"{pre}.bn2", a)
+            cs = bs = None
+            if kind == "identity":
+                a, _ = add_forward(a, h)
+            elif kind == "proj":
+                s, cs = self._conv(f"{pre}.shortcut.0", h, stride, 0)
+                s, bs = self._bn(f"{pre}.shortcut.1", s)
+                a, _ = add_forward(a, s)
+            h, m2 = relu_forward(a)
+            caches.append((pre, kind, c1, b1, m1, c2, b2, cs, bs, m2))
+        pooled, c_gap = gap_forward(h)  # (N, 4w)
+        logits, c_fc = linear_forward(pooled, self.p["fc.weight"], self.p["fc.bias"])  # (N, K)
+        self._caches = (caches, c_gap, c_fc)
+        return logits
+
+    def backward(self, dlogits):
+        """dlogits (N, K) -> fills self.grads for every trainable tensor; returns d(loss)/d(input)."""
+        caches, c_gap, c_fc = self._caches
+        self.grads = {}
+        d, self.grads["fc.weight"], self.grads["fc.bias"] = linear_backward(dlogits, c_fc)
+        d = gap_backward(d, c_gap)
+        for pre, kind, c1, b1, m1, c2, b2, cs, bs, m2 in reversed(caches[1:]):
+            d = relu_backward(d, m2)
+            d_main, d_skip = add_backward(d, None) if kind is not None else (d, None)
+            d_main = self._conv_bn_back(d_main, f"{pre}.conv2", f"{pre}.bn2", c2, b2)
+            d_main = relu_backward(d_main, m1)
+            d_in = self._conv_bn_back(d_main, f"{pre}.conv1", f"{pre}.bn1", c1, b1)
+            if kind == "identity":
+                d_in = d_in + d_skip
+            elif kind == "proj":
+                d_in = d_in + self._conv_bn_back(d_skip, f"{pre}.shortcut.0", f"{pre}.shortcut.1", cs, bs)
+            d = d_in
+        _, c_conv, c_bn, m = caches[0]
+        d = relu_backward(d, m)
+        d = self._conv_bn_back(d, "stem.0", "stem.1", c_conv, c_bn)
+        self._caches = None  # free the activations
+        return d
+
+    def loss_and_grads(self, x, y):
+        """One forward + backward: -> (loss, logits); gradients in self.grads."""
+        logits = self.forward(x)
+        loss, c = softmax_ce_forward(logits, y)
+        self.backward(softmax_ce_backward(c))
+        return loss, logits
+
+
+class SGD:
+    """torch.optim.SGD's update, written out: buf = momentum * buf + (g + wd * w); w -= lr * buf."""
+
+    def __init__(self, net: ScratchResNet, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        self.net, self.lr, self.momentum, self.wd = net, lr, momentum, weight_decay
+        self.buf: dict[str, torch.Tensor] = {}
+
+    def step(self):
+        for k, g in self.net.grads.items():
+            w = self.net.p[k]
+            if self.wd:
+                g = g + self.wd * w
+            if self.momentum:
+                b = self.buf.get(k)
+                b = g.clone() if b is None else b.mul_(self.momentum).add_(g)
+                self.buf[k] = g = b
+            w.sub_(self.lr * g)
+
+
+# --------------------------------------------------------------------------------------------------
+# command line: train the scratch network on the digits
+
+
+@dataclass
+class ScratchConfig:
+    dataset: str = "digits"  # digits (offline, sklearn) or mnist
+    data_dir: str = ""  # for mnist; empty = mnist.py's default
+    steps: int = 200
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    depth: int = 8
+    width: int = 8
+    batch_norm: bool = True
+    residual: bool = True
+    seed: int = 0
+    log_every: int = 10
+
+
+def train(cfg: ScratchConfig, log=print) -> list[float]:
+    """Hand-written SGD on the scratch network; returns the per-step training losses."""
+    torch.manual_seed(cfg.seed)
+    x_train, y_train, x_test, y_test = mnist.load(cfg.dataset, data_dir=cfg.data_dir or None)
+    ref = model_lib.ResNet(depth=cfg.depth, width=cfg.width, batch_norm=cfg.batch_norm, residual=cfg.residual)
+    net = ScratchResNet.from_state_dict(ref.state_dict())
+    opt = SGD(net, cfg.lr, cfg.momentum, cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    losses, perm, pos, t0 = [], torch.randperm(len(x_train), generator=g), 0, time.time()
+    for step in range(cfg.steps):
+        if pos + cfg.batch_size > len(perm):
+            perm, pos = torch.randperm(len(x_train), generator=g), 0
+        idx = perm[pos:pos + cfg.batch_size]
+        pos += cfg.batch_size
+        loss, _ = net.loss_and_grads(x_train[idx], y_train[idx])
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr (now {cfg.lr})")
+        opt.step()
+        losses.append(loss.item())
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            log(f"step {step:5d} | loss {loss.item():.4f} | {time.time() - t0:.1f}s")
+    net.train = False
+    correct = 0
+    for i in range(0, len(x_test), 256):
+        correct += (net.forward(x_test[i:i + 256]).argmax(1) == y_test[i:i + 256]).sum().item()
+    log(f"test accuracy {correct / len(x_test):.4f} ({len(x_test)} images)")
+    return losses
+
+
+def parse_args(argv=None) -> ScratchConfig:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for f in fields(ScratchConfig):
+        flag = f"--{f.name.replace('_', '-')}"
+        if f.type in (bool, "bool"):  # --batch-norm / --no-batch-norm, as in train.py
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
+            p.add_argument(flag, type=typ, default=f.default, help=f"(default {f.default})")
+    cfg = ScratchConfig(**vars(p.parse_args(argv)))
+    bad = None
+    if cfg.dataset not in ("digits", "mnist"):
+        bad = f"--dataset {cfg.dataset!r} is not supported; allowed: digits, mnist"
+    elif cfg.depth not in model_lib.DEPTHS:
+        bad = f"--depth {cfg.depth} is not supported; allowed: {sorted(model_lib.DEPTHS)}"
+    elif cfg.steps < 1 or cfg.batch_size < 2 or cfg.width < 1:
+        bad = "--steps and --width must be >= 1 and --batch-size >= 2"
+    elif not cfg.lr > 0:
+        bad = f"--lr {cfg.lr} must be > 0"
+    if bad:
+        p.exit(2, f"scratch.py: error: {bad}\n")
+    return cfg
+
+
+def main(argv=None) -> None:
+    cfg = parse_args(argv)
+    torch.set_grad_enabled(False)  # proof that nothing here leans on autograd
+    try:
+        train(cfg)
+    except (mnist.DataError, FloatingPointError) as e:
+        print(f"scratch.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

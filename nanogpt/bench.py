@@ -1,0 +1,286 @@
+"""Benchmark nanogpt/model.py: a training step (ms/iter, tokens/s, MFU) against a faithful minimal restatement
+of karpathy/nanoGPT's model run in the same process, or (--generate) sampling with vs without the KV cache.
+
+    python nanogpt/bench.py                       # nanoGPT README's CPU recipe shape, float32, no compile
+    python nanogpt/bench.py --device cuda --dtype bfloat16 --compile --n-layer 12 --n-head 12 --n-embd 768 \
+        --block-size 1024 --vocab-size 50304 --batch-size 16
+    python nanogpt/bench.py --generate            # GPT-2 124M shape (random weights), 500 new tokens
+
+Both models take the same training step (forward, backward, clip to 1.0, AdamW from each model's own
+configure_optimizers), alternating in rounds so
+a busy machine slows both alike; the ratio is the like-for-like comparison. Prints one JSON line at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from model import GPT, GPTConfig
+
+
+@dataclass
+class BenchConfig:
+    n_layer: int = 4  # the nanoGPT README's CPU recipe (shakespeare_char): 4 x 4 x 128, block 64, batch 12
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    batch_size: int = 12
+    vocab_size: int = 65
+    device: str = "cpu"
+    dtype: str = "float32"  # float32, bfloat16 or float16 (autocast)
+    compile: bool = False
+    iters: int = 10  # timed iterations per round
+    rounds: int = 5  # alternating rounds of ours / baseline
+    warmup: int = 3
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    no_baseline: bool = False
+    generate: bool = False  # time sampling instead: KV cache vs none
+    max_new_tokens: int = 500
+    seed: int = 1337
+
+
+HELP = {
+    "dtype": "float32, bfloat16 or float16 (autocast)",
+    "compile": "torch.compile both models",
+    "iters": "timed training steps per round",
+    "rounds": "alternating rounds of ours / baseline; the median round is reported",
+    "threads": "torch CPU threads (0 = torch's default)",
+    "no_baseline": "time only our model",
+    "generate": "time greedy sampling, KV cache vs none, on a GPT-2 124M-shaped model (random weights)",
+    "max_new_tokens": "tokens to generate in --generate mode",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# karpathy/nanoGPT's model.py (training path), restated minimally as the baseline: hand-written
+# LayerNorm, SDPA attention, exact GELU, full-sequence logits, weight tying, same init.
+
+
+class RefLayerNorm(nn.Module):
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class RefAttention(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.c_attn = nn.Linear(c.n_embd, 3 * c.n_embd, bias=c.bias)
+        self.c_proj = nn.Linear(c.n_embd, c.n_embd, bias=c.bias)
+        self.resid_dropout = nn.Dropout(c.dropout)
+        self.n_head, self.dropout = c.n_head, c.dropout
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=True)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+
+class RefMLP(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(c.n_embd, 4 * c.n_embd, bias=c.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * c.n_embd, c.n_embd, bias=c.bias)
+        self.dropout = nn.Dropout(c.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class RefBlock(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.ln_1, self.attn = RefLayerNorm(c.n_embd, c.bias), RefAttention(c)
+        self.ln_2, self.mlp = RefLayerNorm(c.n_embd, c.bias), RefMLP(c)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class RefGPT(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(c.vocab_size, c.n_embd), wpe=nn.Embedding(c.block_size, c.n_embd),
+            drop=nn.Dropout(c.dropout), h=nn.ModuleList([RefBlock(c) for _ in range(c.n_layer)]),
+            ln_f=RefLayerNorm(c.n_embd, c.bias)))
+        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        for n, p in self.named_parameters():
+            if n.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer))
+
+    def forward(self, idx, targets):
+        pos = torch.arange(idx.size(1), device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def make_optimizer(model, device_type):
+    """nanoGPT's configure_optimizers: AdamW, decay on dim >= 2, fused only on CUDA."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), **({"fused": True} if device_type == "cuda" else {}))
+
+
+def sync(device_type):
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_train(cfg: BenchConfig) -> dict:
+    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as nanoGPT's train.py
+        torch.backends.cudnn.allow_tf32 = True
+    gcfg = GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                     n_embd=cfg.n_embd, dropout=0.0, bias=False)  # nanoGPT's default bias=False
+    g = torch.Generator().manual_seed(cfg.seed)
+    x = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size), generator=g).to(cfg.device)
+    y = torch.randint(0, cfg.vocab_size, (cfg.batch_size, cfg.block_size), generator=g).to(cfg.device)
+
+    runners = {}
+    for name, cls in [("ours", GPT), ("nanogpt_ref", RefGPT)]:
+        if name == "nanogpt_ref" and cfg.no_baseline:
+            continue
+        torch.manual_seed(cfg.seed)
+        model = cls(gcfg).to(cfg.device)
+        # ours: its own configure_optimizers (what train.py uses); the baseline: nanoGPT's (fused on CUDA only)
+        if name == "ours":
+            opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type)
+        else:
+            opt = make_optimizer(model, device_type)
+        scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)
+        fwd = torch.compile(model) if cfg.compile else model
+
+        def step(fwd=fwd, model=model, opt=opt, scaler=scaler):
+            with ctx:
+                _, loss = fwd(x, y)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad(set_to_none=True)
+
+        for _ in range(cfg.warmup):
+            step()
+        sync(device_type)
+        runners[name] = (step, model)
+
+    times = {name: [] for name in runners}
+    for _ in range(cfg.rounds):
+        for name, (step, _) in runners.items():
+            sync(device_type)
+            t0 = time.perf_counter()
+            for _ in range(cfg.iters):
+                step()
+            sync(device_type)
+            times[name].append((time.perf_counter() - t0) / cfg.iters)
+
+    tokens = cfg.batch_size * cfg.block_size
+    result = {"mode": "train", **{k: v for k, v in asdict(cfg).items() if k not in ("generate", "max_new_tokens")},
+              "threads_used": torch.get_num_threads()}
+    for name, ts in times.items():
+        dt = statistics.median(ts)
+        mfu = runners[name][1].estimate_mfu(tokens / dt, cfg.device, ptdtype) if name == "ours" else None
+        result[name] = {"ms_per_iter": 1e3 * dt, "ms_per_iter_min": 1e3 * min(ts), "tokens_per_s": tokens / dt,
+                        "mfu": mfu}
+        print(f"{name:12s} {1e3 * dt:8.2f} ms/iter (best round {1e3 * min(ts):.2f})  {tokens / dt:10,.0f} tokens/s  "
+              f"MFU {'n/a (no datasheet peak for this device)' if mfu is None else f'{100 * mfu:.1f}%'}")
+    if "nanogpt_ref" in times:
+        ratio = statistics.median(times["nanogpt_ref"]) / statistics.median(times["ours"])
+        result["speedup_vs_nanogpt_ref"] = ratio
+        print(f"ours is {ratio:.2f}x the speed of the nanoGPT restatement (>1 = faster)")
+    return result
+
+
+def bench_generate(cfg: BenchConfig) -> dict:
+    """GPT-2 124M shape with random weights: time max_new_tokens greedy tokens with and without the cache."""
+    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+    torch.manual_seed(cfg.seed)
+    model = GPT(GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)).to(cfg.device).eval()
+    prompt = torch.randint(0, 50257, (1, 8), device=cfg.device)
+    result = {"mode": "generate", "device": cfg.device, "dtype": cfg.dtype, "max_new_tokens": cfg.max_new_tokens,
+              "params": model.get_num_params(non_embedding=False), "threads_used": torch.get_num_threads()}
+    outs = {}
+    with ctx:
+        model.generate(prompt, 4, temperature=0)  # warm-up
+        for use_cache in (True, False):
+            sync(device_type)
+            t0 = time.perf_counter()
+            outs[use_cache] = model.generate(prompt, cfg.max_new_tokens, temperature=0, use_cache=use_cache)
+            sync(device_type)
+            dt = time.perf_counter() - t0
+            key = "kv_cache" if use_cache else "no_cache"
+            result[key] = {"seconds": dt, "tokens_per_s": cfg.max_new_tokens / dt}
+            print(f"{key:9s} {cfg.max_new_tokens} tokens in {dt:7.2f} s  {cfg.max_new_tokens / dt:8.1f} tokens/s")
+    result["speedup"] = result["no_cache"]["seconds"] / result["kv_cache"]["seconds"]
+    result["same_tokens"] = bool(torch.equal(outs[True], outs[False]))
+    print(f"KV cache speedup {result['speedup']:.1f}x; identical greedy tokens: {result['same_tokens']}")
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(BenchConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action="store_true", help=HELP.get(f.name))
+        else:
+            p.add_argument(flag, type={"int": int, "str": str}[f.type], default=f.default, help=HELP.get(f.name, f.name.replace("_", " ")))
+    cfg = BenchConfig(**vars(p.parse_args(argv)))
+    if cfg.dtype not in ("float32", "bfloat16", "float16"):
+        p.exit(2, f"error: --dtype {cfg.dtype!r}: one of float32, bfloat16, float16\n")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        p.exit(2, f"error: --device {cfg.device}: CUDA is not available here; use --device cpu\n")
+    if cfg.n_embd % cfg.n_head:
+        p.exit(2, f"error: --n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}\n")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    name = torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else "cpu"
+    print(f"device {cfg.device} ({name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    result = bench_generate(cfg) if cfg.generate else bench_train(cfg)
+    result["device_name"] = name
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""build_nanogpt/bench.py on CPU: the milestones that apply run, the CUDA-only ones are marked n/a with the
+reason, speed-ups are consistent, bench.json/bench.png are written; hardware.py's peak table."""
+import json
+
+import pytest
+
+
+def test_cpu_bench_marks_cuda_only_milestones(load_module, tmp_path, capsys):
+    bench = load_module("build_nanogpt", "bench")
+    out = tmp_path / "bench"
+    result = bench.main(["--device", "cpu", "--size", "tiny", "--steps", "1", "--warmup", "1",
+                         "--skip", "compile", "--out-dir", str(out)])
+    rows = {r["milestone"]: r for r in result["milestones"]}
+    assert [r["milestone"] for r in result["milestones"]] == [m[0] for m in bench.MILESTONES]
+    assert not rows["TF32"]["applies"] and "CUDA" in rows["TF32"]["reason"]
+    assert not rows["fused AdamW"]["applies"] and "CUDA" in rows["fused AdamW"]["reason"]
+    assert not rows["torch.compile"]["applies"] and "--skip" in rows["torch.compile"]["reason"]
+    ran = [r for r in result["milestones"] if r["applies"]]
+    assert [r["milestone"] for r in ran] == ["float32", "bf16 autocast", "flash attention", "vocab 50,304", "micro-batch x2"]
+    assert rows["vocab 50,304"]["settings"] == dict(tf32=False, bf16=True, compile=False, flash=True, vocab=50304,
+                                                    fused=False, batch_mult=1)  # cumulative, n/a ones left out
+    for prev, r in zip(ran, ran[1:]):
+        assert r["speedup_prev"] == pytest.approx(r["tok_per_s"] / prev["tok_per_s"])
+        assert r["speedup_fp32"] == pytest.approx(r["tok_per_s"] / ran[0]["tok_per_s"])
+        assert r["mfu"] is None  # no peak FLOP/s for a CPU
+    assert json.loads((out / "bench.json").read_text())["milestones"][0]["milestone"] == "float32"
+    assert (out / "bench.png").stat().st_size > 5_000
+    assert "vs fp32" in capsys.readouterr().out
+
+
+def test_peak_flops_table(load_module):
+    hw = load_module("build_nanogpt", "hardware")
+    assert hw.peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
+    assert hw.peak_flops("NVIDIA H100 PCIe", "bf16") == pytest.approx(756e12)
+    assert hw.peak_flops("NVIDIA A100-SXM4-40GB", "tf32") == pytest.approx(156e12)
+    assert hw.peak_flops("NVIDIA H200", "fp32") == pytest.approx(66.9e12)
+    assert hw.peak_flops("cpu", "bf16") is None and hw.peak_flops("Tesla T4", "bf16") is None

@@ -1,0 +1,48 @@
+"""build_nanogpt/train.py with torch.compile ON together with evaluation (val loss through the compiled
+module, HellaSwag) and sampling, on a tiny model. The one compile test of this project."""
+import json
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def shards(load_module, tmp_path_factory, shared_file, tiktoken_cache):
+    fw = load_module("build_nanogpt", "fineweb")
+    text = shared_file("tinyshakespeare/input.txt").read_text()[:30_000]
+    src = tmp_path_factory.mktemp("src") / "shakespeare.jsonl"
+    src.write_text("".join(json.dumps({"text": p}) + "\n" for p in text.split("\n\n")))
+    out = tmp_path_factory.mktemp("shards")
+    fw.build_shards(fw.ShardConfig(out=str(out), source=str(src), shard_size=3000, workers=1))
+    return out
+
+
+def test_compile_with_eval_and_sampling(load_module, run_script, shards, shared_file, tmp_path):
+    out = tmp_path / "out"
+    r = run_script(
+        "build_nanogpt/train.py", "--preset", "tiny", "--compile", "true", "--n-layer", "1", "--n-head", "2",
+        "--n-embd", "16", "--block-size", "16", "--micro-batch", "2", "--total-batch", "32", "--max-steps", "2",
+        "--warmup-steps", "1", "--eval-every", "2", "--val-steps", "2", "--num-samples", "2", "--sample-tokens", "5",
+        "--hellaswag-limit", "4", "--hellaswag-data", shared_file("hellaswag/hellaswag_val.jsonl"),
+        "--data-dir", shards, "--out-dir", out, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    kinds = [(x["kind"], x["step"]) for x in recs]
+    assert kinds == [("val", 0), ("hellaswag", 0), ("sample", 0), ("train", 0), ("train", 1),
+                     ("val", 2), ("hellaswag", 2), ("sample", 2)]
+    hs = [x for x in recs if x["kind"] == "hellaswag"][-1]
+    assert hs["n"] == 4 and 0 <= hs["acc_norm"] <= 1
+    samples = [x for x in recs if x["kind"] == "sample"][-1]["texts"]
+    assert len(samples) == 2 and all(s.startswith("Hello, I'm a language model,") for s in samples)
+    assert all(len(s) > len("Hello, I'm a language model,") for s in samples)
+
+    # the val loss the compiled module reported equals an eager recomputation with the final weights
+    M, L = load_module("build_nanogpt", "model"), load_module("build_nanogpt", "loader")
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    model = M.GPT(M.GPTConfig(**ckpt["model_args"])).eval()
+    model.load_state_dict(ckpt["model"])
+    val = L.ShardLoader(str(shards), "val", 2, 16, shuffle=False)
+    with torch.no_grad():
+        eager = sum(model(*val.next_batch())[1].item() for _ in range(2)) / 2
+    logged = [x["val_loss"] for x in recs if x["kind"] == "val"][-1]
+    assert logged == pytest.approx(eager, abs=1e-4)

@@ -1,0 +1,118 @@
+"""build_nanogpt/fineweb.py: token counts, <|endoftext|> placement, resume after a crash, no partial shard."""
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+EOT = 50256
+
+
+@pytest.fixture
+def corpus(tmp_path, tiktoken_cache):
+    """Documents of varied length (one empty) as a .jsonl file, and their expected token stream."""
+    import tiktoken
+
+    rng = np.random.default_rng(0)
+    words = ["the", "cat", "sat", "on", "a", "mat,", "and", "then", "ran", "away.", "Hello", "world!"]
+    docs = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(3, 40, size=60)]
+    docs[7] = ""  # an empty document contributes nothing
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    enc = tiktoken.get_encoding("gpt2")
+    stream = [t for d in docs if d for t in [EOT] + enc.encode_ordinary(d)]
+    return path, docs, np.array(stream, dtype=np.uint16)
+
+
+def read_all(out):
+    manifest = json.loads((out / "manifest.json").read_text())
+    arrays = [np.load(out / s["file"]) for s in manifest["shards"]]
+    return manifest, arrays
+
+
+def test_shards_hold_every_document_with_eot_first(load_module, corpus, tmp_path):
+    fw = load_module("build_nanogpt", "fineweb")
+    path, docs, stream = corpus
+    out = tmp_path / "shards"
+    fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=97, workers=1))
+    manifest, arrays = read_all(out)
+    assert manifest["complete"] and manifest["total_tokens"] == len(stream)
+    names = [s["file"] for s in manifest["shards"]]
+    assert names[0] == "val_000000.npy" and names[1] == "train_000001.npy"
+    assert [len(a) for a in arrays[:-1]] == [97] * (len(arrays) - 1) and 0 < len(arrays[-1]) <= 97
+    assert all(a.dtype == np.uint16 for a in arrays)
+    np.testing.assert_array_equal(np.concatenate(arrays), stream)
+    assert arrays[0][0] == EOT and (stream == EOT).sum() == sum(1 for d in docs if d)
+    for s, a in zip(manifest["shards"], arrays):
+        assert s["tokens"] == len(a)
+        assert s["sha256"] == hashlib.sha256((out / s["file"]).read_bytes()).hexdigest()
+
+
+def test_resume_after_crash_gives_the_same_shards(load_module, corpus, tmp_path, monkeypatch):
+    fw = load_module("build_nanogpt", "fineweb")
+    path, _, _ = corpus
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    fw.build_shards(fw.ShardConfig(out=str(ref), source=str(path), shard_size=97, workers=1))
+
+    # crash while the third shard is being written: half its bytes are on disk when the error hits
+    real_save, calls = np.save, []
+
+    def crashing_save(f, arr, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            f.write(b"\x93NUMPY partial")
+            raise KeyboardInterrupt("killed")
+        real_save(f, arr, **kw)
+
+    monkeypatch.setattr(fw.np, "save", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=97, workers=1))
+    monkeypatch.setattr(fw.np, "save", real_save)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["file"] for s in manifest["shards"]] == ["val_000000.npy", "train_000001.npy"]
+    assert not manifest["complete"]
+    assert not (out / "train_000002.npy").exists()  # the partial shard only ever existed as a .tmp
+
+    fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=97, workers=1))
+    assert not list(out.glob("*.tmp"))
+    assert (out / "manifest.json").read_text() == (ref / "manifest.json").read_text()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
+    for p in ref.glob("*.npy"):
+        assert (out / p.name).read_bytes() == p.read_bytes()
+
+
+def test_cli_pool_and_mixed_sources_then_resume(run_script, corpus, tmp_path):
+    """The real command line with a 2-process pool (spawn-safety), .txt + .jsonl + .parquet sources,
+    --max-shards to stop early and a rerun that continues."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path, docs, stream = corpus
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.jsonl").write_text(path.read_text())
+    (src / "b.txt").write_text("A plain text file is one document.")
+    pq.write_table(pa.table({"text": ["parquet row one", "parquet row two"]}), src / "c.parquet")
+    out = tmp_path / "out"
+    args = ["--source", src, "--out", out, "--shard-size", 64, "--workers", 2]
+    r = run_script("build_nanogpt/fineweb.py", *args, "--max-shards", 2, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 2
+    r = run_script("build_nanogpt/fineweb.py", *args, timeout=120)
+    assert r.returncode == 0, r.stderr
+    manifest, arrays = read_all(out)
+    tokens = np.concatenate(arrays)
+    assert manifest["complete"] and len(tokens) == manifest["total_tokens"]
+    np.testing.assert_array_equal(tokens[:len(stream)], stream)  # a.jsonl first (sorted file order)
+    assert (tokens == EOT).sum() == (stream == EOT).sum() + 3  # + b.txt + two parquet rows
+
+
+def test_empty_source_is_a_clean_error(run_script, clean_error, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    r = run_script("build_nanogpt/fineweb.py", "--source", empty, "--out", tmp_path / "out", "--workers", 1)
+    clean_error(r, "no text")
+    assert not (tmp_path / "out").exists()
+    r = run_script("build_nanogpt/fineweb.py", "--source", tmp_path / "nope.csv", "--out", tmp_path / "out")
+    clean_error(r, "nope.csv", "does not exist")
+    assert not (tmp_path / "out").exists()

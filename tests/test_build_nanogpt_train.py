@@ -1,0 +1,58 @@
+"""build_nanogpt/train.py: exact (bitwise) resume on CPU float32, loss going down, outputs, clean errors."""
+import json
+
+import pytest
+import torch
+
+TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+        "--micro-batch", "2", "--total-batch", "64", "--warmup-steps", "2", "--val-steps", "2",
+        "--num-samples", "0", "--hellaswag-limit", "0", "--eval-every", "3", "--max-lr", "1e-2"]
+
+
+@pytest.fixture(scope="module")
+def shards(load_module, tmp_path_factory, shared_file, tiktoken_cache):
+    """Tiny Shakespeare paragraphs -> a val shard and a few train shards of 4,000 tokens."""
+    fw = load_module("build_nanogpt", "fineweb")
+    text = shared_file("tinyshakespeare/input.txt").read_text()[:60_000]
+    src = tmp_path_factory.mktemp("src") / "shakespeare.jsonl"
+    src.write_text("".join(json.dumps({"text": p}) + "\n" for p in text.split("\n\n")))
+    out = tmp_path_factory.mktemp("shards")
+    fw.build_shards(fw.ShardConfig(out=str(out), source=str(src), shard_size=4000, workers=1))
+    return out
+
+
+def records(out, kind):
+    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def test_exact_resume_is_bitwise(load_module, shards, tmp_path):
+    train = load_module("build_nanogpt", "train")
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = TINY + ["--data-dir", str(shards), "--max-steps", "8"]
+    train.main(common + ["--out-dir", str(a)])
+    train.main(common + ["--out-dir", str(b), "--stop-at", "3"])  # "interrupted" after 3 steps
+    assert torch.load(b / "ckpt.pt", weights_only=True)["step"] == 3
+    train.main(common + ["--out-dir", str(b), "--resume", "true"])
+    ca, cb = (torch.load(p / "ckpt.pt", weights_only=True) for p in (a, b))
+    assert ca["step"] == cb["step"] == 8
+    for k, v in ca["model"].items():
+        assert torch.equal(v, cb["model"][k]), k
+    for s, t in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
+        assert torch.equal(s["exp_avg"], t["exp_avg"]) and torch.equal(s["exp_avg_sq"], t["exp_avg_sq"])
+    assert ca["loader"]["pos"] == cb["loader"]["pos"] and ca["loader"]["cursor"] == cb["loader"]["cursor"]
+    la, lb = records(a, "train"), records(b, "train")
+    assert [r["step"] for r in lb] == list(range(8))  # the log continues without gaps or repeats
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+    assert la[-1]["loss"] < la[0]["loss"] - 0.5  # it learns
+    va = records(a, "val")
+    assert [r["step"] for r in va] == [0, 3, 6, 8] and va[-1]["val_loss"] < va[0]["val_loss"]
+    assert (a / "curves.png").stat().st_size > 10_000 and "val loss" in (a / "log.txt").read_text()
+
+
+def test_bad_input_is_a_clean_error(run_script, clean_error, tmp_path):
+    out = tmp_path / "out"
+    r = run_script("build_nanogpt/train.py", *TINY, "--data-dir", tmp_path / "missing", "--out-dir", out)
+    clean_error(r, "missing", "does not exist")
+    r = run_script("build_nanogpt/train.py", "--preset", "huge", "--out-dir", out)
+    clean_error(r, "huge", "tiny")
+    assert not out.exists()  # nothing written

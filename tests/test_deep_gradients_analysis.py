@@ -1,0 +1,118 @@
+"""deep_gradients: evolution.Recorder inside a real tiny train.py run, the analyze.py report, the ablation runner."""
+import json
+import math
+
+import pytest
+import torch
+
+DEPTH8_RELUS = 7  # stem + 3 blocks x 2
+
+
+@pytest.fixture(scope="module")
+def mods(load_module):
+    return {n: load_module("deep_gradients", n) for n in ("train", "evolution", "analyze", "ablate", "model")}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(mods, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dg_run")
+    cfg = mods["train"].Config(dataset="digits", train_subset=192, epochs=2, batch_size=32, depth=8, width=4,
+                               record_every=2, out_dir=str(out), progress=False)
+    mods["train"].run(cfg)  # 6 steps per epoch, steps 0..11
+    return out
+
+
+def test_relu_stats_definitions(mods):
+    out = torch.zeros(2, 2, 1, 2)  # (B, C, H, W)
+    out[0, 0, 0, 0] = 1.0  # channel 0: one live unit (for one example); channel 1 dead everywhere
+    s = mods["evolution"].relu_stats(out - 0.5, out)
+    assert s["zero_frac"] == pytest.approx(7 / 8)
+    assert s["dead_frac"] == pytest.approx(3 / 4)  # units (c, h, w) zero for every example
+    assert s["dead_channels"] == pytest.approx(1 / 2)
+
+
+def test_recorder_writes_every_layer(mods, tiny_run):
+    rows = mods["evolution"].read_jsonl(str(tiny_run / "evolution.jsonl"))
+    assert [r["step"] for r in rows] == list(range(0, 12, 2))
+    model = mods["model"].ResNet(depth=8, width=4)
+    names = [n for n, _ in model.named_parameters()]
+    relus = [n for n, m in model.named_modules() if isinstance(m, torch.nn.ReLU)]
+    bns = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for r in rows:
+        assert list(r["params"]) == names and list(r["act"]) == relus and list(r["bn"]) == bns
+        for n in names:
+            p = r["params"][n]
+            assert p["w_norm"] > 0 or n.endswith("bias")
+            assert p["g_norm"] > 0
+        for a in r["act"].values():
+            assert 0 <= a["dead_frac"] <= a["zero_frac"] <= 1
+            assert a["pre_std"] > 0
+    first, last = rows[0]["params"]["stem.0.weight"], rows[-1]["params"]["stem.0.weight"]
+    assert first["rel_change"] == 0 and last["rel_change"] > 0  # recorded before the first optimizer step
+    # update ratio is log10(lr * |g| / |w|)
+    assert first["update_ratio"] == pytest.approx(math.log10(rows[0]["lr"] * first["g_norm"] / first["w_norm"]))
+    assert rows[0]["bn"]["stem.1"]["gamma_mean"] == pytest.approx(1.0)  # BN gamma starts at 1
+    hists = mods["evolution"].read_jsonl(str(tiny_run / "histograms.jsonl"))
+    assert {h["epoch"] for h in hists} == {0, 1} and {h["kind"] for h in hists} == {"weight", "grad", "act"}
+    for h in hists:
+        assert len(h["edges"]) == len(h["counts"]) + 1 and sum(h["counts"]) > 0
+    # init.pt holds the weights before any step: the same as a model built from the run's seed
+    init = torch.load(tiny_run / "init.pt", weights_only=True)["model"]
+    torch.manual_seed(0)
+    ref = mods["model"].ResNet(depth=8, width=4).state_dict()
+    for k, v in ref.items():
+        assert torch.equal(init[k], v), k
+
+
+def test_analyze_writes_the_whole_report(mods, tiny_run, tmp_path):
+    an = mods["analyze"]
+    report = an.make_report(an.AnalyzeConfig(run_dir=str(tiny_run), out=str(tmp_path), n_images=200), log=lambda *a: None)
+    pngs = ["loss.png", "evolution_params.png", "evolution_relu.png", "evolution_bn.png", "hist_weight.png",
+            "hist_grad.png", "hist_act.png", "filters.png", "feature_maps.png", "top_activating.png",
+            "saliency_gradcam.png"]
+    text = open(report).read()
+    for name in pngs:
+        path = tmp_path / name
+        assert path.exists() and path.stat().st_size > 1000, name
+        assert f"({name})" in text, name
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert f"{100 * results['final_test_acc']:.2f}%" in text
+    assert "stages.2.0.conv2.weight" in text  # the per-layer table
+
+
+def test_analyze_bad_run_dir(mods, run_script, clean_error, tmp_path):
+    clean_error(run_script("deep_gradients/analyze.py", str(tmp_path / "nope")), "RUN_DIR", "nope")
+    with pytest.raises(mods["analyze"].RunDirError, match="ckpt.pt"):  # a folder, but not a run
+        mods["analyze"].load_run(str(tmp_path))
+    (tmp_path / "results.json").write_text("{")
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(mods["analyze"].RunDirError, match="cannot read"):
+        mods["analyze"].load_run(str(tmp_path))
+
+
+def test_ablation_two_configs_one_seed(mods, tmp_path):
+    ab = mods["ablate"]
+    cfg = ab.AblateConfig(configs="bn+res,plain", depths="8", lrs="0.1", seeds="0", epochs=1, train_subset=128,
+                          batch_size=32, width=4, act_images=64, out_dir=str(tmp_path))
+    out = ab.run_all(cfg, log=lambda *a: None)
+    assert [r["name"] for r in out["runs"]] == ["bn+res_d8_lr0.1_s0", "plain_d8_lr0.1_s0"]
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert len(saved["runs"]) == 2 and len(saved["summary"]) == 2
+    for r in saved["runs"]:
+        assert 0 <= r["final_test_acc"] <= 1 and r["train_curve"]
+        assert len(r["act_std"]["init"]) == len(r["act_std"]["trained"]) == DEPTH8_RELUS
+        assert (tmp_path / r["name"] / "ckpt.pt").exists()
+    bn_run, plain_run = saved["runs"]
+    # with BN (train mode, gamma 1, beta 0) every pre-activation at init has unit std; without it, it drifts
+    assert bn_run["act_std"]["init"][0] == pytest.approx(1.0, abs=1e-3)
+    assert abs(plain_run["act_std"]["init"][-1] - 1.0) > 0.05
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| bn+res | 8 |" in md and "| plain | 8 |" in md
+    for name in ("ablation_curves.png", "ablation_acc.png", "ablation_actstd.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_ablation_rejects_bad_selection(mods, run_script, clean_error):
+    with pytest.raises(mods["ablate"].AblateError, match="depths"):
+        mods["ablate"].grid(mods["ablate"].AblateConfig(depths="8,9"))
+    clean_error(run_script("deep_gradients/ablate.py", "--configs", "bn+res,wide"), "--configs", "wide", "plain")

@@ -1,0 +1,86 @@
+"""deep_gradients/train.py under torchrun (gloo, CPU): 2 processes and 3 simulated nodes on 127.0.0.1.
+
+`--batch-size` is the global batch, so N ranks with the same flags take the same optimisation steps as one
+process. Without BatchNorm that makes the weights equal up to float summation order; with BatchNorm the
+statistics are per rank (SyncBatchNorm has no CPU kernel), so there we check that the replicas stay identical.
+"""
+import json
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.distributed
+
+# 3 ranks x 32 = 96 global batch; 288 images = 3 steps per epoch; no augmentation noise needed, but it is
+# drawn per global batch, so leaving it on also checks that ranks shift their slice like one process would
+ARGS = ("--depth", "8", "--width", "4", "--train-subset", "288", "--batch-size", "96", "--epochs", "2",
+        "--no-progress", "--lr", "0.2")
+
+
+def weights(out_dir):
+    return torch.load(out_dir / "ckpt.pt", weights_only=True)["model"]
+
+
+def single_process(tr, out_dir, **kw):
+    cfg = tr.Config(depth=8, width=4, train_subset=288, batch_size=96, epochs=2, progress=False, lr=0.2,
+                    out_dir=str(out_dir), **kw)
+    return tr.run(cfg)
+
+
+def assert_same_training(a, b, init):
+    moved = max((a[k] - init[k]).abs().max().item() for k in a)
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert moved > 1e-2, moved  # the weights really trained ...
+    assert diff < 1e-5, diff  # ... and DDP took the same steps as one process (up to float summation order)
+
+
+def check_ok(results):
+    for r in results:
+        assert r.returncode == 0, f"stdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+
+
+@pytest.fixture(scope="module")
+def tr(load_module):
+    return load_module("deep_gradients", "train")
+
+
+@pytest.fixture(scope="module")
+def init_no_bn(load_module):
+    torch.manual_seed(0)
+    return load_module("deep_gradients", "model").ResNet(8, 4, batch_norm=False).state_dict()
+
+
+def test_two_processes_match_one_process(torchrun, tr, tmp_path, init_no_bn):
+    check_ok(torchrun("deep_gradients/train.py", *ARGS, "--no-batch-norm", "--out-dir", tmp_path / "ddp", nproc=2))
+    single_process(tr, tmp_path / "one", batch_norm=False)
+    assert_same_training(weights(tmp_path / "ddp"), weights(tmp_path / "one"), init_no_bn)
+    res = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert res["world_size"] == 2 and len(set(res["rank_checksums"])) == 1
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    # evaluation is all-reduced over the ranks' test shards: the same figure as one process
+    assert res["final_test_acc"] == pytest.approx(one["final_test_acc"], abs=1 / 359 + 1e-9)
+
+
+def test_three_nodes_match_one_process(torchrun, tr, tmp_path, init_no_bn):
+    results = torchrun("deep_gradients/train.py", *ARGS, "--no-batch-norm", "--out-dir", tmp_path / "ddp",
+                       nproc=1, nnodes=3)
+    check_ok(results)
+    res = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert res["world_size"] == 3
+    assert len(res["rank_checksums"]) == 3 and len(set(res["rank_checksums"])) == 1  # identical on every rank
+    single_process(tr, tmp_path / "one", batch_norm=False)
+    assert_same_training(weights(tmp_path / "ddp"), weights(tmp_path / "one"), init_no_bn)
+
+
+def test_batch_norm_replicas_stay_identical(torchrun, tr, tmp_path):
+    check_ok(torchrun("deep_gradients/train.py", *ARGS, "--out-dir", tmp_path / "ddp", nproc=2))
+    res = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert len(res["rank_checksums"]) == 2 and len(set(res["rank_checksums"])) == 1  # params AND BN buffers
+    assert res["rank_checksums"][0] == tr.state_checksum(_loaded_resnet(tr, tmp_path / "ddp"))
+    assert res["final_test_acc"] is not None
+
+
+def _loaded_resnet(tr, out_dir):
+    net = tr.ResNet(8, 4)
+    net.load_state_dict(weights(out_dir))
+    return net

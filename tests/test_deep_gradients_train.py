@@ -1,0 +1,150 @@
+"""deep_gradients/train.py: schedule, batching, learning, checkpoint/exact resume, results, CLI errors."""
+import json
+
+import pytest
+import torch
+
+TINY = dict(depth=8, width=4, train_subset=256, batch_size=64, progress=False)
+
+
+@pytest.fixture(scope="module")
+def tr(load_module):
+    return load_module("deep_gradients", "train")
+
+
+def cfg(tr, tmp_path, name="run", **kw):
+    return tr.Config(**{**TINY, "out_dir": str(tmp_path / name), **kw})
+
+
+def test_onecycle_and_cosine_schedules(tr):
+    c = tr.Config(lr=0.4, warmup_frac=0.2)
+    lrs = [tr.lr_at(s, 100, c) for s in range(100)]
+    assert max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 19  # peak at the end of warm-up
+    assert lrs[0] == pytest.approx(0.4 / 20) and lrs[-1] < 0.4 * 0.02
+    assert all(a <= b for a, b in zip(lrs[:20], lrs[1:20])) and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
+    c.schedule = "cosine"
+    cos = [tr.lr_at(s, 100, c) for s in range(100)]
+    assert cos[20] == pytest.approx(0.4) and cos[60] == pytest.approx(0.2) and cos[-1] < 1e-3
+    c.schedule = "constant"
+    assert {tr.lr_at(s, 100, c) for s in range(100)} == {0.4}
+
+
+def test_epoch_batches_shard_the_global_batch(tr):
+    one = tr.epoch_batches(100, 24, seed=0, epoch=3)  # (4, 24), last 4 images dropped
+    assert one.shape == (4, 24) and len(set(one.flatten().tolist())) == 96
+    shards = [tr.epoch_batches(100, 24, seed=0, epoch=3, rank=r, world=3) for r in range(3)]
+    assert all(s.shape == (4, 8) for s in shards)
+    assert torch.equal(torch.cat(shards, dim=1), one)  # the ranks' slices make up exactly the global batch
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert not set(shards[a].flatten().tolist()) & set(shards[b].flatten().tolist())  # disjoint
+    assert not torch.equal(tr.epoch_batches(100, 24, 0, 4), one)  # reshuffled every epoch
+    assert torch.equal(tr.epoch_batches(100, 24, 0, 3), one)  # ... reproducibly
+
+
+def test_learns_digits_and_writes_results(tr, tmp_path):
+    c = cfg(tr, tmp_path, train_subset=512, epochs=4, width=8, batch_size=32, lr=0.1, augment=0, log_every=2)
+    res = tr.run(c)
+    ep = res["epochs"]
+    assert [e["epoch"] for e in ep] == [1, 2, 3, 4]
+    assert ep[-1]["train_loss"] < 0.6 * ep[0]["train_loss"]
+    assert res["final_test_acc"] > 0.5  # 10 classes: chance is 0.1 (this tiny run reaches ~0.8)
+    for key in ("train_loss", "test_loss", "test_acc", "images_per_s", "epoch_time_s", "peak_mem_mb"):
+        assert isinstance(ep[0][key], float), key
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["final_test_acc"] == res["final_test_acc"] and on_disk["config"]["width"] == 8
+    steps = [s for s, _ in on_disk["train_curve"]]
+    assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 4 * 16 // 2
+    ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert ck["epoch"] == 4 and ck["config"]["depth"] == 8 and set(ck) >= {"model", "optimizer", "rng", "history"}
+
+
+def test_resume_is_bitwise_exact(tr, tmp_path):
+    full = tr.run(cfg(tr, tmp_path, "full", epochs=3))
+    tr.run(cfg(tr, tmp_path, "part", epochs=3, stop_after=1))  # "preempted" after one epoch
+    part = tr.run(cfg(tr, tmp_path, "part", epochs=3, resume=True))
+    a = torch.load(tmp_path / "full" / "ckpt.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "ckpt.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert [e["test_acc"] for e in part["epochs"]] == [e["test_acc"] for e in full["epochs"]]
+    assert part["train_curve"] == full["train_curve"]
+
+
+def test_architecture_switches_reach_the_model(tr, tmp_path, monkeypatch):
+    seen = {}
+
+    class FakeRecorder:  # stands in for evolution.Recorder: check the hook order train.py promises
+        def __init__(self, model, out_dir, every):
+            seen["init"] = (type(model).__name__, every)
+            seen["steps"] = []
+
+        def on_step(self, step, epoch, lr):
+            p = next(iter(self.model_params))
+            seen["steps"].append((step, epoch, lr, p.grad is not None))
+
+        def close(self):
+            seen["closed"] = True
+
+    orig_init = FakeRecorder.__init__
+
+    def init(self, model, out_dir, every):
+        orig_init(self, model, out_dir, every)
+        self.model_params = list(model.parameters())
+
+    FakeRecorder.__init__ = init
+    monkeypatch.setattr(tr, "Recorder", FakeRecorder)
+    res = tr.run(cfg(tr, tmp_path, epochs=2, batch_norm=False, residual=False, record_every=3, eval=False))
+    assert seen["init"] == ("ResNet", 3) and seen["closed"]
+    assert [s[0] for s in seen["steps"]] == list(range(8)) and all(s[3] for s in seen["steps"])  # after backward
+    assert seen["steps"][4][1] == 1 and seen["steps"][0][2] > 0
+    sd = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["model"]
+    assert not any("bn" in k or "shortcut" in k or "stem.1" in k for k in sd)
+    assert res["final_test_acc"] is None  # --no-eval
+
+
+def run_main(tr, argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        tr.main(argv)
+    err = capsys.readouterr().err
+    return e.value.code, err.strip()
+
+
+@pytest.mark.parametrize("argv,needles", [
+    (["--depth", "18"], ("--depth 18", "8, 20, 56")),
+    (["--amp", "fp8"], ("--amp", "none, bf16, fp16")),
+    (["--amp", "fp16", "--device", "cpu"], ("fp16", "bf16")),
+    (["--sync-bn", "--device", "cpu"], ("--sync-bn", "cuda")),
+    (["--schedule", "step"], ("--schedule", "onecycle")),
+    (["--batch-size", "0"], ("--batch-size 0", ">= 1")),
+    (["--epochs", "many"], ("--epochs", "many")),
+    (["--resume"], ("--resume", "no checkpoint")),
+    (["--dataset", "cifar10"], ("--dataset", "digits, mnist")),
+])
+def test_bad_flags_one_line_exit_2(tr, tmp_path, capsys, argv, needles):
+    base = ["--out-dir", str(tmp_path / "o"), "--train-subset", "64", "--batch-size", "32", "--depth", "8"]
+    code, err = run_main(tr, [*base, *argv], capsys)  # argv last: it overrides the base flags
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for n in needles:
+        assert n.lower() in err.lower(), (n, err)
+
+
+def test_help_lists_the_switches(tr, capsys):
+    with pytest.raises(SystemExit) as e:
+        tr.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    for flag in ("--no-batch-norm", "--no-residual", "--channels-last", "--amp", "--sync-bn", "--compile", "--resume"):
+        assert flag in out, flag
+
+
+def test_cli_end_to_end(run_script, tmp_path):
+    r = run_script("deep_gradients/train.py", "--depth", "8", "--width", "4", "--train-subset", "128",
+                   "--batch-size", "64", "--epochs", "1", "--channels-last", "--amp", "bf16",
+                   "--out-dir", tmp_path / "o", timeout=120)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert res["config"]["amp"] == "bf16" and res["config"]["channels_last"] and len(res["epochs"]) == 1
+    assert 0 <= res["final_test_acc"] <= 1 and "final test accuracy" in r.stdout

@@ -1,0 +1,234 @@
+"""nanogpt/prepare.py: exact round trips, checksums, no-op re-runs, the datasets path on local files,
+the download code against a local HTTP server, and clean one-line errors with nothing left behind."""
+import hashlib
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+@pytest.fixture(scope="module")
+def P(load_module):
+    return load_module("nanogpt", "prepare")
+
+
+def load(out: Path):
+    meta = json.loads((out / "meta.json").read_text())
+    train = np.memmap(out / "train.bin", dtype=np.uint16, mode="r")
+    val = np.memmap(out / "val.bin", dtype=np.uint16, mode="r")
+    assert (len(train), len(val)) == (meta["train_tokens"], meta["val_tokens"])
+    return meta, train, val
+
+
+def leftovers(data_dir: Path):
+    """Everything in data_dir (recursively), to prove a failed run wrote nothing."""
+    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*")) if data_dir.exists() else []
+
+
+# --------------------------------------------------------------------------------------------------
+# whole-text datasets
+
+
+def test_python_stdlib_round_trip_and_noop(P, tmp_path, capsys):
+    out = P.prepare("python_stdlib", tmp_path)
+    meta, train, val = load(out)
+    text = P.python_stdlib_text()
+    assert meta["tokenizer"] == "byte" and meta["vocab_size"] == 256
+    assert meta["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert len(train) + len(val) == len(text.encode())
+    assert len(text.encode()) > 2_000_000  # a few MB of real code
+    tok = P.get_tokenizer(meta)
+    assert tok.decode(np.concatenate([train, val])) == text
+    # re-running is a no-op: files untouched
+    stamp = [(out / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")]
+    P.prepare("python_stdlib", tmp_path)
+    assert "up to date" in capsys.readouterr().out
+    assert stamp == [(out / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")]
+
+
+@pytest.mark.parametrize("dataset, tokenizer, counts", [
+    ("shakespeare_char", "char", (1_003_854, 111_540)),  # the counts nanoGPT's README prints
+    ("shakespeare", "gpt2", (301_966, 36_059)),
+])
+def test_shakespeare_from_source(P, tmp_path, shared_file, tiktoken_cache, dataset, tokenizer, counts):
+    src = shared_file("tinyshakespeare/input.txt")
+    out = P.prepare(dataset, tmp_path, source=src)
+    meta, train, val = load(out)
+    assert meta["tokenizer"] == tokenizer and meta["sha256"] == SHAKESPEARE_SHA256
+    assert (len(train), len(val)) == counts
+    text = src.read_text()
+    assert P.get_tokenizer(meta).decode(np.concatenate([train, val])) == text
+    if tokenizer == "char":
+        assert meta["vocab_size"] == 65 and int(train.max()) < 65
+
+
+def test_rerun_rebuilds_when_the_source_changes(P, tmp_path, capsys):
+    src = tmp_path / "corpus.txt"
+    src.write_text("hello world\n" * 50)
+    out = P.prepare("shakespeare_char", tmp_path / "d", source=src)
+    first = load(out)[0]
+    P.prepare("shakespeare_char", tmp_path / "d", source=src)
+    assert "up to date" in capsys.readouterr().out
+    src.write_text("goodbye moon\n" * 50)
+    P.prepare("shakespeare_char", tmp_path / "d", source=src)
+    meta, train, val = load(out)
+    assert meta["sha256"] != first["sha256"] and meta["sha256"] == P.sha256_file(src)
+    assert P.get_tokenizer(meta).decode(np.concatenate([train, val])) == src.read_text()
+    assert not [p for p in (tmp_path / "d").iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+# --------------------------------------------------------------------------------------------------
+# the datasets (documents) path on local files
+
+
+def test_local_text_file_custom_name(P, tmp_path, tiktoken_cache):
+    lines = [f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(2000)]
+    src = tmp_path / "mine.txt"
+    src.write_text("".join(lines))
+    data = tmp_path / "data"
+    # val_every larger than the number of passages: the first passage is val, all the rest is train
+    P.main(["--dataset", "mycorpus", "--source", str(src), "--data-dir", str(data), "--val-every", "10000",
+            "--num-proc", "1"])
+    meta, train, val = load(data / "mycorpus")
+    tok = P.get_tokenizer(meta)
+    assert meta["sha256"] == P.sha256_file(src) and meta["val_rows"] == 1 and meta["train_rows"] > 5
+    assert tok.decode(np.concatenate([val, train])) == src.read_text()  # lines of running text: no EOT
+    assert tok.eot not in set(train.tolist())
+
+
+def test_jsonl_and_parquet_documents(P, tmp_path, tiktoken_cache):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    docs = [f"Document {i}. " + "word " * (i % 7) + "end." for i in range(45)]
+    folder = tmp_path / "src"
+    folder.mkdir()
+    with open(folder / "a.jsonl", "w") as f:
+        for d in docs[:30]:
+            f.write(json.dumps({"id": 1, "text": d}) + "\n")
+    pq.write_table(pa.table({"text": docs[30:]}), folder / "b.parquet")
+    out = P.prepare("docs", tmp_path / "data", source=folder, val_every=10, num_proc=1, verbose=False)
+    meta, train, val = load(out)
+    tok = P.get_tokenizer(meta)
+    eot = tok.eot
+    # every document closed by <|endoftext|>; rows 0, 10, 20, ... held out, order kept
+    split = lambda ids: tok.decode(ids).split("<|endoftext|>")[:-1]  # noqa: E731
+    assert split(val) == docs[::10]
+    assert split(train) == [d for i, d in enumerate(docs) if i % 10]
+    assert meta["train_tokens"] + meta["val_tokens"] == sum(len(tok.encode(d)) + 1 for d in docs)
+    assert int(train[-1]) == eot and meta["eot_token"] == eot
+    assert (meta["train_rows"], meta["val_rows"]) == (40, 5)
+
+
+def test_wikitext2_folder_pool_matches_single_process(P, tmp_path, shared_file, tiktoken_cache):
+    folder = shared_file("wikitext-2/wiki.valid.tokens").parent
+    one = P.prepare("wt2", tmp_path / "a", source=folder, num_proc=1, verbose=False)
+    two = P.prepare("wt2", tmp_path / "b", source=folder, num_proc=2, verbose=False)
+    for f in ("train.bin", "val.bin"):
+        assert (one / f).read_bytes() == (two / f).read_bytes()
+    meta, train, val = load(two)
+    assert meta["source"] == str(folder.resolve())
+    assert 400_000 < len(train) + len(val) < 800_000  # ~2.4 MB of English
+    # both files, in name order (test before valid), and nothing else
+    text = "".join((folder / n).read_text() for n in ("wiki.test.tokens", "wiki.valid.tokens"))
+    tok = P.get_tokenizer(meta)
+    assert len(tok.decode(np.concatenate([train, val]))) == len(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# download: checksum, cache, offline
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1 in a thread; yields (base_url, list of requested paths)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(root), **k)
+
+        def log_message(self, *a):
+            hits.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root, hits
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_checksum_and_cache(P, tmp_path, http_server):
+    base, root, hits = http_server
+    payload = b"to be or not to be\n" * 100
+    (root / "input.txt").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    dest = tmp_path / "cache" / "input.txt"
+    assert P.download(f"{base}/input.txt", dest, digest).read_bytes() == payload
+    assert len(hits) == 1
+    P.download(f"{base}/input.txt", dest, digest)  # cached: no second request
+    assert len(hits) == 1
+    # wrong checksum: error naming both digests, nothing written
+    with pytest.raises(P.DataError, match="checksum mismatch") as e:
+        P.download(f"{base}/input.txt", tmp_path / "other" / "x.txt", "0" * 64)
+    assert digest in str(e.value) and not (tmp_path / "other").exists()
+
+
+def test_shakespeare_download_cli_and_offline(tmp_path, http_server, shared_file, run_script, clean_error):
+    base, root, hits = http_server
+    (root / "input.txt").write_bytes(shared_file("tinyshakespeare/input.txt").read_bytes())
+    data = tmp_path / "data"
+    r = run_script("nanogpt/prepare.py", "--dataset", "shakespeare_char", "--data-dir", data,
+                   env={"NANOGPT_SHAKESPEARE_URL": f"{base}/input.txt"})
+    assert r.returncode == 0, r.stderr
+    assert (data / "downloads" / "tinyshakespeare" / "input.txt").is_file()
+    assert json.loads((data / "shakespeare_char" / "meta.json").read_text())["sha256"] == SHAKESPEARE_SHA256
+    # a second dataset from the same cached file, with the network gone
+    dead = "http://127.0.0.1:9/input.txt"
+    r = run_script("nanogpt/prepare.py", "--dataset", "shakespeare", "--data-dir", data,
+                   env={"NANOGPT_SHAKESPEARE_URL": dead, "TIKTOKEN_CACHE_DIR": shared_file("tiktoken_cache")})
+    assert r.returncode == 0, r.stderr
+    assert len(hits) == 1
+    # offline without a cache: one line saying where to put input.txt, nothing left behind
+    fresh = tmp_path / "fresh"
+    r = run_script("nanogpt/prepare.py", "--dataset", "shakespeare_char", "--data-dir", fresh,
+                   env={"NANOGPT_SHAKESPEARE_URL": dead})
+    clean_error(r, "cannot download", str(fresh / "downloads" / "tinyshakespeare" / "input.txt"), "--source")
+    assert leftovers(fresh) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# user mistakes
+
+
+@pytest.mark.parametrize("case", ["bad_name", "unsafe_name", "missing_file", "empty_file", "empty_folder"])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, run_script, clean_error, case):
+    data = tmp_path / "data"
+    data.mkdir()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    (tmp_path / "emptydir").mkdir()
+    args, needles = {
+        "bad_name": (["--dataset", "shakespear"], ["unknown dataset", "shakespear", "shakespeare_char"]),
+        "unsafe_name": (["--dataset", "../x", "--source", empty], ["bad dataset name", "../x"]),
+        "missing_file": (["--dataset", "mine", "--source", tmp_path / "nope.txt"], ["nope.txt", "does not exist"]),
+        "empty_file": (["--dataset", "mine", "--source", empty], ["empty.txt", "empty"]),
+        "empty_folder": (["--dataset", "shakespeare_char", "--source", tmp_path / "emptydir"], ["emptydir"]),
+    }[case]
+    r = run_script("nanogpt/prepare.py", *args, "--data-dir", data)
+    clean_error(r, *needles)
+    assert leftovers(data) == []
+
+
+def test_hub_dataset_offline_is_clean(tmp_path, run_script, clean_error, tiktoken_cache):
+    r = run_script("nanogpt/prepare.py", "--dataset", "tinystories", "--data-dir", tmp_path, "--max-docs", 5)
+    clean_error(r, "TinyStories", "--source")
+    assert leftovers(tmp_path) == []

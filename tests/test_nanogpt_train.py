@@ -1,0 +1,228 @@
+"""nanogpt/train.py: config, epochs, schedule, checkpoints, bad input, mixed precision, NaN handling.
+
+Runs on a tiny char-level slice of Tiny Shakespeare (2,048 train tokens) and a 2-layer, 32-wide model, so
+an epoch is a few dozen steps and a run takes seconds. The other train tests import the helpers below.
+"""
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# a model and a budget small enough for seconds-long runs; tests add data/out dirs and budgets
+TINY = ["--n-layer", 2, "--n-head", 2, "--n-embd", 32, "--block-size", 16, "--batch-size", 4,
+        "--eval-iters", 2, "--eval-interval", 10, "--log-interval", 5, "--num-samples", 0,
+        "--warmup-iters", 5, "--learning-rate", 3e-3, "--device", "cpu", "--dtype", "float32", "--no-compile"]
+
+
+def make_tiny_dataset(prepare, source: Path, data_dir: Path, n_train=2048, n_val=512) -> Path:
+    """prepare.py's shakespeare_char, cut to n_train / n_val tokens so an epoch is short."""
+    prepare.prepare("shakespeare_char", str(data_dir), source=str(source))
+    folder = data_dir / "shakespeare_char"
+    for name, n in (("train.bin", n_train), ("val.bin", n_val)):
+        tokens = np.fromfile(folder / name, dtype=np.uint16)[:n]
+        tokens.tofile(folder / name)
+    return data_dir
+
+
+def read_log(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
+
+
+def run_args(data_dir, out_dir, *extra):
+    return [*TINY, "--dataset", "shakespeare_char", "--data-dir", data_dir, "--out-dir", out_dir, *extra]
+
+
+@pytest.fixture(scope="module")
+def train(load_module):
+    return load_module("nanogpt", "train")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(load_module, shared_file, tmp_path_factory) -> Path:
+    prepare = load_module("nanogpt", "prepare")
+    return make_tiny_dataset(prepare, shared_file("tinyshakespeare/input.txt"), tmp_path_factory.mktemp("data"))
+
+
+def call_main(train, capsys, *args) -> subprocess.CompletedProcess:
+    """train.main(argv) in this process (fast: no interpreter start), as a CompletedProcess."""
+    code = train.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+
+
+def test_precedence_defaults_preset_file_flags(train, tmp_path):
+    cfg = train.resolve_config([])
+    assert cfg == train.TrainConfig(**train.PRESETS["demo"])  # no arguments: the offline demo preset
+    assert cfg.dataset == "python_stdlib" and cfg.device == "auto" and cfg.max_iters > 0
+    cfg = train.resolve_config(["--preset", "shakespeare_char"])
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) == (6, 6, 384, 256)
+    assert cfg.dataset == "shakespeare_char" and cfg.beta1 == 0.9  # untouched fields keep the defaults
+    gpt2 = train.resolve_config(["--preset", "gpt2"])
+    assert (gpt2.n_layer, gpt2.n_embd, gpt2.block_size, gpt2.beta2, gpt2.eps, gpt2.weight_decay) == (
+        12, 768, 1024, 0.95, 1e-8, 0.1)
+    assert train.resolve_config(["--preset", "finetune_shakespeare"]).init_from == "gpt2"
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "shakespeare_char"\nn-layer = 3\nlearning_rate = 2\ncompile = false\n')
+    cfg = train.resolve_config(["--config", str(toml)])
+    assert (cfg.n_layer, cfg.n_head, cfg.learning_rate, cfg.compile) == (3, 6, 2.0, False)  # file over preset
+    cfg = train.resolve_config(["--config", str(toml), "--n-layer", "5", "--compile"])
+    assert (cfg.n_layer, cfg.compile) == (5, True)  # flags over file
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"n_head": 8, "bias": False}))
+    cfg = train.resolve_config(["--config", str(js), "--no-bias", "--seed", "7"])
+    assert (cfg.n_head, cfg.bias, cfg.seed) == (8, False, 7)
+
+
+def test_help_lists_every_field(run_script, train):
+    r = run_script("nanogpt/train.py", "--help", timeout=60)
+    assert r.returncode == 0
+    for f in train.TrainConfig.__dataclass_fields__:
+        if f != "debug_nan_at_iter":
+            assert "--" + f.replace("_", "-") in r.stdout, f
+
+
+def test_epoch_order_is_seeded_and_ranks_are_disjoint(train):
+    order = train.epoch_order(103, seed=1, epoch=0)
+    assert sorted(order) == list(range(103))
+    assert np.array_equal(order, train.epoch_order(103, 1, 0))
+    assert not np.array_equal(order, train.epoch_order(103, 1, 1))  # a new order every epoch
+    world, B, accum = 3, 2, 4
+    steps = 103 // (world * B * accum)
+    seen = np.concatenate([train.step_windows(order, s, r, world, B, accum).ravel()
+                           for s in range(steps) for r in range(world)])
+    assert len(set(seen)) == len(seen) == steps * world * B * accum  # disjoint shares, nothing repeats
+    # what 3 ranks see at a step is exactly what one process with 3x the accumulation sees
+    one = train.step_windows(order, 1, 0, 1, B, accum * world).ravel()
+    three = np.concatenate([train.step_windows(order, 1, r, world, B, accum).ravel() for r in range(world)])
+    assert np.array_equal(one, three)
+    assert train.num_windows(1 + 16 * 5, 16) == 5  # windows of block+1 tokens, inputs not overlapping
+
+
+def test_batches_shift_by_one(train):
+    data = np.arange(200, dtype=np.uint16)
+    x, y = train.get_batch(data, np.array([0, 3]), 16, "cpu")
+    assert x.shape == y.shape == (2, 16)
+    assert x[1, 0] == 48 and torch.equal(y[:, :-1], x[:, 1:]) and y[1, -1] == 64
+
+
+def test_lr_schedule_warmup_cosine_to_ten_percent(train):
+    cfg = train.TrainConfig(learning_rate=1.0, warmup_iters=10, min_lr_ratio=0.1)
+    lrs = [train.get_lr(i, cfg, 110) for i in range(120)]
+    assert lrs[0] == pytest.approx(1 / 11) and lrs[9] == pytest.approx(10 / 11)
+    assert lrs[10] == pytest.approx(1.0) and lrs[60] == pytest.approx(0.55)
+    assert lrs[110] == lrs[119] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # monotone decay after warmup
+
+
+def test_grad_accumulation_from_batch_tokens(train):
+    cfg = train.TrainConfig(batch_size=12, block_size=1024, batch_tokens=491_520)
+    assert train.check_config(cfg, 1) == 40 and train.check_config(cfg, 8) == 5
+    with pytest.raises(train.ConfigError, match="not a multiple"):
+        train.check_config(cfg, 3)
+
+
+def test_dtype_resolution(train):
+    assert train.resolve_dtype("auto", "cpu", False) == "float32"
+    assert train.resolve_dtype("auto", "cuda", True) == "bfloat16"
+    assert train.resolve_dtype("auto", "cuda", False) == "float16"
+    with pytest.raises(train.ConfigError, match="bfloat16 is not supported by this GPU"):
+        train.resolve_dtype("bfloat16", "cuda", False)
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input: exit 2, one line, before training
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--n-embd", 30, "--n-head", 4], ["n_embd 30", "n_head 4"]),
+    (["--block-size", 100_000], ["block_size 100000", "larger than the data"]),
+    (["--init-from", "gpt2", "--block-size", 2048], ["block_size 2048", "gpt2 allows"]),
+    (["--batch-tokens", 100], ["batch_tokens 100", "not a multiple"]),
+    (["--init-from", "gpt2"], ["tokenizer", "char"]),
+    (["--preset", "nope"], ["unknown preset", "nope"]),
+    (["--dataset", "no_such_dataset"], ["no_such_dataset"]),
+    (["--dtype", "float64"], ["float64"]),
+    (["--n-layer", "abc"], ["n-layer", "abc"]),
+    (["--save-epochs", "1,x"], ["save_epochs"]),
+    (["--init-from", "/no/such/file.pt"], ["/no/such/file.pt"]),
+])
+def test_bad_config_exits_2_with_one_line(train, tiny_data, tmp_path, capsys, clean_error, args, needles):
+    r = call_main(train, capsys, *run_args(tiny_data, tmp_path / "out"), *args)
+    clean_error(r, *needles)
+    assert not (tmp_path / "out" / "ckpt_last.pt").exists()
+
+
+def test_unavailable_device_exits_2(train, tiny_data, tmp_path, capsys, clean_error):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = call_main(train, capsys, *run_args(tiny_data, tmp_path / "out"), "--device", "cuda")
+    clean_error(r, "cuda", "not available")
+
+
+def test_bad_config_file_exits_2(train, tiny_data, tmp_path, capsys, clean_error):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("n_layers = 3\n")
+    clean_error(call_main(train, capsys, "--config", cfg), "n_layers", "unknown setting")
+    cfg.write_text('n_layer = "three"\n')
+    clean_error(call_main(train, capsys, "--config", cfg), "n_layer must be int")
+
+
+def test_command_line_error_is_one_line(run_script, clean_error):
+    clean_error(run_script("nanogpt/train.py", "--n-embd", "30", "--n-head", "4", timeout=60), "n_embd 30")
+
+
+def test_tampered_checkpoint_is_refused(run_script, clean_error, tmp_path):
+    class Evil:  # unpickling this would run a command
+        def __reduce__(self):
+            return (subprocess.call, (["touch", str(tmp_path / "pwned")],))
+
+    bad = tmp_path / "ckpt_last.pt"
+    torch.save({"model": {}, "model_args": {}, "config": {}, "payload": Evil()}, bad)
+    r = run_script("nanogpt/train.py", "--resume", bad, timeout=60)
+    clean_error(r, "refusing to load checkpoint", str(bad))
+    assert not (tmp_path / "pwned").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# runs
+
+
+def test_bfloat16_autocast_on_cpu_learns(train, capsys, tiny_data, tmp_path):
+    out = tmp_path / "bf16"
+    r = call_main(train, capsys, *run_args(tiny_data, out, "--dtype", "bfloat16", "--max-epochs", 2,
+                                           "--num-samples", 1, "--sample-tokens", 20))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    log = read_log(out)
+    assert res["device"]["dtype"] == "bfloat16"
+    assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.3  # it learns
+    counts = np.bincount(np.fromfile(tiny_data / "shakespeare_char" / "train.bin", dtype=np.uint16))
+    p = counts[counts > 0] / counts.sum()
+    assert res["unigram_baseline_nats"] == pytest.approx(-(p * np.log(p)).sum())
+    assert [row["epochs_done"] for row in res["per_epoch"]] == [1, 2]
+    assert len(res["samples"]) == 1 and "sample 1" in r.stdout
+    assert (out / "loss.png").stat().st_size > 1000 and (out / "ckpt_epoch1.pt").exists()
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    for key in ("optimizer", "scaler", "schedule", "data_order", "rng", "config", "losses", "model_args"):
+        assert key in ckpt, key
+    assert ckpt["rng"]["torch"].dtype == torch.uint8 and ckpt["config"]["dataset"] == "shakespeare_char"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(train, capsys, tiny_data, tmp_path):
+    out = tmp_path / "nan"
+    # 2048 tokens / 16 = 127 windows; 4 per step -> 31 steps per epoch; NaN in epoch 2
+    r = call_main(train, capsys, *run_args(tiny_data, out, "--max-epochs", 3, "--save-epochs", "1",
+                                           "--debug-nan-at-iter", 40))
+    assert r.returncode == 3, r.stderr
+    assert "loss is nan at iter 40" in r.stderr and "Traceback" not in r.stderr
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
+    assert ckpt["iter_num"] == 31 and ckpt["epoch"] == 1  # the epoch-1 checkpoint, untouched
+    assert not (out / "results.json").exists()

@@ -1,0 +1,82 @@
+"""nanogpt/train.py: exact resume (bit for bit on CPU float32) and SIGTERM leaving a resumable checkpoint."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from test_nanogpt_train import call_main, make_tiny_dataset, read_log, run_args
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+STEPS_PER_EPOCH = 31  # 2048 tokens / 16 = 127 windows, 4 per step
+
+
+@pytest.fixture(scope="module")
+def train(load_module):
+    return load_module("nanogpt", "train")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(load_module, shared_file, tmp_path_factory):
+    prepare = load_module("nanogpt", "prepare")
+    return make_tiny_dataset(prepare, shared_file("tinyshakespeare/input.txt"), tmp_path_factory.mktemp("data"))
+
+
+def test_resume_is_bitwise_exact(train, capsys, tiny_data, tmp_path):
+    # dropout on, so the per-step dropout noise must line up too; the schedule length is fixed because
+    # the stopped run has a smaller budget than the uninterrupted one
+    common = ["--dropout", 0.1, "--lr-decay-iters", 2 * STEPS_PER_EPOCH, "--save-epochs", "1,2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    # in this process (train.main) rather than 4 interpreter starts; the SIGTERM test below uses the CLI
+    r = call_main(train, capsys, *run_args(tiny_data, full, *common, "--max-epochs", 2))
+    assert r.returncode == 0, r.stderr
+    # stop after epoch 1; resume to the middle of epoch 2 (a data position inside an epoch); resume to the end
+    r = call_main(train, capsys, *run_args(tiny_data, part, *common, "--max-epochs", 1))
+    assert r.returncode == 0, r.stderr
+    assert torch.load(part / "ckpt_epoch1.pt", weights_only=True)["iter_num"] == STEPS_PER_EPOCH
+    for budget in (STEPS_PER_EPOCH + 7, 0):  # 0: no step budget (the checkpoint's config holds 38)
+        r = call_main(train, capsys, "--out-dir", part, "--resume", "--max-epochs", 2, "--max-iters", budget)
+        assert r.returncode == 0, r.stderr
+
+    def losses(log):
+        return [(e["iter"], e["epochs_done"], e["lr"], e["train_loss"], e["val_loss"]) for e in log]
+
+    a, b = read_log(full), read_log(part)
+    assert [e["iter"] for e in a] == [10, 20, 30, 31, 40, 50, 60, 62]  # every 10 steps and at epoch ends
+    # the budget-end evaluation at iter 38 is the only extra line in the interrupted run
+    assert [e["iter"] for e in b] == [10, 20, 30, 31, 38, 40, 50, 60, 62]
+    b = [e for e in b if e["iter"] != STEPS_PER_EPOCH + 7]
+    assert losses(a) == losses(b)  # exact equality of floats: bit for bit
+    wa = torch.load(full / "ckpt_last.pt", weights_only=True)["model"]
+    wb = torch.load(part / "ckpt_last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sigterm_writes_resumable_checkpoint(train, capsys, tiny_data, tmp_path):
+    out = tmp_path / "sig"
+    args = [sys.executable, str(ROOT / "nanogpt/train.py"),
+            *map(str, run_args(tiny_data, out, "--max-epochs", 1000, "--eval-interval", 5))]
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err:  # a file, not a pipe: the progress bar must never block on a full pipe
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            deadline = time.time() + 90
+            while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text().strip()):
+                assert proc.poll() is None and time.time() < deadline, "no log line, stderr in " + str(err_file)
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            stdout, _ = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    stderr = err_file.read_text()
+    assert proc.returncode == 0, stderr
+    assert "stopped by SIGTERM" in stdout
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
+    it = ckpt["iter_num"]
+    assert it >= 5 and ckpt["epoch"] * STEPS_PER_EPOCH + ckpt["epoch_step"] == it
+    r = call_main(train, capsys, "--out-dir", out, "--resume", "--max-iters", it + 3)
+    assert r.returncode == 0, r.stderr
+    log = read_log(out)
+    assert log[-1]["iter"] == it + 3 and torch.load(out / "ckpt_last.pt", weights_only=True)["iter_num"] == it + 3
