@@ -176,7 +176,7 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(BenchConfig, argv, __doc__.split("\n\n")[0])
+    cfg = parse_config(BenchConfig, argv, "\n\n".join(__doc__.split("\n\n")[:2]))
     result = run_bench(cfg)
     result["bench_config"] = asdict(cfg)
     print(table(result))

@@ -196,7 +196,9 @@ def build_shards(cfg: ShardConfig) -> dict:
     index = len(shards)
     buf = np.empty(cfg.shard_size, dtype=np.uint16)
     fill = 0
-    pool = mp.Pool(cfg.workers) if cfg.workers > 1 else None
+    # "spawn" everywhere (the only start method on Windows and the default on macOS): workers re-import
+    # this module, so it must not do anything at import time
+    pool = mp.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
     try:
         docs = iter_documents(cfg, docs_done)
         tokenized = pool.imap(tokenize, docs, chunksize=16) if pool else map(tokenize, docs)
@@ -247,7 +249,7 @@ def build_shards(cfg: ShardConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(ShardConfig, argv, __doc__.split("\n\n")[0])
+    cfg = parse_config(ShardConfig, argv, "\n\n".join(__doc__.split("\n\n")[:2]))
     print(json.dumps(asdict(cfg)))
     build_shards(cfg)
 

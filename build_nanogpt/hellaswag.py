@@ -201,7 +201,7 @@ def resolve_device(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(EvalConfig, argv, __doc__.split("\n\n")[0])
+    cfg = parse_config(EvalConfig, argv, "\n\n".join(__doc__.split("\n\n")[:2]))
     if cfg.dtype not in ("auto", "float32", "bfloat16"):
         raise UserError(f"--dtype {cfg.dtype!r}: use auto, float32 or bfloat16")
     if cfg.batch_size < 1:

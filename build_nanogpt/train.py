@@ -194,9 +194,11 @@ def replica_max_diff(model, world: int) -> float:
     """Largest difference between rank 0's and any rank's per-tensor parameter sums (0.0 = in sync)."""
     if world == 1:
         return 0.0
-    fp = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+    fp = torch.stack([p.detach().double().sum() for p in model.parameters()])  # on the model's device
+    if dist.get_backend() != "nccl":
+        fp = fp.cpu()  # gloo gathers CPU tensors; nccl gathers CUDA tensors
     parts = [torch.zeros_like(fp) for _ in range(world)]
-    dist.all_gather(parts, fp.to(next(model.parameters()).device) if dist.get_backend() == "nccl" else fp)
+    dist.all_gather(parts, fp)
     return max((p.cpu() - parts[0].cpu()).abs().max().item() for p in parts)
 
 
@@ -222,6 +224,7 @@ def plot_curves(records: list[dict], path: str) -> None:
         ax2.plot(*zip(*hs), "o-", ms=3, label="this model (acc_norm)")
     for (name, acc), color in zip(REF_HELLASWAG.items(), ("r", "g")):
         ax2.axhline(acc, color=color, ls="--", lw=1, label=f"{name} ({acc})")
+    ax2.axhline(0.25, color="gray", ls=":", lw=1, label="chance (0.25)")
     ax2.set(xlabel="step", ylabel="accuracy", title="HellaSwag")
     ax2.legend()
     fig.tight_layout()
@@ -265,7 +268,7 @@ class Logger:
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(TrainConfig, argv, __doc__.split("\n\n")[0], PRESETS)
+    cfg = parse_config(TrainConfig, argv, "\n\n".join(__doc__.split("\n\n")[:2]), PRESETS)
     ddp = "RANK" in os.environ  # started by torchrun
     rank, local_rank, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
     grad_accum = check_config(cfg, world)
@@ -306,15 +309,15 @@ def main(argv: list[str] | None = None) -> None:
                                            fused=cfg.fused_adamw and device_type == "cuda")
     start_step = 0
     if cfg.resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # load_state_dict moves to device
         if ckpt["model_args"] != model_args:
             raise UserError(f"--resume: {ckpt_path} holds a model {ckpt['model_args']}, not {model_args}")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         train_loader.load_state_dict(ckpt["loader"])
-        torch.set_rng_state(ckpt["rng"]["torch"].cpu())
+        torch.set_rng_state(ckpt["rng"]["torch"])
         if device_type == "cuda" and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu())
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
         start_step = ckpt["step"]
     compiled = torch.compile(model) if cfg.compile else model  # wraps `model`: same parameters
     train_model = DDP(compiled, device_ids=[local_rank] if device_type == "cuda" else None) if ddp else compiled

@@ -1,5 +1,6 @@
-"""build_nanogpt/train.py under torchrun with 2 gloo processes: the same losses as 1 process with the same
-global batch (gradient accumulation 2 instead of 2 ranks), and identical weights on both ranks."""
+"""build_nanogpt/train.py under torchrun with 2 gloo processes on 2 simulated nodes (one process each, so
+RANK 1 has LOCAL_RANK 0: data sharding must follow the global rank): the same losses as 1 process with the
+same global batch (gradient accumulation 2 instead of 2 ranks), and identical weights on both ranks."""
 import json
 
 import pytest
@@ -29,9 +30,11 @@ def log(out):
 @pytest.mark.distributed
 def test_ddp_two_ranks_match_one_process(load_module, torchrun, shards, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    [r] = torchrun("build_nanogpt/train.py", *TINY, "--data-dir", shards, "--out-dir", two, nproc=2, timeout=240)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "grad accumulation 1" in r.stdout
+    nodes = torchrun("build_nanogpt/train.py", *TINY, "--data-dir", shards, "--out-dir", two,
+                     nproc=1, nnodes=2, timeout=240)
+    for r in nodes:
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert "world 2 | grad accumulation 1" in nodes[0].stdout
     train = load_module("build_nanogpt", "train")
     # 1 rank: accumulation 2 and twice the val batches (val_steps counts batches per rank)
     train.main(TINY + ["--data-dir", str(shards), "--out-dir", str(one), "--val-steps", "4"])

@@ -18,13 +18,17 @@ def hf_dir(tmp_path_factory):
     return path, model.eval()
 
 
-def test_hf_weights_give_the_same_logits(load_module, hf_dir):
+def test_hf_weights_give_the_same_logits(load_module, hf_dir, tmp_path):
     M = load_module("build_nanogpt", "model")
     path, hf = hf_dir
-    ours = M.GPT.from_hf(str(path)).eval()
+    # the older pytorch_model.bin layout: the same state dict, pickled by torch.save
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
     x = torch.randint(0, 50257, (2, 50))
-    with torch.no_grad():
-        torch.testing.assert_close(ours(x)[0], hf(x).logits, atol=1e-5, rtol=1e-5)
+    for folder in (path, tmp_path):
+        ours = M.GPT.from_hf(str(folder)).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(ours(x)[0], hf(x).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_hellaswag_scores_match_transformers(load_module, hf_dir, shared_file, tiktoken_cache):
