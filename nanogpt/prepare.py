@@ -226,7 +226,7 @@ def sha256_files(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _merge_lines(rows, text_field: str, chars: int = 8192):
+def _merge_lines(rows, text_field: str, chars: int = 2048):
     """Lines of running text -> chunks of whole lines of about `chars` characters (bigger work units,
     and a held-out row is then a passage rather than a single line)."""
     buf, n = [], 0
@@ -398,9 +398,9 @@ def prepare(dataset: str, data_dir=DEFAULT_DATA_DIR, source=None, *, tokenizer: 
             src_desc = f"python {sys.version.split()[0]} stdlib: {sysconfig.get_paths()['stdlib']}/*.py"
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         else:
+            if source is not None and source.is_dir():
+                raise DataError(f"{dataset} needs one text file, got folder {source}")
             path = local_files(source)[0] if source is not None else shakespeare_file(data_dir)
-            if path.is_dir():
-                raise DataError(f"{dataset} needs a text file, got folder {path}")
             text = path.read_text(encoding="utf-8")
             src_desc, digest = str(path), sha256_file(path)
         if not text:
@@ -517,6 +517,7 @@ def main(argv=None):
     p.add_argument("--max-docs", type=int, default=None, help="read at most this many rows per split")
     p.add_argument("--text-field", default="text", help="column holding the text in .jsonl/.parquet/hub rows")
     args = p.parse_args(argv)
+    os.environ.setdefault("USE_TORCH", "0")  # `datasets` need not import torch (seconds) to stream text
     try:
         prepare(args.dataset, args.data_dir, args.source, tokenizer=args.tokenizer, num_proc=args.num_proc,
                 val_every=args.val_every, max_docs=args.max_docs, text_field=args.text_field)

@@ -6,11 +6,12 @@ Every project is run as a script (``python nanogpt/train.py``), so its folder is
 several folders hold a ``model.py`` or a ``train.py``. Two ways in, and only these two:
 
 1. ``load_module("nanogpt", "model")`` (fixture) imports ``nanogpt/model.py`` with ``nanogpt/`` first on
-   ``sys.path``, exactly as the script would see it, and returns the module. Before it does, it drops
-   from ``sys.modules`` every bare-named module that came from *another* project folder, so
-   ``deep_gradients``'s ``model`` can never stand in for ``nanogpt``'s. Modules already handed out keep
-   working (they hold their own references). Project modules must therefore import their siblings at
-   the top of the file, never lazily inside a function.
+   ``sys.path``, exactly as the script would see it, and returns the module. Before it does, it parks
+   the bare-named modules of the *other* project folders (out of ``sys.modules``) and brings back this
+   project's, so ``deep_gradients``'s ``model`` can never stand in for ``nanogpt``'s and each project's
+   modules stay single objects (pickling and multiprocessing keep working). Modules already handed
+   out keep working (they hold their own references). Project modules must therefore import their
+   siblings at the top of the file, never lazily inside a function.
 2. ``run_script("nanogpt/train.py", "--max-iters", "5", ...)`` (fixture) runs the real command line in a
    subprocess from the repository root and returns the ``CompletedProcess`` (text, stdout and stderr
    captured). ``torchrun(...)`` does the same under ``torch.distributed.run``, on one simulated node or
@@ -54,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECTS = ("nanogpt", "build_nanogpt", "deep_gradients", "large_scale_optimization")
 _PROJECT_DIRS = {(ROOT / p).resolve(): p for p in PROJECTS}
 _loaded: dict[tuple[str, str], object] = {}
+_parked: dict[str, dict[str, object]] = {}  # project -> its modules while another project is active
 
 
 def pytest_configure(config):
@@ -74,22 +76,31 @@ def pytest_collection_modifyitems(config, items):
 # importing a project's modules
 
 
+def _owner(module) -> str | None:
+    file = getattr(module, "__file__", None)
+    return _PROJECT_DIRS.get(Path(file).resolve().parent) if file else None
+
+
 def _load_module(project: str, name: str):
     if project not in PROJECTS:
         raise ValueError(f"unknown project {project!r}; one of {PROJECTS}")
     key = (project, name)
     if key in _loaded:
         return _loaded[key]
-    folder = (ROOT / project).resolve()
+    # Swap the bare-named modules in sys.modules: park those of other projects, bring back this
+    # project's, so `import model` inside nanogpt/train.py finds nanogpt's model, the same object
+    # that load_module("nanogpt", "model") handed out.
     for mod_name, mod in list(sys.modules.items()):
-        file = getattr(mod, "__file__", None)
-        if file and Path(file).resolve().parent in _PROJECT_DIRS:
-            del sys.modules[mod_name]  # bare-named module of some project: never reuse it across projects
-    sys.path.insert(0, str(folder))
+        owner = _owner(mod)
+        if owner and owner != project:
+            _parked.setdefault(owner, {})[mod_name] = sys.modules.pop(mod_name)
+    sys.modules.update(_parked.pop(project, {}))
+    folder = str((ROOT / project).resolve())
+    sys.path.insert(0, folder)
     try:
         module = importlib.import_module(name)
     finally:
-        sys.path.remove(str(folder))
+        sys.path.remove(folder)
     _loaded[key] = module
     return module
 
