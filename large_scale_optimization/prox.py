@@ -34,15 +34,15 @@ def soft_threshold(v: np.ndarray, t: float) -> np.ndarray:
     return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
 
 
-def project_box(p: np.ndarray, lam: float) -> np.ndarray:
+def project_box(p: np.ndarray, lam: float, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Projection onto {|p_i| <= lam}: the prox of the indicator of the l_inf ball (dual of l1)."""
-    return np.clip(p, -lam, lam)
+    return np.clip(p, -lam, lam, out=out)
 
 
-def project_discs(p: np.ndarray, lam: float) -> np.ndarray:
+def project_discs(p: np.ndarray, lam: float, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Projection of p (G, ...) onto {||p[:, j]||_2 <= lam for every j}: the dual set of the l2,1 norm."""
     norm = np.sqrt((p * p).sum(axis=0))  # (...)
-    return p / np.maximum(1.0, norm / lam)
+    return np.divide(p, np.maximum(1.0, norm / lam), out=out)
 
 
 def group_soft_threshold(v: np.ndarray, t: float) -> np.ndarray:
@@ -61,7 +61,10 @@ def diff1d(x: np.ndarray) -> np.ndarray:
 
 def diff1d_T(z: np.ndarray) -> np.ndarray:
     """D^T z = (-z_0, z_0 - z_1, ..., z_{n-2}), (n-1,) -> (n,)."""
-    return -np.diff(z, prepend=0.0, append=0.0)
+    out = np.empty(z.size + 1)
+    out[0], out[-1] = -z[0] if z.size else 0.0, z[-1] if z.size else 0.0
+    np.subtract(z[:-1], z[1:], out=out[1:-1])  # one pass, no concatenated copy
+    return out
 
 
 def grad2d(x: np.ndarray) -> np.ndarray:
@@ -170,11 +173,13 @@ class Problem:
             s = np.sign(g)
         return x - self.y + self.lam * self.KT(s)
 
-    def project(self, p: np.ndarray) -> np.ndarray:
-        return project_discs(p, self.lam) if self.isotropic else project_box(p, self.lam)
+    def project(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return project_discs(p, self.lam, out) if self.isotropic else project_box(p, self.lam, out)
 
     def x_of(self, p: np.ndarray) -> np.ndarray:
-        return self.y - self.KT(p)
+        """The primal point y - K^T p that a dual point p stands for."""
+        x = self.KT(p)
+        return np.subtract(self.y, x, out=x)
 
     def dual(self, p: np.ndarray) -> float:
         r = self.x_of(p)
@@ -200,9 +205,9 @@ class Problem:
 def tv1d_problem(y: np.ndarray, lam: float) -> Problem:
     """1-D TV denoising; the exact answer comes from Condat's direct algorithm (tv.py)."""
     return Problem(
-        name="tv1d", y=y, lam=lam, K=diff1d, KT=diff1d_T, L=4.0,
+        name="tv1d", y=y, lam=lam, K=diff1d, KT=diff1d_T, L=4.0,  # ||D||^2 = 4 sin^2(pi (n-1) / 2n) < 4
         exact=lambda: tv.tv1d_denoise(y, lam),
-        dual_of_primal=lambda x: tv.tv1d_dual(x, y),  # D^T z = y - x exactly, before projection
+        dual_of_primal=lambda x: tv.tv1d_dual(x, y),  # D^T z = y - x whenever sum(x) = sum(y)
     )
 
 

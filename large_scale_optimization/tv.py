@@ -8,7 +8,8 @@ tight is emitted and the scan restarts just after it. Worst case O(n^2), linear 
 
 Pure Python on purpose (no compiler, no numba): the hot loop works on a Python list with every
 variable local, and emits (segment end, value) pairs instead of writing samples one by one; NumPy then
-expands them with np.repeat. The reference C implementation is ~30x faster.
+expands them with np.repeat. About 0.2 s of CPU for n = 1e6 here (DENOISING.md); the reference C
+implementation is ~30 ms.
 """
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ def tv1d_denoise(y, lam: float) -> np.ndarray:
 
 
 def _condat(y: list, lam: float):
-    """Condat's direct algorithm. Returns (ends, values): segment j is x[ends[j-1]:ends[j]] = values[j]."""
+    """Condat's direct algorithm. Returns (ends, values): segment j is x[ends[j-1]:ends[j]] = values[j].
+
+    The scan is a for loop over the samples (cheaper than index arithmetic in CPython); a jump breaks
+    out of it and the outer loop resumes the scan just after the emitted segment.
+    """
     n = len(y)
     last = n - 1
     ends, values = [], []
@@ -39,7 +44,36 @@ def _condat(y: list, lam: float):
     vmin, vmax = y[0] - lam, y[0] + lam  # the segment's value lies in [vmin, vmax]
     umin, umax = lam, mlam  # dual variable at the current sample if the value were vmin / vmax
     while True:
-        while k == last:  # right boundary: the dual must end at 0
+        for k in range(k + 1, n):
+            yk = y[k]
+            umin += yk - vmin
+            if umin < mlam:  # negative jump: emit [k0, kminus] at vmin, restart after it
+                emit_end(kminus + 1)
+                emit_val(vmin)
+                k = k0 = kminus = kplus = kminus + 1
+                vmin = y[k]
+                vmax = vmin + twolam
+                umin, umax = lam, mlam
+                break
+            umax += yk - vmax
+            if umax > lam:  # positive jump: emit [k0, kplus] at vmax, restart after it
+                emit_end(kplus + 1)
+                emit_val(vmax)
+                k = k0 = kminus = kplus = kplus + 1
+                vmax = y[k]
+                vmin = vmax - twolam
+                umin, umax = lam, mlam
+                break
+            if umin >= lam:  # no jump needed yet: tighten the value range
+                kminus = k
+                vmin += (umin - lam) / (k - k0 + 1)
+                umin = lam
+            if umax <= mlam:
+                kplus = k
+                vmax += (umax + lam) / (k - k0 + 1)
+                umax = mlam
+        else:  # reached the right end, where the dual must come back to 0
+            k = last
             if umin < 0.0:  # vmin too high: the segment up to kminus ends with a negative jump
                 emit_end(kminus + 1)
                 emit_val(vmin)
@@ -54,38 +88,10 @@ def _condat(y: list, lam: float):
                 vmax = y[k]
                 umax = mlam
                 umin = vmax + mlam - vmin
-            else:
+            else:  # the last segment takes the value that brings the dual to 0
                 emit_end(n)
                 emit_val(vmin + umin / (k - k0 + 1))
                 return ends, values
-        yk = y[k + 1]
-        umin += yk - vmin
-        if umin < mlam:  # negative jump: emit [k0, kminus] at vmin, restart after it
-            emit_end(kminus + 1)
-            emit_val(vmin)
-            k = k0 = kminus = kplus = kminus + 1
-            vmin = y[k]
-            vmax = vmin + twolam
-            umin, umax = lam, mlam
-            continue
-        umax += yk - vmax
-        if umax > lam:  # positive jump: emit [k0, kplus] at vmax, restart after it
-            emit_end(kplus + 1)
-            emit_val(vmax)
-            k = k0 = kminus = kplus = kplus + 1
-            vmax = y[k]
-            vmin = vmax - twolam
-            umin, umax = lam, mlam
-            continue
-        k += 1  # no jump needed yet: tighten the value range
-        if umin >= lam:
-            kminus = k
-            vmin += (umin - lam) / (k - k0 + 1)
-            umin = lam
-        if umax <= mlam:
-            kplus = k
-            vmax += (umax + lam) / (k - k0 + 1)
-            umax = mlam
 
 
 def tv1d_dual(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -1,0 +1,75 @@
+"""large_scale_optimization/denoise.py command line: tiny end-to-end runs and one-line errors."""
+import json
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+SCRIPT = "large_scale_optimization/denoise.py"
+
+
+def test_tv1d_run_writes_results_and_plots(run_script, tmp_path):
+    out = tmp_path / "out"
+    r = run_script(SCRIPT, "--problem", "tv1d", "--n", "400", "--seg-len", "40", "--lam", "0.3", "--iters", "200",
+                   "--lam-sweep", "5", "--out-dir", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"exact", "subgrad-sqrt", "subgrad-const", "subgrad-polyak", "ista", "fista",
+                                   "fista-restart"}
+    assert max(res["exact_kkt_residual"].values()) < 1e-10
+    m = res["methods"]
+    assert m["exact"]["rel_objective_gap"] == 0.0
+    for name in m:
+        assert m[name]["rel_objective_gap"] >= -1e-12
+    assert m["fista"]["rel_objective_gap"] < m["ista"]["rel_objective_gap"] < m["subgrad-sqrt"]["rel_objective_gap"]
+    assert m["exact"]["psnr"] > res["psnr_noisy"] + 5  # denoising helps on a piecewise-constant signal
+    psnrs = res["sweep"]["psnr"]
+    assert len(psnrs) == 5 and max(psnrs) > max(psnrs[0], psnrs[-1])  # the U shape (an inverted one in PSNR)
+    for png in ("convergence.png", "panels.png", "psnr_vs_lam.png"):
+        assert (out / png).stat().st_size > 1000
+    assert "fista" in r.stdout and "f* =" in r.stdout
+
+
+@pytest.fixture
+def tiny_png(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = np.kron(rng.uniform(size=(3, 3, 3)), np.ones((8, 8, 1)))  # (24, 24, 3) blocks
+    path = tmp_path / "tiny.png"
+    matplotlib.image.imsave(path, rgb)
+    return path
+
+
+def test_tv2d_on_a_user_png(run_script, tmp_path, tiny_png):
+    out = tmp_path / "tv2d"
+    r = run_script(SCRIPT, "--problem", "tv2d", "--tv", "aniso", "--image", tiny_png, "--methods", "fista",
+                   "chambolle", "--iters", "300", "--ref-iters", "1000", "--lam-sweep", "0", "--out-dir", out)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["shape"] == [24, 24] and "psnr" in res["methods"]["fista"]
+    assert res["methods"]["fista"]["rel_duality_gap"] < 1e-4
+    assert res["methods"]["fista"]["primal"] < res["methods"]["chambolle"]["primal"]
+
+
+def test_l1_haar_in_process(load_module, tmp_path, tiny_png):
+    """The same command line through main() (no second interpreter start): one prox step is the closed form."""
+    denoise = load_module("large_scale_optimization", "denoise")
+    out = tmp_path / "l1"
+    denoise.main(["--problem", "l1", "--basis", "haar", "--image", str(tiny_png), "--methods", "exact", "ista",
+                  "subgrad-polyak", "--iters", "50", "--lam-sweep", "3", "--out-dir", str(out)])
+    res = json.loads((out / "results.json").read_text())
+    m = res["methods"]
+    assert m["ista"]["iters"] == 1 and abs(m["ista"]["primal"] - m["exact"]["primal"]) < 1e-9
+    assert 0 < m["subgrad-polyak"]["rel_objective_gap"] < 0.5 and m["subgrad-polyak"]["rel_duality_gap"] > 0
+    assert len(res["sweep"]["psnr"]) == 3
+
+
+def test_bad_inputs_exit_2_with_one_line(run_script, clean_error, tmp_path):
+    clean_error(run_script(SCRIPT, "--lam", "-0.5"), "--lam", "-0.5", ">= 0")
+    clean_error(run_script(SCRIPT, "--problem", "tv3d"), "tv3d", "tv1d")
+    clean_error(run_script(SCRIPT, "--problem", "tv2d", "--methods", "exact"), "exact", "fista")
+    bad_png = tmp_path / "broken.png"
+    bad_png.write_bytes(b"not a png at all")
+    clean_error(run_script(SCRIPT, "--problem", "tv2d", "--image", bad_png), "cannot read image", "broken.png")
+    nan_signal = tmp_path / "nan.npy"
+    np.save(nan_signal, np.array([0.0, 1.0, np.nan, 1.0]))
+    clean_error(run_script(SCRIPT, "--signal", nan_signal, "--out-dir", tmp_path / "o"), "nan", "nan.npy")
