@@ -62,6 +62,7 @@ class AblateConfig:
     device: str = "auto"
     out_dir: str = "deep_gradients/out/ablation"
     report_only: bool = False  # redraw ablation.md and the plots from an existing OUT/ablation.json
+    keep_done: bool = True  # keep the runs already in OUT/ablation.json and skip them (e.g. when adding a seed)
 
 
 class AblateError(Exception):
@@ -145,8 +146,13 @@ def run_all(cfg: AblateConfig, log=print) -> dict:
     os.makedirs(cfg.out_dir, exist_ok=True)
     _, _, x_test, _ = mnist.load(cfg.dataset, cfg.data_dir or None)
     x_act = x_test[:cfg.act_images]
-    done = []
-    for r in tqdm(runs, desc="ablation runs", dynamic_ncols=True):
+    done = previous_runs(cfg) if cfg.keep_done else []
+    names = {r["name"] for r in done}
+    todo = [r for r in runs if r["name"] not in names]
+    if len(todo) < len(runs):
+        log(f"{len(runs) - len(todo)} of {len(runs)} runs already in {cfg.out_dir}/ablation.json: skipped")
+    out = save(cfg, done)
+    for r in tqdm(todo, desc="ablation runs", dynamic_ncols=True):
         tc = train_config(cfg, r)
         t0 = time.time()
         res = train.run(tc)
@@ -165,6 +171,20 @@ def run_all(cfg: AblateConfig, log=print) -> dict:
         out = save(cfg, done)  # after every run, so a long grid that is cut short keeps what it has
     plot_all(out, cfg.out_dir)
     return out
+
+
+def previous_runs(cfg: AblateConfig) -> list[dict]:
+    """Runs already recorded in OUT/ablation.json with the same budget (so adding a seed reruns nothing)."""
+    path = os.path.join(cfg.out_dir, "ablation.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        old = json.load(f)
+    budget = ("epochs", "train_subset", "dataset", "batch_size", "width", "record_every")
+    if any(old["ablate_config"].get(k) != getattr(cfg, k) for k in budget):
+        raise AblateError(f"{path} was made with another budget ({', '.join(budget)}); use another --out-dir "
+                          "or --no-keep-done")
+    return old["runs"]
 
 
 def redraw(out_dir: str) -> dict:
@@ -209,6 +229,10 @@ def summarize(runs: list[dict]) -> list[dict]:
     return out
 
 
+def _loss(v):
+    return "NaN" if v is None else f"{v:.3f}"
+
+
 def _pct(v):
     return "n/a" if v is None else f"{100 * v:.2f}"
 
@@ -227,8 +251,8 @@ def findings(summary: list[dict]) -> list[str]:
                 if a and b and a["acc_mean"] is not None and b["acc_mean"] is not None:
                     delta = 100 * (b["acc_mean"] - a["acc_mean"])
                     lines.append(f"- depth {lo} -> {hi}, `{c}`, lr {lr:g}: test accuracy {_pct(a['acc_mean'])}% -> "
-                                 f"{_pct(b['acc_mean'])}% ({delta:+.2f} points); final train loss "
-                                 f"{a['train_loss_mean']} -> {b['train_loss_mean']}")
+                                 f"{_pct(b['acc_mean'])}% ({delta:+.2f} points); last-epoch train loss "
+                                 f"{_loss(a['train_loss_mean'])} -> {_loss(b['train_loss_mean'])}")
     if len(lrs) > 1:
         for d in depths:
             for with_bn, without in (("bn+res", "res"), ("bn", "plain")):
@@ -247,9 +271,10 @@ def write_markdown(out: dict, path: str) -> None:
     s = {(r["config"], r["depth"], r["lr"]): r for r in summary}
     lines = ["# Ablation: BatchNorm x residual x depth x learning rate", "",
              f"Dataset `{cfg['dataset']}` (train subset {cfg['train_subset'] or 'all'}), {cfg['epochs']} epoch(s), "
-             f"batch {cfg['batch_size']}, width {cfg['width']}, seeds {cfg['seeds']}; one-cycle schedule peaking at lr.",
-             "Cells: final test accuracy %, mean +- std over seeds (final train loss; `div` = runs whose final train "
-             "loss is NaN or >= ln 10 = 2.303, chance level).", "",
+             f"batch {cfg['batch_size']}, width {cfg['width']}, seeds {sorted({r['seed'] for r in out['runs']})}; "
+             "one-cycle schedule peaking at lr.",
+             "Cells: final test accuracy %, mean +- std over seeds (train loss averaged over the last epoch; `div` = "
+             "runs whose last-epoch train loss is NaN or >= ln 10 = 2.303, chance level).", "",
              "| config | depth | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
              "|---|---|" + "---|" * len(lrs)]
     for c in CONFIGS:
@@ -260,7 +285,7 @@ def write_markdown(out: dict, path: str) -> None:
                 if r is None:
                     cells.append("")
                     continue
-                loss = "NaN" if r["train_loss_mean"] is None else f"{r['train_loss_mean']:.3f}"
+                loss = _loss(r["train_loss_mean"])
                 std = f" +- {100 * r['acc_std']:.2f}" if r["n_seeds"] > 1 and r["acc_std"] is not None else ""
                 div = f", {r['diverged']} div" if r["diverged"] else ""
                 cells.append(f"{_pct(r['acc_mean'])}{std} ({loss}{div})")
@@ -298,6 +323,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
                     ax.plot(c[:, 0], c[:, 1], color=colors[r["config"]], lw=1, alpha=0.8,
                             label=r["config"] if r["seed"] == min(x["seed"] for x in runs) else None)
             ax.set(title=f"depth {d}, lr {lr:g}", xlabel="step", ylabel="train loss", yscale="log")
+            ax.set_ylim(top=min(ax.get_ylim()[1], 5.0))  # an exploding run would squash the others; clipped at 5
             ax.legend(fontsize=7)
     paths.append(os.path.join(out_dir, "ablation_curves.png"))
     fig.tight_layout()

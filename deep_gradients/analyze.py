@@ -409,13 +409,14 @@ def make_report(cfg: AnalyzeConfig, log=print) -> str:
              + ", ".join(f"`{k}={v}`" for k, v in sorted(conf.items())), "",
              "## Numbers", "",
              f"- final test accuracy (results.json): **{100 * res.get('final_test_acc', float('nan')):.2f}%**",
-             f"- accuracy of ckpt.pt on the first {len(x)} test images (recomputed here): {100 * acc:.2f}%",
+             f"- accuracy of ckpt.pt on the first {len(x)} test images only (recomputed here; the images the "
+             f"figures use): {100 * acc:.2f}%",
              f"- final train loss (last step): {_fmt(res['train_curve'][-1][1] if res.get('train_curve') else None, '.4f')}",
              "", "| epoch | train loss | test loss | test acc |", "|---|---|---|---|"]
     for e in ep:
         lines.append(f"| {e.get('epoch')} | {_fmt(e.get('train_loss'), '.4f')} | {_fmt(e.get('test_loss'), '.4f')} "
                      f"| {_fmt(100 * e['test_acc'] if e.get('test_acc') is not None else None, '.2f')}% |")
-    lines += [f"- first-layer filters at initialisation: {init_note}"]
+    lines += ["", f"First-layer filters at initialisation: {init_note}."]
     lines += ["", "## Per-layer evolution", ""] + evolution_table(rows)
     lines += ["", "Saliency / Grad-CAM examples (first test image of each class): "
               + ", ".join(f"class {s['class']} p={s['p']:.2f}" for s in sal_stats), "", "## Figures", ""]

@@ -271,10 +271,12 @@ class ScratchResNet:
 
 
 class SGD:
-    """torch.optim.SGD's update, written out: buf = momentum * buf + (g + wd * w); w -= lr * buf."""
+    """torch.optim.SGD's update, written out: g += wd * w; buf = momentum * buf + g;
+    w -= lr * (g + momentum * buf) with Nesterov (as train.py uses), else w -= lr * buf."""
 
-    def __init__(self, net: ScratchResNet, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        self.net, self.lr, self.momentum, self.wd = net, lr, momentum, weight_decay
+    def __init__(self, net: ScratchResNet, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False):
+        self.net, self.lr, self.momentum, self.wd, self.nesterov = net, lr, momentum, weight_decay, nesterov
         self.buf: dict[str, torch.Tensor] = {}
 
     def step(self):
@@ -284,8 +286,9 @@ class SGD:
                 g = g + self.wd * w
             if self.momentum:
                 b = self.buf.get(k)
-                b = g.clone() if b is None else b.mul_(self.momentum).add_(g)
-                self.buf[k] = g = b
+                b = g.clone() if b is None else b.mul_(self.momentum).add_(g)  # the first step: buf = g
+                self.buf[k] = b
+                g = g + self.momentum * b if self.nesterov else b
             w.sub_(self.lr * g)
 
 
@@ -301,7 +304,8 @@ class ScratchConfig:
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
-    weight_decay: float = 0.0
+    nesterov: bool = True
+    weight_decay: float = 5e-4
     depth: int = 8
     width: int = 8
     batch_norm: bool = True
@@ -316,7 +320,7 @@ def train(cfg: ScratchConfig, log=print) -> list[float]:
     x_train, y_train, x_test, y_test = mnist.load(cfg.dataset, data_dir=cfg.data_dir or None)
     ref = model_lib.ResNet(depth=cfg.depth, width=cfg.width, batch_norm=cfg.batch_norm, residual=cfg.residual)
     net = ScratchResNet.from_state_dict(ref.state_dict())
-    opt = SGD(net, cfg.lr, cfg.momentum, cfg.weight_decay)
+    opt = SGD(net, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
     g = torch.Generator().manual_seed(cfg.seed)
     losses, perm, pos, t0 = [], torch.randperm(len(x_train), generator=g), 0, time.time()
     for step in range(cfg.steps):

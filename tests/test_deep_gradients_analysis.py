@@ -110,6 +110,9 @@ def test_ablation_two_configs_one_seed(mods, tmp_path):
     assert "| bn+res | 8 |" in md and "| plain | 8 |" in md
     for name in ("ablation_curves.png", "ablation_acc.png", "ablation_actstd.png"):
         assert (tmp_path / name).stat().st_size > 1000
+    # a second call over the same folder keeps what is done and reruns nothing
+    again = ab.run_all(ab.AblateConfig(**{**cfg.__dict__, "configs": "plain"}), log=lambda *a: None)
+    assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in saved["runs"]]
 
 
 def test_ablation_rejects_bad_selection(mods, run_script, clean_error):
