@@ -56,10 +56,10 @@ def knob(default, help: str, hidden: bool = False):
 class TrainConfig:
     # data and output
     dataset: str = knob("python_stdlib", "dataset under --data-dir (prepared automatically when missing)")
-    data_dir: str = knob("nanogpt/data", "folder holding DATASET/{train.bin,val.bin,meta.json}")
+    data_dir: str = knob(str(HERE / "data"), "folder holding DATASET/{train.bin,val.bin,meta.json}")
     data_source: str = knob("", "local file/folder to prepare the dataset from (e.g. Tiny Shakespeare's "
                                 "input.txt offline); '' = prepare.py's default source")
-    out_dir: str = knob("nanogpt/out", "where checkpoints, log.jsonl, results.json and loss.png go")
+    out_dir: str = knob(str(HERE / "out"), "where checkpoints, log.jsonl, results.json and loss.png go")
     init_from: str = knob("scratch", "scratch | resume | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | PATH "
                                      "(a checkpoint .pt or a Hugging Face GPT-2 folder)")
     resume: str = knob("", "continue exactly from OUT/ckpt_last.pt (bare --resume) or from the given file")
@@ -116,27 +116,27 @@ PRESETS: dict[str, dict] = {
     "demo": dict(max_iters=1000),
     # nanoGPT's config/train_shakespeare_char.py: a 10.7M-parameter char model, minutes on one GPU
     "shakespeare_char": dict(
-        dataset="shakespeare_char", out_dir="nanogpt/out-shakespeare-char", n_layer=6, n_head=6, n_embd=384,
-        block_size=256, batch_size=64, dropout=0.2, learning_rate=1e-3, beta2=0.99, warmup_iters=100,
+        dataset="shakespeare_char", out_dir=str(HERE / "out-shakespeare-char"), n_layer=6, n_head=6, n_embd=384,
+        block_size=256, batch_size=64, dropout=0.2, bias=False, learning_rate=1e-3, beta2=0.99, warmup_iters=100,
         max_epochs=1000, max_iters=5000, lr_decay_iters=5000, eval_interval=250, eval_iters=200,
     ),
     # nanoGPT README's CPU recipe for the same data (val ~1.88 after 2000 steps)
     "shakespeare_char_cpu": dict(
-        dataset="shakespeare_char", out_dir="nanogpt/out-shakespeare-char-cpu", device="cpu", compile=False,
-        n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, learning_rate=1e-3,
+        dataset="shakespeare_char", out_dir=str(HERE / "out-shakespeare-char-cpu"), device="cpu", compile=False,
+        n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=False, learning_rate=1e-3,
         beta2=0.99, warmup_iters=100, max_epochs=1000, max_iters=2000, lr_decay_iters=2000,
         eval_interval=250, eval_iters=20,
     ),
     # GPT-2 124M from scratch with the GPT-3 small recipe: ~0.5M tokens per step (12 * 1024 * 40)
     "gpt2": dict(
-        dataset="openwebtext", out_dir="nanogpt/out-gpt2", n_layer=12, n_head=12, n_embd=768, block_size=1024,
+        dataset="openwebtext", out_dir=str(HERE / "out-gpt2"), n_layer=12, n_head=12, n_embd=768, block_size=1024,
         batch_size=12, batch_tokens=491_520, dropout=0.0, learning_rate=6e-4, warmup_iters=2000,
         max_epochs=1, max_iters=600_000, lr_decay_iters=600_000, eval_interval=1000, eval_iters=200,
         log_interval=10,
     ),
     # finetune OpenAI's GPT-2 (124M) on Tiny Shakespeare, GPT-2 BPE tokens
     "finetune_shakespeare": dict(
-        dataset="shakespeare", out_dir="nanogpt/out-finetune-shakespeare", init_from="gpt2", block_size=1024,
+        dataset="shakespeare", out_dir=str(HERE / "out-finetune-shakespeare"), init_from="gpt2", block_size=1024,
         batch_size=1, batch_tokens=32 * 1024, dropout=0.0, learning_rate=3e-5, decay_lr=False,
         max_epochs=10, max_iters=20, eval_interval=5, eval_iters=40, save_epochs="1",
     ),
@@ -233,7 +233,7 @@ def resolve_config(argv=None) -> TrainConfig:
         cfg.resume = "last"
     if cfg.resume:
         path = resume_path(cfg)
-        saved = load_checkpoint(path)["config"]
+        saved = load_checkpoint(path, mmap=True)["config"]  # mmap: only the config is read here
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         base = TrainConfig(**{k: v for k, v in saved.items() if k in known})
         for k in MODEL_KEYS:  # the architecture is the checkpoint's
@@ -326,6 +326,18 @@ def num_windows(n_tokens: int, block_size: int) -> int:
     return max(0, (n_tokens - 1) // block_size)
 
 
+def train_windows(n_tokens: int, block_size: int) -> int:
+    """Training windows per epoch: (n - block_size) // block_size, so that the last window still fits
+    whatever the epoch's grid shift (0..block_size-1)."""
+    return max(0, (n_tokens - block_size) // block_size)
+
+
+def epoch_shift(seed: int, epoch: int, block_size: int) -> int:
+    """Where the window grid starts in this epoch (0..block_size-1), so that across epochs the model sees
+    window boundaries at every position, not always at the same multiples of block_size."""
+    return int(np.random.default_rng([seed, epoch, 1]).integers(block_size))
+
+
 def epoch_order(n_windows: int, seed: int, epoch: int) -> np.ndarray:
     """The window order of one epoch: a permutation that depends only on (seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(n_windows)
@@ -347,9 +359,9 @@ def eval_windows(n_windows: int, count: int, seed: int, split: str) -> np.ndarra
     return np.sort(np.random.default_rng([seed, 7919, tag]).permutation(n_windows)[: min(count, n_windows)])
 
 
-def get_batch(data: np.ndarray, windows: np.ndarray, block_size: int, device: str):
-    """windows (B,) -> x, y (B, T) int64, y shifted by one token."""
-    idx = windows[:, None] * block_size + np.arange(block_size + 1)  # (B, T+1)
+def get_batch(data: np.ndarray, windows: np.ndarray, block_size: int, device: str, shift: int = 0):
+    """windows (B,) -> x, y (B, T) int64, y shifted by one token. Window w starts at shift + w*block_size."""
+    idx = shift + windows[:, None] * block_size + np.arange(block_size + 1)  # (B, T+1)
     buf = torch.from_numpy(data[idx].astype(np.int64))  # (B, T+1)
     x, y = buf[:, :-1], buf[:, 1:]
     if device.startswith("cuda"):
@@ -375,7 +387,8 @@ def load_dataset(cfg: TrainConfig, master: bool, ddp: bool):
         try:
             prepare.prepare(cfg.dataset, cfg.data_dir, source=cfg.data_source or None)
         except (ValueError, OSError) as e:  # prepare.DataError is a ValueError
-            error = f"cannot prepare dataset {cfg.dataset!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            error = f"cannot prepare dataset {cfg.dataset!r}: {why}".replace("--source", "--data-source")
         except SystemExit as e:  # prepare may report a user mistake this way
             error = f"cannot prepare dataset {cfg.dataset!r} (prepare.py exited with {e.code})"
     if ddp:
@@ -472,11 +485,11 @@ def save_checkpoint(state: dict, out_dir: Path, names: list[str]) -> None:
     os.replace(tmp, out_dir / names[0])
 
 
-def load_checkpoint(path) -> dict:
+def load_checkpoint(path, mmap: bool = False) -> dict:
     """weights_only=True: a checkpoint holding anything but tensors and plain data (e.g. a pickled callable
     that would run code) is refused."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # noqa: BLE001 - UnpicklingError for unsafe content, other errors for damaged files
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"refusing to load checkpoint {path}: {first[:300]}") from None
@@ -634,7 +647,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
 
     # ---- data, with the checks that need it
     train_data, val_data, meta = load_dataset(cfg, master, ddp)
-    n_train, n_val = num_windows(len(train_data), cfg.block_size), num_windows(len(val_data), cfg.block_size)
+    n_train, n_val = train_windows(len(train_data), cfg.block_size), num_windows(len(val_data), cfg.block_size)
     if n_val < 1 or n_train < 1:
         raise ConfigError(f"block_size {cfg.block_size} is larger than the data: {cfg.dataset} has "
                           f"{len(train_data)} train and {len(val_data)} val tokens")
@@ -680,6 +693,11 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
     save_epochs = parse_save_epochs(cfg.save_epochs)
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # a fresh run starts a fresh log; a resumed one continues the log stored in its checkpoint (so
+        # evaluations logged after that checkpoint was written are not repeated)
+        tmp = out_dir / ".log.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(rec) + "\n" for rec in history))
+        os.replace(tmp, out_dir / "log.jsonl")
         print(f"{cfg.dataset}: {len(train_data):,} train / {len(val_data):,} val tokens, tokenizer "
               f"{meta.get('tokenizer')}; unigram baseline {unigram:.4f} nats/token")
         print(f"model {n_params / 1e6:.2f}M params; {world_size} rank(s) x {accum} micro-step(s) x "
@@ -693,7 +711,8 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             "iter_num": iter_num, "epoch": epoch, "epoch_step": epoch_step,
             "schedule": {"iter": iter_num, "lr": get_lr(iter_num, cfg, decay_iters), "decay_iters": decay_iters,
                          "warmup_iters": cfg.warmup_iters},
-            "data_order": {"seed": cfg.seed, "epoch": epoch, "step": epoch_step, "windows_per_step": global_windows},
+            "data_order": {"seed": cfg.seed, "epoch": epoch, "step": epoch_step, "windows_per_step": global_windows,
+                           "n_windows": n_train},  # order and grid shift are functions of (seed, epoch)
             "rng": rng_state(), "losses": {"history": history, "best_val_loss": best_val()},
             "tokens_seen": iter_num * tokens_per_step, "elapsed_s": elapsed(),
         }
@@ -712,7 +731,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
     def log_eval(lr):
         losses = evaluate(eval_model, eval_splits, cfg, ctx, device, rank, world_size)
         tps = window["tokens"] / window["time"] if window["time"] > 0 else None
-        mfu = raw_model.estimate_mfu(tps, device, dtype) if tps else None
+        mfu = raw_model.estimate_mfu(tps / world_size, device, dtype) if tps else None  # per GPU
         rec = {"epoch": round(iter_num / steps_per_epoch, 4), "epochs_done": epoch, "iter": iter_num,
                "tokens": iter_num * tokens_per_step, "train_loss": losses["train"], "val_loss": losses["val"],
                "val_ppl": math.exp(min(losses["val"], 50.0)), "lr": lr, "tokens_per_s": tps, "mfu": mfu,
@@ -736,8 +755,12 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
     pbar = tqdm(total=total_iters, initial=min(iter_num, total_iters), disable=not master, unit="step",
                 dynamic_ncols=True, mininterval=1.0)
     stopped_by = None
+    if iter_num == 0 and total_iters > 0:  # the loss at initialization, where the curve starts
+        log_eval(lr)
+        last_eval_iter = 0
     while iter_num < total_iters and epoch < cfg.max_epochs:
         order = epoch_order(n_train, cfg.seed, epoch)
+        shift = epoch_shift(cfg.seed, epoch, cfg.block_size)
         while epoch_step < steps_per_epoch and iter_num < total_iters:
             t0 = time.time()
             lr = get_lr(iter_num, cfg, decay_iters)
@@ -748,7 +771,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             torch.manual_seed(cfg.seed * 1_000_003 + iter_num * 1009 + rank)
             loss_sum = torch.zeros((), device=device)
             for micro in range(accum):
-                x, y = get_batch(train_data, windows[micro], cfg.block_size, device)
+                x, y = get_batch(train_data, windows[micro], cfg.block_size, device, shift)
                 # DDP all-reduces gradients in backward; only the last micro-step needs it
                 sync = contextlib.nullcontext() if (not ddp or micro == accum - 1) else model.no_sync()
                 with sync:
@@ -764,7 +787,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             if ddp:
                 dist.all_reduce(flags)
                 flags[0] /= world_size
-            step_loss = flags[0].item()
+            step_loss, stop_requested = flags[0].item(), flags[1].item() > 0
             if not math.isfinite(step_loss):
                 optimizer.zero_grad(set_to_none=True)
                 pbar.close()
@@ -788,7 +811,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             pbar.update(1)
             if iter_num % cfg.log_interval == 0 and master:
                 tps = tokens_per_step / dt
-                mfu = raw_model.estimate_mfu(tps, device, dtype)
+                mfu = raw_model.estimate_mfu(tps / world_size, device, dtype)  # tps counts all ranks
                 pbar.set_postfix_str(f"loss {step_loss:.4f} lr {lr:.2e} {tps:,.0f} tok/s"
                                      + (f" MFU {mfu:.1%}" if mfu else ""), refresh=False)
             if epoch_step == steps_per_epoch:
@@ -796,7 +819,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             if iter_num % cfg.eval_interval == 0:
                 log_eval(lr)
                 last_eval_iter = iter_num
-            if flags[1].item() > 0:
+            if stop_requested:
                 stopped_by = stop.name or "a signal on another rank"
                 break
         if stopped_by:
@@ -808,8 +831,8 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             last_eval_iter = iter_num
             if save_epochs is None or epoch in save_epochs:
                 save([f"ckpt_epoch{epoch}.pt", "ckpt_last.pt"])
-            if stop.name is not None:
-                stopped_by = stop.name
+            if stop_requested:
+                stopped_by = stop.name or "a signal on another rank"
                 break
     pbar.close()
 
@@ -825,7 +848,9 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
 
     if os.environ.get("NANOGPT_DEBUG_PARAM_SUMMARY"):  # tests: every rank must hold identical weights
         abs_sum = sum(p.detach().double().abs().sum().item() for p in raw_model.parameters())
-        print(f"param_summary rank={rank} sha256={param_summary(raw_model)} abs_sum={abs_sum:.10e}", flush=True)
+        # one write per line: ranks share the launcher's stdout, and print() writes the newline separately
+        sys.stdout.write(f"param_summary rank={rank} sha256={param_summary(raw_model)} abs_sum={abs_sum:.10e}\n")
+        sys.stdout.flush()
     if not master:
         return 0
 

@@ -103,6 +103,15 @@ def test_epoch_order_is_seeded_and_ranks_are_disjoint(train):
     three = np.concatenate([train.step_windows(order, 1, r, world, B, accum).ravel() for r in range(world)])
     assert np.array_equal(one, three)
     assert train.num_windows(1 + 16 * 5, 16) == 5  # windows of block+1 tokens, inputs not overlapping
+    # training shifts the grid each epoch (seeded); every window still fits at the largest shift
+    shifts = {train.epoch_shift(1, e, 16) for e in range(50)}
+    assert shifts <= set(range(16)) and len(shifts) > 5
+    data = np.arange(16 * 7 + 3, dtype=np.uint16)
+    n = train.train_windows(len(data), 16)
+    x, y = train.get_batch(data, np.arange(n), 16, "cpu", shift=15)
+    assert n == 6 and y[-1, -1] == len(data) - 4 and x[0, 0] == 15
+    with pytest.raises(IndexError):
+        train.get_batch(data, np.arange(n + 1), 16, "cpu", shift=15)
 
 
 def test_batches_shift_by_one(train):
@@ -178,14 +187,14 @@ def test_command_line_error_is_one_line(run_script, clean_error):
     clean_error(run_script("nanogpt/train.py", "--n-embd", "30", "--n-head", "4", timeout=60), "n_embd 30")
 
 
-def test_tampered_checkpoint_is_refused(run_script, clean_error, tmp_path):
+def test_tampered_checkpoint_is_refused(train, capsys, clean_error, tmp_path):
     class Evil:  # unpickling this would run a command
         def __reduce__(self):
             return (subprocess.call, (["touch", str(tmp_path / "pwned")],))
 
     bad = tmp_path / "ckpt_last.pt"
     torch.save({"model": {}, "model_args": {}, "config": {}, "payload": Evil()}, bad)
-    r = run_script("nanogpt/train.py", "--resume", bad, timeout=60)
+    r = call_main(train, capsys, "--resume", bad)
     clean_error(r, "refusing to load checkpoint", str(bad))
     assert not (tmp_path / "pwned").exists()
 

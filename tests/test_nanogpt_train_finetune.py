@@ -1,0 +1,72 @@
+"""nanogpt/train.py --init-from a local Hugging Face GPT-2 folder: fine-tuning on GPT-2 BPE tokens.
+
+The folder is a tiny random GPT-2 (2 layers, 32 wide, 64 positions, the real 50257-token vocabulary)
+written in the Hugging Face layout (config.json + model.safetensors, Conv1D weights stored (in, out)),
+which is what `--init-from gpt2` reads after downloading.
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from test_nanogpt_train import TINY, call_main
+
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+@pytest.fixture(scope="module")
+def hf_folder(load_module, tmp_path_factory):
+    model = load_module("nanogpt", "model")
+    torch.manual_seed(0)
+    gpt = model.GPT(model.GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=32))
+    tensors = {k: (v.t() if k.endswith(CONV1D) else v).contiguous().clone()
+               for k, v in gpt.state_dict().items() if k != "lm_head.weight"}  # lm_head is tied to wte
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(
+        {"model_type": "gpt2", "n_positions": 64, "n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 50257}))
+    return folder, gpt.state_dict()
+
+
+@pytest.fixture(scope="module")
+def bpe_data(load_module, shared_file, tiktoken_cache, tmp_path_factory):
+    prepare = load_module("nanogpt", "prepare")
+    data_dir = tmp_path_factory.mktemp("bpe")
+    prepare.prepare("shakespeare", str(data_dir), source=str(shared_file("tinyshakespeare/input.txt")))
+    for name, n in (("train.bin", 4096), ("val.bin", 1024)):  # short epochs
+        path = data_dir / "shakespeare" / name
+        np.fromfile(path, dtype=np.uint16)[:n].tofile(path)
+    return data_dir
+
+
+def test_finetune_from_local_gpt2_folder(load_module, capsys, hf_folder, bpe_data, tmp_path):
+    train = load_module("nanogpt", "train")
+    folder, weights = hf_folder
+    base = [*TINY, "--dataset", "shakespeare", "--data-dir", bpe_data, "--init-from", folder]
+    # learning rate 0: the checkpoint must hold exactly the loaded weights (wpe cropped to 32 positions)
+    out = tmp_path / "lr0"
+    r = call_main(train, capsys, *base, "--out-dir", out, "--block-size", 32, "--max-iters", 1, "--learning-rate", 0)
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
+    assert ckpt["model_args"]["vocab_size"] == 50257 and ckpt["model_args"]["block_size"] == 32
+    assert torch.equal(ckpt["model"]["transformer.h.1.mlp.c_fc.weight"], weights["transformer.h.1.mlp.c_fc.weight"])
+    assert torch.equal(ckpt["model"]["transformer.wpe.weight"], weights["transformer.wpe.weight"][:32])
+    # and with a learning rate it learns
+    out = tmp_path / "ft"
+    r = call_main(train, capsys, *base, "--out-dir", out, "--block-size", 32, "--max-iters", 10,
+                  "--eval-interval", 5, "--learning-rate", 3e-3, "--num-samples", 1, "--sample-tokens", 8)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["dataset"]["tokenizer"] == "gpt2" and len(res["samples"]) == 1
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["val_loss"] < log[0]["val_loss"]
+
+
+def test_block_size_beyond_pretrained_positions_exits_2(load_module, capsys, clean_error, hf_folder, bpe_data,
+                                                         tmp_path):
+    train = load_module("nanogpt", "train")
+    r = call_main(train, capsys, *TINY, "--dataset", "shakespeare", "--data-dir", bpe_data, "--out-dir", tmp_path,
+                  "--init-from", hf_folder[0], "--block-size", 128)
+    clean_error(r, "block_size 128", "64 positions")
