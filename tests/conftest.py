@@ -11,7 +11,9 @@ several folders hold a ``model.py`` or a ``train.py``. Two ways in, and only the
    project's, so ``deep_gradients``'s ``model`` can never stand in for ``nanogpt``'s and each project's
    modules stay single objects (pickling and multiprocessing keep working). Modules already handed
    out keep working (they hold their own references). Project modules must therefore import their
-   siblings at the top of the file, never lazily inside a function.
+   siblings at the top of the file, never lazily inside a function. Test files are named
+   ``test_<project>_*.py`` (``test_lso_*`` for large_scale_optimization); before each test, an autouse
+   fixture makes that project's modules the active ones again.
 2. ``run_script("nanogpt/train.py", "--max-iters", "5", ...)`` (fixture) runs the real command line in a
    subprocess from the repository root and returns the ``CompletedProcess`` (text, stdout and stderr
    captured). ``torchrun(...)`` does the same under ``torch.distributed.run``, on one simulated node or
@@ -30,6 +32,7 @@ the suite runs two pytest-xdist workers instead.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
@@ -76,33 +79,56 @@ def pytest_collection_modifyitems(config, items):
 # importing a project's modules
 
 
+@functools.lru_cache(maxsize=None)
+def _owner_of_file(file: str) -> str | None:
+    return _PROJECT_DIRS.get(Path(file).resolve().parent)
+
+
 def _owner(module) -> str | None:
     file = getattr(module, "__file__", None)
-    return _PROJECT_DIRS.get(Path(file).resolve().parent) if file else None
+    return _owner_of_file(file) if isinstance(file, str) else None
 
 
-def _load_module(project: str, name: str):
-    if project not in PROJECTS:
-        raise ValueError(f"unknown project {project!r}; one of {PROJECTS}")
-    key = (project, name)
-    if key in _loaded:
-        return _loaded[key]
-    # Swap the bare-named modules in sys.modules: park those of other projects, bring back this
-    # project's, so `import model` inside nanogpt/train.py finds nanogpt's model, the same object
-    # that load_module("nanogpt", "model") handed out.
+def _activate(project: str) -> None:
+    """Park the bare-named modules of the other projects (out of sys.modules), bring back this one's.
+
+    `import model` inside nanogpt/train.py then finds nanogpt's model, the same object that
+    load_module("nanogpt", "model") handed out, and `sys.modules[cls.__module__]` (used by pickle,
+    multiprocessing and inspect) is the module that defined cls.
+    """
     for mod_name, mod in list(sys.modules.items()):
         owner = _owner(mod)
         if owner and owner != project:
             _parked.setdefault(owner, {})[mod_name] = sys.modules.pop(mod_name)
     sys.modules.update(_parked.pop(project, {}))
-    folder = str((ROOT / project).resolve())
-    sys.path.insert(0, folder)
-    try:
-        module = importlib.import_module(name)
-    finally:
-        sys.path.remove(folder)
-    _loaded[key] = module
-    return module
+
+
+def _load_module(project: str, name: str):
+    if project not in PROJECTS:
+        raise ValueError(f"unknown project {project!r}; one of {PROJECTS}")
+    _activate(project)
+    key = (project, name)
+    if key not in _loaded:
+        folder = str((ROOT / project).resolve())
+        sys.path.insert(0, folder)
+        try:
+            _loaded[key] = importlib.import_module(name)
+        finally:
+            sys.path.remove(folder)
+    return _loaded[key]
+
+
+_TEST_PREFIXES = {"test_build_nanogpt_": "build_nanogpt", "test_nanogpt_": "nanogpt",
+                  "test_deep_gradients_": "deep_gradients", "test_lso_": "large_scale_optimization"}
+
+
+@pytest.fixture(autouse=True)
+def _active_project(request):
+    """Before each test, make the project its file is named after the active one (see _activate)."""
+    for prefix, project in _TEST_PREFIXES.items():
+        if request.path.name.startswith(prefix):
+            _activate(project)
+            break
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Repository rules: four standalone folders, no torchvision, a torch pin that keeps the CPU wheel."""
 import ast
+import importlib.metadata
 import re
 import sys
 from pathlib import Path
@@ -47,15 +48,17 @@ def test_projects_do_not_import_each_other(project):
     own = {p.stem for p in project_files(project)}
     others = {p.stem for q in PROJECTS if q != project for p in project_files(q)} - own
     for path in project_files(project):
-        bad = imported_top_names(path) & (others | set(PROJECTS))
+        bad = imported_top_names(path) & (others | set(PROJECTS)) - {"datasets"}  # the HF package
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)} from another project folder"
 
 
 @pytest.mark.parametrize("project", PROJECTS)
-def test_no_module_shadows_the_standard_library(project):
-    # the folder is sys.path[0] when its scripts run: a `inspect.py` there would break `import torch`
-    clash = {p.stem for p in project_files(project)} & set(sys.stdlib_module_names)
-    assert not clash, f"{project}/ shadows the standard library: {sorted(clash)}"
+def test_no_module_shadows_the_standard_library_or_a_dependency(project):
+    # the folder is sys.path[0] when its scripts run: an `inspect.py` there would break `import torch`,
+    # a `datasets.py` would hide Hugging Face datasets
+    installed = set(importlib.metadata.packages_distributions())
+    clash = {p.stem for p in project_files(project)} & (set(sys.stdlib_module_names) | installed)
+    assert not clash, f"{project}/ shadows the standard library or an installed package: {sorted(clash)}"
 
 
 def test_torch_pin_admits_the_cpu_wheel_and_nothing_newer():
