@@ -26,6 +26,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import matplotlib
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -36,6 +37,9 @@ from tqdm import tqdm
 import mnist
 from evolution import Recorder
 from model import DEPTHS, ResNet, count_flops
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 @dataclass
@@ -233,6 +237,26 @@ class UtilSampler:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
+def plot_curves(results: dict, path: Path) -> None:
+    """Training loss per logged step and test accuracy per epoch, side by side."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if results["train_curve"]:
+        steps, losses = zip(*results["train_curve"])
+        a.plot(steps, losses, lw=0.8)
+    a.set(xlabel="step", ylabel="train loss (batch)", yscale="log", title="training loss")
+    accs = [(e["epoch"], 100 * e["test_acc"]) for e in results["epochs"] if e.get("test_acc") is not None]
+    if accs:
+        b.plot(*zip(*accs), marker="o")
+    b.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    c = results["config"]
+    fig.suptitle(f"ResNet-{c['depth']} width {c['width']} on {c['dataset']}", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -303,7 +327,7 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
     if master:
         out.mkdir(parents=True, exist_ok=True)
 
-    # ---- data: whole tensors on the training device (or pinned host memory with --no-data-on-device)
+    # ---- data: whole tensors on the training device (host memory with --no-data-on-device)
     data_dir = cfg.data_dir or None
     if cfg.download and cfg.dataset == "mnist":
         if local_rank == 0:
@@ -314,8 +338,7 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
     x_train, y_train, x_test, y_test = mnist.load(cfg.dataset, data_dir, download=False, device=home)
     if cfg.train_subset:
         x_train, y_train = x_train[: cfg.train_subset], y_train[: cfg.train_subset]
-    if home.type == "cpu" and cuda:
-        x_train, y_train = x_train.pin_memory(), y_train.pin_memory()  # lets the per-batch copy run async
+    n_test = len(y_test)
     x_test, y_test = x_test[rank::world], y_test[rank::world]  # evaluation shard of this rank
     n_train = len(x_train)
     steps_per_epoch = n_train // cfg.batch_size
@@ -369,7 +392,7 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
     if master:
         n_params = sum(p.numel() for p in raw_model.parameters())
         print(f"ResNet-{cfg.depth} width {cfg.width} ({n_params:,} params, {flops_per_image / 3 / 1e6:.1f} MFLOP fwd/image)"
-              f" | {cfg.dataset}: {n_train} train, {len(y_test) * world if world == 1 else '~' + str(len(y_test) * world)} test"
+              f" | {cfg.dataset}: {n_train} train, {n_test} test"
               f" | {world} rank(s) on {device.type} | {steps_per_epoch} steps/epoch of {cfg.batch_size}", flush=True)
 
     stopped_early = False
@@ -382,8 +405,8 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
         batches = epoch_batches(n_train, cfg.batch_size, cfg.seed, epoch, rank, world)  # (steps, b)
         b = cfg.batch_size // world
         offsets = shift_offsets(steps_per_epoch, cfg.batch_size, cfg.augment, cfg.seed, epoch)[:, :, rank * b:(rank + 1) * b]
-        if cfg.data_on_device:
-            batches = batches.to(device)
+        if cfg.data_on_device:  # index tensors too, so a step issues no host-to-device copy at all
+            batches, offsets = batches.to(device), offsets.to(device)
         loss_sum = torch.zeros((), device=device)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
@@ -483,6 +506,7 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
     }
     if master:
         atomic_write_json(results, out / "results.json")
+        plot_curves(results, out / "curves.png")
         if stopped_early:
             print(f"stopped after {epochs_run} epoch(s) (--stop-after); continue with --resume", flush=True)
         elif last.get("test_acc") is not None:

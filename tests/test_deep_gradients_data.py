@@ -2,7 +2,6 @@
 import gzip
 import hashlib
 import http.server
-import shutil
 import socket
 import struct
 import threading

@@ -55,6 +55,7 @@ def test_learns_digits_and_writes_results(tr, tmp_path):
     assert on_disk["final_test_acc"] == res["final_test_acc"] and on_disk["config"]["width"] == 8
     steps = [s for s, _ in on_disk["train_curve"]]
     assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 4 * 16 // 2
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
     ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ck["epoch"] == 4 and ck["config"]["depth"] == 8 and set(ck) >= {"model", "optimizer", "rng", "history"}
 
@@ -148,3 +149,29 @@ def test_cli_end_to_end(run_script, tmp_path):
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["config"]["amp"] == "bf16" and res["config"]["channels_last"] and len(res["epochs"]) == 1
     assert 0 <= res["final_test_acc"] <= 1 and "final test accuracy" in r.stdout
+
+
+@pytest.mark.gpu
+def test_gpu_run_reports_utilization_memory_and_mfu(tr, tmp_path):
+    res = tr.run(cfg(tr, tmp_path, epochs=2, device="cuda", amp="bf16", channels_last=True, cudnn_benchmark=True))
+    ep = res["epochs"][-1]
+    assert res["device"].startswith("cuda") and ep["peak_mem_mb"] > 0 and "gpu_util" in ep and "mfu" in ep
+    assert ep["train_loss"] < res["epochs"][0]["train_loss"] + 1.0 and 0 <= res["final_test_acc"] <= 1
+    host = tr.run(cfg(tr, tmp_path, "host", epochs=2, device="cuda", data_on_device=False))
+    assert len(host["epochs"]) == 2
+
+
+def test_benchmark_plan_and_scaling_formula(load_module):
+    bench = load_module("deep_gradients", "benchmark")
+    cfg = bench.parse_args(["--quick"])
+    rows = bench.plan(cfg, n_gpus=0, cores=2)
+    skipped = [r for r in rows if "skip" in r]
+    assert skipped and all(r["group"] == "gpu" and "no CUDA" in r["skip"] for r in skipped)
+    names = [r["name"] for r in rows if r["group"] == "cpu" and r["net"] == cfg.small]
+    assert names[0].endswith("(baseline)") and any("2 processes" in n for n in names)
+    gpu_rows = bench.plan(cfg, n_gpus=4, cores=16)
+    assert any(r.get("launcher") == "torchrun" and r["workers"] == 4 and r["group"] == "gpu" for r in gpu_rows)
+    fake = [dict(group="cpu", net="8x16", name="base", baseline=True, images_per_s=100.0),
+            dict(group="cpu", net="8x16", name="2 procs", scale=2, images_per_s=150.0)]
+    bench.derive(fake)
+    assert fake[1]["speedup"] == pytest.approx(1.5) and fake[1]["scaling_eff"] == pytest.approx(0.75)  # T_N/(N*T_1)
