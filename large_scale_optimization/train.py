@@ -15,7 +15,7 @@ Methods (the objective f and its derivatives are in model.py):
                  (Bottou 2012, "Stochastic gradient descent tricks")
   minibatch_sgd  batches drawn with replacement, same decay, eta0 = min(b / L_max, 1 / L)
   minibatch_gd   shuffled epochs of disjoint batches, same step rule as minibatch_sgd
-  svrg           Johnson & Zhang 2013, inner loop m = 2n, step 0.1 / L_max, snapshot last or average
+  svrg           Johnson & Zhang 2013, inner loop m = 2n, step 1 / L_max, snapshot last or average
 
 Cost is counted in sample-gradient equivalents; one effective pass = n of them. A full gradient or a
 Hessian-vector product costs one pass (two n x D x K matrix products); a loss evaluation in a line
@@ -42,7 +42,7 @@ from scipy.linalg.blas import dger
 from scipy.special import softmax
 from threadpoolctl import threadpool_limits
 
-import datasets
+import data_sources
 import model
 
 matplotlib.use("Agg")
@@ -56,7 +56,7 @@ SECOND_ORDER = ("newton", "newton_cg")
 class Config:
     dataset: str = "digits"  # digits | mnist | synthetic
     data_dir: str | None = None  # folder of the MNIST IDX .gz files (downloaded there if missing)
-    data: str | None = None  # your own .csv / .npz (see datasets.load_file); overrides --dataset
+    data: str | None = None  # your own .csv / .npz (see data_sources.load_file); overrides --dataset
     methods: str = ",".join(METHODS)
     lam: float = 1e-4  # L2 strength; sklearn's C = 1 / (n lam)
     passes: float = 15.0  # budget of effective passes for the first-order methods
@@ -64,7 +64,7 @@ class Config:
     out_dir: str = "out/lso_logreg"
     batch_size: int = 128  # minibatch_sgd / minibatch_gd
     svrg_inner: float = 2.0  # inner loop length m = svrg_inner * n
-    svrg_step: float = 0.1  # eta = svrg_step / L_max
+    svrg_step: float = 1.0  # eta = svrg_step / L_max (0.1, the theory-safe choice, is far slower: README)
     svrg_snapshot: str = "last"  # last | average (option I / II of Johnson & Zhang)
     newton_tol: float = 1e-10  # stop Newton / Newton-CG (and the f* solve) at ||grad f|| <= this
     newton_max_iter: int = 50
@@ -230,12 +230,13 @@ def hessian_preconditioner(W, X, lam, size, rng, dtype=np.float32):
     except np.linalg.LinAlgError:  # float32 rounding broke positive definiteness: redo in float64
         Hs = model.hessian(Wa, Xs, None, lam, sample_weight=weight, dtype=np.float64)
         factor = scipy.linalg.cho_factor(Hs, overwrite_a=True, check_finite=False)
-    cost = len(rows) * (K + 1) * len(active) / 4 + (K * len(active)) ** 2 / 12  # sample-grad equivalents
+    Da = len(active)  # flops / (4 K D), the flops of one sample gradient: Gram blocks, then Cholesky
+    cost = len(rows) * (K + 1) * Da**2 / (4 * D) + K**2 * Da**3 / (12 * D)
 
     def apply(R):
         out = R / lam  # (K, D): exact for the inactive columns
         sol = scipy.linalg.cho_solve(factor, R[:, active].ravel().astype(dtype), check_finite=False)
-        out[:, active] = sol.reshape(K, len(active))
+        out[:, active] = sol.reshape(K, Da)
         return out
 
     return apply, cost
@@ -276,7 +277,7 @@ def kronecker_preconditioner(X, lam, K):
     def apply(R):
         return U @ ((U.T @ R @ Q) / denom) @ Q.T  # (K, D)
 
-    return apply, n * X.shape[1] / (4 * K)  # cost of the Gram matrix in sample-gradient equivalents
+    return apply, n * X.shape[1] / (2 * K)  # the Gram matrix (2nD^2 flops) in sample gradients (4KD)
 
 
 def newton_cg(prob, W, cfg, tr, rng, max_iter=None, precondition=None):
@@ -428,15 +429,19 @@ SOLVERS = dict(gd=gd, gd_armijo=gd_armijo, newton=newton, newton_cg=newton_cg, s
 
 
 def solve_reference(prob, cfg, rng):
-    """W* with ||grad f(W*)|| <= cfg.newton_tol: explicit Newton when the Hessian is small, else
-    preconditioned Newton-CG. Returns (W*, f*, its tracker)."""
+    """W* with ||grad f(W*)|| <= cfg.newton_tol from W = 0: explicit Newton when the Hessian is small,
+    else preconditioned Newton-CG. Returns (W*, f*, ||grad f(W*)||, method name, its records with f - f*
+    filled in): run() reuses the records instead of solving the same problem twice."""
     K, D = prob.shape
-    tr = Tracker("reference", prob, verbose=False)
+    method = "newton" if K * D <= 3000 else "newton_cg"
+    tr = Tracker(method, prob)  # verbose: on MNIST this takes minutes
+    tr.record(np.zeros((K, D)))
     tr.start()
-    W0 = np.zeros((K, D))
-    W = newton(prob, W0, cfg, tr, rng) if K * D <= 3000 else newton_cg(prob, W0, cfg, tr, rng)
+    W = SOLVERS[method](prob, np.zeros((K, D)), cfg, tr, rng)
     f, g = model.loss_gradient(W, prob.X, prob.y, prob.lam)
-    return W, f, float(np.linalg.norm(g))
+    for rec in tr.records:  # they were recorded before f* was known
+        rec["gap"] = rec["f"] - f
+    return W, f, float(np.linalg.norm(g)), method, tr.records
 
 
 # ------------------------------------------------------------------------------------------------
@@ -467,9 +472,9 @@ def plot(results, f_star, out_dir: Path, title: str):
         for name, recs in results.items():
             if methods and name not in methods:
                 continue
-            xs = [0.0 if x_key != "iter" else 0] + [r[x_key] for r in recs]
-            ys = [r[y_key] for r in recs]
-            ax.plot(xs[1:], ys, marker="." if len(recs) < 60 else None, label=name)
+            xs = [r[x_key] for r in recs]  # x = 0 (the start) is dropped on a log axis
+            ys = [max(r[y_key], 1e-16) if ylog else r[y_key] for r in recs]  # f - f* may round to <= 0
+            ax.plot(xs, ys, marker="." if len(recs) < 60 else None, label=name)
         ax.set_yscale("log" if ylog else "linear")
         if xlog:
             ax.set_xscale("log")
@@ -523,8 +528,8 @@ def check_config(cfg: Config) -> list[str]:
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise UserError(f"unknown method {bad[0] if bad else cfg.methods!r}; allowed: {', '.join(METHODS)}")
-    if not cfg.data and cfg.dataset not in datasets.DATASETS:
-        raise UserError(f"unknown dataset {cfg.dataset!r}; allowed: {', '.join(datasets.DATASETS)} "
+    if not cfg.data and cfg.dataset not in data_sources.DATASETS:
+        raise UserError(f"unknown dataset {cfg.dataset!r}; allowed: {', '.join(data_sources.DATASETS)} "
                         f"(or --data FILE.csv/.npz)")
     if not cfg.lam > 0:
         raise UserError(f"--lam must be > 0, got {cfg.lam} (Newton, and the f* it computes, need a "
@@ -539,7 +544,7 @@ def check_config(cfg: Config) -> list[str]:
 
 
 def load(cfg: Config) -> Problem:
-    data = datasets.load_dataset(cfg.dataset, cfg.data_dir, cfg.data, seed=cfg.seed, n=cfg.n, d=cfg.d,
+    data = data_sources.load_dataset(cfg.dataset, cfg.data_dir, cfg.data, seed=cfg.seed, n=cfg.n, d=cfg.d,
                                  K=cfg.classes, cond=cfg.cond)
     prob = Problem(data.X_train, data.y_train, data.X_test, data.y_test, cfg.lam)
     prob.L, prob.L_max = model.smoothness(prob.X, cfg.lam)
@@ -553,13 +558,19 @@ def run(cfg: Config, methods: list[str]) -> dict:
     print(f"{name}: n={prob.n} test={len(prob.y_test)} D={D} (with bias) K={K} lam={cfg.lam:g}  "
           f"L={prob.L:.4g} L_max={prob.L_max:.4g}", flush=True)
     t0 = time.perf_counter()
-    W_star, prob.f_star, g_star = solve_reference(prob, cfg, np.random.default_rng(cfg.seed))
+    print("f* solve (its f-f* column shows f until f* is known):", flush=True)
+    W_star, prob.f_star, g_star, ref_method, ref_records = solve_reference(prob, cfg,
+                                                                           np.random.default_rng(cfg.seed))
     t_ref = time.perf_counter() - t0
     print(f"f* = {prob.f_star:.12f}  (||grad f|| = {g_star:.2e}, {t_ref:.1f}s)  "
           f"test acc at W* = {model.accuracy(W_star, prob.X_test, prob.y_test):.4f}", flush=True)
     results = {}
     for i, m in enumerate(methods):
         print(f"[{i + 1}/{len(methods)}] {m}", flush=True)
+        if m == ref_method:  # same solver, settings and seed as the f* solve: reuse its records
+            results[m] = ref_records
+            print(f"  {m}: the f* solve above ({len(ref_records) - 1} iterations)", flush=True)
+            continue
         rng = np.random.default_rng(cfg.seed)
         tr = Tracker(m, prob)
         W0 = np.zeros((K, D))
@@ -578,7 +589,7 @@ def main(argv=None):
         methods = check_config(cfg)
         with threadpool_limits(cfg.threads):
             out = run(cfg, methods)
-    except (UserError, datasets.DataError) as e:
+    except (UserError, data_sources.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     out_dir = Path(cfg.out_dir)

@@ -48,7 +48,7 @@ def test_projects_do_not_import_each_other(project):
     own = {p.stem for p in project_files(project)}
     others = {p.stem for q in PROJECTS if q != project for p in project_files(q)} - own
     for path in project_files(project):
-        bad = imported_top_names(path) & (others | set(PROJECTS)) - {"datasets"}  # the HF package
+        bad = imported_top_names(path) & (others | set(PROJECTS))
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)} from another project folder"
 
 
