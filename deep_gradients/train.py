@@ -300,7 +300,10 @@ def run(cfg: Config) -> dict:
     validate(cfg)
     rank, local_rank, world, device = setup_distributed(cfg)
     try:
-        return _train(cfg, rank, local_rank, world, device)
+        results = _train(cfg, rank, local_rank, world, device)
+        if world > 1:
+            dist.barrier()  # leave together: ranks that tear down while rank 0 still writes can hang its exit
+        return results
     finally:
         if world > 1 and dist.is_initialized():
             dist.destroy_process_group()

@@ -630,7 +630,10 @@ def train(cfg: TrainConfig) -> int:
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
     try:
         with StopSignal() as stop:
-            return _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device_type, dtype)
+            code = _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device_type, dtype)
+        if ddp and code == 0:
+            dist.barrier()  # leave together: ranks that tear down while rank 0 still writes can hang its exit
+        return code
     finally:
         if ddp and dist.is_initialized():
             dist.destroy_process_group()
