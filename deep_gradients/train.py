@@ -13,6 +13,7 @@ unless --sync-bn). The LR schedule is one-cycle (Smith & Topin 2017, "Super-Conv
 from __future__ import annotations
 
 import argparse
+import gc
 import dataclasses
 import hashlib
 import json
@@ -306,6 +307,7 @@ def run(cfg: Config) -> dict:
         return results
     finally:
         if world > 1 and dist.is_initialized():
+            gc.collect()  # free the DDP reducer (it holds the group) first: a gloo group torn down under it can abort the exit
             dist.destroy_process_group()
 
 

@@ -17,6 +17,7 @@ and checkpoints that hold the data position and RNG states, so a resumed run log
 import argparse
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import math
@@ -636,6 +637,7 @@ def train(cfg: TrainConfig) -> int:
         return code
     finally:
         if ddp and dist.is_initialized():
+            gc.collect()  # free the DDP reducer (it holds the group) first: a gloo group torn down under it can abort the exit
             dist.destroy_process_group()
 
 
