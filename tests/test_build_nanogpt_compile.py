@@ -5,16 +5,12 @@ import json
 import pytest
 import torch
 
+from test_build_nanogpt_train import shakespeare_shards
+
 
 @pytest.fixture(scope="module")
 def shards(load_module, tmp_path_factory, shared_file, tiktoken_cache):
-    fw = load_module("build_nanogpt", "fineweb")
-    text = shared_file("tinyshakespeare/input.txt").read_text()[:30_000]
-    src = tmp_path_factory.mktemp("src") / "shakespeare.jsonl"
-    src.write_text("".join(json.dumps({"text": p}) + "\n" for p in text.split("\n\n")))
-    out = tmp_path_factory.mktemp("shards")
-    fw.build_shards(fw.ShardConfig(out=str(out), source=str(src), shard_size=3000, workers=1))
-    return out
+    return shakespeare_shards(load_module, tmp_path_factory, shared_file, 30_000, 3000)
 
 
 def test_compile_with_eval_and_sampling(load_module, run_script, shards, shared_file, tmp_path):

@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+from test_build_nanogpt_train import shakespeare_shards
+
 TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
         "--micro-batch", "2", "--total-batch", "64", "--warmup-steps", "2", "--val-steps", "2",
         "--num-samples", "2", "--sample-tokens", "4", "--hellaswag-limit", "0", "--eval-every", "2",
@@ -14,13 +16,7 @@ TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
 
 @pytest.fixture(scope="module")
 def shards(load_module, tmp_path_factory, shared_file, tiktoken_cache):
-    fw = load_module("build_nanogpt", "fineweb")
-    text = shared_file("tinyshakespeare/input.txt").read_text()[:40_000]
-    src = tmp_path_factory.mktemp("src") / "shakespeare.jsonl"
-    src.write_text("".join(json.dumps({"text": p}) + "\n" for p in text.split("\n\n")))
-    out = tmp_path_factory.mktemp("shards")
-    fw.build_shards(fw.ShardConfig(out=str(out), source=str(src), shard_size=3000, workers=1))
-    return out
+    return shakespeare_shards(load_module, tmp_path_factory, shared_file, 40_000, 3000)
 
 
 def log(out):

@@ -9,16 +9,21 @@ TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
         "--num-samples", "0", "--hellaswag-limit", "0", "--eval-every", "3", "--max-lr", "1e-2"]
 
 
-@pytest.fixture(scope="module")
-def shards(load_module, tmp_path_factory, shared_file, tiktoken_cache):
-    """Tiny Shakespeare paragraphs -> a val shard and a few train shards of 4,000 tokens."""
+def shakespeare_shards(load_module, tmp_path_factory, shared_file, chars: int, shard_size: int):
+    """The first `chars` characters of Tiny Shakespeare, one document per paragraph -> a val shard and
+    train shards of `shard_size` tokens (written by fineweb.py's own code path)."""
     fw = load_module("build_nanogpt", "fineweb")
-    text = shared_file("tinyshakespeare/input.txt").read_text()[:60_000]
+    text = shared_file("tinyshakespeare/input.txt").read_text()[:chars]
     src = tmp_path_factory.mktemp("src") / "shakespeare.jsonl"
     src.write_text("".join(json.dumps({"text": p}) + "\n" for p in text.split("\n\n")))
     out = tmp_path_factory.mktemp("shards")
-    fw.build_shards(fw.ShardConfig(out=str(out), source=str(src), shard_size=4000, workers=1))
+    fw.build_shards(fw.ShardConfig(out=str(out), source=str(src), shard_size=shard_size, workers=1))
     return out
+
+
+@pytest.fixture(scope="module")
+def shards(load_module, tmp_path_factory, shared_file, tiktoken_cache):
+    return shakespeare_shards(load_module, tmp_path_factory, shared_file, 60_000, 4000)
 
 
 def records(out, kind):
