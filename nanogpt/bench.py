@@ -5,10 +5,16 @@ of karpathy/nanoGPT's model run in the same process, or (--generate) sampling wi
     python nanogpt/bench.py --device cuda --dtype bfloat16 --compile --n-layer 12 --n-head 12 --n-embd 768 \
         --block-size 1024 --vocab-size 50304 --batch-size 16
     python nanogpt/bench.py --generate            # GPT-2 124M shape (random weights), 500 new tokens
+    python nanogpt/bench.py --recipe --seeds 1337,1,2 [--data-source input.txt]   # loss, not speed (below)
 
 Both models take the same training step (forward, backward, clip to 1.0, AdamW from each model's own
 configure_optimizers), alternating in rounds so
 a busy machine slows both alike; the ratio is the like-for-like comparison. Prints one JSON line at the end.
+
+--recipe compares what the runs reach instead: nanoGPT README's CPU recipe on Tiny Shakespeare (chars, 4 x 4 x
+128, block 64, batch 12, 2000 steps) trained per seed by train.py and by nanoGPT's own train.py loop restated
+step for step (random-offset batches, estimate_loss on 20 random batches per split every 250 steps, all from
+the one torch RNG stream), each scored on its own estimate and on the exact loss over all of val.bin.
 """
 from __future__ import annotations
 
@@ -17,9 +23,13 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn as nn
@@ -47,6 +57,10 @@ class BenchConfig:
     generate: bool = False  # time sampling instead: KV cache vs none
     max_new_tokens: int = 500
     seed: int = 1337
+    recipe: bool = False  # train the Shakespeare CPU recipe with train.py and with nanoGPT's loop, per seed
+    seeds: str = "1337,1,2"
+    data_dir: str = str(Path(__file__).resolve().parent / "data")
+    data_source: str = ""
 
 
 HELP = {
@@ -56,6 +70,10 @@ HELP = {
     "rounds": "alternating rounds of ours / baseline; the median round is reported",
     "threads": "torch CPU threads (0 = torch's default)",
     "no_baseline": "time only our model",
+    "recipe": "instead of speed: val loss of the Shakespeare CPU recipe, train.py vs nanoGPT's loop restated",
+    "seeds": "--recipe: comma-separated seeds",
+    "data_dir": "--recipe: folder holding shakespeare_char/ (prepared by train.py when missing)",
+    "data_source": "--recipe: Tiny Shakespeare input.txt to prepare from offline ('' = download)",
     "generate": "time greedy sampling, KV cache vs none, on a GPT-2 124M-shaped model (random weights)",
     "max_new_tokens": "tokens to generate in --generate mode",
 }
@@ -257,6 +275,107 @@ def bench_generate(cfg: BenchConfig) -> dict:
     return result
 
 
+# --------------------------------------------------------------------------------------------------
+# --recipe: the loss the Shakespeare CPU recipe reaches, ours against nanoGPT's loop
+
+RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, iters=2000, lr=1e-3, min_lr=1e-4,
+              warmup=100, beta2=0.99, eval_interval=250, eval_iters=20)
+
+
+@torch.no_grad()
+def full_val_loss(model, val: np.ndarray, block_size: int) -> float:
+    """The exact mean loss over every non-overlapping window of val.bin (what train.py reports at the end)."""
+    model.eval()
+    n = (len(val) - 1) // block_size
+    total = 0.0
+    for start in range(0, n, 256):
+        w = np.arange(start, min(n, start + 256))
+        buf = torch.from_numpy(val[w[:, None] * block_size + np.arange(block_size + 1)].astype(np.int64))
+        total += model(buf[:, :-1].contiguous(), buf[:, 1:].contiguous())[1].item() * len(w)
+    return total / n
+
+
+def nanogpt_loop(seed: int, folder: Path, recipe: dict = RECIPE, model_cls=None) -> dict:
+    """karpathy/nanoGPT's train.py with the README's CPU flags, restated: the same calls on the one torch RNG
+    stream (seed, model init, first batch, estimate_loss at step 0, 250, ...), so that seed 1337 retraces the
+    run behind the README's figure. float32 on CPU, no compile, no dropout. model_cls: RefGPT (default) or
+    model.GPT, which draws the same initial weights and computes the same function."""
+    r = recipe
+    torch.manual_seed(seed)
+    data = {split: np.memmap(folder / f"{split}.bin", dtype=np.uint16, mode="r") for split in ("train", "val")}
+
+    def get_batch(split):
+        ix = torch.randint(len(data[split]) - r["block_size"], (r["batch_size"],))
+        x = torch.stack([torch.from_numpy(data[split][i : i + r["block_size"]].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[split][i + 1 : i + 1 + r["block_size"]].astype(np.int64)) for i in ix])
+        return x, y
+
+    def get_lr(it):
+        if it < r["warmup"]:
+            return r["lr"] * (it + 1) / (r["warmup"] + 1)
+        ratio = min(1.0, (it - r["warmup"]) / (r["iters"] - r["warmup"]))
+        return r["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (r["lr"] - r["min_lr"])
+
+    @torch.no_grad()
+    def estimate_loss():
+        model.eval()
+        out = {split: sum(model(*get_batch(split))[1].item() for _ in range(r["eval_iters"])) / r["eval_iters"]
+               for split in ("train", "val")}
+        model.train()
+        return out
+
+    model = (model_cls or RefGPT)(GPTConfig(block_size=r["block_size"], vocab_size=65, n_layer=r["n_layer"], n_head=r["n_head"],
+                             n_embd=r["n_embd"], dropout=0.0, bias=False))
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=r["lr"], betas=(0.9, r["beta2"]))
+    x, y = get_batch("train")
+    for it in range(r["iters"] + 1):  # nanoGPT evaluates at step 2000, then takes that step too
+        for group in opt.param_groups:
+            group["lr"] = get_lr(it)
+        if it % r["eval_interval"] == 0:
+            losses = estimate_loss()
+        _, loss = model(x, y)
+        x, y = get_batch("train")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return {"train_estimate": losses["train"], "val_estimate": losses["val"],
+            "val_full": full_val_loss(model, data["val"], r["block_size"])}
+
+
+def bench_recipe(cfg: BenchConfig) -> dict:
+    import train as nanogpt_train  # only this mode trains
+
+    seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
+    result = {"mode": "recipe", "recipe": RECIPE, "seeds": seeds, "ours": [], "nanogpt_loop": []}
+    print(f"{'seed':>6} {'ours: logged val':>17} {'exact val':>10} | {'nanoGPT loop: val est.':>22} {'exact val':>10}")
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as out:
+            args = ["--preset", "shakespeare_char_cpu", "--seed", seed, "--out-dir", out, "--data-dir", cfg.data_dir,
+                    "--num-samples", 0, "--save-epochs", ""] + (["--data-source", cfg.data_source] * bool(cfg.data_source))
+            code = nanogpt_train.main([str(a) for a in args])
+            if code:
+                raise SystemExit(code)
+            final = json.loads((Path(out) / "results.json").read_text())["final"]
+        ours = {"seed": seed, "val_logged": final["val_loss"], "val_full": final["val_loss_full"]}
+        ref = {"seed": seed, **nanogpt_loop(seed, Path(cfg.data_dir) / "shakespeare_char")}
+        result["ours"].append(ours)
+        result["nanogpt_loop"].append(ref)
+        print(f"{seed:>6} {ours['val_logged']:17.4f} {ours['val_full']:10.4f} | {ref['val_estimate']:22.4f} "
+              f"{ref['val_full']:10.4f}", flush=True)
+    for name, key in (("ours", "val_full"), ("nanogpt_loop", "val_full")):
+        vals = [row[key] for row in result[name]]
+        result[f"{name}_val_full_mean"] = statistics.fmean(vals)
+        result[f"{name}_val_full_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    print(f"exact val loss, mean over {len(seeds)} seeds: ours {result['ours_val_full_mean']:.4f} "
+          f"(sd {result['ours_val_full_sd']:.4f}), nanoGPT loop {result['nanogpt_loop_val_full_mean']:.4f} "
+          f"(sd {result['nanogpt_loop_val_full_sd']:.4f})")
+    return result
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -273,11 +392,18 @@ def main(argv=None):
         p.exit(2, f"error: --device {cfg.device}: CUDA is not available here; use --device cpu\n")
     if cfg.n_embd % cfg.n_head:
         p.exit(2, f"error: --n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}\n")
+    if cfg.recipe:
+        try:
+            seeds = [int(x) for x in cfg.seeds.split(",") if x.strip()]
+        except ValueError:
+            seeds = []
+        if not seeds:
+            p.exit(2, f"error: --seeds {cfg.seeds!r}: comma-separated integers, e.g. 1337,1,2\n")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     name = torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else "cpu"
     print(f"device {cfg.device} ({name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    result = bench_generate(cfg) if cfg.generate else bench_train(cfg)
+    result = bench_recipe(cfg) if cfg.recipe else bench_generate(cfg) if cfg.generate else bench_train(cfg)
     result["device_name"] = name
     print(json.dumps(result))
 

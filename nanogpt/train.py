@@ -70,6 +70,8 @@ class TrainConfig:
     save_epochs: str = knob("1,5", "write ckpt_epoch{N}.pt after these epochs ('all', or '' for none)")
     eval_interval: int = knob(200, "evaluate every this many steps (and at every epoch end)")
     eval_iters: int = knob(20, "fixed batches per split for evaluation")
+    final_eval_tokens: int = knob(2_000_000, "at the end, the exact val loss over every window of the first "
+                                             "this many val.bin tokens, not a sample (0: off)")
     log_interval: int = knob(10, "update the progress bar every this many steps")
     num_samples: int = knob(3, "samples printed at the end")
     sample_tokens: int = knob(200, "tokens per printed sample")
@@ -263,6 +265,8 @@ def check_config(cfg: TrainConfig, world_size: int) -> int:
         raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.max_epochs < 1 or cfg.max_iters < 0 or cfg.eval_interval < 1 or cfg.eval_iters < 1 or cfg.log_interval < 1:
         raise ConfigError("max_epochs, eval_interval, eval_iters and log_interval must be >= 1, max_iters >= 0")
+    if cfg.final_eval_tokens < 0:
+        raise ConfigError(f"final_eval_tokens must be >= 0 (0: off), got {cfg.final_eval_tokens}")
     parse_save_epochs(cfg.save_epochs)
     hub = cfg.init_from in HUB_MODELS
     if hub and cfg.block_size > 1024:
@@ -851,6 +855,13 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
         log_eval(lr)
     save(["ckpt_last.pt"])
 
+    # the logged val loss is a sample of eval_iters batches (+-0.01 at eval_iters=20); this is the exact one
+    full_val, n_full = None, 0
+    if cfg.final_eval_tokens:
+        n_full = min(n_val, max(1, num_windows(min(len(val_data), cfg.final_eval_tokens + 1), cfg.block_size)))
+        full_val = evaluate(eval_model, {"val": (val_data, np.arange(n_full))}, cfg, ctx, device, rank,
+                            world_size)["val"]
+
     if os.environ.get("NANOGPT_DEBUG_PARAM_SUMMARY"):  # tests: every rank must hold identical weights
         abs_sum = sum(p.detach().double().abs().sum().item() for p in raw_model.parameters())
         # one write per line: ranks share the launcher's stdout, and print() writes the newline separately
@@ -886,7 +897,8 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
                     "tokenizer": meta.get("tokenizer"), "vocab_size": meta.get("vocab_size")},
         "unigram_baseline_nats": unigram,
         "final": {"iter": iter_num, "epochs_done": epoch, "train_loss": history[-1]["train_loss"],
-                  "val_loss": history[-1]["val_loss"], "val_ppl": history[-1]["val_ppl"]},
+                  "val_loss": history[-1]["val_loss"], "val_ppl": history[-1]["val_ppl"],
+                  "val_loss_full": full_val, "val_tokens_full": n_full * cfg.block_size},
         "best": {"iter": best["iter"], "val_loss": best["val_loss"], "val_ppl": best["val_ppl"]},
         "per_epoch": [{k: r[k] for k in ("epochs_done", "iter", "train_loss", "val_loss", "val_ppl", "elapsed_s")}
                       for r in per_epoch],
@@ -898,8 +910,9 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
         "samples": samples,
     }
     write_results(out_dir, results, history, unigram)
-    print(f"final val loss {results['final']['val_loss']:.4f} (best {best['val_loss']:.4f} at iter {best['iter']}) "
-          f"vs unigram baseline {unigram:.4f}; results in {out_dir}/results.json and loss.png")
+    exact = f"; over {n_full * cfg.block_size:,} val tokens {full_val:.4f}" if full_val is not None else ""
+    print(f"final val loss {results['final']['val_loss']:.4f} (best {best['val_loss']:.4f} at iter {best['iter']}"
+          f"{exact}) vs unigram baseline {unigram:.4f}; results in {out_dir}/results.json and loss.png")
     return 0
 
 

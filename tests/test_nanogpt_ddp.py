@@ -6,6 +6,7 @@ and every rank must end with bit-identical weights.
 """
 import contextlib
 import io
+import json
 import os
 import re
 
@@ -41,7 +42,12 @@ def single(load_module, tiny_data, tmp_path_factory):
             os.environ.pop(k)
     assert code == 0
     assert "1 rank(s) x 6 micro-step(s)" in stdout.getvalue()
-    return read_log(out), summaries(stdout.getvalue())
+    return read_log(out), summaries(stdout.getvalue()), final_val(out)
+
+
+def final_val(out) -> float:
+    """The exact val loss over every val window, computed at the end (each rank a share, all-reduced)."""
+    return json.loads((out / "results.json").read_text())["final"]["val_loss_full"]
 
 
 def summaries(stdout: str) -> dict:
@@ -51,7 +57,7 @@ def summaries(stdout: str) -> dict:
 
 
 def check_matches_single(single, out, stdout, world):
-    ref_log, ref_sum = single
+    ref_log, ref_sum, ref_full = single
     log = read_log(out)
     assert [e["iter"] for e in log] == [e["iter"] for e in ref_log] == [0, 4, 8, 10]  # 127 // 12 = 10 steps
     for a, b in zip(log, ref_log):
@@ -63,7 +69,8 @@ def check_matches_single(single, out, stdout, world):
     assert sorted(got) == list(range(world)), stdout
     assert len({h for h, _ in got.values()}) == 1, got  # every rank holds the same weights, bit for bit
     assert got[0][1] == pytest.approx(ref_sum[0][1], rel=1e-5)
-    assert (out / "ckpt_epoch1.pt").exists() and (out / "results.json").exists()
+    assert (out / "ckpt_epoch1.pt").exists()
+    assert final_val(out) == pytest.approx(ref_full, rel=1e-5)
 
 
 def test_two_processes_match_one(torchrun, single, tiny_data, tmp_path):

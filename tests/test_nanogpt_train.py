@@ -160,6 +160,7 @@ def test_dtype_resolution(train):
     (["--dtype", "float64"], ["float64"]),
     (["--n-layer", "abc"], ["n-layer", "abc"]),
     (["--save-epochs", "1,x"], ["save_epochs"]),
+    (["--final-eval-tokens", -5], ["final_eval_tokens", "-5"]),
     (["--init-from", "/no/such/file.pt"], ["/no/such/file.pt"]),
 ])
 def test_bad_config_exits_2_with_one_line(train, tiny_data, tmp_path, capsys, clean_error, args, needles):
@@ -223,6 +224,31 @@ def test_bfloat16_autocast_on_cpu_learns(train, capsys, tiny_data, tmp_path):
     for key in ("optimizer", "scaler", "schedule", "data_order", "rng", "config", "losses", "model_args"):
         assert key in ckpt, key
     assert ckpt["rng"]["torch"].dtype == torch.uint8 and ckpt["config"]["dataset"] == "shakespeare_char"
+
+
+def test_final_val_loss_is_exact_over_every_window(train, load_module, capsys, tiny_data, tmp_path):
+    """results.json's val_loss_full equals the loss of the saved model over all of val.bin, recomputed here."""
+    out = tmp_path / "full"
+    r = call_main(train, capsys, *run_args(tiny_data, out, "--max-iters", 12))
+    assert r.returncode == 0, r.stderr
+    final = json.loads((out / "results.json").read_text())["final"]
+    model = load_module("nanogpt", "model")
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
+    gpt = model.GPT(model.GPTConfig(**ckpt["model_args"]))
+    gpt.load_state_dict(ckpt["model"])
+    gpt.eval()
+    val = torch.from_numpy(np.fromfile(tiny_data / "shakespeare_char" / "val.bin", dtype=np.uint16).astype(np.int64))
+    n = (len(val) - 1) // 16  # 511 // 16 = 31 windows of 16 tokens (+1 target)
+    x, y = val[: n * 16].view(n, 16), val[1 : n * 16 + 1].view(n, 16)
+    with torch.no_grad():
+        logits, _ = gpt(x, y)
+        expect = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
+    assert final["val_tokens_full"] == n * 16
+    assert final["val_loss_full"] == pytest.approx(expect, rel=1e-5)
+    assert f"over {n * 16:,} val tokens {expect:.4f}" in r.stdout
+    # a budget of 40 tokens: the first 2 windows only
+    r = call_main(train, capsys, *run_args(tiny_data, tmp_path / "part", "--max-iters", 1, "--final-eval-tokens", 40))
+    assert json.loads((tmp_path / "part" / "results.json").read_text())["final"]["val_tokens_full"] == 32
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(train, capsys, tiny_data, tmp_path):

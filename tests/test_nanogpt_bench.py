@@ -1,0 +1,63 @@
+"""nanogpt/bench.py: nanoGPT's training loop restated (the --recipe reference), and the speed bench running.
+
+The loop trains model.GPT or the in-file restatement of nanoGPT's model (RefGPT). Given the same seed they
+draw the same initial weights and compute the same function, so their whole training runs must agree;
+that is what lets bench.py --recipe compare train.py against nanoGPT's own loop and model."""
+import json
+
+import pytest
+
+from test_nanogpt_train import make_tiny_dataset
+
+SHORT = dict(block_size=16, batch_size=4, n_layer=2, n_head=2, n_embd=32, iters=60, lr=3e-3, min_lr=3e-4,
+             warmup=5, beta2=0.99, eval_interval=10, eval_iters=2)
+
+
+@pytest.fixture(scope="module")
+def bench(load_module):
+    return load_module("nanogpt", "bench")
+
+
+@pytest.fixture(scope="module")
+def folder(load_module, shared_file, tmp_path_factory):
+    prepare = load_module("nanogpt", "prepare")
+    data_dir = make_tiny_dataset(prepare, shared_file("tinyshakespeare/input.txt"), tmp_path_factory.mktemp("data"))
+    return data_dir / "shakespeare_char"
+
+
+def test_our_model_retraces_nanogpts_run(bench, load_module, folder):
+    model = load_module("nanogpt", "model")
+    ref = bench.nanogpt_loop(1337, folder, SHORT)
+    ours = bench.nanogpt_loop(1337, folder, SHORT, model_cls=model.GPT)
+    assert ours == ref  # bit for bit: same initial weights, same arithmetic, same batches
+    assert ref["train_estimate"] < 3.5 and ref["val_full"] < 4.0  # it learned: a uniform guess costs ln 65 = 4.17
+    assert bench.nanogpt_loop(1, folder, SHORT) != pytest.approx(ref, rel=1e-5)  # the seed matters
+
+
+def test_full_val_loss_is_the_mean_over_every_window(bench, load_module, folder):
+    import numpy as np
+    import torch
+
+    model = load_module("nanogpt", "model")
+    torch.manual_seed(0)
+    gpt = model.GPT(model.GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=1, n_embd=16))
+    val = np.fromfile(folder / "val.bin", dtype=np.uint16)
+    n = (len(val) - 1) // 16
+    with torch.no_grad():
+        each = [gpt(torch.from_numpy(val[i * 16 : i * 16 + 16].astype(np.int64))[None],
+                    torch.from_numpy(val[i * 16 + 1 : i * 16 + 17].astype(np.int64))[None])[1].item() for i in range(n)]
+    assert bench.full_val_loss(gpt, val, 16) == pytest.approx(sum(each) / n, rel=1e-6)
+
+
+def test_speed_bench_runs_and_reports(bench, capsys):
+    assert bench.main(["--iters", "1", "--rounds", "1", "--warmup", "0", "--n-layer", "1", "--threads", "1"]) is None
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["ours"]["ms_per_iter"] > 0 and result["speedup_vs_nanogpt_ref"] > 0
+
+
+@pytest.mark.parametrize("args", [["--recipe", "--seeds", "a,b"], ["--dtype", "int8"], ["--n-embd", "30"]])
+def test_bad_arguments_exit_2(bench, capsys, args):
+    with pytest.raises(SystemExit) as e:
+        bench.main(args)
+    assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err
