@@ -30,11 +30,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+import train  # --recipe runs train.py itself
 from model import GPT, GPTConfig
 
 
@@ -347,8 +347,6 @@ def nanogpt_loop(seed: int, folder: Path, recipe: dict = RECIPE, model_cls=None)
 
 
 def bench_recipe(cfg: BenchConfig) -> dict:
-    import train as nanogpt_train  # only this mode trains
-
     seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
     result = {"mode": "recipe", "recipe": RECIPE, "seeds": seeds, "ours": [], "nanogpt_loop": []}
     print(f"{'seed':>6} {'ours: logged val':>17} {'exact val':>10} | {'nanoGPT loop: val est.':>22} {'exact val':>10}")
@@ -356,7 +354,7 @@ def bench_recipe(cfg: BenchConfig) -> dict:
         with tempfile.TemporaryDirectory() as out:
             args = ["--preset", "shakespeare_char_cpu", "--seed", seed, "--out-dir", out, "--data-dir", cfg.data_dir,
                     "--num-samples", 0, "--save-epochs", ""] + (["--data-source", cfg.data_source] * bool(cfg.data_source))
-            code = nanogpt_train.main([str(a) for a in args])
+            code = train.main([str(a) for a in args])
             if code:
                 raise SystemExit(code)
             final = json.loads((Path(out) / "results.json").read_text())["final"]
