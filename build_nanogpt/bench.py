@@ -46,6 +46,11 @@ SIZES = {
 }
 
 
+def milestone_key(name: str, change: dict) -> str:
+    """The short name `--skip` takes: the setting the milestone changes (a full name may hold a comma)."""
+    return next(iter(change), name.lower())
+
+
 @dataclass
 class BenchConfig:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
@@ -53,7 +58,8 @@ class BenchConfig:
     micro_batch: int = field(default=-1, metadata={"help": "sequences per step (-1: 16 for 124m, 4 for small, 2 for tiny)"})
     steps: int = field(default=10, metadata={"help": "timed steps per milestone"})
     warmup: int = field(default=3, metadata={"help": "untimed steps first (torch.compile builds here)"})
-    skip: str = field(default="", metadata={"help": "comma-separated milestones to leave out, e.g. compile"})
+    skip: str = field(default="", metadata={"help": "comma-separated milestones to leave out, by the setting they change: "
+                                                    "float32, tf32, bf16, compile, flash, vocab, fused, batch_mult"})
     out_dir: str = field(default="build_nanogpt/out-bench", metadata={"help": "bench.json and bench.png go here"})
 
 
@@ -107,9 +113,10 @@ def run_bench(cfg: BenchConfig) -> dict:
     if size_name not in SIZES:
         raise UserError(f"--size {cfg.size!r}: use one of {sorted(SIZES)} or auto")
     skip = {s.strip().lower() for s in cfg.skip.split(",") if s.strip()}
-    names = {n.lower() for n, _, _ in MILESTONES} | {"compile"}
-    if skip - names:
-        raise UserError(f"--skip {sorted(skip - names)}: unknown milestone; known: {sorted(names)}")
+    keys = [milestone_key(n, change) for n, change, _ in MILESTONES]
+    unknown = skip - set(keys) - {n.lower() for n, _, _ in MILESTONES}
+    if unknown:
+        raise UserError(f"--skip {sorted(unknown)}: unknown milestone; use {', '.join(keys)}")
     if cfg.steps < 1 or cfg.warmup < 0:
         raise UserError(f"--steps {cfg.steps} must be >= 1 and --warmup {cfg.warmup} >= 0")
     size = SIZES[size_name]
@@ -120,8 +127,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     for milestone, change, why in MILESTONES:
         row = {"milestone": milestone, "why": why}
         reason = CUDA_ONLY.get(milestone) if device != "cuda" else None
-        key = "compile" if milestone == "torch.compile" else milestone.lower()
-        if reason is None and key in skip:
+        if reason is None and {milestone_key(milestone, change), milestone.lower()} & skip:
             reason = "skipped with --skip"
         if reason:
             rows.append({**row, "applies": False, "reason": reason})

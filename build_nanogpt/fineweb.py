@@ -93,14 +93,21 @@ def iter_local(files: list[str], text_field: str) -> Iterator[str]:
                     if not line.strip():
                         continue
                     try:
-                        yield json.loads(line)[text_field]
+                        text = json.loads(line)[text_field]
+                        if not isinstance(text, (str, type(None))):  # null: an empty document, as in parquet
+                            raise TypeError
                     except (json.JSONDecodeError, KeyError, TypeError):
-                        raise UserError(f"{path}:{lineno}: not a JSON object with a {text_field!r} field") from None
+                        raise UserError(f"{path}:{lineno}: not a JSON object with a string {text_field!r} field") from None
+                    yield text
         else:
-            import pyarrow.parquet as pq  # only needed for parquet sources
+            import pyarrow as pa  # only needed for parquet sources
+            import pyarrow.parquet as pq
             pf = pq.ParquetFile(path)
             if text_field not in pf.schema_arrow.names:
                 raise UserError(f"{path}: no column {text_field!r}; columns are {pf.schema_arrow.names}")
+            kind = pf.schema_arrow.field(text_field).type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                raise UserError(f"{path}: column {text_field!r} holds {kind}, not strings")
             for batch in pf.iter_batches(columns=[text_field]):
                 yield from batch.column(0).to_pylist()
 
@@ -190,6 +197,9 @@ def build_shards(cfg: ShardConfig) -> dict:
         os.remove(stale)  # left by a run killed mid-write; never a shard
 
     shards = manifest["shards"]
+    if 0 < cfg.max_shards <= len(shards):  # a rerun with the same --max-shards has nothing to add
+        print(f"{cfg.out}: already {len(shards)} shards (--max-shards {cfg.max_shards}); rerun without it to continue")
+        return manifest
     docs_done, offset = (shards[-1]["docs_end"], shards[-1]["doc_offset"]) if shards else (0, 0)
     if shards:
         print(f"resuming after shard {len(shards) - 1}: skipping {docs_done:,} documents (+{offset:,} tokens)")

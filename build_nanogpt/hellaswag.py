@@ -176,7 +176,11 @@ def load_model(spec: str) -> GPT:
     if os.path.isdir(spec):
         if not os.path.exists(os.path.join(spec, "config.json")):
             raise UserError(f"--model folder {spec!r} has no config.json (not a Hugging Face GPT-2 folder)")
-        return GPT.from_hf(spec)
+        try:
+            return GPT.from_hf(spec)
+        except Exception as e:  # noqa: BLE001 - no weights file, not a GPT-2 config, keys that do not match
+            raise UserError(f"--model folder {spec!r} is not a Hugging Face GPT-2 checkpoint "
+                            f"({type(e).__name__}: {e})") from None
     if spec.startswith(("gpt2", "openai-community/")):
         try:
             from huggingface_hub import snapshot_download  # only needed for hub names
@@ -204,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(EvalConfig, argv, "\n\n".join(__doc__.split("\n\n")[:2]))
     if cfg.dtype not in ("auto", "float32", "bfloat16"):
         raise UserError(f"--dtype {cfg.dtype!r}: use auto, float32 or bfloat16")
+    if cfg.limit == 0 or cfg.limit < -1:
+        raise UserError(f"--limit {cfg.limit}: use -1 (all examples) or N >= 1")
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size {cfg.batch_size}: must be >= 1")
     device = resolve_device(cfg.device)

@@ -45,6 +45,7 @@ from model import GPT, GPTConfig, flops_per_token  # noqa: E402
 
 REF_VAL_LOSS = 3.2924  # GPT-2 124M (OpenAI weights) on the FineWeb-Edu val shard (build-nanogpt)
 REF_HELLASWAG = {"GPT-2 124M": 0.2955, "GPT-3 124M": 0.337}  # acc_norm
+GPT2_VOCAB = 50257
 
 
 @dataclass
@@ -81,7 +82,7 @@ class TrainConfig:
     num_samples: int = field(default=4, metadata={"help": "samples printed per evaluation (0: off)"})
     sample_tokens: int = field(default=32, metadata={"help": "tokens per sample"})
     sample_prompt: str = field(default="Hello, I'm a language model,", metadata={"help": "prompt for the samples"})
-    ckpt_every: int = field(default=5000, metadata={"help": "checkpoint every N steps (and at the end)"})
+    ckpt_every: int = field(default=5000, metadata={"help": "checkpoint every N steps (and at the end; 0: at the end only)"})
     # system
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
     dtype: str = field(default="bfloat16", metadata={"help": "autocast dtype: bfloat16 | float32 (no autocast)"})
@@ -93,7 +94,7 @@ class TrainConfig:
 
 PRESETS = {
     "gpt2-124m": {},  # the defaults above
-    "tiny": dict(  # a few seconds on one CPU core
+    "tiny": dict(  # about 30 s of CPU time (README: 100 steps on Tiny Shakespeare)
         data_dir="build_nanogpt/data/shakespeare", out_dir="build_nanogpt/out-tiny", n_layer=2, n_head=2,
         n_embd=64, block_size=64, micro_batch=4, total_batch=512, max_lr=3e-3, warmup_steps=10, max_steps=100,
         eval_every=50, val_steps=4, hellaswag_limit=20, num_samples=2, sample_tokens=16, ckpt_every=50,
@@ -110,9 +111,13 @@ def check_config(cfg: TrainConfig, world: int) -> int:
         raise UserError(f"--device {cfg.device!r}: use auto, cpu, cuda or mps")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda, but CUDA is not available")
+    if cfg.device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps, but MPS is not available")
     for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "micro_batch", "max_steps", "val_steps"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
+    if cfg.vocab_size < GPT2_VOCAB:  # the shards hold GPT-2 token ids: a smaller table cannot embed them
+        raise UserError(f"--vocab-size {cfg.vocab_size}: must be >= {GPT2_VOCAB} (the GPT-2 tokens)")
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"--n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}")
     per_step = cfg.micro_batch * cfg.block_size * world
@@ -178,7 +183,8 @@ def samples(model, enc, cfg: TrainConfig, step: int, device: str, autocast, rank
     texts = []
     if mine:
         gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * step + rank)
-        prompt = torch.tensor(enc.encode(cfg.sample_prompt), dtype=torch.long, device=device)
+        ids = enc.encode(cfg.sample_prompt) or [enc.eot_token]  # an empty prompt: start a new document
+        prompt = torch.tensor(ids, dtype=torch.long, device=device)
         prompt = prompt[-cfg.block_size:].unsqueeze(0).repeat(len(mine), 1)  # (n, t)
         with autocast():
             out = model.generate(prompt, cfg.sample_tokens, generator=gen)  # (n, t + sample_tokens)
@@ -251,6 +257,10 @@ class Logger:
             f.writelines(json.dumps(r) + "\n" for r in self.records)
         if keep_before == 0:
             open(self.txt, "w").close()
+        else:  # log.txt is append-only: mark where the resumed run takes over
+            with open(self.txt, "a") as f:
+                f.write(f"resumed from the checkpoint at step {keep_before} (lines above from step "
+                        f"{keep_before} on are superseded)\n")
 
     def log(self, record: dict, text: str) -> None:
         if not self.enabled:
@@ -380,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
                    f"dt {1000 * dt:.2f}ms | tok/sec {tok_s:,.0f}" + (f" | mfu {100 * mfu:.1f}%" if mfu else ""))
 
         done = step + 1
-        if master and (done % cfg.ckpt_every == 0 or done == stop):
+        if master and ((cfg.ckpt_every > 0 and done % cfg.ckpt_every == 0) or done == stop):
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
                 "loader": train_loader.state_dict(), "config": asdict(cfg), "model_args": model_args,

@@ -28,6 +28,18 @@ def test_cpu_bench_marks_cuda_only_milestones(load_module, tmp_path, capsys):
     assert "vs fp32" in capsys.readouterr().out
 
 
+def test_skip_by_setting_name(load_module, monkeypatch):
+    """`--skip` takes the setting a milestone changes ("vocab 50,304" holds the list separator)."""
+    bench = load_module("build_nanogpt", "bench")
+    monkeypatch.setattr(bench, "time_milestone", lambda settings, *a: (0.5 / settings["batch_mult"], 1000))
+    result = bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="compile, vocab,Flash Attention"))
+    skipped = [r["milestone"] for r in result["milestones"] if r.get("reason") == "skipped with --skip"]
+    assert skipped == ["torch.compile", "flash attention", "vocab 50,304"]
+    assert result["milestones"][-1]["settings"]["vocab"] == 50257
+    with pytest.raises(bench.UserError, match="'warp'.*vocab"):
+        bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="warp"))
+
+
 def test_peak_flops_table(load_module):
     hw = load_module("build_nanogpt", "hardware")
     assert hw.peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)

@@ -116,3 +116,16 @@ def test_empty_source_is_a_clean_error(run_script, clean_error, tmp_path):
     r = run_script("build_nanogpt/fineweb.py", "--source", tmp_path / "nope.csv", "--out", tmp_path / "out")
     clean_error(r, "nope.csv", "does not exist")
     assert not (tmp_path / "out").exists()
+
+
+def test_max_shards_rerun_adds_nothing_and_non_text_is_a_user_error(load_module, corpus, tmp_path):
+    fw = load_module("build_nanogpt", "fineweb")
+    path, _, _ = corpus
+    out = tmp_path / "out"
+    for _ in range(2):  # the same command twice: still 2 shards, not 3
+        fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=97, workers=1, max_shards=2))
+        assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": null}\n{"text": 5}\n')  # null: an empty document; 5: an error
+    with pytest.raises(fw.UserError, match=r"bad.jsonl:3: .*string 'text'"):
+        fw.build_shards(fw.ShardConfig(out=str(tmp_path / "bad"), source=str(bad), workers=1))

@@ -80,6 +80,15 @@ def test_hellaswag_cli(run_script, hf_dir, shared_file, tiktoken_cache, clean_er
     clean_error(r, "bad.jsonl:3", "malformed")
 
 
+def test_hellaswag_bad_model_folder_and_limit(load_module, shared_file, tmp_path):
+    H = load_module("build_nanogpt", "hellaswag")
+    (tmp_path / "config.json").write_text("{}")  # a folder with a config but no GPT-2 weights
+    with pytest.raises(H.UserError, match="not a Hugging Face GPT-2 checkpoint"):
+        H.load_model(str(tmp_path))
+    with pytest.raises(H.UserError, match="--limit 0"):
+        H.main(["--model", str(tmp_path), "--limit", "0", "--data", str(shared_file("hellaswag/hellaswag_val.jsonl"))])
+
+
 def test_gradient_accumulation_equals_one_big_batch(load_module):
     M = load_module("build_nanogpt", "model")
     train = load_module("build_nanogpt", "train")

@@ -34,7 +34,7 @@ def test_exact_resume_is_bitwise(load_module, shards, tmp_path):
     train = load_module("build_nanogpt", "train")
     a, b = tmp_path / "a", tmp_path / "b"
     common = TINY + ["--data-dir", str(shards), "--max-steps", "8"]
-    train.main(common + ["--out-dir", str(a)])
+    train.main(common + ["--out-dir", str(a), "--ckpt-every", "0"])  # 0: one checkpoint, at the end
     train.main(common + ["--out-dir", str(b), "--stop-at", "3"])  # "interrupted" after 3 steps
     assert torch.load(b / "ckpt.pt", weights_only=True)["step"] == 3
     train.main(common + ["--out-dir", str(b), "--resume", "true"])
@@ -52,9 +52,17 @@ def test_exact_resume_is_bitwise(load_module, shards, tmp_path):
     va = records(a, "val")
     assert [r["step"] for r in va] == [0, 3, 6, 8] and va[-1]["val_loss"] < va[0]["val_loss"]
     assert (a / "curves.png").stat().st_size > 10_000 and "val loss" in (a / "log.txt").read_text()
+    assert "resumed from the checkpoint at step 3" in (b / "log.txt").read_text()
+    # hellaswag.py --model ckpt.pt reads train.py's checkpoint format
+    H = load_module("build_nanogpt", "hellaswag")
+    for k, v in H.load_model(str(a / "ckpt.pt")).state_dict().items():
+        assert torch.equal(v, ca["model"][k]), k
 
 
-def test_bad_input_is_a_clean_error(run_script, clean_error, tmp_path):
+def test_bad_input_is_a_clean_error(load_module, run_script, clean_error, tmp_path):
+    train = load_module("build_nanogpt", "train")
+    with pytest.raises(train.UserError, match="vocab-size 1000"):  # GPT-2 ids would index past the table
+        train.main(TINY + ["--vocab-size", "1000", "--out-dir", str(tmp_path / "v")])
     out = tmp_path / "out"
     r = run_script("build_nanogpt/train.py", *TINY, "--data-dir", tmp_path / "missing", "--out-dir", out)
     clean_error(r, "missing", "does not exist")
