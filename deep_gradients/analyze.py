@@ -62,13 +62,15 @@ def load_run(run_dir: str) -> dict:
         with open(paths["results.json"]) as f:
             results = json.load(f)
         ckpt = torch.load(paths["ckpt.pt"], map_location="cpu", weights_only=True)
-    except (json.JSONDecodeError, RuntimeError, OSError, EOFError, ValueError) as e:
-        raise RunDirError(f"RUN_DIR {run_dir!r}: cannot read results.json / ckpt.pt ({type(e).__name__})") from None
+        init_path = os.path.join(run_dir, "init.pt")
+        init_state = (torch.load(init_path, map_location="cpu", weights_only=True)["model"]
+                      if os.path.isfile(init_path) else None)
+    except (json.JSONDecodeError, RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError) as e:
+        raise RunDirError(f"RUN_DIR {run_dir!r}: cannot read results.json / ckpt.pt / init.pt "
+                          f"({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise RunDirError(f"RUN_DIR {run_dir!r}: ckpt.pt holds no 'model' state_dict")
     config = dict(results.get("config") or ckpt.get("config") or {})
-    init_path = os.path.join(run_dir, "init.pt")
-    init_state = torch.load(init_path, map_location="cpu", weights_only=True)["model"] if os.path.isfile(init_path) else None
     evo_path, hist_path = (os.path.join(run_dir, n) for n in ("evolution.jsonl", "histograms.jsonl"))
     return {
         "results": results, "config": config, "state": ckpt["model"], "init_state": init_state,
@@ -111,7 +113,7 @@ def plot_loss(results: dict, path: str) -> str:
         b.plot([e.get("epoch", i + 1) for i, e in enumerate(ep)], [100 * e.get("test_acc", np.nan) for e in ep], "o-")
     a.set(xlabel="step", ylabel="cross-entropy", title="loss", yscale="log")
     a.legend()
-    b.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"final test acc {100 * results.get('final_test_acc', np.nan):.2f}%")
+    b.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"final test acc {_pct(results.get('final_test_acc'))}")
     return _save(fig, path)
 
 
@@ -338,6 +340,11 @@ def _fmt(v, f=".3f"):
     return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, f)
 
 
+def _pct(v) -> str:
+    """A fraction as a percentage; a run trained with --no-eval has no test accuracy (None)."""
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
 def evolution_table(rows: list[dict]) -> list[str]:
     """Per-layer numbers at the first and last recorded step."""
     if not rows:
@@ -408,7 +415,7 @@ def make_report(cfg: AnalyzeConfig, log=print) -> str:
              "Made by `python deep_gradients/analyze.py RUN_DIR`. Config: "
              + ", ".join(f"`{k}={v}`" for k, v in sorted(conf.items())), "",
              "## Numbers", "",
-             f"- final test accuracy (results.json): **{100 * res.get('final_test_acc', float('nan')):.2f}%**",
+             f"- final test accuracy (results.json): **{_pct(res.get('final_test_acc'))}**",
              f"- accuracy of ckpt.pt on the first {len(x)} test images only (recomputed here; the images the "
              f"figures use): {100 * acc:.2f}%",
              f"- final train loss (last step): {_fmt(res['train_curve'][-1][1] if res.get('train_curve') else None, '.4f')}",

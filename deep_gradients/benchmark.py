@@ -8,8 +8,9 @@ its figure is the FASTEST epoch after the first (the first pays for warm-up, cuD
 taking the fastest of the rest filters out interference from other work on a shared machine).
 Writes benchmark.md (table), benchmark.png (bar chart) and benchmark.json (all rows, skipped ones with why).
 
-Scaling is weak scaling, as with DDP in practice: each worker keeps the same per-worker batch, so N workers
-run a global batch N times larger. With T = throughput in images/s,
+Scaling across processes is weak scaling, as with DDP in practice: each process keeps the same per-process
+batch, so N processes run a global batch N times larger. The N-threads row is strong scaling instead: one
+process, the same batch as the baseline, split over N threads. With T = throughput in images/s,
     scaling efficiency = T_N / (N * T_1)     (1.0 = perfect; T_1 is the same network on one worker)
 """
 from __future__ import annotations
@@ -29,6 +30,8 @@ import matplotlib
 import torch
 from tqdm import tqdm
 
+from model import DEPTHS
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -38,7 +41,7 @@ TRAIN = HERE / "train.py"
 
 @dataclass
 class BenchConfig:
-    quick: bool = False  # CPU smoke-sized: --train-subset quick_subset, 2 epochs per row
+    quick: bool = False  # CPU smoke-sized: the first quick_subset training images per worker, no time-to-99.5% row
     quick_subset: int = 1024
     dataset: str = "auto"  # auto = mnist when --data-dir holds it, else the offline digits
     data_dir: str = ""  # MNIST IDX folder ("" = deep_gradients/data/mnist)
@@ -74,6 +77,8 @@ def parse_args(argv=None) -> BenchConfig:
             d, w = map(int, getattr(cfg, key).split("x"))
         except ValueError:
             p.error(f"--{key} {getattr(cfg, key)!r} must look like DEPTHxWIDTH, e.g. 20x16")
+        if d not in DEPTHS or w < 1:
+            p.error(f"--{key} {getattr(cfg, key)!r}: depth must be one of {', '.join(map(str, DEPTHS))}, width >= 1")
     return cfg
 
 
@@ -158,7 +163,10 @@ def run_row(r: dict, cfg: BenchConfig, dataset: str, run_dir: Path) -> dict:
         cmd = [sys.executable, str(TRAIN), *args]
     env = dict(os.environ, OMP_NUM_THREADS=str(r["threads"]), PYTHONUNBUFFERED="1")
     t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=cfg.timeout)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=cfg.timeout)
+    except subprocess.TimeoutExpired:  # one slow row must not lose the rows measured before it
+        return {**r, "skip": f"timed out after {cfg.timeout} s (--timeout)", "cmd": " ".join(cmd)}
     wall = time.time() - t0
     if p.returncode != 0:
         tail = (p.stderr.strip().splitlines() or ["?"])[-1]
@@ -228,8 +236,8 @@ def write_report(rows: list[dict], cfg: BenchConfig, dataset: str, header: dict)
         + f"; {cfg.epochs} epochs per row, the fastest after the first reported; per-worker batch {cfg.batch_size}",
         "- images/s = training images per second over the measured epoch (no evaluation); speed-up = over the"
         " baseline row of the same group and network",
-        "- scaling efficiency = T_N / (N * T_1), T = images/s, N = workers (processes or threads), weak scaling"
-        " (per-worker batch fixed); 1.00 = perfect", "",
+        "- scaling efficiency = T_N / (N * T_1), T = images/s, N = workers; processes: weak scaling (per-process"
+        " batch fixed), threads: strong scaling (one process's batch split over the threads); 1.00 = perfect", "",
         "| device | network (depth x width) | run | images/s | epoch time (s) | speed-up | scaling eff. | GPU util % | MFU % | peak mem (MiB) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

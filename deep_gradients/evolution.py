@@ -5,6 +5,7 @@ the learning process": the update-to-weight ratio log10(lr * ||g|| / ||w||) (hea
 each layer moved from its initialisation, and dead ReLUs. train.py drives it:
 
     rec = Recorder(model, out_dir, every)   # saves OUT/init.pt (the weights before any step)
+    (resume=True, for train.py --resume: keeps OUT/init.pt and appends to the .jsonl files)
     ... loss.backward(); rec.on_step(step, epoch, lr); optimizer.step() ...
     rec.close()
 
@@ -76,21 +77,25 @@ class Recorder:
     """Records per-layer statistics of `model` every `every` steps into `out_dir` (see module docstring)."""
 
     def __init__(self, model: nn.Module, out_dir: str, every: int = 10, hist_steps=(), bins: int = 60,
-                 save_init: bool = True):
+                 save_init: bool = True, resume: bool = False):
         self.model, self.out_dir, self.every, self.bins = model, out_dir, max(1, int(every)), bins
         self.hist_steps = set(hist_steps)
         os.makedirs(out_dir, exist_ok=True)
-        if save_init:  # analyze.py draws the first-layer filters at init next to the trained ones
-            save_atomic({"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}},
-                        os.path.join(out_dir, "init.pt"))
+        init_path = os.path.join(out_dir, "init.pt")
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.init = {n: p.detach().clone() for n, p in self.params.items()}
+        if resume and os.path.isfile(init_path):  # the model holds trained weights: w0 is the saved init
+            saved = torch.load(init_path, map_location="cpu", weights_only=True)["model"]
+            self.init = {n: saved[n].to(p.device, p.dtype) for n, p in self.params.items()}
+        elif save_init:  # analyze.py draws the first-layer filters at init next to the trained ones
+            save_atomic({"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}, init_path)
         self.bns = {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
         self.acts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.hooks = [m.register_forward_hook(self._hook(n)) for n, m in model.named_modules()
                       if isinstance(m, nn.ReLU)]
-        self.evo = open(os.path.join(out_dir, "evolution.jsonl"), "w")
-        self.hist = open(os.path.join(out_dir, "histograms.jsonl"), "w")
+        mode = "a" if resume else "w"  # a resumed run continues the records of the interrupted one
+        self.evo = open(os.path.join(out_dir, "evolution.jsonl"), mode)
+        self.hist = open(os.path.join(out_dir, "histograms.jsonl"), mode)
         self.seen_epochs: set = set()
         self.calls = 0
 
@@ -106,10 +111,9 @@ class Recorder:
     @torch.no_grad()
     def on_step(self, step: int, epoch: int, lr: float) -> None:
         """Call after loss.backward() and before optimizer.step(): grads are fresh, weights not yet moved."""
-        first = self.calls == 0
         self.calls += 1
         self.last_step, self.last_epoch = step, epoch
-        if first or step % self.every == 0:
+        if step % self.every == 0:  # step 0 included; the same steps whether or not the run was resumed
             self._write_stats(step, epoch, lr)
         if epoch not in self.seen_epochs or step in self.hist_steps:
             self.seen_epochs.add(epoch)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import urllib.error
@@ -105,7 +106,7 @@ def download(data_dir: str | os.PathLike, mirrors: tuple[str, ...] | None = None
                     continue
                 os.replace(tmp, path)  # never leave a half-written file under the real name
                 break
-            except (urllib.error.URLError, OSError, ValueError) as e:
+            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:  # incl. a cut-off body
                 errors.append(f"{url}: {getattr(e, 'reason', e)}")
             finally:
                 tmp.unlink(missing_ok=True)

@@ -358,8 +358,8 @@ def parse_args(argv=None) -> ScratchConfig:
         bad = f"--dataset {cfg.dataset!r} is not supported; allowed: digits, mnist"
     elif cfg.depth not in model_lib.DEPTHS:
         bad = f"--depth {cfg.depth} is not supported; allowed: {sorted(model_lib.DEPTHS)}"
-    elif cfg.steps < 1 or cfg.batch_size < 2 or cfg.width < 1:
-        bad = "--steps and --width must be >= 1 and --batch-size >= 2"
+    elif cfg.steps < 1 or cfg.batch_size < 2 or cfg.width < 1 or cfg.log_every < 1:
+        bad = "--steps, --width and --log-every must be >= 1 and --batch-size >= 2"
     elif not cfg.lr > 0:
         bad = f"--lr {cfg.lr} must be > 0"
     if bad:

@@ -89,7 +89,8 @@ class Config:
 
 CHOICES = {"dataset": mnist.DATASETS, "optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine", "constant"),
            "amp": ("none", "bf16", "fp16"), "compile_mode": ("default", "reduce-overhead", "max-autotune")}
-ARCH_KEYS = ("depth", "width", "batch_norm", "residual", "dataset")  # must match when resuming
+# must match when resuming: the architecture, and what fixes the sequence of steps (batches, shifts, LR schedule)
+RESUME_KEYS = ("depth", "width", "batch_norm", "residual", "dataset", "train_subset", "batch_size", "epochs", "seed")
 # dense peak FLOP/s by GPU name fragment: (16-bit tensor cores, TF32). cuDNN convs run in TF32 by default.
 PEAK_FLOPS = {"H200": (989e12, 495e12), "H100 PCIe": (756e12, 378e12), "H100": (989e12, 495e12),
               "A100": (312e12, 156e12), "L4": (121e12, 60e12), "A10": (125e12, 62.5e12)}
@@ -110,6 +111,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= 1")
     if cfg.lr <= 0:
         raise ConfigError(f"--lr {cfg.lr} must be > 0")
+    if cfg.momentum < 0 or cfg.weight_decay < 0:
+        raise ConfigError(f"--momentum {cfg.momentum} and --weight-decay {cfg.weight_decay} must be >= 0")
     if not 0 <= cfg.warmup_frac < 1:
         raise ConfigError(f"--warmup-frac {cfg.warmup_frac} must be in [0, 1)")
     for key in ("train_subset", "augment", "log_every", "record_every", "threads", "stop_after"):
@@ -287,9 +290,15 @@ def setup_distributed(cfg: Config):
         raise ConfigError(f"--device {cfg.device} asked for CUDA but torch sees no CUDA device; use --device cpu")
     if want not in ("cpu", "cuda") and not want.startswith("cuda:"):
         raise ConfigError(f"--device {cfg.device!r} is not allowed; one of auto, cpu, cuda, cuda:N")
+    if want.startswith("cuda:") and ddp and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"--device {cfg.device} would put every process of this node on one GPU; under torchrun "
+                          "use --device cuda (process i takes cuda:LOCAL_RANK)")
     if want == "cuda":
         want = f"cuda:{local_rank}"  # one GPU per process
-    device = torch.device(want)
+    try:
+        device = torch.device(want)
+    except RuntimeError:  # e.g. cuda:x
+        raise ConfigError(f"--device {cfg.device!r} is not a device; one of auto, cpu, cuda, cuda:N") from None
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if ddp:
@@ -371,10 +380,14 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
     if cfg.resume:
         if not ckpt_path.exists():
             raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        for key in ARCH_KEYS:
-            if ck["config"][key] != getattr(cfg, key):
-                raise ConfigError(f"--resume: checkpoint has {key}={ck['config'][key]!r}, this run {getattr(cfg, key)!r}")
+        try:
+            ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+        except Exception as e:  # truncated, not a checkpoint, or unpickling refused
+            raise ConfigError(f"--resume: cannot read {ckpt_path} ({type(e).__name__})") from None
+        for key in RESUME_KEYS:
+            if ck["config"].get(key) != getattr(cfg, key):
+                raise ConfigError(f"--resume: checkpoint has {key}={ck['config'].get(key)!r}, this run "
+                                  f"{getattr(cfg, key)!r}; a resumed run must repeat {', '.join(RESUME_KEYS)}")
         raw_model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         start_epoch, history = ck["epoch"], ck["history"]
@@ -382,7 +395,7 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
         if cuda and "cuda" in ck["rng"]:
             torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu())
 
-    model = DDP(raw_model, device_ids=[local_rank] if cuda else None) if world > 1 else raw_model
+    model = DDP(raw_model, device_ids=[device.index] if cuda else None) if world > 1 else raw_model
     if cfg.compile:
         model = torch.compile(model, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
@@ -391,7 +404,8 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
         return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
 
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    recorder = Recorder(raw_model, str(out), every=cfg.record_every) if (cfg.record_every and master) else None
+    recorder = (Recorder(raw_model, str(out), every=cfg.record_every, resume=start_epoch > 0)
+                if (cfg.record_every and master) else None)
     sampler = UtilSampler(device)
     peak = peak_flops(device, cfg.amp)
     if master:
@@ -440,6 +454,8 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
             else:
                 loss.backward()
             if recorder is not None:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # the recorder must see the true gradients; scaler.step knows
                 recorder.on_step(step, epoch, lr)
             if scaler is not None:
                 scaler.step(optimizer)

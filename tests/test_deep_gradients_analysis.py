@@ -13,12 +13,14 @@ def mods(load_module):
     return {n: load_module("deep_gradients", n) for n in ("train", "evolution", "analyze", "ablate", "model")}
 
 
+TINY = dict(dataset="digits", train_subset=192, epochs=2, batch_size=32, depth=8, width=4, record_every=2,
+            progress=False)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(mods, tmp_path_factory):
     out = tmp_path_factory.mktemp("dg_run")
-    cfg = mods["train"].Config(dataset="digits", train_subset=192, epochs=2, batch_size=32, depth=8, width=4,
-                               record_every=2, out_dir=str(out), progress=False)
-    mods["train"].run(cfg)  # 6 steps per epoch, steps 0..11
+    mods["train"].run(mods["train"].Config(**TINY, out_dir=str(out)))  # 6 steps per epoch, steps 0..11
     return out
 
 
@@ -62,6 +64,24 @@ def test_recorder_writes_every_layer(mods, tiny_run):
     ref = mods["model"].ResNet(depth=8, width=4).state_dict()
     for k, v in ref.items():
         assert torch.equal(init[k], v), k
+
+
+def test_recorder_resumed_run_continues_the_records(mods, tiny_run, tmp_path):
+    tr = mods["train"]
+    tr.run(tr.Config(**TINY, out_dir=str(tmp_path), stop_after=1))  # "preempted" after epoch 1 ...
+    tr.run(tr.Config(**TINY, out_dir=str(tmp_path), resume=True))  # ... and resumed
+    init, ref = (torch.load(d / "init.pt", weights_only=True)["model"] for d in (tmp_path, tiny_run))
+    assert all(torch.equal(init[k], ref[k]) for k in ref)  # still the weights before the first step
+    rows, ref_rows = (mods["evolution"].read_jsonl(str(d / "evolution.jsonl")) for d in (tmp_path, tiny_run))
+    assert [r["step"] for r in rows] == list(range(0, 12, 2))  # both invocations' records, none twice
+    assert rows == ref_rows  # same numbers as the uninterrupted run: rel_change is still measured from init
+
+
+def test_analyze_plots_a_run_without_evaluation(mods, tmp_path):
+    an = mods["analyze"]
+    res = {"train_curve": [[0, 2.3], [5, 1.9]], "epochs": [{"epoch": 1, "train_loss": 2.0}], "final_test_acc": None}
+    assert an.plot_loss(res, str(tmp_path / "loss.png"))  # train.py --no-eval: no test accuracy, no crash
+    assert an._pct(None) == "n/a" and an._pct(0.9912) == "99.12%"
 
 
 def test_analyze_writes_the_whole_report(mods, tiny_run, tmp_path):

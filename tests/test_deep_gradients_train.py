@@ -74,12 +74,28 @@ def test_resume_is_bitwise_exact(tr, tmp_path):
     assert part["train_curve"] == full["train_curve"]
 
 
+def test_resume_rejects_flags_that_change_the_steps(tr, tmp_path):
+    tr.run(cfg(tr, tmp_path, epochs=3, stop_after=1, eval=False))
+    for change, needle in [(dict(batch_size=32), "batch_size=64"), (dict(epochs=4), "epochs=3"),
+                           (dict(train_subset=128), "train_subset=256"), (dict(width=8), "width=4"),
+                           (dict(seed=1), "seed=0")]:
+        with pytest.raises(tr.ConfigError, match=needle):  # would silently re-index the steps and the LR schedule
+            tr.run(cfg(tr, tmp_path, **{"epochs": 3, "resume": True, "eval": False, **change}))
+
+
+def test_resume_unreadable_checkpoint_one_line(tr, tmp_path, capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "ckpt.pt").write_bytes(b"half a checkpoint")
+    code, err = run_main(tr, ["--out-dir", str(tmp_path / "o"), "--resume", "--depth", "8"], capsys)
+    assert code == 2 and "cannot read" in err and len(err.splitlines()) == 1, err
+
+
 def test_architecture_switches_reach_the_model(tr, tmp_path, monkeypatch):
     seen = {}
 
     class FakeRecorder:  # stands in for evolution.Recorder: check the hook order train.py promises
-        def __init__(self, model, out_dir, every):
-            seen["init"] = (type(model).__name__, every)
+        def __init__(self, model, out_dir, every, resume=False):
+            seen["init"] = (type(model).__name__, every, resume)
             seen["steps"] = []
 
         def on_step(self, step, epoch, lr):
@@ -91,14 +107,14 @@ def test_architecture_switches_reach_the_model(tr, tmp_path, monkeypatch):
 
     orig_init = FakeRecorder.__init__
 
-    def init(self, model, out_dir, every):
-        orig_init(self, model, out_dir, every)
+    def init(self, model, out_dir, every, resume=False):
+        orig_init(self, model, out_dir, every, resume)
         self.model_params = list(model.parameters())
 
     FakeRecorder.__init__ = init
     monkeypatch.setattr(tr, "Recorder", FakeRecorder)
     res = tr.run(cfg(tr, tmp_path, epochs=2, batch_norm=False, residual=False, record_every=3, eval=False))
-    assert seen["init"] == ("ResNet", 3) and seen["closed"]
+    assert seen["init"] == ("ResNet", 3, False) and seen["closed"]
     assert [s[0] for s in seen["steps"]] == list(range(8)) and all(s[3] for s in seen["steps"])  # after backward
     assert seen["steps"][4][1] == 1 and seen["steps"][0][2] > 0
     sd = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["model"]
@@ -120,6 +136,7 @@ def run_main(tr, argv, capsys):
     (["--sync-bn", "--device", "cpu"], ("--sync-bn", "cuda")),
     (["--schedule", "step"], ("--schedule", "onecycle")),
     (["--batch-size", "0"], ("--batch-size 0", ">= 1")),
+    (["--momentum", "-0.9"], ("--momentum -0.9", ">= 0")),
     (["--epochs", "many"], ("--epochs", "many")),
     (["--resume"], ("--resume", "no checkpoint")),
     (["--dataset", "cifar10"], ("--dataset", "digits, mnist")),
@@ -159,6 +176,10 @@ def test_gpu_run_reports_utilization_memory_and_mfu(tr, tmp_path):
     assert ep["train_loss"] < res["epochs"][0]["train_loss"] + 1.0 and 0 <= res["final_test_acc"] <= 1
     host = tr.run(cfg(tr, tmp_path, "host", epochs=2, device="cuda", data_on_device=False))
     assert len(host["epochs"]) == 2
+    tr.run(cfg(tr, tmp_path, "fp16", epochs=1, device="cuda", amp="fp16", record_every=1))
+    rows = [json.loads(line) for line in (tmp_path / "fp16" / "evolution.jsonl").read_text().splitlines()]
+    g = [r["params"]["fc.weight"]["g_norm"] for r in rows if r["params"]["fc.weight"]["g_norm"] is not None]
+    assert g and max(g) < 100  # the recorder sees unscaled gradients (the GradScaler's factor starts at 65536)
 
 
 def test_benchmark_plan_and_scaling_formula(load_module):
@@ -175,3 +196,19 @@ def test_benchmark_plan_and_scaling_formula(load_module):
             dict(group="cpu", net="8x16", name="2 procs", scale=2, images_per_s=150.0)]
     bench.derive(fake)
     assert fake[1]["speedup"] == pytest.approx(1.5) and fake[1]["scaling_eff"] == pytest.approx(0.75)  # T_N/(N*T_1)
+
+
+def test_benchmark_row_that_times_out_is_skipped_not_fatal(load_module, tmp_path, monkeypatch):
+    bench = load_module("deep_gradients", "benchmark")
+    cfg = bench.parse_args(["--quick", "--timeout", "7"])
+
+    def too_slow(cmd, **kw):
+        raise bench.subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(bench.subprocess, "run", too_slow)
+    row = bench.plan(cfg, n_gpus=0, cores=1)[0]
+    out = bench.run_row(row, cfg, "digits", tmp_path)  # the rows measured before it are kept
+    assert "timed out after 7 s" in out["skip"] and "images_per_s" not in out
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--small", "18x16"])
+    assert e.value.code == 2
