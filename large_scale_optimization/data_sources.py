@@ -14,6 +14,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,7 @@ def download(url: str, dest: Path, expected_md5: str):
         got = md5(Path(tmp))
         if got != expected_md5:
             raise DataError(f"downloaded {url} has md5 {got}, expected {expected_md5}")
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the data folder is often shared
         os.replace(tmp, dest)
     except OSError as e:  # URLError is an OSError: offline, DNS, 404, ...
         raise DataError(f"cannot download {url} into {dest.parent} ({e}); put the MNIST .gz files there "
@@ -185,17 +187,22 @@ def load_file(path: str | Path, test_size: float = 0.25) -> Dataset:
         raise DataError(f"--data {path}: no such file")
     name = path.name
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            if {"X_train", "y_train"} <= keys:
-                X_tr, y_tr = z["X_train"], z["y_train"]
-                if {"X_test", "y_test"} <= keys:
-                    return finish(name, X_tr, y_tr, z["X_test"], z["y_test"])
-            elif {"X", "y"} <= keys:
-                X_tr, y_tr = z["X"], z["y"]
-            else:
-                raise DataError(f"{path}: expected keys X_train, y_train [X_test, y_test] or X, y; "
-                                f"found {sorted(keys)}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                z = {key: z[key] for key in z.files}
+        except (OSError, ValueError, TypeError, zipfile.BadZipFile) as e:  # not a zip, object arrays, a .npy
+            raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        keys = set(z)
+        if {"X_train", "y_train"} <= keys:
+            X_tr, y_tr = z["X_train"], z["y_train"]
+            if {"X_test", "y_test"} <= keys:
+                return finish(name, X_tr, y_tr, z["X_test"], z["y_test"])
+        elif {"X", "y"} <= keys:
+            X_tr, y_tr = z["X"], z["y"]
+        else:
+            raise DataError(f"{path}: expected keys X_train, y_train [X_test, y_test] or X, y; "
+                            f"found {sorted(keys)}")
     elif path.suffix == ".csv":
         with open(path) as f:
             first = f.readline()

@@ -13,7 +13,7 @@ sparsity in an orthonormal DCT / Haar basis. Methods:
       Teboulle's FGP, 2009), on the PRIMAL for l1 (the prox is soft thresholding); restart is the
       gradient scheme of O'Donoghue & Candes, "Adaptive Restart for Accelerated Gradient Schemes", 2015
   exact      Condat's direct algorithm (tv1d, tv.py) or the closed-form soft threshold (l1)
-  chambolle  scikit-image's denoise_tv_chambolle with its defaults (tv2d; weight = lam, same objective)
+  chambolle  scikit-image's denoise_tv_chambolle with its defaults (tv2d --tv iso; weight = lam, same objective)
 f* comes from the exact solver, or for tv2d from a long fista-restart run whose duality gap certifies it.
 """
 from __future__ import annotations
@@ -385,7 +385,9 @@ def lam_sweep(cfg: Config, clean: np.ndarray, y: np.ndarray, lam: float) -> dict
 
 def run(cfg: Config, progress: bool = True) -> dict:
     lam = DEFAULT_LAM[cfg.problem] if cfg.lam is None else cfg.lam
-    methods = list(METHODS[cfg.problem]) if cfg.methods == ["all"] else cfg.methods
+    methods = list(METHODS[cfg.problem] if cfg.methods == ["all"] else cfg.methods)
+    if cfg.problem == "tv2d" and cfg.tv != "iso" and "chambolle" in methods:
+        methods.remove("chambolle")  # skimage's Chambolle is isotropic TV: another objective than ours
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -643,11 +645,16 @@ def parse_args(argv=None) -> Config:
         raise UserError(f"--sigma must be a finite number >= 0, got {cfg.sigma:g}")
     if cfg.n < 2 or cfg.iters < 1:
         raise UserError(f"--n must be >= 2 and --iters >= 1, got n={cfg.n}, iters={cfg.iters}")
+    if cfg.ref_iters < 1:
+        raise UserError(f"--ref-iters must be >= 1, got {cfg.ref_iters}")
     if cfg.methods != ["all"]:
         bad = [m for m in cfg.methods if m not in METHODS[cfg.problem]]
         if bad:
             raise UserError(f"unknown method {bad[0]!r} for --problem {cfg.problem}; "
                             f"choose from {', '.join(METHODS[cfg.problem])} or all")
+        if "chambolle" in cfg.methods and cfg.tv != "iso":
+            raise UserError("method chambolle (skimage's denoise_tv_chambolle) solves the isotropic "
+                            "problem only; use --tv iso")
     return cfg
 
 

@@ -42,7 +42,9 @@ def project_box(p: np.ndarray, lam: float, out: Optional[np.ndarray] = None) -> 
 def project_discs(p: np.ndarray, lam: float, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Projection of p (G, ...) onto {||p[:, j]||_2 <= lam for every j}: the dual set of the l2,1 norm."""
     norm = np.sqrt((p * p).sum(axis=0))  # (...)
-    return np.divide(p, np.maximum(1.0, norm / lam), out=out)
+    # p * lam / max(lam, ||p||): written without norm / lam, which is 0/0 = nan where lam = 0 and p = 0
+    scale = np.divide(lam, np.maximum(norm, lam), out=np.zeros_like(norm), where=norm > 0)
+    return np.multiply(p, scale, out=out)
 
 
 def group_soft_threshold(v: np.ndarray, t: float) -> np.ndarray:

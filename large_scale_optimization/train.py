@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -57,17 +58,17 @@ class Config:
     dataset: str = "digits"  # digits | mnist | synthetic
     data_dir: str | None = None  # folder of the MNIST IDX .gz files (downloaded there if missing)
     data: str | None = None  # your own .csv / .npz (see data_sources.load_file); overrides --dataset
-    methods: str = ",".join(METHODS)
+    methods: str = ",".join(METHODS)  # comma-separated, any of METHODS
     lam: float = 1e-4  # L2 strength; sklearn's C = 1 / (n lam)
     passes: float = 15.0  # budget of effective passes for the first-order methods
-    seed: int = 0
-    out_dir: str = "out/lso_logreg"
+    seed: int = 0  # stochastic methods, subsampled Hessian, synthetic data (not the digits / file split)
+    out_dir: str = "out/lso_logreg"  # results.json and the PNG plots
     batch_size: int = 128  # minibatch_sgd / minibatch_gd
     svrg_inner: float = 2.0  # inner loop length m = svrg_inner * n
     svrg_step: float = 1.0  # eta = svrg_step / L_max (0.1, the theory-safe choice, is far slower: README)
-    svrg_snapshot: str = "last"  # last | average (option I / II of Johnson & Zhang)
+    svrg_snapshot: str = "last"  # last (Johnson & Zhang's option I) | average (of the inner iterates, Prox-SVRG)
     newton_tol: float = 1e-10  # stop Newton / Newton-CG (and the f* solve) at ||grad f|| <= this
-    newton_max_iter: int = 50
+    newton_max_iter: int = 50  # Newton / Newton-CG iteration cap
     precondition: str = "auto"  # newton_cg: auto | subsampled | none (see newton_cg)
     switch_after: int = 10  # newton_cg auto: CG iterations that trigger the subsampled Hessian
     hvp_float32: bool = True  # newton_cg: Hessian-vector products on a float32 copy of X
@@ -77,7 +78,7 @@ class Config:
     d: int = 50  # synthetic: features
     classes: int = 5  # synthetic: K
     cond: float = 100.0  # synthetic: condition number of the feature covariance
-    plots: bool = True
+    plots: bool = True  # write the four PNGs
 
 
 class UserError(ValueError):
@@ -394,7 +395,7 @@ def svrg(prob, W, cfg, tr, rng):
     kept (n x K floats) and each inner step costs ONE new sample gradient (counted as one)."""
     X, y, lam, n = prob.X, prob.y, prob.lam, prob.n
     eta = cfg.svrg_step / prob.L_max
-    m = int(cfg.svrg_inner * n)
+    m = max(1, int(cfg.svrg_inner * n))
     WT = np.asfortranarray(W.T)  # (D, K)
     while tr.passes < cfg.passes:
         W_snap = np.ascontiguousarray(WT.T)  # (K, D)
@@ -403,6 +404,7 @@ def svrg(prob, W, cfg, tr, rng):
         tr.spend(n)
         drift = np.asfortranarray((eta * (lam * W_snap - mu)).T)  # constant part of the update (D, K)
         W_avg = np.zeros_like(WT)
+        t = 0
         for t, i in enumerate(rng.integers(0, n, m), start=1):
             x = X[i]
             d = softmax(x @ WT) - P_snap[i]  # (K,)
@@ -418,8 +420,8 @@ def svrg(prob, W, cfg, tr, rng):
                 break
         if cfg.svrg_snapshot == "average":
             WT = np.asfortranarray(W_avg / t)
-        if m % n:
-            tr.spend(m % n)
+        if t % n:  # steps since the last record (m not a multiple of n); not m % n: the budget may cut the loop
+            tr.spend(t % n)
             tr.record(WT.T)
     return np.ascontiguousarray(WT.T)
 
@@ -453,6 +455,7 @@ def write_json(path: Path, obj):
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600: results would be unreadable to anyone else
     os.replace(tmp, path)
 
 
@@ -510,16 +513,30 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def field_help(cls) -> dict:
+    """{field: the comment after it} for a dataclass, so --help says what Config says (argparse shows no
+    default for an option without help text)."""
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        name, sep, rest = line.strip().partition(":")
+        if sep and "#" in rest and name.isidentifier():
+            out[name] = rest.split("#", 1)[1].strip()
+    return out
+
+
 def parse_args(argv=None) -> Config:
     parser = OneLineParser(description=__doc__.split("\n\n")[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    helps = field_help(Config)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=helps.get(f.name, "-"))
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            parser.add_argument(flag, type=kind, default=f.default, metavar=f.name.upper())
+            parser.add_argument(flag, type=kind, default=f.default, metavar=f.name.upper(),
+                                help=helps.get(f.name, "-"))
     return Config(**vars(parser.parse_args(argv)))
 
 
@@ -534,8 +551,8 @@ def check_config(cfg: Config) -> list[str]:
     if not cfg.lam > 0:
         raise UserError(f"--lam must be > 0, got {cfg.lam} (Newton, and the f* it computes, need a "
                         f"strongly convex objective)")
-    if cfg.passes <= 0 or cfg.batch_size < 1 or cfg.svrg_inner <= 0 or cfg.svrg_step <= 0:
-        raise UserError("--passes, --batch-size, --svrg-inner and --svrg-step must be positive")
+    if cfg.passes <= 0 or cfg.batch_size < 1 or cfg.svrg_inner <= 0 or cfg.svrg_step <= 0 or cfg.threads < 1:
+        raise UserError("--passes, --batch-size, --svrg-inner, --svrg-step and --threads must be positive")
     if cfg.precondition not in ("auto", "subsampled", "none"):
         raise UserError(f"unknown --precondition {cfg.precondition!r}; allowed: auto, subsampled, none")
     if cfg.svrg_snapshot not in ("last", "average"):

@@ -8,7 +8,7 @@ tight is emitted and the scan restarts just after it. Worst case O(n^2), linear 
 
 Pure Python on purpose (no compiler, no numba): the hot loop works on a Python list with every
 variable local, and emits (segment end, value) pairs instead of writing samples one by one; NumPy then
-expands them with np.repeat. About 0.2 s of CPU for n = 1e6 here (DENOISING.md); the reference C
+expands them with np.repeat. About 0.26 s of CPU for n = 1e6 here (DENOISING.md); the reference C
 implementation is ~30 ms.
 """
 from __future__ import annotations

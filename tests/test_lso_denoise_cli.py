@@ -41,7 +41,7 @@ def tiny_png(tmp_path):
 
 def test_tv2d_on_a_user_png(run_script, tmp_path, tiny_png):
     out = tmp_path / "tv2d"
-    r = run_script(SCRIPT, "--problem", "tv2d", "--tv", "aniso", "--image", tiny_png, "--methods", "fista",
+    r = run_script(SCRIPT, "--problem", "tv2d", "--tv", "iso", "--image", tiny_png, "--methods", "fista",
                    "chambolle", "--iters", "300", "--ref-iters", "1000", "--lam-sweep", "0", "--out-dir", out)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
@@ -61,6 +61,26 @@ def test_l1_haar_in_process(load_module, tmp_path, tiny_png):
     assert m["ista"]["iters"] == 1 and abs(m["ista"]["primal"] - m["exact"]["primal"]) < 1e-9
     assert 0 < m["subgrad-polyak"]["rel_objective_gap"] < 0.5 and m["subgrad-polyak"]["rel_duality_gap"] > 0
     assert len(res["sweep"]["psnr"]) == 3
+
+
+def test_chambolle_is_isotropic_only_and_ref_iters_checked(load_module):
+    """skimage's Chambolle solves isotropic TV: asked for with --tv aniso it is an error (its 'P - f*' would
+    be measured on another objective), and 'all' leaves it out there."""
+    denoise = load_module("large_scale_optimization", "denoise")
+    with pytest.raises(denoise.UserError, match="isotropic"):
+        denoise.parse_args(["--problem", "tv2d", "--tv", "aniso", "--methods", "fista", "chambolle"])
+    with pytest.raises(denoise.UserError, match="--ref-iters"):
+        denoise.parse_args(["--problem", "tv2d", "--ref-iters", "0"])
+    cfg = denoise.parse_args(["--problem", "tv2d", "--tv", "iso", "--methods", "chambolle"])
+    assert cfg.methods == ["chambolle"]
+
+
+def test_tv2d_aniso_all_methods_skip_chambolle(load_module, tmp_path, tiny_png):
+    denoise = load_module("large_scale_optimization", "denoise")
+    cfg = denoise.parse_args(["--problem", "tv2d", "--tv", "aniso", "--image", str(tiny_png), "--iters", "20",
+                              "--ref-iters", "200", "--lam-sweep", "0", "--out-dir", str(tmp_path)])
+    res = denoise.run(cfg, progress=False)
+    assert "chambolle" not in res["methods"] and "fista" in res["methods"]
 
 
 def test_bad_inputs_exit_2_with_one_line(run_script, clean_error, tmp_path):

@@ -55,6 +55,19 @@ def test_box_and_disc_projections_are_nearest_points(prox):
         np.testing.assert_allclose(prox.project_box(v, lam), box, atol=1e-6)
 
 
+def test_disc_projection_at_lam_zero_has_no_nan(prox, load_module):
+    """lam = 0 (allowed on the command line): the discs shrink to points, so p = 0, even where p is already 0
+    (the old norm / lam form gave 0/0 = nan there, and the nan spread through dual FISTA on flat regions)."""
+    p = np.zeros((2, 3, 3))
+    p[:, 0, 0] = [1.0, -2.0]
+    np.testing.assert_array_equal(prox.project_discs(p, 0.0), np.zeros_like(p))
+    denoise = load_module("large_scale_optimization", "denoise")
+    y = np.kron(np.eye(2), np.ones((4, 4)))  # flat blocks: exact zeros in the image gradient
+    tr = denoise.prox_gradient(prox.tv2d_problem(y, 0.0, isotropic=True), 5, accel=True, restart=True)
+    np.testing.assert_array_equal(tr.x, y)  # lam = 0: the answer is the data itself
+    assert tr.gap[-1] == 0.0
+
+
 def test_group_soft_threshold_is_the_l21_prox(prox):
     rng = np.random.default_rng(2)
     for t in (0.2, 1.0):

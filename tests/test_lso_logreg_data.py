@@ -6,7 +6,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_lso_logreg_model import PROJECT, load_lso
+from test_lso_logreg_model import load_lso
 
 SCRIPT = "large_scale_optimization/train.py"
 MNIST = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -92,6 +92,11 @@ def bad_input_args(case, tmp_path):
     elif case == "nan":
         X[3, 1] = np.nan
         needles = ["nan"]
+    elif case == "npz":
+        (tmp_path / "bad.npz").write_text("not a zip archive")
+        return ["--data", tmp_path / "bad.npz"], ["bad.npz", "not a readable .npz"]
+    elif case == "threads":
+        return ["--threads", "0"], ["--threads", "positive"]
     elif case == "filetype":
         (tmp_path / "data.txt").write_text("0,1\n1,2\n")
         return ["--data", tmp_path / "data.txt"], ["unknown file type", ".csv, .npz"]
@@ -107,7 +112,8 @@ def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_
     assert not (tmp_path / "out" / "results.json").exists()
 
 
-@pytest.mark.parametrize("case", ["method", "dataset", "lam", "labels", "shapes", "nan", "flag", "filetype"])
+@pytest.mark.parametrize("case", ["method", "dataset", "lam", "labels", "shapes", "nan", "flag", "filetype", "npz",
+                                  "threads"])
 def test_bad_input_exits_2_with_one_line(case, load_module, clean_error, capsys, tmp_path):
     """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
     train = load_lso(load_module, "train")

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from test_lso_logreg_model import PROJECT, load_lso
+from test_lso_logreg_model import load_lso
 
 
 @pytest.fixture(scope="module")
@@ -58,28 +58,66 @@ def test_outputs_table_and_plots(run):
     r, res, out = run
     for name in ("gap_vs_passes.png", "gap_vs_time.png", "newton_grad_norm.png", "test_acc_vs_passes.png"):
         assert (out / name).stat().st_size > 10_000, name
+    assert (out / "results.json").stat().st_mode & 0o044 == 0o044  # readable by others (mkstemp makes 0600)
     table = r.stdout[r.stdout.index("rel gap"):]
     for name in res["methods"]:
         assert name in table
     assert "pass" in r.stdout  # per-pass progress lines
 
 
-def test_svrg_snapshot_average_and_minibatch_sampling(load_module):
-    """SVRG option II and the two minibatch samplers run and make progress on a small synthetic problem."""
+def test_svrg_snapshot_average_and_minibatch_sampling(load_module, synthetic_prob):
+    """SVRG with the averaged snapshot and the two minibatch samplers run and make progress on a small
+    synthetic problem."""
     train = load_lso(load_module, "train")
-    data_sources = load_lso(load_module, "data_sources")
-    d = data_sources.make_synthetic(n=400, d=10, K=3, cond=10, seed=0)
+    for method, extra in [("svrg", dict(svrg_snapshot="average")), ("minibatch_sgd", {}), ("minibatch_gd", {})]:
+        recs = run_method(train, synthetic_prob, method, passes=10, batch_size=32, **extra)
+        assert recs[-1]["gap"] < 0.2 * recs[0]["gap"], method
+
+
+@pytest.fixture(scope="module")
+def synthetic_prob(load_module):
+    """n = 400, D = 11, K = 3, lam = 1e-3, with L, L_max and f*."""
+    train = load_lso(load_module, "train")
+    d = load_lso(load_module, "data_sources").make_synthetic(n=400, d=10, K=3, cond=10, seed=0)
     prob = train.Problem(d.X_train, d.y_train, d.X_test, d.y_test, 1e-3)
     prob.L, prob.L_max = load_lso(load_module, "model").smoothness(prob.X, prob.lam)
     _, prob.f_star, *_ = train.solve_reference(prob, train.Config(), np.random.default_rng(0))
-    for method, extra in [("svrg", dict(svrg_snapshot="average")), ("minibatch_sgd", {}), ("minibatch_gd", {})]:
-        cfg = train.Config(passes=10, batch_size=32, **extra)
-        tr = train.Tracker(method, prob, verbose=False)
-        W0 = np.zeros(prob.shape)
-        tr.record(W0)
-        tr.start()
-        train.SOLVERS[method](prob, W0, cfg, tr, np.random.default_rng(0))
-        assert tr.records[-1]["gap"] < 0.2 * tr.records[0]["gap"], method
+    return prob
+
+
+def run_method(train, prob, method, **cfg):
+    tr = train.Tracker(method, prob, verbose=False)
+    W0 = np.zeros(prob.shape)
+    tr.record(W0)
+    tr.start()
+    train.SOLVERS[method](prob, W0, train.Config(**cfg), tr, np.random.default_rng(0))
+    return tr.records
+
+
+def test_svrg_charges_only_the_inner_steps_it_takes(load_module, synthetic_prob):
+    """m = 1.5 n, budget 4 passes: snapshot (1) + n steps -> record at 2, + n/2 steps -> 2.5; snapshot (3.5)
+    + n steps -> 4.5 and the budget stops the loop. Nothing more is charged or recorded after that."""
+    train = load_lso(load_module, "train")
+    recs = run_method(train, synthetic_prob, "svrg", passes=4, svrg_inner=1.5)
+    assert [r["passes"] for r in recs] == [0.0, 2.0, 2.5, 4.5]
+    for snapshot in ("last", "average"):  # an inner loop shorter than one step per outer loop still runs
+        assert run_method(train, synthetic_prob, "svrg", passes=2, svrg_inner=1e-6, svrg_snapshot=snapshot)
+
+
+def test_preconditioners(load_module, synthetic_prob):
+    """The Kronecker preconditioner is the exact inverse of the W = 0 Hessian; Newton-CG reaches the same
+    f* with each preconditioning choice."""
+    train = load_lso(load_module, "train")
+    model = load_lso(load_module, "model")
+    prob = synthetic_prob
+    K, D = prob.shape
+    apply, _ = train.kronecker_preconditioner(prob.X, prob.lam, K)
+    H0 = model.hessian(np.zeros((K, D)), prob.X, prob.y, prob.lam)
+    V = np.random.default_rng(1).standard_normal((K, D))
+    np.testing.assert_allclose(apply((H0 @ V.ravel()).reshape(K, D)), V, rtol=1e-9, atol=1e-9)
+    for precondition in ("auto", "subsampled", "none"):
+        recs = run_method(train, prob, "newton_cg", precondition=precondition, precond_size=200)
+        assert recs[-1]["grad_norm"] <= 1e-10 and abs(recs[-1]["gap"]) <= 1e-12, precondition
 
 
 def test_bench_runs_on_digits(load_module, tmp_path, capsys):
@@ -91,4 +129,15 @@ def test_bench_runs_on_digits(load_module, tmp_path, capsys):
     rows = {r["solver"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["newton_pcg"]["reached"] and rows["newton_pcg"]["grad_norm"] <= 1e-8
     assert rows["newton-cg"]["f"] == pytest.approx(rows["newton_pcg"]["f"], rel=1e-9)
+    assert rows["newton_pcg"]["ratio_to_ours"] == 1.0
     assert "x ours" in capsys.readouterr().out
+
+
+def test_bench_refuses_two_classes(load_module, tmp_path, capsys):
+    """With K = 2 scikit-learn fits a binary model (another objective, coef_ of shape (1, D)): one-line error."""
+    bench = load_lso(load_module, "bench")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "two.npz", X=rng.random((40, 3)), y=np.arange(40) % 2)
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--data", str(tmp_path / "two.npz"), "--out", str(tmp_path / "b.json")])
+    assert exc.value.code == 2 and "K >= 3" in capsys.readouterr().err
