@@ -388,6 +388,8 @@ def main(argv=None):
         p.exit(2, f"error: --dtype {cfg.dtype!r}: one of float32, bfloat16, float16\n")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         p.exit(2, f"error: --device {cfg.device}: CUDA is not available here; use --device cpu\n")
+    if cfg.iters < 1 or cfg.rounds < 1 or cfg.warmup < 0 or cfg.max_new_tokens < 1:
+        p.exit(2, "error: --iters, --rounds and --max-new-tokens must be >= 1, --warmup >= 0\n")
     if cfg.n_embd % cfg.n_head:
         p.exit(2, f"error: --n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}\n")
     if cfg.recipe:

@@ -101,7 +101,11 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(chars)}
 
     def encode(self, s: str) -> list[int]:
-        return [self.stoi[c] for c in s]
+        try:
+            return [self.stoi[c] for c in s]
+        except KeyError as e:  # e.g. a sample.py prompt with a character the corpus never had
+            raise DataError(f"character {e.args[0]!r} is not in this char-level vocabulary "
+                            f"({self.vocab_size} characters)") from None
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
@@ -367,6 +371,7 @@ def _up_to_date(out: Path, want: dict) -> bool:
 def _commit(tmp: Path, out: Path):
     """Move the finished files into place; meta.json last, so its presence means the set is whole."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)  # an old meta.json must not vouch for half-replaced files
     for name in ("train.bin", "val.bin", "meta.json"):
         os.replace(tmp / name, out / name)
 
@@ -401,7 +406,10 @@ def prepare(dataset: str, data_dir=DEFAULT_DATA_DIR, source=None, *, tokenizer: 
             if source is not None and source.is_dir():
                 raise DataError(f"{dataset} needs one text file, got folder {source}")
             path = local_files(source)[0] if source is not None else shakespeare_file(data_dir)
-            text = path.read_text(encoding="utf-8")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"source {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
             src_desc, digest = str(path), sha256_file(path)
         if not text:
             raise DataError(f"source {src_desc} is empty")

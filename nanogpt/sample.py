@@ -32,7 +32,8 @@ class SampleConfig:
     top_p: float | None = None
     seed: int = 1337
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype: str = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    # bf16 where the GPU has it natively (Ampere+); is_bf16_supported() also accepts V100/T4's slow emulation
+    dtype: str = "bfloat16" if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8 else "float32"
     no_cache: bool = False
 
 
@@ -50,6 +51,11 @@ HELP = {
 
 class SampleError(ValueError):
     """A user mistake: one line, exit code 2."""
+
+
+class ArgParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, instead of argparse's usage block
+        self.exit(2, f"error: {message}\n")
 
 
 def load_model(init_from: str, device: str = "cpu"):
@@ -101,8 +107,7 @@ def _optional(kind):
 
 def main(argv=None):
     defaults = SampleConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(SampleConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -116,8 +121,12 @@ def main(argv=None):
         if cfg.temperature < 0 or (cfg.top_k is not None and cfg.top_k < 1) or \
                 (cfg.top_p is not None and not 0 < cfg.top_p <= 1):
             raise SampleError("need --temperature >= 0, --top-k >= 1 and 0 < --top-p <= 1")
+        if cfg.num_samples < 1 or cfg.max_new_tokens < 1:
+            raise SampleError("need --num-samples >= 1 and --max-new-tokens >= 1")
         if cfg.dtype not in ("float32", "bfloat16", "float16"):
             raise SampleError(f"--dtype {cfg.dtype!r}: one of float32, bfloat16, float16")
+        if cfg.device.split(":")[0] not in ("cpu", "cuda"):
+            raise SampleError(f"--device {cfg.device!r}: use cpu, cuda or cuda:N")
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise SampleError(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
         torch.manual_seed(cfg.seed)
@@ -147,7 +156,8 @@ def main(argv=None):
                 torch.cuda.synchronize()
             total_time += time.perf_counter() - t0
             total_tokens += cfg.max_new_tokens
-            print(tok.decode(y[0].tolist()))
+            # a vocabulary padded for speed (50257 -> 50304) has ids no tokenizer can decode: leave them out
+            print(tok.decode([t for t in y[0].tolist() if t < tok.vocab_size]))
             print("---------------")
     print(f"{total_tokens} tokens in {total_time:.2f} s: {total_tokens / max(total_time, 1e-9):.1f} tokens/s "
           f"({'no ' if cfg.no_cache else ''}KV cache, {cfg.device}, {cfg.dtype})")

@@ -130,11 +130,12 @@ PRESETS: dict[str, dict] = {
         beta2=0.99, warmup_iters=100, max_epochs=1000, max_iters=2000, lr_decay_iters=2000,
         eval_interval=250, eval_iters=20,
     ),
-    # GPT-2 124M from scratch with the GPT-3 small recipe: ~0.5M tokens per step (12 * 1024 * 40)
+    # GPT-2 124M from scratch with the GPT-3 small recipe: ~0.5M tokens per step (12 * 1024 * 40); 600k
+    # steps (~300B tokens) are ~33 epochs of OpenWebText's 9B, so the step budget, not max_epochs, ends it
     "gpt2": dict(
         dataset="openwebtext", out_dir=str(HERE / "out-gpt2"), n_layer=12, n_head=12, n_embd=768, block_size=1024,
         batch_size=12, batch_tokens=491_520, dropout=0.0, learning_rate=6e-4, warmup_iters=2000,
-        max_epochs=1, max_iters=600_000, lr_decay_iters=600_000, eval_interval=1000, eval_iters=200,
+        max_epochs=1000, max_iters=600_000, lr_decay_iters=600_000, eval_interval=1000, eval_iters=200,
         log_interval=10,
     ),
     # finetune OpenAI's GPT-2 (124M) on Tiny Shakespeare, GPT-2 BPE tokens
@@ -146,6 +147,8 @@ PRESETS: dict[str, dict] = {
 }
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # fixed by a checkpoint when resuming
+RESUME_KEYS = ("config", "optimizer", "scaler", "iter_num", "epoch", "epoch_step", "data_order", "rng", "losses",
+               "elapsed_s")  # what _train reads back from a checkpoint
 
 
 class ConfigError(Exception):
@@ -236,7 +239,12 @@ def resolve_config(argv=None) -> TrainConfig:
         cfg.resume = "last"
     if cfg.resume:
         path = resume_path(cfg)
-        saved = load_checkpoint(path, mmap=True)["config"]  # mmap: only the config is read here
+        ckpt = load_checkpoint(path, mmap=True)  # mmap: only the config is read here
+        missing = [k for k in RESUME_KEYS if k not in ckpt]
+        if missing:  # e.g. weights only: --init-from takes those
+            raise ConfigError(f"{path} has no training state to resume ({missing[0]!r} is missing); "
+                              f"start from its weights with --init-from {path}")
+        saved = ckpt["config"]
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         base = TrainConfig(**{k: v for k, v in saved.items() if k in known})
         for k in MODEL_KEYS:  # the architecture is the checkpoint's
@@ -267,11 +275,19 @@ def check_config(cfg: TrainConfig, world_size: int) -> int:
         raise ConfigError("max_epochs, eval_interval, eval_iters and log_interval must be >= 1, max_iters >= 0")
     if cfg.final_eval_tokens < 0:
         raise ConfigError(f"final_eval_tokens must be >= 0 (0: off), got {cfg.final_eval_tokens}")
+    for name in ("seed", "batch_tokens", "warmup_iters", "lr_decay_iters", "num_samples", "sample_tokens"):
+        if getattr(cfg, name) < 0:  # a negative seed would crash numpy's seeding mid-run
+            raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.learning_rate < 0 or cfg.weight_decay < 0 or cfg.eps < 0 or not 0 <= cfg.min_lr_ratio <= 1:
+        raise ConfigError("learning_rate, weight_decay and eps must be >= 0, min_lr_ratio in [0, 1]")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise ConfigError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
     parse_save_epochs(cfg.save_epochs)
     hub = cfg.init_from in HUB_MODELS
     if hub and cfg.block_size > 1024:
         raise ConfigError(f"block_size {cfg.block_size} is larger than {cfg.init_from} allows (1024 positions)")
-    if not (cfg.init_from in ("scratch", "resume") or hub or Path(cfg.init_from).exists()):
+    # (a resumed run takes its weights from the checkpoint, so the original --init-from may be gone)
+    if not (cfg.resume or cfg.init_from in ("scratch", "resume") or hub or Path(cfg.init_from).exists()):
         raise ConfigError(f"--init-from {cfg.init_from!r}: not scratch, resume, one of {', '.join(HUB_MODELS)}, "
                           f"or an existing checkpoint file / GPT-2 folder")
     micro = cfg.batch_size * cfg.block_size * world_size  # tokens of one micro-step over all ranks
@@ -306,6 +322,12 @@ def resolve_device(cfg: TrainConfig, local_rank: int) -> str:
     if kind == "cuda" and local_rank >= 0:
         device = f"cuda:{local_rank}"  # torchrun: one GPU per process
     return device
+
+
+def native_bf16(device: str) -> bool:
+    """bfloat16 tensor cores: Ampere or newer (compute capability >= 8), or ROCm. Not
+    torch.cuda.is_bf16_supported(), which also says yes to the slow emulation on V100 / T4."""
+    return torch.version.hip is not None or torch.cuda.get_device_capability(torch.device(device))[0] >= 8
 
 
 def resolve_dtype(dtype: str, device_type: str, bf16_supported: bool) -> str:
@@ -368,10 +390,10 @@ def get_batch(data: np.ndarray, windows: np.ndarray, block_size: int, device: st
     """windows (B,) -> x, y (B, T) int64, y shifted by one token. Window w starts at shift + w*block_size."""
     idx = shift + windows[:, None] * block_size + np.arange(block_size + 1)  # (B, T+1)
     buf = torch.from_numpy(data[idx].astype(np.int64))  # (B, T+1)
-    x, y = buf[:, :-1], buf[:, 1:]
+    x, y = buf[:, :-1].contiguous(), buf[:, 1:].contiguous()  # contiguous before pinning: the copy stays async
     if device.startswith("cuda"):
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.contiguous(), y.contiguous()
+    return x, y
 
 
 def unigram_entropy(data: np.ndarray, vocab_size: int, limit: int = 50_000_000) -> float:
@@ -523,8 +545,8 @@ def param_summary(model) -> str:
 
 def build_model(cfg: TrainConfig, meta: dict, ckpt: Optional[dict]):
     """-> (model, model_args). From scratch, a resumed checkpoint, GPT-2 weights, or a file/folder."""
-    if ckpt is not None:  # resume
-        model = GPT(GPTConfig(**ckpt["model_args"]))
+    if ckpt is not None:  # resume: the checkpoint's architecture; dropout and flash may be changed
+        model = GPT(GPTConfig(**{**ckpt["model_args"], "dropout": cfg.dropout, "flash": cfg.flash}))
         model.load_state_dict(clean_state_dict(ckpt["model"]))
     elif cfg.init_from == "scratch":
         vocab = int(meta["vocab_size"])
@@ -626,7 +648,7 @@ def train(cfg: TrainConfig) -> int:
     accum = check_config(cfg, world_size)
     device = resolve_device(cfg, local_rank)
     device_type = "cuda" if device.startswith("cuda") else "cpu"
-    bf16_ok = device_type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16_ok = device_type == "cuda" and native_bf16(device)
     dtype = resolve_dtype(cfg.dtype, device_type, bf16_ok)
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     if ddp:
@@ -670,6 +692,12 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
         total_iters = min(total_iters, cfg.max_iters)
     decay_iters = cfg.lr_decay_iters or total_iters
     tokens_per_step = global_windows * cfg.block_size
+    if ckpt is not None:  # the saved (epoch, step) position means something only with the same step size and data
+        saved = (ckpt["data_order"]["windows_per_step"], ckpt["data_order"]["n_windows"])
+        if saved != (global_windows, n_train):
+            raise ConfigError(f"cannot resume: a step now takes {global_windows} of {n_train} windows per epoch, "
+                              f"the checkpoint's took {saved[0]} of {saved[1]}; keep the dataset and "
+                              f"batch_size * accumulation * world_size (set --batch-tokens when changing GPUs)")
 
     # ---- model and optimizer
     model, model_args = build_model(cfg, meta, ckpt)
@@ -681,7 +709,8 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
     iter_num, epoch, epoch_step, history, elapsed_before = 0, 0, 0, [], 0.0
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"]:  # empty when the checkpoint's run had no float16 (GradScaler disabled)
+            scaler.load_state_dict(ckpt["scaler"])
         iter_num, epoch, epoch_step = ckpt["iter_num"], ckpt["epoch"], ckpt["epoch_step"]
         history, elapsed_before = list(ckpt["losses"]["history"]), ckpt["elapsed_s"]
         set_rng_state(ckpt["rng"])
@@ -855,7 +884,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
         log_eval(lr)
     save(["ckpt_last.pt"])
 
-    # the logged val loss is a sample of eval_iters batches (+-0.01 at eval_iters=20); this is the exact one
+    # the logged val loss is a sample of eval_iters batches (+-0.02 at eval_iters=20); this is the exact one
     full_val, n_full = None, 0
     if cfg.final_eval_tokens:
         n_full = min(n_val, max(1, num_windows(min(len(val_data), cfg.final_eval_tokens + 1), cfg.block_size)))
@@ -879,7 +908,10 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
         print(f"(no samples: cannot load tokenizer {meta.get('tokenizer')!r}: {e})")
     if tokenizer is not None and cfg.num_samples > 0:
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
-        start = tokenizer.encode("\n") or [0]
+        try:
+            start = tokenizer.encode("\n") or [0]
+        except ValueError:  # a char vocabulary without a newline
+            start = [0]
         idx = torch.tensor([start] * cfg.num_samples, dtype=torch.long, device=device)  # (S, 1)
         with ctx:
             out = raw_model.generate(idx, cfg.sample_tokens, temperature=0.8, top_k=200, generator=gen)
@@ -887,7 +919,9 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             samples.append(tokenizer.decode([t for t in row[len(start):] if t < tokenizer.vocab_size]))
         for i, s in enumerate(samples):
             print(f"---------- sample {i + 1}\n{s}")
-    per_epoch = [r for r in history if r["epoch"] == int(r["epoch"]) and r["epoch"] > 0]
+    # epoch-end evaluations (not r["epoch"] == int(r["epoch"]): rounded to 4 places, a step just before the end
+    # of a 20k-step epoch would count)
+    per_epoch = [r for r in history if r["epochs_done"] > 0 and r["iter"] == r["epochs_done"] * steps_per_epoch]
     best = min(history, key=lambda r: r["val_loss"])
     tps = [r["tokens_per_s"] for r in history if r["tokens_per_s"]]
     mfus = [r["mfu"] for r in history if r["mfu"]]

@@ -307,3 +307,32 @@ def test_sample_script_from_training_checkpoint(M, tmp_path, run_script):
     expected = bytes(ids).decode("utf-8", errors="replace")
     assert r.stdout.startswith(expected + "\n---------------\n")
     assert "tokens/s" in r.stdout
+
+
+def test_sample_script_skips_padding_ids_and_rejects_unknown_characters(M, load_module, tmp_path, capsys):
+    """A vocabulary padded past the tokenizer's (as train.py pads GPT-2's 50257 to 50304) can sample ids no
+    tokenizer decodes: they are left out instead of crashing. A prompt character outside a char vocabulary
+    is a one-line error."""
+    sample = load_module("nanogpt", "sample")
+    data = tmp_path / "data"
+    for name, meta in (("bytes", {"tokenizer": "byte", "vocab_size": 256}),
+                       ("chars", {"tokenizer": "char", "chars": "\nab", "vocab_size": 3})):
+        (data / name).mkdir(parents=True)
+        (data / name / "meta.json").write_text(json.dumps(meta))
+    model = tiny(M, vocab_size=320)  # 64 padding ids: about 1 in 5 uniform-ish draws
+    args = dict(block_size=32, vocab_size=320, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    torch.save({"model": model.state_dict(), "model_args": args, "config": {"dataset": "bytes", "data_dir": str(data)}},
+               tmp_path / "bytes.pt")
+    sample.main(["--init-from", str(tmp_path / "bytes.pt"), "--start", "abc", "--num-samples", "1",
+                 "--max-new-tokens", "40", "--temperature", "2", "--top-k", "none", "--device", "cpu"])
+    ids = model.generate(torch.tensor([list(b"abc")]), 40, temperature=2.0,
+                         generator=torch.Generator().manual_seed(1337))[0].tolist()
+    assert max(ids) >= 256  # the run did draw padding ids
+    out = capsys.readouterr().out
+    assert out.startswith(bytes(t for t in ids if t < 256).decode("utf-8", errors="replace") + "\n---")
+    torch.save({"model": tiny(M, vocab_size=3).state_dict(), "model_args": {**args, "vocab_size": 3},
+                "config": {"dataset": "chars", "data_dir": str(data)}}, tmp_path / "chars.pt")
+    with pytest.raises(SystemExit) as e:
+        sample.main(["--init-from", str(tmp_path / "chars.pt"), "--start", "abc", "--device", "cpu"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == "error: character 'c' is not in this char-level vocabulary (3 characters)"

@@ -237,3 +237,15 @@ def test_hub_dataset_offline_is_clean(tmp_path, run_script, clean_error, tiktoke
     r = run_script("nanogpt/prepare.py", "--dataset", "tinystories", "--data-dir", tmp_path, "--max-docs", 5)
     clean_error(r, "TinyStories", "--source")
     assert leftovers(tmp_path) == []
+
+
+def test_char_vocabulary_and_non_utf8_source_are_one_line_errors(P, tmp_path):
+    tok = P.get_tokenizer({"tokenizer": "char", "chars": "\nab"})
+    assert tok.decode(tok.encode("ab\nba")) == "ab\nba"
+    with pytest.raises(P.DataError, match="character 'c' is not in this char-level vocabulary"):
+        tok.encode("abc")  # a sample.py prompt from outside the corpus: exit 2, not a KeyError traceback
+    binary = tmp_path / "latin1.txt"
+    binary.write_bytes("caf\u00e9\n".encode("latin-1") * 10)
+    with pytest.raises(P.DataError, match="not UTF-8 text"):
+        P.prepare("shakespeare_char", tmp_path / "data", source=binary, verbose=False)
+    assert leftovers(tmp_path / "data") == []

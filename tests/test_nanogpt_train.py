@@ -80,6 +80,19 @@ def test_precedence_defaults_preset_file_flags(train, tmp_path):
     assert (cfg.n_head, cfg.bias, cfg.seed) == (8, False, 7)
 
 
+def test_presets_end_on_their_step_budget(train):
+    """Presets with a decay length stop at max_iters == lr_decay_iters, not earlier at max_epochs: gpt2's 600k
+    steps are ~33 epochs of OpenWebText (9.04B train tokens, as nanoGPT's prepare.py reports)."""
+    train_tokens = {"shakespeare_char": 1_003_854, "openwebtext": 9_035_582_198}
+    for name, preset in train.PRESETS.items():
+        if "lr_decay_iters" not in preset:
+            continue
+        cfg = train.resolve_config(["--preset", name])
+        windows = train.train_windows(train_tokens[cfg.dataset], cfg.block_size)
+        steps_per_epoch = windows // (cfg.batch_size * train.check_config(cfg, 1))
+        assert min(steps_per_epoch * cfg.max_epochs, cfg.max_iters) == cfg.max_iters == cfg.lr_decay_iters, name
+
+
 def test_help_lists_every_field(run_script, train):
     r = run_script("nanogpt/train.py", "--help", timeout=60)
     assert r.returncode == 0
@@ -137,7 +150,12 @@ def test_grad_accumulation_from_batch_tokens(train):
         train.check_config(cfg, 3)
 
 
-def test_dtype_resolution(train):
+def test_dtype_resolution(train, monkeypatch):
+    # bf16 only where it is native: torch.cuda.is_bf16_supported() also says yes to V100/T4's emulation
+    monkeypatch.setattr(torch.version, "hip", None)
+    for capability, native in (((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert train.native_bf16("cuda:0") is native
     assert train.resolve_dtype("auto", "cpu", False) == "float32"
     assert train.resolve_dtype("auto", "cuda", True) == "bfloat16"
     assert train.resolve_dtype("auto", "cuda", False) == "float16"
@@ -162,6 +180,10 @@ def test_dtype_resolution(train):
     (["--save-epochs", "1,x"], ["save_epochs"]),
     (["--final-eval-tokens", -5], ["final_eval_tokens", "-5"]),
     (["--init-from", "/no/such/file.pt"], ["/no/such/file.pt"]),
+    (["--seed", -1], ["seed must be >= 0"]),  # numpy's seeding would crash mid-run
+    (["--batch-tokens", -64], ["batch_tokens must be >= 0"]),
+    (["--beta2", 1.5], ["beta2", "1.5"]),
+    (["--learning-rate", -1], ["learning_rate"]),
 ])
 def test_bad_config_exits_2_with_one_line(train, tiny_data, tmp_path, capsys, clean_error, args, needles):
     r = call_main(train, capsys, *run_args(tiny_data, tmp_path / "out"), *args)
@@ -198,6 +220,9 @@ def test_tampered_checkpoint_is_refused(train, capsys, clean_error, tmp_path):
     r = call_main(train, capsys, "--resume", bad)
     clean_error(r, "refusing to load checkpoint", str(bad))
     assert not (tmp_path / "pwned").exists()
+    weights_only = tmp_path / "weights.pt"  # model and model_args, no training state: not resumable
+    torch.save({"model": {}, "model_args": {}}, weights_only)
+    clean_error(call_main(train, capsys, "--resume", weights_only), "no training state", "'config' is missing")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -81,3 +81,38 @@ def test_sigterm_writes_resumable_checkpoint(train, capsys, tiny_data, tmp_path)
     assert r.returncode == 0, r.stderr
     log = read_log(out)
     assert log[-1]["iter"] == it + 3 and torch.load(out / "ckpt_last.pt", weights_only=True)["iter_num"] == it + 3
+
+
+def test_resume_checks_step_size_and_restores_the_grad_scaler(train, capsys, clean_error, tiny_data, tmp_path):
+    """A float32 run resumed under float16 (no scaler state yet), then resumed again (the scaler's state comes
+    back); --dropout may change on resume; a different number of windows per step is refused (its saved
+    position would point elsewhere: it used to loop forever)."""
+    out = tmp_path / "run"
+    r = call_main(train, capsys, *run_args(tiny_data, out, "--max-iters", 4))
+    assert r.returncode == 0, r.stderr
+    assert torch.load(out / "ckpt_last.pt", weights_only=True)["scaler"] == {}
+    r = call_main(train, capsys, "--out-dir", out, "--resume", "--max-iters", 6, "--dtype", "float16")
+    assert r.returncode == 0, r.stderr
+    scale = torch.load(out / "ckpt_last.pt", weights_only=True)["scaler"]["scale"]
+    r = call_main(train, capsys, "--out-dir", out, "--resume", "--max-iters", 8, "--dropout", 0.2)
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
+    assert ckpt["iter_num"] == 8 and ckpt["config"]["dtype"] == "float16" and ckpt["scaler"]["scale"] > 0
+    assert scale > 0 and ckpt["model_args"]["dropout"] == 0.2  # the model runs with the new dropout
+    before = (out / "ckpt_last.pt").read_bytes()
+    r = call_main(train, capsys, "--out-dir", out, "--resume", "--batch-size", 8, "--max-epochs", 3)
+    clean_error(r, "cannot resume", "8 of 127 windows", "4 of 127", "--batch-tokens")
+    assert (out / "ckpt_last.pt").read_bytes() == before
+
+
+def test_init_from_our_checkpoint_takes_weights_not_state(train, capsys, tiny_data, tmp_path):
+    src = tmp_path / "src"
+    assert call_main(train, capsys, *run_args(tiny_data, src, "--max-iters", 3)).returncode == 0
+    out = tmp_path / "ft"
+    r = call_main(train, capsys, *run_args(tiny_data, out, "--init-from", src / "ckpt_last.pt", "--max-iters", 1,
+                                           "--learning-rate", 0, "--dropout", 0.1))
+    assert r.returncode == 0, r.stderr
+    a = torch.load(src / "ckpt_last.pt", weights_only=True)
+    b = torch.load(out / "ckpt_last.pt", weights_only=True)
+    assert b["iter_num"] == 1 and b["model_args"]["dropout"] == 0.1  # a fresh run, the source's weights
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
