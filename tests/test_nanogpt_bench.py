@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_nanogpt_train import make_tiny_dataset
+from test_nanogpt_train import tiny_data  # noqa: F401 - the shared fixture: a 2,048-token Tiny Shakespeare
 
 SHORT = dict(block_size=16, batch_size=4, n_layer=2, n_head=2, n_embd=32, iters=60, lr=3e-3, min_lr=3e-4,
              warmup=5, beta2=0.99, eval_interval=10, eval_iters=2)
@@ -19,10 +19,8 @@ def bench(load_module):
 
 
 @pytest.fixture(scope="module")
-def folder(load_module, shared_file, tmp_path_factory):
-    prepare = load_module("nanogpt", "prepare")
-    data_dir = make_tiny_dataset(prepare, shared_file("tinyshakespeare/input.txt"), tmp_path_factory.mktemp("data"))
-    return data_dir / "shakespeare_char"
+def folder(tiny_data):  # noqa: F811
+    return tiny_data / "shakespeare_char"
 
 
 def test_our_model_retraces_nanogpts_run(bench, load_module, folder):

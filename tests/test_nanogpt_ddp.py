@@ -12,19 +12,14 @@ import re
 
 import pytest
 
-from test_nanogpt_train import make_tiny_dataset, read_log, run_args
+from test_nanogpt_train import read_log, run_args
+from test_nanogpt_train import tiny_data  # noqa: F401 - the shared fixture
 
 pytestmark = pytest.mark.distributed
 
 DDP_ARGS = ["--batch-size", 2, "--batch-tokens", 192, "--max-epochs", 1, "--eval-interval", 4,
             "--save-epochs", "1"]
 SUMMARY = {"NANOGPT_DEBUG_PARAM_SUMMARY": "1"}  # each rank prints a hash of its weights at the end
-
-
-@pytest.fixture(scope="module")
-def tiny_data(load_module, shared_file, tmp_path_factory):
-    prepare = load_module("nanogpt", "prepare")
-    return make_tiny_dataset(prepare, shared_file("tinyshakespeare/input.txt"), tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import time
 import pytest
 import torch
 
-from test_nanogpt_train import call_main, make_tiny_dataset, read_log, run_args
+from test_nanogpt_train import call_main, read_log, run_args
+from test_nanogpt_train import tiny_data  # noqa: F401 - the shared fixture
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 STEPS_PER_EPOCH = 31  # 2048 tokens / 16 = 127 windows, 4 per step
@@ -16,12 +17,6 @@ STEPS_PER_EPOCH = 31  # 2048 tokens / 16 = 127 windows, 4 per step
 @pytest.fixture(scope="module")
 def train(load_module):
     return load_module("nanogpt", "train")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(load_module, shared_file, tmp_path_factory):
-    prepare = load_module("nanogpt", "prepare")
-    return make_tiny_dataset(prepare, shared_file("tinyshakespeare/input.txt"), tmp_path_factory.mktemp("data"))
 
 
 def test_resume_is_bitwise_exact(train, capsys, tiny_data, tmp_path):
