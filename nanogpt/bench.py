@@ -284,14 +284,14 @@ RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, ite
 
 @torch.no_grad()
 def full_val_loss(model, val: np.ndarray, block_size: int) -> float:
-    """The exact mean loss over every non-overlapping window of val.bin (what train.py reports at the end)."""
+    """The exact mean loss over every non-overlapping window of val.bin: train.py's windows and batches, so
+    it is the number train.py reports at the end as final.val_loss_full."""
     model.eval()
-    n = (len(val) - 1) // block_size
+    n = train.num_windows(len(val), block_size)
     total = 0.0
     for start in range(0, n, 256):
-        w = np.arange(start, min(n, start + 256))
-        buf = torch.from_numpy(val[w[:, None] * block_size + np.arange(block_size + 1)].astype(np.int64))
-        total += model(buf[:, :-1].contiguous(), buf[:, 1:].contiguous())[1].item() * len(w)
+        x, y = train.get_batch(val, np.arange(start, min(n, start + 256)), block_size, "cpu")  # (b, T)
+        total += model(x, y)[1].item() * len(x)
     return total / n
 
 
@@ -346,8 +346,15 @@ def nanogpt_loop(seed: int, folder: Path, recipe: dict = RECIPE, model_cls=None)
             "val_full": full_val_loss(model, data["val"], r["block_size"])}
 
 
-def bench_recipe(cfg: BenchConfig) -> dict:
-    seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
+def parse_seeds(text: str) -> list[int]:
+    """'1337,1,2' -> [1337, 1, 2]; [] when the text holds no seed or a non-integer."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        return []
+
+
+def bench_recipe(cfg: BenchConfig, seeds: list[int]) -> dict:
     result = {"mode": "recipe", "recipe": RECIPE, "seeds": seeds, "ours": [], "nanogpt_loop": []}
     print(f"{'seed':>6} {'ours: logged val':>17} {'exact val':>10} | {'nanoGPT loop: val est.':>22} {'exact val':>10}")
     for seed in seeds:
@@ -364,8 +371,8 @@ def bench_recipe(cfg: BenchConfig) -> dict:
         result["nanogpt_loop"].append(ref)
         print(f"{seed:>6} {ours['val_logged']:17.4f} {ours['val_full']:10.4f} | {ref['val_estimate']:22.4f} "
               f"{ref['val_full']:10.4f}", flush=True)
-    for name, key in (("ours", "val_full"), ("nanogpt_loop", "val_full")):
-        vals = [row[key] for row in result[name]]
+    for name in ("ours", "nanogpt_loop"):
+        vals = [row["val_full"] for row in result[name]]
         result[f"{name}_val_full_mean"] = statistics.fmean(vals)
         result[f"{name}_val_full_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
     print(f"exact val loss, mean over {len(seeds)} seeds: ours {result['ours_val_full_mean']:.4f} "
@@ -392,18 +399,14 @@ def main(argv=None):
         p.exit(2, "error: --iters, --rounds and --max-new-tokens must be >= 1, --warmup >= 0\n")
     if cfg.n_embd % cfg.n_head:
         p.exit(2, f"error: --n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}\n")
-    if cfg.recipe:
-        try:
-            seeds = [int(x) for x in cfg.seeds.split(",") if x.strip()]
-        except ValueError:
-            seeds = []
-        if not seeds:
-            p.exit(2, f"error: --seeds {cfg.seeds!r}: comma-separated integers, e.g. 1337,1,2\n")
+    seeds = parse_seeds(cfg.seeds)
+    if cfg.recipe and not seeds:
+        p.exit(2, f"error: --seeds {cfg.seeds!r}: comma-separated integers, e.g. 1337,1,2\n")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     name = torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else "cpu"
     print(f"device {cfg.device} ({name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    result = bench_recipe(cfg) if cfg.recipe else bench_generate(cfg) if cfg.generate else bench_train(cfg)
+    result = bench_recipe(cfg, seeds) if cfg.recipe else bench_generate(cfg) if cfg.generate else bench_train(cfg)
     result["device_name"] = name
     print(json.dumps(result))
 

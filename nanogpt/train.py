@@ -887,7 +887,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
     # the logged val loss is a sample of eval_iters batches (+-0.02 at eval_iters=20); this is the exact one
     full_val, n_full = None, 0
     if cfg.final_eval_tokens:
-        n_full = min(n_val, max(1, num_windows(min(len(val_data), cfg.final_eval_tokens + 1), cfg.block_size)))
+        n_full = min(n_val, max(1, cfg.final_eval_tokens // cfg.block_size))  # windows from the start of val.bin
         full_val = evaluate(eval_model, {"val": (val_data, np.arange(n_full))}, cfg, ctx, device, rank,
                             world_size)["val"]
 

@@ -5,7 +5,9 @@ draw the same initial weights and compute the same function, so their whole trai
 that is what lets bench.py --recipe compare train.py against nanoGPT's own loop and model."""
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from test_nanogpt_train import tiny_data  # noqa: F401 - the shared fixture: a 2,048-token Tiny Shakespeare
 
@@ -33,9 +35,6 @@ def test_our_model_retraces_nanogpts_run(bench, load_module, folder):
 
 
 def test_full_val_loss_is_the_mean_over_every_window(bench, load_module, folder):
-    import numpy as np
-    import torch
-
     model = load_module("nanogpt", "model")
     torch.manual_seed(0)
     gpt = model.GPT(model.GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=1, n_embd=16))
@@ -50,7 +49,14 @@ def test_full_val_loss_is_the_mean_over_every_window(bench, load_module, folder)
 def test_speed_bench_runs_and_reports(bench, capsys):
     assert bench.main(["--iters", "1", "--rounds", "1", "--warmup", "0", "--n-layer", "1", "--threads", "1"]) is None
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["ours"]["ms_per_iter"] > 0 and result["speedup_vs_nanogpt_ref"] > 0
+    tokens = result["batch_size"] * result["block_size"]
+    for name in ("ours", "nanogpt_ref"):  # both models timed, figures consistent with each other
+        row = result[name]
+        assert row["ms_per_iter"] >= row["ms_per_iter_min"] > 0
+        assert row["tokens_per_s"] == pytest.approx(tokens / (row["ms_per_iter"] / 1e3))
+        assert row["mfu"] is None  # no datasheet peak for a CPU
+    ratio = result["nanogpt_ref"]["ms_per_iter"] / result["ours"]["ms_per_iter"]
+    assert result["speedup_vs_nanogpt_ref"] == pytest.approx(ratio)
 
 
 @pytest.mark.parametrize("args", [["--recipe", "--seeds", "a,b"], ["--dtype", "int8"], ["--n-embd", "30"]])
