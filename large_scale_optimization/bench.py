@@ -109,9 +109,15 @@ def main(argv=None):
         bad = [s for s in solvers if s not in SOLVERS]
         if bad:
             raise train.UserError(f"unknown solver {bad[0]!r}; allowed: {', '.join(SOLVERS)}")
-        threads = [int(t) for t in cfg.threads.split(",")]
-        if not cfg.lam > 0:
-            raise train.UserError(f"--lam must be > 0, got {cfg.lam}")
+        if not solvers:
+            raise train.UserError(f"--solvers {cfg.solvers!r} names no solver; allowed: {', '.join(SOLVERS)}")
+        threads = [int(t) for t in cfg.threads.split(",") if t.strip().isdigit() and int(t) > 0]
+        if len(threads) != len(cfg.threads.split(",")):
+            raise train.UserError(f"--threads must be comma-separated positive integers, got {cfg.threads!r}")
+        for name in ("lam", "tol", "sklearn_tol", "max_iter", "newton_cholesky_iters", "saga_epochs",
+                     "explicit_iters"):
+            if not getattr(cfg, name) > 0:  # sklearn would raise mid-run; 0 explicit iterations divide by 0
+                raise train.UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
         prob = train.load(train.Config(dataset=cfg.dataset, data_dir=cfg.data_dir, data=cfg.data, lam=cfg.lam))
         if prob.shape[0] < 3:  # for K = 2 scikit-learn fits one binary (sigmoid) model: another objective
             raise train.UserError("bench.py needs K >= 3 classes: with 2, scikit-learn's LogisticRegression "

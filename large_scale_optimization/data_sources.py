@@ -14,6 +14,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,9 +213,13 @@ def load_file(path: str | Path, test_size: float = 0.25) -> Dataset:
         except ValueError:
             skip = 1  # a header row
         try:
-            table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+            with warnings.catch_warnings():  # an empty file: our one-line error below, not numpy's warning
+                warnings.simplefilter("ignore", UserWarning)
+                table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
         except ValueError as e:
             raise DataError(f"{path}: not a numeric csv ({str(e).splitlines()[0]})") from None
+        if table.shape[0] == 0:
+            raise DataError(f"{path}: no data rows")
         if table.shape[1] < 2:
             raise DataError(f"{path}: need a label column and at least one feature column")
         X_tr, y_tr = table[:, 1:], table[:, 0]
@@ -222,7 +227,9 @@ def load_file(path: str | Path, test_size: float = 0.25) -> Dataset:
         raise DataError(f"--data {path}: unknown file type {path.suffix!r}; allowed: .csv, .npz")
     X_tr, y_tr = check_arrays(X_tr, y_tr, name)
     check_labels(y_tr, y_tr[:0])
-    strat = y_tr if np.min(np.bincount(y_tr)) >= 2 else None
+    n_test = int(np.ceil(test_size * len(y_tr)))  # train_test_split's rounding
+    K = int(y_tr.max()) + 1  # stratify only where both splits can hold every class (sklearn raises otherwise)
+    strat = y_tr if np.min(np.bincount(y_tr)) >= 2 and min(n_test, len(y_tr) - n_test) >= K else None
     X_tr, X_te, y_tr, y_te = train_test_split(X_tr, y_tr, test_size=test_size, random_state=SPLIT_SEED,
                                               stratify=strat)
     return finish(name, X_tr, y_tr, X_te, y_te)

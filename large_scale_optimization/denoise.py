@@ -108,7 +108,9 @@ def load_signal(path: str) -> np.ndarray:
         x = np.load(path) if path.endswith(".npy") else np.loadtxt(path)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read signal {path!r}: {e}") from None
-    x = np.asarray(x, dtype=np.float64).ravel()
+    x = np.squeeze(np.asarray(x, dtype=np.float64))  # a (1, n) or (n, 1) array is still a 1-D signal
+    if x.ndim != 1:  # a table or an image flattened row by row would be denoised as one long signal
+        raise UserError(f"signal {path!r} must be 1-D, got shape {x.shape}")
     if x.size < 2:
         raise UserError(f"signal {path!r} has {x.size} samples; need at least 2")
     return x
@@ -418,7 +420,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
         }
         r = results["methods"][method]
         print(f"  {method:15s} {r['iters']:6d} it {r['time_s']:8.3f} s  P-f*/f* {r['rel_objective_gap']:9.2e}  "
-              f"gap/P {rel_gap:9.2e}  PSNR {r['psnr']:6.2f} dB", flush=True)
+              f"gap/P {'no dual' if math.isnan(rel_gap) else f'{rel_gap:9.2e}':>9}  PSNR {r['psnr']:6.2f} dB",
+              flush=True)
 
     results["sweep"] = lam_sweep(cfg, clean, y, lam)
     if results["sweep"]["lam"]:
@@ -428,7 +431,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     plot_convergence(traces, f_star, cfg.problem, out_dir)
     plot_panels(clean, y, traces, cfg.problem, out_dir)
     plot_sweep(results["sweep"], lam, cfg.problem, out_dir)
-    print(f"wrote {out_dir}/results.json and convergence.png, panels.png, psnr_vs_lam.png")
+    sweep_png = ", psnr_vs_lam.png" if results["sweep"]["lam"] else ""  # --lam-sweep 0 writes none
+    print(f"wrote {out_dir}/results.json and convergence.png, panels.png{sweep_png}")
     return results
 
 
@@ -457,7 +461,7 @@ def plot_convergence(traces: list, f_star: float, problem: str, out_dir: Path):
                 ax.axvline(tr.time[0], color=f"C{i}", ls="--", label=f"exact: {tr.time[0]:.3g} s")
             continue
         it = np.asarray(tr.iters, dtype=float)
-        obj = np.maximum(np.asarray(tr.primal) - f_star, 1e-16) / abs(f_star)
+        obj = np.maximum((np.asarray(tr.primal) - f_star) / abs(f_star), 1e-16)  # exact in 1 step: at 1e-16
         gap = np.asarray(tr.gap) / np.abs(np.asarray(tr.primal))
         style = dict(color=f"C{i}", marker="o" if len(it) == 1 else None, ms=5)
         axes[0, 0].loglog(it, obj, label=tr.method, **style)
@@ -468,15 +472,21 @@ def plot_convergence(traces: list, f_star: float, problem: str, out_dir: Path):
     long = [tr for tr in traces if len(tr.iters) > 1 and tr.method != "exact"]
     if long:
         k = np.logspace(0, math.log10(max(tr.iters[-1] for tr in long)), 50)
-        top = max(max(np.asarray(tr.primal) - f_star) for tr in long) / abs(f_star)
-        for ax in (axes[0, 0], axes[1, 0]):
+        top_obj = max(max(np.asarray(tr.primal) - f_star) for tr in long) / abs(f_star)
+        gaps = [g for tr in long for g in np.asarray(tr.gap) / np.abs(np.asarray(tr.primal)) if np.isfinite(g)]
+        # each panel's slopes start at its own largest value (the relative duality gap starts near 1,
+        # the objective gap near 20: one anchor put the gap panel's slopes far above its curves)
+        for ax, top in ((axes[0, 0], top_obj), (axes[1, 0], max(gaps, default=np.nan))):
+            if not np.isfinite(top) or top <= 0:
+                continue
             for p, lbl in ((0.5, "1/sqrt(k)"), (1, "1/k"), (2, "1/k^2")):
                 ax.loglog(k, top * k**-p, "k:", lw=0.8)
                 ax.text(k[-1], top * k[-1] ** -p, lbl, fontsize=8)
     titles = ("(P(x_k) - f*) / f*  vs iteration", "(P(x_k) - f*) / f*  vs solver time [s]",
               "duality gap / P  vs iteration", "duality gap / P  vs solver time [s]")
-    for ax, title in zip(axes.flat, titles):
+    for ax, title, xlabel in zip(axes.flat, titles, ("iteration k", "solver time [s]") * 2):
         ax.set_title(title)
+        ax.set_xlabel(xlabel)
         ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     axes[0, 1].legend(fontsize=8)
@@ -496,10 +506,13 @@ def plot_panels(clean: np.ndarray, y: np.ndarray, traces: list, problem: str, ou
         axes[0].plot(y[w], color="0.7", lw=0.5, label="noisy")
         axes[0].plot(clean[w], "k", lw=1, label="clean")
         axes[0].legend(fontsize=8, loc="upper right")
+        axes[0].set_title(f"{panels[1][0]}; samples 0-{w.stop} of {clean.size}; below: each method (red) "
+                          f"over the clean signal (black)", fontsize=9)
         for ax, (title, x) in zip(axes[1:], panels[2:]):
             ax.plot(clean[w], "k", lw=0.8)
             ax.plot(x[w], "C3", lw=0.8)
             ax.set_title(title, fontsize=9)
+        axes[-1].set_xlabel("sample index")
     else:
         cols = min(4, len(panels))
         rows = -(-len(panels) // cols)
@@ -626,13 +639,16 @@ def parse_args(argv=None) -> Config:
             parser.add_argument(flag, action="store_true", help=comments.get(f.name, ""))
         elif f.name == "methods":
             parser.add_argument(flag, nargs="+", default=default,
-                                help="methods to run, or 'all' (per problem: " +
+                                help="methods to run (space- or comma-separated), or 'all' (per problem: " +
                                      "; ".join(f"{p}: {' '.join(m)}" for p, m in METHODS.items()) + ")")
         else:
             kind = {"int": int, "float": float, "Optional[float]": float, "str": str}[str(f.type)]
             parser.add_argument(flag, type=kind, default=default,
                                 help=f"{comments.get(f.name, '')} (default {default!r})")
     cfg = Config(**vars(parser.parse_args(argv)))
+    cfg.methods = [m for arg in cfg.methods for m in arg.split(",") if m]  # train.py's style works here too
+    if not cfg.methods:
+        raise UserError(f"--methods names no method; choose from {', '.join(METHODS.get(cfg.problem, ()))} or all")
     if cfg.problem not in PROBLEMS:
         raise UserError(f"unknown --problem {cfg.problem!r}; choose one of {', '.join(PROBLEMS)}")
     if cfg.tv not in ("iso", "aniso"):
@@ -647,6 +663,11 @@ def parse_args(argv=None) -> Config:
         raise UserError(f"--n must be >= 2 and --iters >= 1, got n={cfg.n}, iters={cfg.iters}")
     if cfg.ref_iters < 1:
         raise UserError(f"--ref-iters must be >= 1, got {cfg.ref_iters}")
+    for flag, value, low in (("--seg-len", cfg.seg_len, 1), ("--crop", cfg.crop, 0), ("--lam-sweep", cfg.lam_sweep, 0)):
+        if value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    if not cfg.step > 0:  # a negative scale would climb the objective
+        raise UserError(f"--step must be > 0, got {cfg.step:g}")
     if cfg.methods != ["all"]:
         bad = [m for m in cfg.methods if m not in METHODS[cfg.problem]]
         if bad:

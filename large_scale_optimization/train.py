@@ -475,7 +475,10 @@ def plot(results, f_star, out_dir: Path, title: str):
         for name, recs in results.items():
             if methods and name not in methods:
                 continue
-            xs = [r[x_key] for r in recs]  # x = 0 (the start) is dropped on a log axis
+            # x = 0 (the start) has no place on a log axis; left in, matplotlib clips it far to the left and
+            # draws a flat line from the plot's edge to the first real point, as if the method sat there
+            recs = [r for r in recs if r[x_key] > 0] if xlog else recs
+            xs = [r[x_key] for r in recs]
             ys = [max(r[y_key], 1e-16) if ylog else r[y_key] for r in recs]  # f - f* may round to <= 0
             ax.plot(xs, ys, marker="." if len(recs) < 60 else None, label=name)
         ax.set_yscale("log" if ylog else "linear")
@@ -551,8 +554,11 @@ def check_config(cfg: Config) -> list[str]:
     if not cfg.lam > 0:
         raise UserError(f"--lam must be > 0, got {cfg.lam} (Newton, and the f* it computes, need a "
                         f"strongly convex objective)")
-    if cfg.passes <= 0 or cfg.batch_size < 1 or cfg.svrg_inner <= 0 or cfg.svrg_step <= 0 or cfg.threads < 1:
-        raise UserError("--passes, --batch-size, --svrg-inner, --svrg-step and --threads must be positive")
+    for name in ("passes", "batch_size", "svrg_inner", "svrg_step", "threads", "newton_max_iter", "precond_size"):
+        if not getattr(cfg, name) > 0:  # newton_max_iter 0 would make f* = f(0) and every gap wrong
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.newton_tol < 0:
+        raise UserError(f"--newton-tol must be >= 0, got {cfg.newton_tol}")
     if cfg.precondition not in ("auto", "subsampled", "none"):
         raise UserError(f"unknown --precondition {cfg.precondition!r}; allowed: auto, subsampled, none")
     if cfg.svrg_snapshot not in ("last", "average"):
@@ -581,6 +587,13 @@ def run(cfg: Config, methods: list[str]) -> dict:
     t_ref = time.perf_counter() - t0
     print(f"f* = {prob.f_star:.12f}  (||grad f|| = {g_star:.2e}, {t_ref:.1f}s)  "
           f"test acc at W* = {model.accuracy(W_star, prob.X_test, prob.y_test):.4f}", flush=True)
+    if not g_star <= cfg.newton_tol:  # e.g. a small --newton-max-iter: the gaps below are not gaps to f*
+        print(f"warning: the f* solve stopped at ||grad f|| = {g_star:.2e} > --newton-tol {cfg.newton_tol:g} "
+              f"(--newton-max-iter {cfg.newton_max_iter}); f - f* is measured from that point", file=sys.stderr)
+    if "newton" in methods and K * D > 3000:  # e.g. MNIST: ~0.5 GB and minutes per step (README, bench.py)
+        print(f"warning: newton builds the explicit {K * D} x {K * D} Hessian ({(K * D) ** 2 * 8 / 1e9:.1f} GB) "
+              f"every iteration (on MNIST 1.5 to 3 minutes a step, README); leave newton out of --methods to skip it",
+              file=sys.stderr)
     results = {}
     for i, m in enumerate(methods):
         print(f"[{i + 1}/{len(methods)}] {m}", flush=True)

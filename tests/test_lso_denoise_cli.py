@@ -48,6 +48,7 @@ def test_tv2d_on_a_user_png(run_script, tmp_path, tiny_png):
     assert res["shape"] == [24, 24] and "psnr" in res["methods"]["fista"]
     assert res["methods"]["fista"]["rel_duality_gap"] < 1e-4
     assert res["methods"]["fista"]["primal"] < res["methods"]["chambolle"]["primal"]
+    assert not (out / "psnr_vs_lam.png").exists() and "psnr_vs_lam" not in r.stdout  # --lam-sweep 0: none
 
 
 def test_l1_haar_in_process(load_module, tmp_path, tiny_png):
@@ -93,3 +94,39 @@ def test_bad_inputs_exit_2_with_one_line(run_script, clean_error, tmp_path):
     nan_signal = tmp_path / "nan.npy"
     np.save(nan_signal, np.array([0.0, 1.0, np.nan, 1.0]))
     clean_error(run_script(SCRIPT, "--signal", nan_signal, "--out-dir", tmp_path / "o"), "nan", "nan.npy")
+
+
+def test_more_flags_checked_and_commas_accepted(load_module, tmp_path):
+    """--methods takes train.py's comma style too; a negative step (ascent), crop, seg-len or sweep size,
+    an empty method list and a 2-D --signal file (was flattened into one long signal) are errors."""
+    denoise = load_module("large_scale_optimization", "denoise")
+    assert denoise.parse_args(["--methods", "fista,ista", "exact"]).methods == ["fista", "ista", "exact"]
+    for args, needle in [(["--step", "-1"], "--step"), (["--crop", "-3"], "--crop"), (["--seg-len", "0"], "--seg-len"),
+                         (["--lam-sweep", "-2"], "--lam-sweep"), (["--methods", ","], "no method")]:
+        with pytest.raises(denoise.UserError, match=needle):
+            denoise.parse_args(args)
+    np.save(tmp_path / "table.npy", np.zeros((3, 3)))
+    with pytest.raises(denoise.UserError, match="1-D"):
+        denoise.load_signal(str(tmp_path / "table.npy"))
+    np.save(tmp_path / "row.npy", np.zeros((1, 5)))  # a single row is still a 1-D signal
+    assert denoise.load_signal(str(tmp_path / "row.npy")).shape == (5,)
+
+
+def test_convergence_plot_floors_and_slopes(load_module, tmp_path, monkeypatch):
+    """An exact one-step method sits at a relative gap of 1e-16 (it was 1e-16 / f*, stretching the axis to
+    1e-20), and the rate slopes of the duality-gap panel start at that panel's largest value."""
+    denoise = load_module("large_scale_optimization", "denoise")
+    figs, close = [], denoise.plt.close
+    monkeypatch.setattr(denoise.plt, "close", figs.append)
+    f_star = 2000.0
+    k = np.arange(1, 101)
+    sub = denoise.Trace("subgrad-sqrt", np.zeros(2), list(k), list(0.01 * k), list(f_star * (1 + 5 / np.sqrt(k))),
+                        list(f_star * 0.9 / np.sqrt(k)))
+    one = denoise.Trace("ista", np.zeros(2), [1], [0.01], [f_star], [0.0])
+    denoise.plot_convergence([sub, one], f_star, "l1", tmp_path)
+    ax_obj, _, ax_gap, _ = figs[0].axes
+    assert min(min(line.get_ydata()) for line in ax_obj.lines) >= 1e-16 * 0.999
+    slopes = [line for line in ax_gap.lines if line.get_linestyle() == ":"]
+    gap_rel = np.asarray(sub.gap) / np.asarray(sub.primal)
+    assert max(slopes[0].get_ydata()) == pytest.approx(gap_rel.max())
+    close(figs[0])

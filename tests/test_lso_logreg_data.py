@@ -2,6 +2,7 @@
 import gzip
 import shutil
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -66,6 +67,20 @@ def test_csv_and_npz_loaders(data_sources, tmp_path):
     np.testing.assert_array_equal(d.y_test, y[30:])
 
 
+def test_tiny_csv_splits_without_stratifying(data_sources, tmp_path):
+    """4 rows, 2 classes: a stratified 75/25 split cannot hold both classes in its one test row, and
+    scikit-learn raised (a traceback); now the split is plain."""
+    csv = tmp_path / "tiny.csv"
+    csv.write_text("0,1\n1,2\n0,3\n1,4\n")
+    d = data_sources.load_file(csv)
+    assert len(d.y_train) == 3 and len(d.y_test) == 1
+    csv.write_text("label,a\n")  # header only: our one-line error, and no numpy warning printed before it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(data_sources.DataError, match="no data rows"):
+            data_sources.load_file(csv)
+
+
 def test_synthetic_generator(data_sources):
     d = data_sources.make_synthetic(n=300, d=8, K=4, cond=1e3, seed=1)
     assert d.X_train.shape == (300, 9) and d.n_classes == 4
@@ -97,6 +112,13 @@ def bad_input_args(case, tmp_path):
         return ["--data", tmp_path / "bad.npz"], ["bad.npz", "not a readable .npz"]
     elif case == "threads":
         return ["--threads", "0"], ["--threads", "positive"]
+    elif case == "newton_max_iter":  # 0 would stop the f* solve at W = 0: every gap wrong, no error
+        return ["--newton-max-iter", "0"], ["--newton-max-iter", "positive", "got 0"]
+    elif case == "precond_size":  # was a traceback from rng.choice
+        return ["--precond-size", "-5", "--methods", "newton_cg"], ["--precond-size", "positive", "-5"]
+    elif case == "empty_csv":  # header only: was numpy's UserWarning (two more lines) before the error
+        (tmp_path / "empty.csv").write_text("label,a,b\n")
+        return ["--data", tmp_path / "empty.csv"], ["empty.csv", "no data rows"]
     elif case == "filetype":
         (tmp_path / "data.txt").write_text("0,1\n1,2\n")
         return ["--data", tmp_path / "data.txt"], ["unknown file type", ".csv, .npz"]
@@ -113,7 +135,7 @@ def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_
 
 
 @pytest.mark.parametrize("case", ["method", "dataset", "lam", "labels", "shapes", "nan", "flag", "filetype", "npz",
-                                  "threads"])
+                                  "threads", "newton_max_iter", "precond_size", "empty_csv"])
 def test_bad_input_exits_2_with_one_line(case, load_module, clean_error, capsys, tmp_path):
     """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
     train = load_lso(load_module, "train")

@@ -1,5 +1,6 @@
 """large_scale_optimization/train.py end to end on digits: every method reaches its expected tolerance."""
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -141,3 +142,36 @@ def test_bench_refuses_two_classes(load_module, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         bench.main(["--data", str(tmp_path / "two.npz"), "--out", str(tmp_path / "b.json")])
     assert exc.value.code == 2 and "K >= 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--threads", "abc"], ["--threads", "positive integers", "abc"]),
+    (["--threads", "0"], ["--threads", "positive integers", "0"]),
+    (["--solvers", ","], ["--solvers", "allowed", "newton_pcg"]),
+    (["--explicit-iters", "0"], ["--explicit-iters", "> 0", "got 0"]),  # was a nan ratio, exit 0
+])
+def test_bench_bad_flags_are_one_line_errors(load_module, clean_error, capsys, tmp_path, args, needles):
+    bench = load_lso(load_module, "bench")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--dataset", "digits", *args, "--out", str(tmp_path / "b.json")])
+    captured = capsys.readouterr()
+    clean_error(subprocess.CompletedProcess(args, exc.value.code, captured.out, captured.err), *needles)
+
+
+def test_log_axis_plots_leave_out_the_start(load_module, tmp_path, monkeypatch):
+    """The pass-0 / time-0 record cannot sit on a log x axis; matplotlib used to clip it to the far left and
+    draw a flat line from the plot's edge to the first real point (a method seemingly at that value all
+    along), and stretch the accuracy axis down to the start's 0.1."""
+    train = load_lso(load_module, "train")
+    figs, close = [], train.plt.close
+    monkeypatch.setattr(train.plt, "close", figs.append)  # keep the figures to inspect them
+    recs = [dict(iter=i, passes=float(p), time=0.1 * p, gap=2.0 / (1 + p), grad_norm=1.0 / (1 + p),
+                 test_acc=0.1 if p == 0 else 0.9) for i, p in enumerate([0, 40, 41, 42])]
+    train.plot({"newton_cg": recs}, 0.26, tmp_path, "t")
+    names = ["gap_vs_passes", "gap_vs_time", "newton_grad_norm", "test_acc_vs_passes"]
+    for name, fig in zip(names, figs):
+        xs = fig.axes[0].lines[0].get_xdata()
+        assert (min(xs) > 0) if name != "newton_grad_norm" else (list(xs) == [0, 1, 2, 3]), name
+    assert figs[3].axes[0].get_ylim()[0] > 0.5  # the accuracy axis is not stretched to the start's 0.1
+    for fig in figs:
+        close(fig)
