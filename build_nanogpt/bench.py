@@ -59,7 +59,7 @@ class BenchConfig:
     steps: int = field(default=10, metadata={"help": "timed steps per milestone"})
     warmup: int = field(default=3, metadata={"help": "untimed steps first (torch.compile builds here)"})
     skip: str = field(default="", metadata={"help": "comma-separated milestones to leave out, by the setting they change: "
-                                                    "float32, tf32, bf16, compile, flash, vocab, fused, batch_mult"})
+                                                    "tf32, bf16, compile, flash, vocab, fused, batch_mult"})
     out_dir: str = field(default="build_nanogpt/out-bench", metadata={"help": "bench.json and bench.png go here"})
 
 
@@ -116,7 +116,11 @@ def run_bench(cfg: BenchConfig) -> dict:
     keys = [milestone_key(n, change) for n, change, _ in MILESTONES]
     unknown = skip - set(keys) - {n.lower() for n, _, _ in MILESTONES}
     if unknown:
-        raise UserError(f"--skip {sorted(unknown)}: unknown milestone; use {', '.join(keys)}")
+        raise UserError(f"--skip {sorted(unknown)}: unknown milestone; use {', '.join(keys[1:])}")
+    if keys[0] in skip:  # "vs fp32" would silently be measured against another milestone
+        raise UserError(f"--skip {keys[0]}: it is the baseline of every speed-up; skip any of {', '.join(keys[1:])}")
+    if cfg.micro_batch == 0 or cfg.micro_batch < -1:
+        raise UserError(f"--micro-batch {cfg.micro_batch}: use -1 (the size's default) or N >= 1")
     if cfg.steps < 1 or cfg.warmup < 0:
         raise UserError(f"--steps {cfg.steps} must be >= 1 and --warmup {cfg.warmup} >= 0")
     size = SIZES[size_name]
@@ -170,10 +174,15 @@ def plot(result: dict, path: str) -> None:
     xs = range(len(rows))
     ax.bar(xs, [r.get("tok_per_s", 0) for r in rows], color=["C0" if r["applies"] else "lightgray" for r in rows])
     for i, r in enumerate(rows):
-        label = f"{r['speedup_fp32']:.2f}x" if r["applies"] else "n/a"
+        if r["applies"]:
+            label = f"{r['speedup_fp32']:.2f}x"
+        else:
+            label = "skipped" if "--skip" in r["reason"] else "CUDA only"
         ax.text(i, r.get("tok_per_s", 0), label, ha="center", va="bottom", fontsize=9)
     ax.set_xticks(list(xs), [r["milestone"] for r in rows], rotation=20)
-    ax.set(ylabel="tokens / s", title=f"build-nanogpt milestones on {result['device']} ({result['size']})")
+    ax.set(xlabel="milestone (each adds to the ones before; bar label: speed-up over float32)",
+           ylabel="training tokens / s",
+           title=f"build-nanogpt milestones on {result['device']} ({result['size']}, micro-batch {result['micro_batch']})")
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=110)

@@ -254,7 +254,7 @@ def build_shards(cfg: ShardConfig) -> dict:
     manifest["complete"] = True
     manifest["total_tokens"] = sum(s["tokens"] for s in shards)
     write_manifest(cfg.out, manifest)
-    print(f"wrote {len(shards)} shards, {manifest['total_tokens']:,} tokens, to {cfg.out}")
+    print(f"wrote {len(shards)} shard{'s' * (len(shards) > 1)}, {manifest['total_tokens']:,} tokens, to {cfg.out}")
     return manifest
 
 

@@ -54,8 +54,8 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
-def download(cache_dir: str = CACHE_DIR) -> str:
-    """The validation file, downloaded once and checked against its sha256."""
+def download(cache_dir: str = CACHE_DIR, hint: str = "pass a local copy with --data PATH") -> str:
+    """The validation file, downloaded once and checked against its sha256; `hint` says what to do offline."""
     path = os.path.join(cache_dir, "hellaswag", "hellaswag_val.jsonl")
     if os.path.exists(path) and sha256_of(path) == SHA256:
         return path
@@ -66,7 +66,7 @@ def download(cache_dir: str = CACHE_DIR) -> str:
     except OSError as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise UserError(f"could not download {URL} ({e}); pass a local copy with --data PATH") from None
+        raise UserError(f"could not download {URL} ({e}); {hint}") from None
     if sha256_of(tmp) != SHA256:
         os.remove(tmp)
         raise UserError(f"{URL}: sha256 mismatch (expected {SHA256}); not cached")

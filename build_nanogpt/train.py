@@ -118,6 +118,10 @@ def check_config(cfg: TrainConfig, world: int) -> int:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
     if cfg.vocab_size < GPT2_VOCAB:  # the shards hold GPT-2 token ids: a smaller table cannot embed them
         raise UserError(f"--vocab-size {cfg.vocab_size}: must be >= {GPT2_VOCAB} (the GPT-2 tokens)")
+    if cfg.hellaswag_limit < -1:
+        raise UserError(f"--hellaswag-limit {cfg.hellaswag_limit}: use -1 (all), 0 (off) or N >= 1")
+    if cfg.stop_at == 0 or cfg.stop_at < -1:  # step 0 has nothing to checkpoint yet
+        raise UserError(f"--stop-at {cfg.stop_at}: use -1 (run to --max-steps) or a step >= 1")
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"--n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}")
     per_step = cfg.micro_batch * cfg.block_size * world
@@ -223,15 +227,18 @@ def plot_curves(records: list[dict], path: str) -> None:
         ax1.plot(*zip(*train), lw=0.8, label="train loss")
     if val:
         ax1.plot(*zip(*val), "o-", ms=3, label="val loss")
-    ax1.axhline(REF_VAL_LOSS, color="r", ls="--", lw=1, label=f"GPT-2 124M val ({REF_VAL_LOSS})")
-    ax1.set(xlabel="step", ylabel="loss", title="loss")
+    ax1.axhline(REF_VAL_LOSS, color="r", ls="--", lw=1, label=f"GPT-2 124M, FineWeb-Edu val ({REF_VAL_LOSS})")
+    ax1.set(xlabel="step", ylabel="cross-entropy (nats/token)", title="loss")
     ax1.legend()
     if hs:
-        ax2.plot(*zip(*hs), "o-", ms=3, label="this model (acc_norm)")
+        n = [r["n"] for r in records if r["kind"] == "hellaswag"][-1]  # few examples: a noisy estimate
+        ax2.plot(*zip(*hs), "o-", ms=3, label=f"this model ({n} examples)")
+    else:
+        ax2.text(0.5, 0.5, "not evaluated (--hellaswag-limit 0)", transform=ax2.transAxes, ha="center", color="gray")
     for (name, acc), color in zip(REF_HELLASWAG.items(), ("r", "g")):
         ax2.axhline(acc, color=color, ls="--", lw=1, label=f"{name} ({acc})")
     ax2.axhline(0.25, color="gray", ls=":", lw=1, label="chance (0.25)")
-    ax2.set(xlabel="step", ylabel="accuracy", title="HellaSwag")
+    ax2.set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
     ax2.legend()
     fig.tight_layout()
     tmp = path + ".tmp.png"
@@ -301,7 +308,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"--resume: no checkpoint at {ckpt_path!r}")
     hs_path = cfg.hellaswag_data
     if cfg.hellaswag_limit != 0 and not hs_path:
-        hs_path = download_hellaswag()  # cached after the first time (each rank checks the sha256)
+        # cached after the first time (each rank checks the sha256)
+        hs_path = download_hellaswag(hint="pass a local copy with --hellaswag-data PATH, or --hellaswag-limit 0")
     examples = load_examples(hs_path, cfg.hellaswag_limit) if cfg.hellaswag_limit != 0 else []
 
     if ddp:
@@ -341,6 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     if master:
         print(f"{model.num_params():,} parameters | device {device_name(device)} | world {world} | "
               f"grad accumulation {grad_accum} | {cfg.total_batch:,} tokens/step | start step {start_step}")
+        if cfg.device == "auto" and device_type == "cpu" and model.num_params() > 20e6:
+            print("note: no GPU found, so this model trains on the CPU (very slowly); --preset tiny is sized for a CPU")
 
     stop = cfg.max_steps if cfg.stop_at < 0 else min(cfg.stop_at, cfg.max_steps)
     for step in range(start_step, stop + 1):
@@ -398,6 +408,9 @@ def main(argv: list[str] | None = None) -> None:
                         **({"cuda": torch.cuda.get_rng_state()} if device_type == "cuda" else {})},
             })
     logger.plot()
+    if master:
+        what = f"stopped at step {stop} (--stop-at); continue with --resume true" if stop < cfg.max_steps else "done"
+        print(f"{what} | log.txt, log.jsonl, curves.png, ckpt.pt in {cfg.out_dir}")
     if ddp:
         dist.barrier()
         dist.destroy_process_group()

@@ -38,6 +38,10 @@ def test_skip_by_setting_name(load_module, monkeypatch):
     assert result["milestones"][-1]["settings"]["vocab"] == 50257
     with pytest.raises(bench.UserError, match="'warp'.*vocab"):
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="warp"))
+    with pytest.raises(bench.UserError, match="float32: it is the baseline"):  # "vs fp32" needs it
+        bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="float32"))
+    with pytest.raises(bench.UserError, match="--micro-batch 0: use -1"):  # not silently the default
+        bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", micro_batch=0))
 
 
 def test_peak_flops_table(load_module):

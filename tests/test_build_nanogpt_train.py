@@ -30,13 +30,14 @@ def records(out, kind):
     return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["kind"] == kind]
 
 
-def test_exact_resume_is_bitwise(load_module, shards, tmp_path):
+def test_exact_resume_is_bitwise(load_module, shards, tmp_path, capsys):
     train = load_module("build_nanogpt", "train")
     a, b = tmp_path / "a", tmp_path / "b"
     common = TINY + ["--data-dir", str(shards), "--max-steps", "8"]
     train.main(common + ["--out-dir", str(a), "--ckpt-every", "0"])  # 0: one checkpoint, at the end
     train.main(common + ["--out-dir", str(b), "--stop-at", "3"])  # "interrupted" after 3 steps
     assert torch.load(b / "ckpt.pt", weights_only=True)["step"] == 3
+    assert "stopped at step 3 (--stop-at); continue with --resume true" in capsys.readouterr().out
     train.main(common + ["--out-dir", str(b), "--resume", "true"])
     ca, cb = (torch.load(p / "ckpt.pt", weights_only=True) for p in (a, b))
     assert ca["step"] == cb["step"] == 8
@@ -59,10 +60,21 @@ def test_exact_resume_is_bitwise(load_module, shards, tmp_path):
         assert torch.equal(v, ca["model"][k]), k
 
 
-def test_bad_input_is_a_clean_error(load_module, run_script, clean_error, tmp_path):
+def test_bad_input_is_a_clean_error(load_module, run_script, clean_error, tmp_path, shards, monkeypatch):
     train = load_module("build_nanogpt", "train")
+    H = load_module("build_nanogpt", "hellaswag")
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+    monkeypatch.setattr(H.urllib.request, "urlretrieve", offline)
+    monkeypatch.setattr(H.download, "__defaults__", (str(tmp_path / "cache"), H.download.__defaults__[1]))
+    with pytest.raises(train.UserError, match="offline.*--hellaswag-data PATH"):  # train.py's flag, not --data
+        train.main(TINY + ["--data-dir", str(shards), "--hellaswag-limit", "2", "--out-dir", str(tmp_path / "h")])
     with pytest.raises(train.UserError, match="vocab-size 1000"):  # GPT-2 ids would index past the table
         train.main(TINY + ["--vocab-size", "1000", "--out-dir", str(tmp_path / "v")])
+    for flag, value, allowed in (("--hellaswag-limit", "-5", "0 \\(off\\)"), ("--stop-at", "0", "step >= 1")):
+        with pytest.raises(train.UserError, match=f"{flag} {value}: .*{allowed}"):  # not silently "all" / no checkpoint
+            train.main(TINY + [flag, value, "--out-dir", str(tmp_path / "v")])
     out = tmp_path / "out"
     r = run_script("build_nanogpt/train.py", *TINY, "--data-dir", tmp_path / "missing", "--out-dir", out)
     clean_error(r, "missing", "does not exist")
