@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 import train  # --recipe runs train.py itself
 from model import GPT, GPTConfig
+from prepare import ArgParser
 
 
 @dataclass
@@ -382,8 +383,7 @@ def bench_recipe(cfg: BenchConfig, seeds: list[int]) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(BenchConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
@@ -391,8 +391,16 @@ def main(argv=None):
         else:
             p.add_argument(flag, type={"int": int, "str": str}[f.type], default=f.default, help=HELP.get(f.name, f.name.replace("_", " ")))
     cfg = BenchConfig(**vars(p.parse_args(argv)))
+    sizes = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size")
+    for name in sizes:  # checked here: a zero would divide by zero or time empty batches
+        if getattr(cfg, name) < 1:
+            p.exit(2, f"error: --{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1\n")
+    if cfg.threads < 0:
+        p.exit(2, f"error: --threads {cfg.threads}: must be >= 0 (0 = torch's default)\n")
     if cfg.dtype not in ("float32", "bfloat16", "float16"):
         p.exit(2, f"error: --dtype {cfg.dtype!r}: one of float32, bfloat16, float16\n")
+    if cfg.device.split(":")[0] not in ("cpu", "cuda"):
+        p.exit(2, f"error: --device {cfg.device!r}: use cpu, cuda or cuda:N\n")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         p.exit(2, f"error: --device {cfg.device}: CUDA is not available here; use --device cpu\n")
     if cfg.iters < 1 or cfg.rounds < 1 or cfg.warmup < 0 or cfg.max_new_tokens < 1:

@@ -510,9 +510,22 @@ def _write_json(path: Path, obj: dict):
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
+class ArgParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit 2) instead of the usage block; sample.py and bench.py use it too."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not "(default: None)": those options say in their help what None means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--dataset", default="python_stdlib",
                    help=f"one of {', '.join([*WHOLE_TEXT, *HUB])}, or any new name with --source")
     p.add_argument("--source", default=None, help="local file or folder (.txt/.jsonl/.parquet) instead of a download")

@@ -21,9 +21,12 @@ import prepare
 from model import GPT, GPTConfig, HUB_MODELS
 
 
+HERE = Path(__file__).resolve().parent
+
+
 @dataclass
 class SampleConfig:
-    init_from: str = "nanogpt/out"
+    init_from: str = str(HERE / "out")  # train.py's default --out-dir, wherever this is run from
     start: str = "\n"
     num_samples: int = 3
     max_new_tokens: int = 200
@@ -40,7 +43,7 @@ class SampleConfig:
 HELP = {
     "init_from": "training out dir (reads OUT/ckpt_last.pt), a .pt checkpoint, gpt2[-medium|-large|-xl] or a local "
                  "Hugging Face GPT-2 folder",
-    "start": "prompt text, or FILE:path to read it from a file",
+    "start": "prompt text, or FILE:path to read it from a file (default: %(default)r)",
     "temperature": "0 = greedy (most likely token)",
     "top_k": "keep only the k most likely tokens ('none' = off)",
     "top_p": "nucleus sampling: smallest set of tokens with this much probability ('none' = off)",
@@ -51,11 +54,6 @@ HELP = {
 
 class SampleError(ValueError):
     """A user mistake: one line, exit code 2."""
-
-
-class ArgParser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, instead of argparse's usage block
-        self.exit(2, f"error: {message}\n")
 
 
 def load_model(init_from: str, device: str = "cpu"):
@@ -107,7 +105,8 @@ def _optional(kind):
 
 def main(argv=None):
     defaults = SampleConfig()
-    p = ArgParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = prepare.ArgParser(description=__doc__.split("\n\n")[0],
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(SampleConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -118,11 +117,15 @@ def main(argv=None):
             p.add_argument(flag, type=kind, default=default, help=HELP.get(f.name, f.name.replace("_", " ")))
     cfg = SampleConfig(**vars(p.parse_args(argv)))
     try:
-        if cfg.temperature < 0 or (cfg.top_k is not None and cfg.top_k < 1) or \
-                (cfg.top_p is not None and not 0 < cfg.top_p <= 1):
-            raise SampleError("need --temperature >= 0, --top-k >= 1 and 0 < --top-p <= 1")
-        if cfg.num_samples < 1 or cfg.max_new_tokens < 1:
-            raise SampleError("need --num-samples >= 1 and --max-new-tokens >= 1")
+        if cfg.temperature < 0:
+            raise SampleError(f"--temperature {cfg.temperature}: must be >= 0 (0 = greedy)")
+        if cfg.top_k is not None and cfg.top_k < 1:
+            raise SampleError(f"--top-k {cfg.top_k}: must be >= 1, or none")
+        if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
+            raise SampleError(f"--top-p {cfg.top_p}: must be in (0, 1], or none")
+        for name in ("num_samples", "max_new_tokens"):
+            if getattr(cfg, name) < 1:
+                raise SampleError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
         if cfg.dtype not in ("float32", "bfloat16", "float16"):
             raise SampleError(f"--dtype {cfg.dtype!r}: one of float32, bfloat16, float16")
         if cfg.device.split(":")[0] not in ("cpu", "cuda"):

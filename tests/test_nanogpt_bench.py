@@ -59,9 +59,13 @@ def test_speed_bench_runs_and_reports(bench, capsys):
     assert result["speedup_vs_nanogpt_ref"] == pytest.approx(ratio)
 
 
-@pytest.mark.parametrize("args", [["--recipe", "--seeds", "a,b"], ["--dtype", "int8"], ["--n-embd", "30"]])
+@pytest.mark.parametrize("args", [["--recipe", "--seeds", "a,b"], ["--dtype", "int8"], ["--n-embd", "30"],
+                                  ["--n-head", "0"], ["--batch-size", "0"], ["--threads", "-1"],
+                                  ["--device", "tpu"], ["--iters", "x"]])
 def test_bad_arguments_exit_2(bench, capsys, args):
     with pytest.raises(SystemExit) as e:
         bench.main(args)
     assert e.value.code == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert args[-1] in err  # names the bad value

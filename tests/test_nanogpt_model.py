@@ -336,3 +336,23 @@ def test_sample_script_skips_padding_ids_and_rejects_unknown_characters(M, load_
         sample.main(["--init-from", str(tmp_path / "chars.pt"), "--start", "abc", "--device", "cpu"])
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == "error: character 'c' is not in this char-level vocabulary (3 characters)"
+
+
+@pytest.mark.parametrize("args, needle", [(["--top-p", "2"], "--top-p 2.0"), (["--top-k", "0"], "--top-k 0"),
+                                          (["--temperature", "-1"], "--temperature -1.0"),
+                                          (["--max-new-tokens", "0"], "--max-new-tokens 0"),
+                                          (["--num-samples", "x"], "'x'")])
+def test_sample_bad_option_names_the_value(load_module, capsys, args, needle):
+    """Checked before any model is loaded: one line naming the flag and its value, exit 2."""
+    sample = load_module("nanogpt", "sample")
+    with pytest.raises(SystemExit) as e:
+        sample.main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1, err
+
+
+def test_sample_default_init_from_is_train_default_out_dir(load_module):
+    """The default checkpoint folder is train.py's default --out-dir, whatever the working directory."""
+    sample, train = load_module("nanogpt", "sample"), load_module("nanogpt", "train")
+    assert sample.SampleConfig().init_from == train.TrainConfig().out_dir

@@ -214,7 +214,8 @@ def test_shakespeare_download_cli_and_offline(tmp_path, http_server, shared_file
 # user mistakes
 
 
-@pytest.mark.parametrize("case", ["bad_name", "unsafe_name", "missing_file", "empty_file", "empty_folder"])
+@pytest.mark.parametrize("case", ["bad_name", "unsafe_name", "missing_file", "empty_file", "empty_folder",
+                                  "bad_option_value"])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, run_script, clean_error, case):
     data = tmp_path / "data"
     data.mkdir()
@@ -227,6 +228,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, run_script, 
         "missing_file": (["--dataset", "mine", "--source", tmp_path / "nope.txt"], ["nope.txt", "does not exist"]),
         "empty_file": (["--dataset", "mine", "--source", empty], ["empty.txt", "empty"]),
         "empty_folder": (["--dataset", "shakespeare_char", "--source", tmp_path / "emptydir"], ["emptydir"]),
+        "bad_option_value": (["--num-proc", "abc"], ["--num-proc", "abc"]),  # argparse's error, on one line
     }[case]
     r = run_script("nanogpt/prepare.py", *args, "--data-dir", data)
     clean_error(r, *needles)
