@@ -94,8 +94,10 @@ def grid(cfg: AblateConfig) -> list[dict]:
         raise AblateError(f"--lrs {cfg.lrs!r}: every learning rate must be > 0")
     if cfg.dataset not in mnist.DATASETS:
         raise AblateError(f"--dataset {cfg.dataset!r} is not allowed; one of {', '.join(mnist.DATASETS)}")
-    if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.width < 1 or cfg.act_images < 2 or cfg.train_subset < 0:
-        raise AblateError("--epochs and --width must be >= 1, --batch-size and --act-images >= 2, --train-subset >= 0")
+    for key, lo in (("epochs", 1), ("width", 1), ("batch_size", 2), ("act_images", 2), ("train_subset", 0),
+                    ("record_every", 0)):
+        if getattr(cfg, key) < lo:
+            raise AblateError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= {lo}")
     return [{"name": f"{c}_d{d}_lr{lr:g}_s{s}", "config": c, "depth": d, "lr": lr, "seed": s}
             for d in depths for c in names for lr in lrs for s in seeds]
 
@@ -167,7 +169,7 @@ def run_all(cfg: AblateConfig, log=print) -> dict:
         row["diverged"] = row["final_train_loss"] is None or row["final_train_loss"] >= math.log(10)
         done.append(row)
         log(f"{r['name']}: test acc {100 * (row['final_test_acc'] or 0):.2f}%, train loss "
-            f"{row['final_train_loss']}, {row['seconds']:.0f}s")
+            f"{_loss(row['final_train_loss'])}, {row['seconds']:.0f}s")
         out = save(cfg, done)  # after every run, so a long grid that is cut short keeps what it has
     plot_all(out, cfg.out_dir)
     return out
@@ -337,7 +339,8 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
             if pts:
                 d, m, sd = (np.array([np.nan if v is None else v for v in col], dtype=float) for col in zip(*pts))
                 ax.errorbar(d, 100 * m, yerr=100 * sd, marker="o", color=colors[c], label=c, capsize=3)
-        ax.set(title=f"final test accuracy, lr {lr:g}", xlabel="depth", ylabel="%", xticks=depths)
+        ax.axhline(10, color="grey", ls=":", lw=1, label="chance (10%)")
+        ax.set(title=f"final test accuracy, lr {lr:g}", xlabel="depth", ylabel="test accuracy (%)", xticks=depths)
         ax.legend(fontsize=8)
     paths.append(os.path.join(out_dir, "ablation_acc.png"))
     fig.tight_layout()
@@ -351,12 +354,15 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
     for ax, c in zip(axes[0], confs):
         for r in runs:
             if r["config"] == c and r["lr"] == lr0 and r["seed"] == seed0:
-                ax.plot([_nan(v) for v in r["act_std"]["init"]], "--", color=dcol[r["depth"]],
-                        label=f"depth {r['depth']} init")
-                ax.plot([_nan(v) for v in r["act_std"]["trained"]], "-", color=dcol[r["depth"]],
-                        label=f"depth {r['depth']} trained")
+                ax.plot([_nan(v) for v in r["act_std"]["init"]], "--", color=dcol[r["depth"]])
+                ax.plot([_nan(v) for v in r["act_std"]["trained"]], "-", color=dcol[r["depth"]])
         ax.set(title=f"{c}: pre-activation std (lr {lr0:g})", xlabel="ReLU index (input -> output)", yscale="log")
-        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("std of the ReLU input")
+    # one legend beside the last panel: inside, it hid the curves it sits on
+    handles = [plt.Line2D([], [], color=dcol[d], label=f"depth {d}") for d in depths]
+    handles += [plt.Line2D([], [], color="k", ls="--", label="at init (BN batch stats)"),
+                plt.Line2D([], [], color="k", ls="-", label="trained (eval mode)")]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     paths.append(os.path.join(out_dir, "ablation_actstd.png"))
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=90)
@@ -368,7 +374,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
 
 
 def parse_args(argv=None) -> AblateConfig:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = train.ArgParser(prog="ablate.py", description=__doc__.splitlines()[0])
     for f in fields(AblateConfig):
         flag = f"--{f.name.replace('_', '-')}"
         if f.type in (bool, "bool"):

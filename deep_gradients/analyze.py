@@ -31,6 +31,7 @@ import torch.nn.functional as F  # noqa: E402
 import evolution  # noqa: E402
 import mnist  # noqa: E402
 import model as model_lib  # noqa: E402
+from train import ArgParser  # noqa: E402
 
 
 class RunDirError(Exception):
@@ -201,7 +202,8 @@ def plot_histograms(hists: list[dict], kind: str, path: str, max_layers: int = 4
             e = np.array(h["edges"])
             ax.stairs(np.array(h["counts"]) / max(sum(h["counts"]), 1), e, color=c,
                       label=f"step {s} (epoch {h['epoch'] + 1})")
-        ax.set(title=n, yscale="log")
+        ax.set(title=n, yscale="log", xlabel="value")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))  # gradients' small ticks (-0.0075 ...) overlap otherwise
     axes[0][0].legend(fontsize=7)
     what = {"weight": "weights", "grad": "gradients", "act": "ReLU inputs (pre-activations)"}[kind]
     fig.suptitle(f"histograms of {what} (fraction per bin)")
@@ -439,15 +441,17 @@ def make_report(cfg: AnalyzeConfig, log=print) -> str:
 
 
 def parse_args(argv=None) -> AnalyzeConfig:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgParser(prog="analyze.py", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a train.py output directory (results.json, ckpt.pt, ...)")
     p.add_argument("--out", default="", help="output folder (default RUN_DIR/report)")
     p.add_argument("--data-dir", default="", help="where the run's dataset lives, if moved")
     p.add_argument("--n-images", type=int, default=AnalyzeConfig.n_images, help="test images scanned")
     p.add_argument("--digit-index", type=int, default=AnalyzeConfig.digit_index, help="test image to follow")
     a = p.parse_args(argv)
-    if a.n_images < 10 or a.digit_index < 0:
-        p.exit(2, "analyze.py: error: --n-images must be >= 10 and --digit-index >= 0\n")
+    if a.n_images < 10:
+        p.error(f"--n-images {a.n_images} must be >= 10")
+    if not 0 <= a.digit_index < a.n_images:
+        p.error(f"--digit-index {a.digit_index} must be in [0, --n-images) = [0, {a.n_images})")
     return AnalyzeConfig(a.run_dir, a.out, a.data_dir, a.n_images, a.digit_index)
 
 

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from model import DEPTHS
+from train import ArgParser, field_help
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,35 +43,41 @@ TRAIN = HERE / "train.py"
 @dataclass
 class BenchConfig:
     quick: bool = False  # CPU smoke-sized: the first quick_subset training images per worker, no time-to-99.5% row
-    quick_subset: int = 1024
+    quick_subset: int = 1024  # training images per worker with --quick
     dataset: str = "auto"  # auto = mnist when --data-dir holds it, else the offline digits
     data_dir: str = ""  # MNIST IDX folder ("" = deep_gradients/data/mnist)
     epochs: int = 3  # per row; the fastest epoch after the first is the one reported
-    batch_size: int = 128  # per worker
+    batch_size: int = 128  # per worker (N processes run a global batch N x this)
     small: str = "8x16"  # depth x width of the small network
     big: str = ""  # ... and of the big one; "" = 20x16 (train.py's default) with --quick, else 56x32
     workers: int = 0  # CPU processes / threads for the multi-worker rows (0 = all cores)
     gpu: bool = True  # run the GPU rows where CUDA exists
-    timeout: int = 1800  # seconds per row
+    timeout: int = 1800  # seconds per row; a row that runs longer is listed as skipped
     out: str = str(HERE / "benchmark")  # writes OUT.md, OUT.png, OUT.json
-    runs_dir: str = str(HERE / "out" / "benchmark")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    runs_dir: str = str(HERE / "out" / "benchmark")  # one train.py output folder per row
 
 
 def parse_args(argv=None) -> BenchConfig:
-    p = _Parser(prog="benchmark.py", description=__doc__.split("\n")[0],
+    p = ArgParser(prog="benchmark.py", description=__doc__.split("\n")[0],
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    comments = field_help(BenchConfig)
     for f in dataclasses.fields(BenchConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
+                           help=comments.get(f.name, " "))
         else:
-            p.add_argument(flag, dest=f.name, type={"int": int, "str": str}[f.type], default=f.default)
+            p.add_argument(flag, dest=f.name, type={"int": int, "str": str}[f.type], default=f.default,
+                           help=comments.get(f.name, " "))
     cfg = BenchConfig(**vars(p.parse_args(argv)))
+    # checked here, before the first row: a bad value would otherwise fail every row, one by one
+    if cfg.dataset not in ("auto", "digits", "mnist"):
+        p.error(f"--dataset {cfg.dataset!r} is not allowed; one of auto, digits, mnist")
+    for key in ("quick_subset", "epochs", "batch_size", "timeout"):
+        if getattr(cfg, key) < 1:
+            p.error(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= 1")
+    if cfg.workers < 0:
+        p.error(f"--workers {cfg.workers} must be >= 0 (0 = all cores)")
     cfg.big = cfg.big or ("20x16" if cfg.quick else "56x32")
     for key in ("small", "big"):
         try:
@@ -274,7 +281,8 @@ def plot(rows, path: Path, header: dict) -> None:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("training images / s (log scale)")
-    ax.set_title(f"ResNet on MNIST-sized images: {header['machine'][:80]}", fontsize=8)
+    ax.set_title(f"ResNet training throughput on 28x28 images (fastest epoch after the first)\n{header['machine']}",
+                 fontsize=8)  # the whole machine line: a cut one read as "Python 3"
     for i, r in enumerate(done):
         ax.text(r["images_per_s"], i, f" {r['images_per_s']:.0f}", va="center", fontsize=7)
     fig.tight_layout()

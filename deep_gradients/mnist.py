@@ -111,7 +111,8 @@ def download(data_dir: str | os.PathLike, mirrors: tuple[str, ...] | None = None
             finally:
                 tmp.unlink(missing_ok=True)
         else:
-            raise DataError(f"could not download {name} (offline?): " + "; ".join(map(str, errors)))
+            raise DataError(f"could not download {name} (offline?); put the 4 IDX gz files in {data_dir} instead: "
+                            + "; ".join(map(str, errors)))
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, download_missing: bool = False):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 import mnist
 import model as model_lib
+from train import ArgParser
 
 # --------------------------------------------------------------------------------------------------
 # layers: forward returns (out, cache); backward takes d(loss)/d(out) and returns the input gradients
@@ -339,12 +340,12 @@ def train(cfg: ScratchConfig, log=print) -> list[float]:
     correct = 0
     for i in range(0, len(x_test), 256):
         correct += (net.forward(x_test[i:i + 256]).argmax(1) == y_test[i:i + 256]).sum().item()
-    log(f"test accuracy {correct / len(x_test):.4f} ({len(x_test)} images)")
+    log(f"test accuracy {100 * correct / len(x_test):.2f}% ({len(x_test)} images)")
     return losses
 
 
 def parse_args(argv=None) -> ScratchConfig:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgParser(prog="scratch.py", description=__doc__.splitlines()[0])
     for f in fields(ScratchConfig):
         flag = f"--{f.name.replace('_', '-')}"
         if f.type in (bool, "bool"):  # --batch-norm / --no-batch-norm, as in train.py
@@ -358,8 +359,10 @@ def parse_args(argv=None) -> ScratchConfig:
         bad = f"--dataset {cfg.dataset!r} is not supported; allowed: digits, mnist"
     elif cfg.depth not in model_lib.DEPTHS:
         bad = f"--depth {cfg.depth} is not supported; allowed: {sorted(model_lib.DEPTHS)}"
-    elif cfg.steps < 1 or cfg.batch_size < 2 or cfg.width < 1 or cfg.log_every < 1:
-        bad = "--steps, --width and --log-every must be >= 1 and --batch-size >= 2"
+    elif small := [(k, lo) for k, lo in (("steps", 1), ("batch_size", 2), ("width", 1), ("log_every", 1))
+                   if getattr(cfg, k) < lo]:
+        k, lo = small[0]
+        bad = f"--{k.replace('_', '-')} {getattr(cfg, k)} must be >= {lo}"
     elif not cfg.lr > 0:
         bad = f"--lr {cfg.lr} must be > 0"
     if bad:

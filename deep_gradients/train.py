@@ -16,9 +16,11 @@ import argparse
 import gc
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
+import re
 import resource
 import sys
 import threading
@@ -54,16 +56,16 @@ class Config:
     # model
     depth: int = 20  # 6n+2: 8, 20 or 56
     width: int = 16  # channels of the first stage (stages have w, 2w, 4w); "a bigger network" = --width 32
-    batch_norm: bool = True
-    residual: bool = True
-    zero_init_residual: bool = False
+    batch_norm: bool = True  # off: every BatchNorm2d is Identity and the convs get biases
+    residual: bool = True  # off: no shortcuts, a plain 6n+2-layer CNN
+    zero_init_residual: bool = False  # each block's last BN gamma starts at 0 (Goyal et al. 2017)
     # optimisation
-    epochs: int = 6
+    epochs: int = 6  # passes over the (sub)set; the LR schedule spans all of them
     batch_size: int = 128  # global batch, split evenly over the ranks
     optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
     lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD's Nesterov momentum (AdamW keeps its default betas)
+    weight_decay: float = 5e-4  # L2 in SGD, decoupled in AdamW
     schedule: str = "onecycle"  # onecycle (linear up, linear down) | cosine (warm-up, cosine) | constant
     warmup_frac: float = 0.2  # fraction of all steps spent warming up
     # system and CUDA optimisations (each one a flag, measured by benchmark.py)
@@ -77,8 +79,8 @@ class Config:
     data_on_device: bool = True  # whole dataset on the training device; off = host memory + a copy per batch
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only): BN statistics of the global batch
     # bookkeeping
-    seed: int = 0
-    out_dir: str = "deep_gradients/out"
+    seed: int = 0  # fixes the init and, with the epoch, each epoch's shuffle and shifts
+    out_dir: str = "deep_gradients/out"  # results.json, ckpt.pt, curves.png (and the recorder's files)
     log_every: int = 10  # record the training loss every this many steps (train_curve)
     record_every: int = 0  # > 0: evolution.Recorder logs per-layer statistics every this many steps
     eval: bool = True  # evaluate on the test set after every epoch
@@ -532,6 +534,8 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
             print(f"stopped after {epochs_run} epoch(s) (--stop-after); continue with --resume", flush=True)
         elif last.get("test_acc") is not None:
             print(f"final test accuracy {100 * last['test_acc']:.2f}% -> {out / 'results.json'}", flush=True)
+        else:  # --no-eval: still say where the run went
+            print(f"done, no evaluation (--no-eval) -> {out / 'results.json'}", flush=True)
     return results
 
 
@@ -539,16 +543,29 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
 # command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2 (argparse would add a usage block)
+class ArgParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit 2) instead of a usage block; the other scripts use it too."""
+
+    def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def field_help(cls) -> dict[str, str]:
+    """Field name -> the `# comment` on its line in the dataclass source: the --help text, kept in one place."""
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if m:
+            out[m[1]] = m[2].replace("%", "%%")  # argparse expands %-formats in help strings
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="train.py", description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgParser(prog="train.py", description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    comments = field_help(Config)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"one of {', '.join(CHOICES[f.name])}" if f.name in CHOICES else " "
+        help_text = comments.get(f.name) or (f"one of {', '.join(CHOICES[f.name])}" if f.name in CHOICES else " ")
         if f.type in ("bool", bool):
             p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         else:

@@ -1,6 +1,7 @@
 """deep_gradients: evolution.Recorder inside a real tiny train.py run, the analyze.py report, the ablation runner."""
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -114,8 +115,11 @@ def test_ablation_two_configs_one_seed(mods, tmp_path):
     ab = mods["ablate"]
     cfg = ab.AblateConfig(configs="bn+res,plain", depths="8", lrs="0.1", seeds="0", epochs=1, train_subset=128,
                           batch_size=32, width=4, act_images=64, out_dir=str(tmp_path))
-    out = ab.run_all(cfg, log=lambda *a: None)
+    logged = []
+    out = ab.run_all(cfg, log=logged.append)
     assert [r["name"] for r in out["runs"]] == ["bn+res_d8_lr0.1_s0", "plain_d8_lr0.1_s0"]
+    done = [line for line in logged if line.startswith("plain_d8_lr0.1_s0: test acc")]
+    assert done and re.search(r"train loss (\d+\.\d{3}|NaN), \d+s$", done[0]), logged  # rounded, not 2.2957334518...
     saved = json.loads((tmp_path / "ablation.json").read_text())
     assert len(saved["runs"]) == 2 and len(saved["summary"]) == 2
     for r in saved["runs"]:
@@ -139,3 +143,16 @@ def test_ablation_rejects_bad_selection(mods, run_script, clean_error):
     with pytest.raises(mods["ablate"].AblateError, match="depths"):
         mods["ablate"].grid(mods["ablate"].AblateConfig(depths="8,9"))
     clean_error(run_script("deep_gradients/ablate.py", "--configs", "bn+res,wide"), "--configs", "wide", "plain")
+    with pytest.raises(mods["ablate"].AblateError, match="--act-images 1 must be >= 2"):  # names the bad value
+        mods["ablate"].grid(mods["ablate"].AblateConfig(act_images=1))
+
+
+@pytest.mark.parametrize("script,argv,needle", [
+    ("ablate", ["--epochs", "two"], "'two'"), ("ablate", ["--bogus"], "--bogus"),
+    ("analyze", ["RUN", "--n-images", "x"], "'x'"), ("analyze", ["RUN", "--digit-index", "2000"], "--digit-index 2000"),
+    ("analyze", ["RUN", "--n-images", "5"], "--n-images 5"), ("analyze", [], "run_dir")])
+def test_cli_bad_option_is_one_line(mods, capsys, script, argv, needle):
+    with pytest.raises(SystemExit) as e:  # argparse's own errors too: no usage block
+        mods[script].parse_args(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err

@@ -165,7 +165,7 @@ def test_download_rejects_wrong_content(mn, tmp_path):
 def test_download_offline_one_line_error(run_script, clean_error, tmp_path):
     r = run_script("deep_gradients/train.py", *MNIST_ARGS, "--download", "--data-dir", tmp_path / "dl",
                    "--out-dir", tmp_path / "out", env={"MNIST_MIRRORS": dead_url()}, timeout=120)
-    clean_error(r, "could not download", "offline")
+    clean_error(r, "could not download", "offline", f"put the 4 IDX gz files in {tmp_path / 'dl'}")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -222,11 +222,16 @@ def test_cli_trains(run_script):
     assert r.returncode == 0, r.stderr
     losses = [float(line.split("loss")[1].split("|")[0]) for line in r.stdout.splitlines() if "| loss" in line]
     assert len(losses) == 4 and all(v == v for v in losses)
-    assert "test accuracy" in r.stdout
+    assert "test accuracy" in r.stdout and "% (359 images)" in r.stdout  # a percentage, as the README quotes it
 
 
-def test_cli_rejects_bad_depth_in_one_line(S, capsys):
+@pytest.mark.parametrize("argv,needles", [(["--depth", "9"], ("--depth 9", "20")),
+                                          (["--steps", "abc"], ("--steps", "'abc'")),
+                                          (["--batch-size", "1"], ("--batch-size 1", ">= 2")),
+                                          (["--bogus"], ("--bogus",))])
+def test_cli_rejects_bad_depth_in_one_line(S, capsys, argv, needles):
     with pytest.raises(SystemExit) as e:
-        S.parse_args(["--depth", "9"])
+        S.parse_args(argv)
     err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and "--depth 9" in err and "20" in err
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "usage" not in err, err
+    assert all(n in err for n in needles), err

@@ -90,7 +90,7 @@ def test_resume_unreadable_checkpoint_one_line(tr, tmp_path, capsys):
     assert code == 2 and "cannot read" in err and len(err.splitlines()) == 1, err
 
 
-def test_architecture_switches_reach_the_model(tr, tmp_path, monkeypatch):
+def test_architecture_switches_reach_the_model(tr, tmp_path, monkeypatch, capsys):
     seen = {}
 
     class FakeRecorder:  # stands in for evolution.Recorder: check the hook order train.py promises
@@ -120,6 +120,7 @@ def test_architecture_switches_reach_the_model(tr, tmp_path, monkeypatch):
     sd = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["model"]
     assert not any("bn" in k or "shortcut" in k or "stem.1" in k for k in sd)
     assert res["final_test_acc"] is None  # --no-eval
+    assert "no evaluation (--no-eval) -> " in capsys.readouterr().out  # still says where the run went
 
 
 def run_main(tr, argv, capsys):
@@ -156,6 +157,12 @@ def test_help_lists_the_switches(tr, capsys):
     assert e.value.code == 0
     for flag in ("--no-batch-norm", "--no-residual", "--channels-last", "--amp", "--sync-bn", "--compile", "--resume"):
         assert flag in out, flag
+    flat = " ".join(out.split())  # argparse wraps the help column
+    # every option shows its default and what it does (the Config comments), as the README promises
+    for text in ("--epochs EPOCHS passes over", "(default: 6)", "peak learning rate (default: 0.1)",
+                 "none | bf16 | fp16", "(default: deep_gradients/out)", "(Goyal et al. 2017) (default: False)"):
+        assert text in flat, text
+    assert set(tr.field_help(tr.Config)) == {f.name for f in tr.dataclasses.fields(tr.Config)}  # none left bare
 
 
 def test_cli_end_to_end(run_script, tmp_path):
@@ -212,3 +219,21 @@ def test_benchmark_row_that_times_out_is_skipped_not_fatal(load_module, tmp_path
     with pytest.raises(SystemExit) as e:
         bench.parse_args(["--small", "18x16"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("argv,needle", [(["--epochs", "0"], "--epochs 0"), (["--dataset", "cifar"], "'cifar'"),
+                                         (["--workers", "-1"], "--workers -1"), (["--batch-size", "x"], "'x'"),
+                                         (["--quick-subset", "0"], "--quick-subset 0")])
+def test_benchmark_bad_option_is_one_line_before_any_row(load_module, capsys, argv, needle):
+    bench = load_module("deep_gradients", "benchmark")
+    with pytest.raises(SystemExit) as e:  # parse_args runs before the first row: no row is started
+        bench.parse_args(["--quick", *argv])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_benchmark_help_shows_defaults(load_module, capsys):
+    with pytest.raises(SystemExit):
+        load_module("deep_gradients", "benchmark").parse_args(["--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "training images per worker with --quick (default: 1024)" in flat and "(default: 8x16)" in flat
