@@ -632,6 +632,29 @@ def write_results(out_dir: Path, results: dict, history: list, unigram: float) -
     os.replace(out_dir / ".loss.png.tmp.png", out_dir / "loss.png")
 
 
+def print_samples(model, meta: dict, cfg: TrainConfig, ctx, device: str) -> list[str]:
+    """cfg.num_samples continuations of a newline (temperature 0.8, top-k 200), printed and returned."""
+    if cfg.num_samples < 1:
+        return []
+    try:
+        tokenizer = prepare.get_tokenizer(meta)
+    except Exception as e:  # noqa: BLE001 - e.g. tiktoken files missing offline: train anyway, no samples
+        print(f"(no samples: cannot load tokenizer {meta.get('tokenizer')!r}: {e})")
+        return []
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    try:
+        start = tokenizer.encode("\n") or [0]
+    except ValueError:  # a char vocabulary without a newline
+        start = [0]
+    idx = torch.tensor([start] * cfg.num_samples, dtype=torch.long, device=device)  # (S, len(start))
+    with ctx:
+        out = model.generate(idx, cfg.sample_tokens, temperature=0.8, top_k=200, generator=gen)
+    samples = [tokenizer.decode([t for t in row[len(start):] if t < tokenizer.vocab_size]) for row in out.tolist()]
+    for i, text in enumerate(samples):
+        print(f"---------- sample {i + 1}\n{text}")
+    return samples
+
+
 def device_description(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
@@ -900,25 +923,7 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
         return 0
 
     # ---- results: samples, results.json, loss.png
-    samples = []
-    try:
-        tokenizer = prepare.get_tokenizer(meta)
-    except Exception as e:  # noqa: BLE001 - e.g. tiktoken files missing offline: train anyway, no samples
-        tokenizer = None
-        print(f"(no samples: cannot load tokenizer {meta.get('tokenizer')!r}: {e})")
-    if tokenizer is not None and cfg.num_samples > 0:
-        gen = torch.Generator(device=device).manual_seed(cfg.seed)
-        try:
-            start = tokenizer.encode("\n") or [0]
-        except ValueError:  # a char vocabulary without a newline
-            start = [0]
-        idx = torch.tensor([start] * cfg.num_samples, dtype=torch.long, device=device)  # (S, 1)
-        with ctx:
-            out = raw_model.generate(idx, cfg.sample_tokens, temperature=0.8, top_k=200, generator=gen)
-        for row in out.tolist():
-            samples.append(tokenizer.decode([t for t in row[len(start):] if t < tokenizer.vocab_size]))
-        for i, s in enumerate(samples):
-            print(f"---------- sample {i + 1}\n{s}")
+    samples = print_samples(raw_model, meta, cfg, ctx, device)
     # epoch-end evaluations (not r["epoch"] == int(r["epoch"]): rounded to 4 places, a step just before the end
     # of a 20k-step epoch would count)
     per_epoch = [r for r in history if r["epochs_done"] > 0 and r["iter"] == r["epochs_done"] * steps_per_epoch]
