@@ -11,6 +11,7 @@ import os
 import re
 
 import pytest
+import torch
 
 from test_nanogpt_train import read_log, run_args
 from test_nanogpt_train import tiny_data  # noqa: F401 - the shared fixture
@@ -51,7 +52,7 @@ def summaries(stdout: str) -> dict:
             re.findall(r"param_summary rank=(\d+) sha256=([0-9a-f]{64}) abs_sum=([0-9.e+-]+\d)", stdout)}
 
 
-def check_matches_single(single, out, stdout, world):
+def check_matches_single(single, out, stdout, world, train):
     ref_log, ref_sum, ref_full = single
     log = read_log(out)
     assert [e["iter"] for e in log] == [e["iter"] for e in ref_log] == [0, 4, 8, 10]  # 127 // 12 = 10 steps
@@ -65,22 +66,26 @@ def check_matches_single(single, out, stdout, world):
     assert len({h for h, _ in got.values()}) == 1, got  # every rank holds the same weights, bit for bit
     assert got[0][1] == pytest.approx(ref_sum[0][1], rel=1e-5)
     assert (out / "ckpt_epoch1.pt").exists()
+    # the checkpoint holds exactly those final weights, under the bare model's names (no DDP "module." prefix)
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
+    assert train.param_summary(type("Saved", (), {"state_dict": lambda self: ckpt["model"]})()) == got[0][0]
     assert final_val(out) == pytest.approx(ref_full, rel=1e-5)
 
 
-def test_two_processes_match_one(torchrun, single, tiny_data, tmp_path):
+def test_two_processes_match_one(torchrun, single, tiny_data, tmp_path, load_module):
     out = tmp_path / "ddp2"
     (r,) = torchrun("nanogpt/train.py", *run_args(tiny_data, out, *DDP_ARGS), nproc=2, env=SUMMARY, timeout=180)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 rank(s) x 3 micro-step(s)" in r.stdout
-    check_matches_single(single, out, r.stdout, world=2)
+    check_matches_single(single, out, r.stdout, world=2, train=load_module("nanogpt", "train"))
 
 
-def test_three_simulated_nodes_match_one(torchrun, single, tiny_data, tmp_path):
+def test_three_simulated_nodes_match_one(torchrun, single, tiny_data, tmp_path, load_module):
     out = tmp_path / "nodes3"
     results = torchrun("nanogpt/train.py", *run_args(tiny_data, out, *DDP_ARGS), nproc=1, nnodes=3, env=SUMMARY,
                        timeout=180)
     for r in results:
         assert r.returncode == 0, r.stderr[-3000:]
     assert "3 rank(s) x 2 micro-step(s)" in results[0].stdout
-    check_matches_single(single, out, "".join(r.stdout for r in results), world=3)
+    stdout = "".join(r.stdout for r in results)
+    check_matches_single(single, out, stdout, world=3, train=load_module("nanogpt", "train"))

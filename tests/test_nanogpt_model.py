@@ -265,6 +265,12 @@ def test_filter_logits_exact(M):
     assert kept(M.filter_logits(logits, top_p=0.01)) == {1}  # the top token always stays
     assert kept(M.filter_logits(logits, top_p=1.0)) == {0, 1, 2, 3, 4}
     assert kept(M.filter_logits(logits, top_k=3, top_p=0.5)) == {1, 3}
+    # the boundary for real: 0.4 + 0.3 is 0.70000005 in float32, so use dyadic probabilities, whose
+    # softmax and cumulative sums are exact; a token whose predecessors already reach top_p is dropped
+    dyadic = torch.tensor([[0.125, 0.5, 0.125, 0.25]]).log()
+    assert kept(M.filter_logits(dyadic, top_p=0.5)) == {1}
+    assert kept(M.filter_logits(dyadic, top_p=0.75)) == {1, 3}
+    assert len(kept(M.filter_logits(dyadic, top_p=0.875))) == 3  # only one of the two 0.125s is needed
     # kept logits are unchanged
     out = M.filter_logits(logits, top_k=3)
     assert torch.equal(out[0, [1, 3, 4]], logits[0, [1, 3, 4]])

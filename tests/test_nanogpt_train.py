@@ -244,6 +244,7 @@ def test_bfloat16_autocast_on_cpu_learns(train, capsys, tiny_data, tmp_path):
     assert [row["epochs_done"] for row in res["per_epoch"]] == [1, 2]
     assert len(res["samples"]) == 1 and "sample 1" in r.stdout
     assert (out / "loss.png").stat().st_size > 1000 and (out / "ckpt_epoch1.pt").exists()
+    assert not (out / "ckpt_epoch2.pt").exists()  # the default --save-epochs 1,5
     ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
     assert ckpt["epoch"] == 2 and not any(k.startswith("_orig_mod.") for k in ckpt["model"])
     for key in ("optimizer", "scaler", "schedule", "data_order", "rng", "config", "losses", "model_args"):
@@ -271,9 +272,67 @@ def test_final_val_loss_is_exact_over_every_window(train, load_module, capsys, t
     assert final["val_tokens_full"] == n * 16
     assert final["val_loss_full"] == pytest.approx(expect, rel=1e-5)
     assert f"over {n * 16:,} val tokens {expect:.4f}" in r.stdout
+    # the logged losses of the same weights (the budget-end evaluation) are each split's own fixed windows
+    last = read_log(out)[-1]
+    assert last["iter"] == 12
+    for split, n_windows in (("train", train.train_windows(2048, 16)), ("val", n)):
+        data = np.fromfile(tiny_data / "shakespeare_char" / f"{split}.bin", dtype=np.uint16)
+        xs, ys = train.get_batch(data, train.eval_windows(n_windows, 2 * 4, 1337, split), 16, "cpu")
+        with torch.no_grad():
+            assert last[f"{split}_loss"] == pytest.approx(gpt(xs, ys)[1].item(), rel=1e-5), split
     # a budget of 40 tokens: the first 2 windows only
     r = call_main(train, capsys, *run_args(tiny_data, tmp_path / "part", "--max-iters", 1, "--final-eval-tokens", 40))
     assert json.loads((tmp_path / "part" / "results.json").read_text())["final"]["val_tokens_full"] == 32
+
+
+def test_steps_follow_the_epoch_order_accumulate_and_clip(train, capsys, tiny_data, tmp_path, monkeypatch):
+    """Spies on get_batch and clip_grad_norm_ in a 2-epoch run with 2 micro-steps per step: every step trains on
+    the next 8 windows of its epoch's own permutation, at that epoch's grid shift; the gradient is clipped once
+    per step to --grad-clip; the accumulated gradient is the mean over micro-steps (its norm at step 0 equals a
+    single 8-window micro-step's); and the optimizer holds the configured AdamW settings."""
+    batches, norms = [], []
+    real_get_batch, real_clip = train.get_batch, torch.nn.utils.clip_grad_norm_
+
+    def get_batch(data, windows, block_size, device, shift=0):
+        if torch.is_grad_enabled():  # training; evaluation runs under no_grad
+            batches.append((windows.tolist(), shift))
+        return real_get_batch(data, windows, block_size, device, shift)
+
+    def clip(params, max_norm, *a, **k):
+        norm = real_clip(params, max_norm, *a, **k)
+        norms.append((max_norm, norm.item()))
+        return norm
+
+    monkeypatch.setattr(train, "get_batch", get_batch)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    out = tmp_path / "spy"
+    adamw = ["--beta1", 0.8, "--beta2", 0.99, "--eps", 1e-6, "--weight-decay", 0.05, "--grad-clip", 0.5]
+    r = call_main(train, capsys, *run_args(tiny_data, out, "--batch-tokens", 2 * 4 * 16, "--max-epochs", 2,
+                                           "--eval-interval", 100, "--save-epochs", "", *adamw))
+    assert r.returncode == 0, r.stderr
+    assert "1 rank(s) x 2 micro-step(s)" in r.stdout
+    steps = 127 // 8  # 15 steps per epoch, the last 7 windows dropped
+    expect = []
+    for epoch in range(2):
+        order, shift = train.epoch_order(127, 1337, epoch), train.epoch_shift(1337, epoch, 16)
+        expect += [(order[s * 8 + m * 4 : s * 8 + m * 4 + 4].tolist(), shift) for s in range(steps) for m in range(2)]
+    assert expect[0][1] != expect[-1][1]  # (the two epochs' shifts differ with this seed)
+    assert batches == expect
+    assert len(norms) == 2 * steps and all(max_norm == 0.5 for max_norm, _ in norms)
+    assert sum(norm > 0.5 for _, norm in norms) > 5  # clipping did act
+    groups = torch.load(out / "ckpt_last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
+    assert all(tuple(g["betas"]) == (0.8, 0.99) and g["eps"] == 1e-6 for g in groups)
+    assert all(g["lr"] == pytest.approx(train.get_lr(2 * steps - 1, train.TrainConfig(learning_rate=3e-3,
+                                                                                      warmup_iters=5), 2 * steps))
+               for g in groups)
+    # one micro-step of the same 8 windows: the same first gradient (accumulation averages, never sums)
+    first = norms[0][1]
+    norms.clear()
+    r = call_main(train, capsys, *run_args(tiny_data, tmp_path / "one", "--batch-size", 8, "--max-iters", 1,
+                                           "--final-eval-tokens", 0, *adamw))
+    assert r.returncode == 0, r.stderr
+    assert norms[0][1] == pytest.approx(first, rel=1e-5)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(train, capsys, tiny_data, tmp_path):

@@ -89,14 +89,19 @@ def test_resume_checks_step_size_and_restores_the_grad_scaler(train, capsys, cle
     r = call_main(train, capsys, "--out-dir", out, "--resume", "--max-iters", 6, "--dtype", "float16")
     assert r.returncode == 0, r.stderr
     scale = torch.load(out / "ckpt_last.pt", weights_only=True)["scaler"]["scale"]
+    tracker = torch.load(out / "ckpt_last.pt", weights_only=True)["scaler"]["_growth_tracker"]
     r = call_main(train, capsys, "--out-dir", out, "--resume", "--max-iters", 8, "--dropout", 0.2)
     assert r.returncode == 0, r.stderr
     ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
     assert ckpt["iter_num"] == 8 and ckpt["config"]["dtype"] == "float16" and ckpt["scaler"]["scale"] > 0
+    # the scaler continued (2 more finite steps on its growth tracker), it did not start afresh
+    assert (ckpt["scaler"]["scale"], ckpt["scaler"]["_growth_tracker"]) == (scale, tracker + 2)
     assert scale > 0 and ckpt["model_args"]["dropout"] == 0.2  # the model runs with the new dropout
     before = (out / "ckpt_last.pt").read_bytes()
     r = call_main(train, capsys, "--out-dir", out, "--resume", "--batch-size", 8, "--max-epochs", 3)
     clean_error(r, "cannot resume", "8 of 127 windows", "4 of 127", "--batch-tokens")
+    r = call_main(train, capsys, "--out-dir", out, "--resume", "--n-layer", 3)  # the architecture is the checkpoint's
+    clean_error(r, "--n-layer 3 differs from the checkpoint's 2", "keeps its architecture")
     assert (out / "ckpt_last.pt").read_bytes() == before
 
 
