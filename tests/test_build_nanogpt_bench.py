@@ -3,11 +3,18 @@ reason, speed-ups are consistent, bench.json/bench.png are written; hardware.py'
 import json
 
 import pytest
+import torch
 
 
-def test_cpu_bench_marks_cuda_only_milestones(load_module, tmp_path, capsys):
+def test_cpu_bench_marks_cuda_only_milestones(load_module, tmp_path, capsys, monkeypatch):
     bench = load_module("build_nanogpt", "bench")
     out = tmp_path / "bench"
+    clip, real_clip = [], torch.nn.utils.clip_grad_norm_  # every timed step is a full training step, clip included
+
+    def counting_clip(*args, **kwargs):
+        clip.append(1)
+        return real_clip(*args, **kwargs)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", counting_clip)
     result = bench.main(["--device", "cpu", "--size", "tiny", "--steps", "1", "--warmup", "1",
                          "--skip", "compile", "--out-dir", str(out)])
     rows = {r["milestone"]: r for r in result["milestones"]}
@@ -17,6 +24,8 @@ def test_cpu_bench_marks_cuda_only_milestones(load_module, tmp_path, capsys):
     assert not rows["torch.compile"]["applies"] and "--skip" in rows["torch.compile"]["reason"]
     ran = [r for r in result["milestones"] if r["applies"]]
     assert [r["milestone"] for r in ran] == ["float32", "bf16 autocast", "flash attention", "vocab 50,304", "micro-batch x2"]
+    assert len(clip) == len(ran) * 2  # (--warmup 1 + --steps 1) per milestone
+    assert [r["precision"] for r in ran] == ["fp32"] + ["bf16"] * 4
     assert rows["vocab 50,304"]["settings"] == dict(tf32=False, bf16=True, compile=False, flash=True, vocab=50304,
                                                     fused=False, batch_mult=1)  # cumulative, n/a ones left out
     for prev, r in zip(ran, ran[1:]):
@@ -32,10 +41,21 @@ def test_skip_by_setting_name(load_module, monkeypatch):
     """`--skip` takes the setting a milestone changes ("vocab 50,304" holds the list separator)."""
     bench = load_module("build_nanogpt", "bench")
     monkeypatch.setattr(bench, "time_milestone", lambda settings, *a: (0.5 / settings["batch_mult"], 1000))
+    # an H100's name: MFU against its peak for the milestone's precision (the CUDA-only rows stay n/a: device cpu)
+    monkeypatch.setattr(bench, "device_name", lambda device: "NVIDIA H100 80GB HBM3")
     result = bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="compile, vocab,Flash Attention"))
     skipped = [r["milestone"] for r in result["milestones"] if r.get("reason") == "skipped with --skip"]
     assert skipped == ["torch.compile", "flash attention", "vocab 50,304"]
     assert result["milestones"][-1]["settings"]["vocab"] == 50257
+    ran = [r for r in result["milestones"] if r["applies"]]
+    assert [(r["milestone"], r["micro_batch"]) for r in ran] == [("float32", 2), ("bf16 autocast", 2), ("micro-batch x2", 4)]
+    tiny = bench.SIZES["tiny"]
+    for r in ran:  # tokens/s from the micro-batch this milestone really ran (0.5 s per step, / batch_mult)
+        assert r["tok_per_s"] == pytest.approx(r["micro_batch"] * tiny["block_size"] / (0.5 / r["settings"]["batch_mult"]))
+        fpt = bench.flops_per_token(bench.GPTConfig(vocab_size=50257, **tiny), 1000)
+        peak = {"fp32": 66.9e12, "bf16": 989.4e12}[r["precision"]]
+        assert r["mfu"] == pytest.approx(fpt * r["tok_per_s"] / peak)
+    assert [r["precision"] for r in ran] == ["fp32", "bf16", "bf16"]
     with pytest.raises(bench.UserError, match="'warp'.*vocab"):
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="warp"))
     with pytest.raises(bench.UserError, match="float32: it is the baseline"):  # "vs fp32" needs it

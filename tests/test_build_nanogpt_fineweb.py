@@ -129,3 +129,28 @@ def test_max_shards_rerun_adds_nothing_and_non_text_is_a_user_error(load_module,
     bad.write_text('{"text": "fine"}\n{"text": null}\n{"text": 5}\n')  # null: an empty document; 5: an error
     with pytest.raises(fw.UserError, match=r"bad.jsonl:3: .*string 'text'"):
         fw.build_shards(fw.ShardConfig(out=str(tmp_path / "bad"), source=str(bad), workers=1))
+    # the manifest pins the shard size: continuing with another one would mix two layouts
+    with pytest.raises(fw.UserError, match="shard_size=97, not 50"):
+        fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=50, workers=1))
+
+
+def test_resume_after_every_shard_gives_the_same_shards(load_module, corpus, tmp_path):
+    """Stop after each shard in turn (--max-shards 1, 2, 3, ...) and rerun: the resume point must be exact
+    also for a document that spans three shards and for one that ends exactly where a shard ends."""
+    fw = load_module("build_nanogpt", "fineweb")
+    path, docs, stream = corpus
+    size = 23
+    starts = np.flatnonzero(stream == EOT)
+    lengths = np.diff(np.append(starts, len(stream)))
+    assert (lengths > 2 * size).any() and (starts[1:] % size == 0).any()  # both cases are in this corpus
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    fw.build_shards(fw.ShardConfig(out=str(ref), source=str(path), shard_size=size, workers=1))
+    for k in range(1, 200):
+        if fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=size, workers=1,
+                                          max_shards=k))["complete"]:
+            break
+        assert len(json.loads((out / "manifest.json").read_text())["shards"]) == k
+    assert (out / "manifest.json").read_text() == (ref / "manifest.json").read_text()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
+    for p in ref.glob("*.npy"):
+        assert (out / p.name).read_bytes() == p.read_bytes(), p.name

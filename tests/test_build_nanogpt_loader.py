@@ -59,6 +59,10 @@ def test_shuffle_is_seeded_and_changes_each_epoch(load_module, shards):
     assert not np.array_equal(a[:n], a[n:])  # epoch 2 is not epoch 1 again
     unshuffled = np.concatenate([np.load(p) for p in sorted(shards.glob("train_*.npy"))])[:n]
     assert not np.array_equal(a[:n], unshuffled)
+    # the shard order itself is drawn anew each epoch (3 shards: 6 orders), not fixed for the whole run
+    loader = L.ShardLoader(str(shards), "train", B, T, seed=0)
+    orders = [tuple(loader.shard_order(e)) for e in range(12)]
+    assert len(set(orders)) > 2 and all(sorted(o) == [0, 1, 2] for o in orders)
 
 
 def test_state_dict_resumes_mid_epoch(load_module, shards):

@@ -52,6 +52,9 @@ def test_exact_resume_is_bitwise(load_module, shards, tmp_path, capsys):
     assert la[-1]["loss"] < la[0]["loss"] - 0.5  # it learns
     va = records(a, "val")
     assert [r["step"] for r in va] == [0, 3, 6, 8] and va[-1]["val_loss"] < va[0]["val_loss"]
+    assert records(b, "val") == va  # the resumed log holds each evaluation once (step 3 not twice)
+    want_lr = [train.get_lr(s, train.TrainConfig(max_lr=1e-2, warmup_steps=2, max_steps=8)) for s in range(8)]
+    assert [r["lr"] for r in la] == [r["lr"] for r in lb] == pytest.approx(want_lr, rel=1e-12)
     assert (a / "curves.png").stat().st_size > 10_000 and "val loss" in (a / "log.txt").read_text()
     assert "resumed from the checkpoint at step 3" in (b / "log.txt").read_text()
     # hellaswag.py --model ckpt.pt reads train.py's checkpoint format
@@ -81,3 +84,32 @@ def test_bad_input_is_a_clean_error(load_module, run_script, clean_error, tmp_pa
     r = run_script("build_nanogpt/train.py", "--preset", "huge", "--out-dir", out)
     clean_error(r, "huge", "tiny")
     assert not out.exists()  # nothing written
+
+
+def test_lr_schedule(load_module):
+    """Linear warmup from max_lr/warmup (never 0) to max_lr, cosine down to min_lr_ratio * max_lr, then flat."""
+    train = load_module("build_nanogpt", "train")
+    cfg = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
+    lr = [train.get_lr(s, cfg) for s in range(130)]
+    assert lr[0] == pytest.approx(0.1) and lr[4] == pytest.approx(0.5) and lr[9] == lr[10] == pytest.approx(1.0)
+    assert lr[60] == pytest.approx(0.55)  # half way through the cosine: the mean of max and min
+    assert lr[35] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + 2 ** -0.5))  # a quarter of the way
+    assert lr[110] == lr[129] == pytest.approx(0.1)  # 10% of the peak, not 0
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:])) and all(a < b for a, b in zip(lr[:9], lr[1:10]))
+
+
+def test_first_step_clips_the_gradient(load_module, shards, tmp_path):
+    """After one step AdamW's first moment is (1 - beta1) * the gradient it was given, so its global norm
+    shows whether the gradient was clipped to --grad-clip; lr and weight decay groups are in the checkpoint."""
+    train = load_module("build_nanogpt", "train")
+    out = tmp_path / "clip"
+    clip = 0.05
+    train.main(TINY + ["--data-dir", str(shards), "--out-dir", str(out), "--max-steps", "1", "--stop-at", "1",
+                       "--grad-clip", str(clip), "--warmup-steps", "4"])
+    norm = records(out, "train")[0]["norm"]  # before clipping
+    assert norm > 4 * clip
+    opt = torch.load(out / "ckpt.pt", weights_only=True)["optimizer"]
+    m1 = torch.cat([s["exp_avg"].flatten() for s in opt["state"].values()]).norm().item()
+    assert m1 == pytest.approx((1 - 0.9) * clip, rel=1e-4)
+    assert [g["lr"] for g in opt["param_groups"]] == [1e-2 / 4] * 2  # warmup step 0: max_lr / warmup
+    assert [g["weight_decay"] for g in opt["param_groups"]] == [0.1, 0.0]
