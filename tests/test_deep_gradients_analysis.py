@@ -59,6 +59,9 @@ def test_recorder_writes_every_layer(mods, tiny_run):
     assert {h["epoch"] for h in hists} == {0, 1} and {h["kind"] for h in hists} == {"weight", "grad", "act"}
     for h in hists:
         assert len(h["edges"]) == len(h["counts"]) + 1 and sum(h["counts"]) > 0
+    # activations come from the last TRAINING batch (32 images), never from an evaluation pass (359 images)
+    stem_act = [h for h in hists if h["kind"] == "act" and h["name"] == "stem.2"]
+    assert len(stem_act) == 3 and all(sum(h["counts"]) == 32 * 4 * 28 * 28 for h in stem_act)  # epochs 0, 1, close
     # init.pt holds the weights before any step: the same as a model built from the run's seed
     init = torch.load(tiny_run / "init.pt", weights_only=True)["model"]
     torch.manual_seed(0)
@@ -99,6 +102,11 @@ def test_analyze_writes_the_whole_report(mods, tiny_run, tmp_path):
     results = json.loads((tiny_run / "results.json").read_text())
     assert f"{100 * results['final_test_acc']:.2f}%" in text
     assert "stages.2.0.conv2.weight" in text  # the per-layer table
+    rows = mods["evolution"].read_jsonl(str(tiny_run / "evolution.jsonl"))
+    a, b = rows[0]["params"]["stages.2.0.conv2.weight"], rows[-1]["params"]["stages.2.0.conv2.weight"]
+    assert (f"| stages.2.0.conv2.weight | {a['update_ratio']:.2f} -> {b['update_ratio']:.2f} "
+            f"| {a['g_norm']:.2e} -> {b['g_norm']:.2e} | {a['w_norm']:.2f} -> {b['w_norm']:.2f} "
+            f"| {b['rel_change']:.3f} |") in text  # first -> last recorded step, as recorded
 
 
 def test_analyze_bad_run_dir(mods, run_script, clean_error, tmp_path):
@@ -137,6 +145,32 @@ def test_ablation_two_configs_one_seed(mods, tmp_path):
     # a second call over the same folder keeps what is done and reruns nothing
     again = ab.run_all(ab.AblateConfig(**{**cfg.__dict__, "configs": "plain"}), log=lambda *a: None)
     assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in saved["runs"]]
+    for key, value in (("width", 8), ("batch_size", 16), ("train_subset", 64)):  # another budget: not mixed in
+        with pytest.raises(ab.AblateError, match="another budget"):
+            ab.run_all(ab.AblateConfig(**{**cfg.__dict__, key: value}), log=lambda *a: None)
+
+
+def test_ablation_diverged_flag_and_summary_over_seeds(mods, tmp_path, monkeypatch):
+    """run_all's bookkeeping with train.run stubbed: divergence (NaN, or loss >= ln 10) and mean/std over seeds."""
+    ab = mods["ablate"]
+    final = {("bn+res", 0): (0.9, 0.3), ("bn+res", 1): (0.7, 0.5), ("plain", 0): (0.1, math.log(10) + 1e-3),
+             ("plain", 1): (0.2, float("nan"))}  # (test acc, last-epoch train loss)
+
+    def fake_run(tc):
+        acc, loss = final[(next(c for c, v in ab.CONFIGS.items() if v == (tc.batch_norm, tc.residual)), tc.seed)]
+        return {"final_test_acc": acc, "epochs": [{"train_loss": loss, "test_loss": 1.0}], "train_curve": [[0, 2.3]]}
+
+    monkeypatch.setattr(ab.train, "run", fake_run)
+    monkeypatch.setattr(ab, "act_stats", lambda tc, x: {"init": [1.0], "trained": [1.0]})
+    cfg = ab.AblateConfig(configs="bn+res,plain", depths="8", lrs="0.1", seeds="0,1", out_dir=str(tmp_path))
+    out = ab.run_all(cfg, log=lambda *a: None)
+    assert [(r["config"], r["seed"], r["diverged"]) for r in out["runs"]] == [
+        ("bn+res", 0, False), ("bn+res", 1, False), ("plain", 0, True), ("plain", 1, True)]
+    s = {r["config"]: r for r in out["summary"]}
+    assert s["bn+res"]["n_seeds"] == 2 and s["bn+res"]["diverged"] == 0 and s["plain"]["diverged"] == 2
+    assert s["bn+res"]["acc_mean"] == pytest.approx(0.8) and s["bn+res"]["acc_std"] == pytest.approx(0.1)
+    assert s["bn+res"]["train_loss_mean"] == pytest.approx(0.4) and s["plain"]["train_loss_mean"] is None
+    assert "| bn+res | 8 | 80.00 +- 10.00 (0.400) |" in (tmp_path / "ablation.md").read_text()
 
 
 def test_ablation_rejects_bad_selection(mods, run_script, clean_error):

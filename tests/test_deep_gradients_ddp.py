@@ -59,6 +59,13 @@ def test_two_processes_match_one_process(torchrun, tr, tmp_path, init_no_bn):
     one = json.loads((tmp_path / "one" / "results.json").read_text())
     # evaluation is all-reduced over the ranks' test shards: the same figure as one process
     assert res["final_test_acc"] == pytest.approx(one["final_test_acc"], abs=1 / 359 + 1e-9)
+    same_train_loss(res, one)
+
+
+def same_train_loss(ddp, one):
+    """The recorded epoch train loss is the mean over all ranks' shards: the one-process figure."""
+    a, b = [e["train_loss"] for e in ddp["epochs"]], [e["train_loss"] for e in one["epochs"]]
+    assert len(a) == len(b) == 2 and a == pytest.approx(b, rel=1e-4), (a, b)
 
 
 def test_three_nodes_match_one_process(torchrun, tr, tmp_path, init_no_bn):
@@ -68,8 +75,9 @@ def test_three_nodes_match_one_process(torchrun, tr, tmp_path, init_no_bn):
     res = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert res["world_size"] == 3
     assert len(res["rank_checksums"]) == 3 and len(set(res["rank_checksums"])) == 1  # identical on every rank
-    single_process(tr, tmp_path / "one", batch_norm=False)
+    one = single_process(tr, tmp_path / "one", batch_norm=False)
     assert_same_training(weights(tmp_path / "ddp"), weights(tmp_path / "one"), init_no_bn)
+    same_train_loss(res, one)
 
 
 def test_batch_norm_replicas_stay_identical(torchrun, tr, tmp_path):
@@ -78,6 +86,12 @@ def test_batch_norm_replicas_stay_identical(torchrun, tr, tmp_path):
     assert len(res["rank_checksums"]) == 2 and len(set(res["rank_checksums"])) == 1  # params AND BN buffers
     assert res["rank_checksums"][0] == tr.state_checksum(_loaded_resnet(tr, tmp_path / "ddp"))
     assert res["final_test_acc"] is not None
+    # the saved BN running statistics are the AVERAGE of the ranks' (not their sum): close to what one process
+    # with the same global batch records (not equal: each rank normalised with its own half-batch statistics)
+    single_process(tr, tmp_path / "one")
+    ddp, one = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    ratios = torch.cat([ddp[k] / one[k] for k in one if k.endswith("running_var")])
+    assert ratios.min() > 0.75 and ratios.max() < 1.33, (ratios.min(), ratios.max())
 
 
 def _loaded_resnet(tr, out_dir):

@@ -81,6 +81,11 @@ def test_init(m):
     net = m.ResNet(20, 16)
     w = net.stages[2][1].conv1.weight  # 64 out channels, 3x3: fan_out = 576
     assert w.std().item() == pytest.approx(math.sqrt(2 / 576), rel=0.05)
+    # Kaiming "fan_out" (He et al. 2015; torchvision's ResNet): where fan_in != fan_out the mode shows
+    for conv, fan_out, fan_in in [(net.stages[1][0].conv1, 32 * 9, 16 * 9), (net.stages[2][0].conv1, 64 * 9, 32 * 9),
+                                  (net.stages[2][0].shortcut[0], 64, 32)]:
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05)
+        assert abs(conv.weight.std().item() - math.sqrt(2 / fan_in)) > 0.2 * math.sqrt(2 / fan_in)
     for mod in net.modules():
         if isinstance(mod, nn.BatchNorm2d):
             assert torch.all(mod.weight == 1) and torch.all(mod.bias == 0)

@@ -58,6 +58,16 @@ def test_learns_digits_and_writes_results(tr, tmp_path):
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
     ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ck["epoch"] == 4 and ck["config"]["depth"] == 8 and set(ck) >= {"model", "optimizer", "rng", "history"}
+    group = ck["optimizer"]["param_groups"][0]  # SGD with Nesterov momentum and L2, as the README states
+    assert group["nesterov"] is True and group["momentum"] == 0.9 and group["weight_decay"] == 5e-4
+    # the recorded test figures are those of the saved weights on the whole held-out split (not train data)
+    net = tr.ResNet(8, 8)
+    net.load_state_dict(ck["model"])
+    _, _, x_test, y_test = tr.mnist.load("digits")
+    with torch.no_grad():
+        logits = net.eval()(x_test)
+    assert ep[-1]["test_acc"] == (logits.argmax(1) == y_test).sum().item() / len(y_test) == res["final_test_acc"]
+    assert ep[-1]["test_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y_test).item(), rel=1e-5)
 
 
 def test_resume_is_bitwise_exact(tr, tmp_path):
@@ -117,6 +127,8 @@ def test_architecture_switches_reach_the_model(tr, tmp_path, monkeypatch, capsys
     assert seen["init"] == ("ResNet", 3, False) and seen["closed"]
     assert [s[0] for s in seen["steps"]] == list(range(8)) and all(s[3] for s in seen["steps"])  # after backward
     assert seen["steps"][4][1] == 1 and seen["steps"][0][2] > 0
+    c = cfg(tr, tmp_path, epochs=2)  # the LR of every step is the schedule over ALL epochs' steps (2 x 4)
+    assert [s[2] for s in seen["steps"]] == [tr.lr_at(s, 8, c) for s in range(8)]
     sd = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["model"]
     assert not any("bn" in k or "shortcut" in k or "stem.1" in k for k in sd)
     assert res["final_test_acc"] is None  # --no-eval
