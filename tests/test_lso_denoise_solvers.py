@@ -54,6 +54,43 @@ def test_condat_edge_cases(mods):
     np.testing.assert_allclose(tv.tv1d_denoise([0.0, 1.0], 0.5), [0.5, 0.5])
 
 
+def test_kkt_residual_flags_each_violated_condition(mods, tv1d):
+    """denoise.kkt_residual_tv1d (reported for the exact solver): all three ~0 at x*, and each one catches
+    the point that violates it."""
+    prox, tv, denoise = mods
+    prob, x_star, _, _ = tv1d
+    y, lam = prob.y, prob.lam
+    assert max(denoise.kkt_residual_tv1d(x_star, y, lam).values()) < 1e-10
+    shifted = denoise.kkt_residual_tv1d(x_star + 0.01, y, lam)  # sum(x) != sum(y)
+    assert shifted["sum_residual"] == pytest.approx(0.01 * y.size, rel=1e-6)
+    raw = denoise.kkt_residual_tv1d(y, y, lam)  # z = 0, but y jumps everywhere: |z| should be lam there
+    assert raw["sum_residual"] == 0 and raw["box_violation"] == 0 and raw["jump_sign_residual"] == lam
+    flat = denoise.kkt_residual_tv1d(np.full(y.size, y.mean()), y, lam)  # no jumps, |z| far above lam
+    assert flat["box_violation"] > 1.0 and flat["jump_sign_residual"] == 0
+
+
+def test_tv2d_reference_is_the_certified_lower_bound(mods):
+    """No exact solver for 2-D TV: f* is D(p) of a long fista-restart run, a certified lower bound on P*, so
+    every plotted P - f* is >= 0 (its primal is an upper bound, reported as f_upper)."""
+    prox, tv, denoise = mods
+    rng = np.random.default_rng(3)
+    y = np.kron(rng.uniform(size=(2, 2)), np.ones((8, 8))) + 0.1 * rng.standard_normal((16, 16))
+    prob = prox.tv2d_problem(y, 0.1, isotropic=True)
+    ref = denoise.reference(prob, denoise.Config(ref_iters=30), progress=False)
+    p_star = denoise.prox_gradient(prob, 5000, accel=True, restart=True, tol=1e-13).primal[-1]
+    assert ref["f_star"] < ref["f_upper"] and ref["f_star"] <= p_star <= ref["f_upper"]
+
+
+def test_psnr_in_decibels(mods):
+    """10 log10(peak^2 / MSE), the peak being the clean data's range: an error of 0.1 everywhere on a [0, 1]
+    signal is 20 dB, on a [0, 2] one 26.02 dB; a perfect answer is inf."""
+    _, _, denoise = mods
+    clean = np.linspace(0.0, 1.0, 50)
+    assert denoise.psnr(clean + 0.1, clean) == pytest.approx(20.0, rel=1e-12)
+    assert denoise.psnr(2 * clean - 0.1, 2 * clean) == pytest.approx(20 + 20 * math.log10(2), rel=1e-12)
+    assert denoise.psnr(clean, clean) == math.inf
+
+
 def test_exact_solver_equals_converged_fista(mods, tv1d):
     prox, tv, denoise = mods
     prob, x_star, f_star, _ = tv1d
@@ -112,6 +149,7 @@ def test_subgradient_rates(mods, tv1d):
         k = np.asarray(tr.iters)
         gap = np.asarray(tr.primal) - f_star
         assert np.all(gap >= 0) and np.all(np.diff(gap) <= 0)  # best-so-far is monotone
+        assert prob.primal(tr.x) == pytest.approx(tr.primal[-1], rel=1e-12)  # and x is that best point
         gaps[rule] = {kk: gap[np.searchsorted(k, kk)] for kk in (30, 1000, 3000)}
     for rule in ("sqrt", "polyak"):
         assert gaps[rule][3000] <= gaps[rule][30] * math.sqrt(30 / 3000)

@@ -75,6 +75,31 @@ def test_hessian_symmetric_positive_definite_and_hvp(model, small):
                                rtol=1e-12, atol=1e-13)
 
 
+def test_smoothness_constants_are_the_boehning_bounds(model, small):
+    """L = ||X||_2^2 / (2n) + lam and L_max = max_i ||x_i||^2 / 2 + lam exactly (the GD, SGD and SVRG steps
+    are 1/L and 1/L_max): a bound off by 2 still upper-bounds the Hessian, only slower, so pin the values."""
+    X, y, W, lam = small
+    L, L_max = model.smoothness(X, lam)
+    assert L == pytest.approx(np.linalg.norm(X, 2) ** 2 / (2 * len(X)) + lam, rel=1e-10)
+    assert L_max == pytest.approx(max(float(x @ x) for x in X) / 2 + lam, rel=1e-14)
+
+
+def test_weighted_hessian_is_the_hessian_of_repeated_rows(model, small):
+    """sample_weight s (the subsampled preconditioner's importance weights): 1/n sum_i s_i H_i + lam I. With
+    integer weights that is the Hessian of the data with row i repeated s_i times, rescaled."""
+    X, y, W, lam = small
+    n = len(X)
+    s = np.random.default_rng(2).integers(0, 4, n)
+    H_w = model.hessian(W, X, y, lam, sample_weight=s.astype(float))
+    rep = np.repeat(np.arange(n), s)
+    H_rep = model.hessian(W, X[rep], y[rep], lam)
+    eye = lam * np.eye(len(H_w))
+    np.testing.assert_allclose((H_w - eye) * n, (H_rep - eye) * len(rep), rtol=1e-10, atol=1e-12)
+    H32 = model.hessian(W, X, y, lam, sample_weight=s.astype(float), dtype=np.float32)
+    assert H32.dtype == np.float32
+    np.testing.assert_allclose(H32, H_w, rtol=1e-4, atol=1e-5)
+
+
 def test_loss_is_stable_for_huge_scores(model, small):
     X, y, W, lam = small
     f = model.loss(1e4 * W, X, y, lam)  # scores ~1e4: exp overflows without the max shift

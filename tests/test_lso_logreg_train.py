@@ -52,6 +52,16 @@ def test_every_method_reaches_its_tolerance(run):
     # cost accounting: a GD step is one pass; a Newton step with the explicit Hessian costs far more
     assert [rec["passes"] for rec in methods["gd"][:3]] == [0.0, 1.0, 2.0]
     assert methods["newton"][1]["passes"] > 100
+    # exactly: gradient (1) + explicit Hessian (K+1)D/4 passes + its Cholesky (KD)^3/3 flops at 4KD each +
+    # one loss per Armijo trial (the first step is taken at 2^-j, j + 1 trials)
+    n, K, D = res["n"], res["K"], res["D"]
+    trials = 1 + round(np.log2(1 / methods["newton"][1]["step"]))
+    hess = (K + 1) * D / 4 + (K * D) ** 3 / 3 / (4 * K * D) / n
+    assert methods["newton"][1]["passes"] == pytest.approx(1 + hess + trials, rel=1e-12)
+    # minibatch_sgd draws n // b batches of b per "epoch": charged what it computed, not n
+    b = 128
+    assert methods["minibatch_sgd"][1]["passes"] == pytest.approx((n // b) * b / n, rel=1e-12)
+    assert methods["minibatch_gd"][1]["passes"] == 1.0 and methods["sgd"][1]["passes"] == 1.0
     assert all(rec["time"] >= 0 for m in methods.values() for rec in m)
 
 
@@ -95,6 +105,106 @@ def run_method(train, prob, method, **cfg):
     return tr.records
 
 
+def one_sample_problem(train, lam=0.1):
+    """n = 1, D = 3, K = 3: every sample gradient IS the full gradient, so each first-order method is
+    gradient descent with its own step rule, and its iterates can be recomputed by hand. L is set to
+    2 L_max (not a real bound here) so that the rules min(b / L_max, 1 / L), 1 / L and 1 / L_max differ."""
+    X = np.array([[0.5, -1.0, 1.0]])
+    y = np.array([2])
+    prob = train.Problem(X, y, X, y, lam)
+    prob.L_max = float(X[0] @ X[0]) / 2 + lam
+    prob.L = 2 * prob.L_max
+    return prob
+
+
+@pytest.mark.parametrize("method", ["gd", "sgd", "minibatch_sgd", "minibatch_gd", "svrg"])
+def test_first_order_steps_follow_their_step_rules(load_module, method):
+    """gd: 1/L; sgd: eta0 / (1 + eta0 lam k) with eta0 = 1/L_max; minibatch: the same decay from
+    eta0 = min(b / L_max, 1 / L); svrg: constant svrg_step / L_max (for n = 1 its variance-reduced
+    direction is the full gradient, the lam (W - W~) term included). Each from a W0 far from 0, so a
+    dropped lam W term shows."""
+    train = load_lso(load_module, "train")
+    model = load_lso(load_module, "model")
+    prob = one_sample_problem(train)
+    W0 = np.random.default_rng(0).standard_normal(prob.shape)
+    lam, L, L_max = prob.lam, prob.L, prob.L_max
+    decay = lambda eta0: [eta0 / (1 + eta0 * lam * k) for k in range(3)]  # noqa: E731
+    etas = {"gd": [1 / L] * 3, "sgd": decay(1 / L_max), "minibatch_sgd": decay(min(1 / L_max, 1 / L)),
+            "minibatch_gd": decay(min(1 / L_max, 1 / L)), "svrg": [0.5 / L_max] * 2}[method]
+    W, fs = W0.copy(), [model.loss(W0, prob.X, prob.y, lam)]
+    for eta in etas:
+        W = W - eta * model.gradient(W, prob.X, prob.y, lam)
+        fs.append(model.loss(W, prob.X, prob.y, lam))
+    tr = train.Tracker(method, prob, verbose=False)
+    tr.record(W0)
+    tr.start()
+    W_out = train.SOLVERS[method](prob, W0.copy(), train.Config(passes=3, svrg_step=0.5), tr,
+                                  np.random.default_rng(0))
+    np.testing.assert_allclose([r["f"] for r in tr.records], fs, rtol=1e-12)
+    np.testing.assert_allclose(W_out, W, rtol=1e-12, atol=1e-14)
+    # svrg: the snapshot's full gradient is one pass, then one per inner step
+    assert [r["passes"] for r in tr.records] == ([0.0, 2.0, 3.0] if method == "svrg" else [0.0, 1.0, 2.0, 3.0])
+
+
+def test_armijo_backtracks_to_sufficient_decrease(load_module, synthetic_prob):
+    """From a too long first trial the line search halves t until f(W + t d) <= f + c t <g, d>, charging
+    one pass per trial. With c = 0.5 and t0 = 30 / L the first trial goes UP, by 0.08 t0 ||g||^2: inside the
+    band that a sign slip in the test (f + c t |<g, d>|) would accept."""
+    train = load_lso(load_module, "train")
+    model = load_lso(load_module, "model")
+    prob = synthetic_prob
+    W = np.zeros(prob.shape)
+    f, g = model.loss_gradient(W, prob.X, prob.y, prob.lam)
+    gg = float(np.vdot(g, g))
+    assert f < model.loss(W - 30 / prob.L * g, prob.X, prob.y, prob.lam) < f + 0.5 * 30 / prob.L * gg
+    for t0, c in ((1e4 / prob.L, 1e-4), (30 / prob.L, 1e-4), (3 / prob.L, 1e-4), (30 / prob.L, 0.5)):
+        tr = train.Tracker("t", prob, verbose=False)
+        W_new, t = train.armijo(prob, W, f, g, -g, tr, t=t0, c=c)
+        j = round(np.log2(t0 / t))
+        assert t == pytest.approx(t0 * 0.5**j, rel=1e-12) and tr.cost == (j + 1) * prob.n
+        f_new = model.loss(W_new, prob.X, prob.y, prob.lam)
+        assert f_new <= f - c * t * gg  # sufficient decrease, so f went down
+        if j > 0:  # the trial before (twice as long) did not decrease enough
+            assert model.loss(W - 2 * t * g, prob.X, prob.y, prob.lam) > f - 2 * c * t * gg
+
+
+def test_conjugate_gradient_solves_in_at_most_dim_steps(load_module):
+    """CG (and Jacobi-preconditioned CG) on an SPD system of dimension 30 with condition number 100: the
+    answer in about 30 steps (36 measured, rounding; steepest descent would need ~1000)."""
+    train = load_lso(load_module, "train")
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    A = Q @ np.diag(np.logspace(0, 2, 30)) @ Q.T
+    b = rng.standard_normal((5, 6))
+    x_ref = np.linalg.solve(A, b.ravel()).reshape(5, 6)
+
+    def hvp(V):
+        return (A @ V.ravel()).reshape(V.shape)
+
+    d = np.diag(A).reshape(5, 6)
+    for precond in (None, lambda R: R / d):
+        x, iters = train.conjugate_gradient(hvp, b, tol=1e-8 * np.linalg.norm(b), max_iter=500, precond=precond)
+        assert iters <= 45
+        np.testing.assert_allclose(x, x_ref, rtol=1e-5, atol=1e-7 * np.abs(x_ref).max())
+
+
+def test_tracker_records_on_the_right_split(load_module, synthetic_prob):
+    """One record: f, f - f*, ||grad f|| on the training set, train accuracy on train, test accuracy on the
+    held-out split (a W where the two accuracies differ, so a swap shows), cost in passes."""
+    train = load_lso(load_module, "train")
+    model = load_lso(load_module, "model")
+    prob = synthetic_prob
+    W = np.random.default_rng(3).standard_normal(prob.shape)
+    tr = train.Tracker("t", prob, verbose=False)
+    tr.spend(prob.n / 2)
+    rec = tr.record(W)
+    f, g = model.loss_gradient(W, prob.X, prob.y, prob.lam)
+    assert rec["f"] == f and rec["gap"] == f - prob.f_star and rec["grad_norm"] == np.linalg.norm(g)
+    assert rec["train_acc"] == model.accuracy(W, prob.X, prob.y)
+    assert rec["test_acc"] == model.accuracy(W, prob.X_test, prob.y_test) != rec["train_acc"]
+    assert rec["passes"] == 0.5 and rec["grad_evals"] == prob.n / 2 and rec["iter"] == 0
+
+
 def test_svrg_charges_only_the_inner_steps_it_takes(load_module, synthetic_prob):
     """m = 1.5 n, budget 4 passes: snapshot (1) + n steps -> record at 2, + n/2 steps -> 2.5; snapshot (3.5)
     + n steps -> 4.5 and the budget stops the loop. Nothing more is charged or recorded after that."""
@@ -121,16 +231,25 @@ def test_preconditioners(load_module, synthetic_prob):
         assert recs[-1]["grad_norm"] <= 1e-10 and abs(recs[-1]["gap"]) <= 1e-12, precondition
 
 
-def test_bench_runs_on_digits(load_module, tmp_path, capsys):
+def test_bench_runs_on_digits(load_module, tmp_path, capsys, monkeypatch):
     """bench.py end to end on the small problem: ours reaches the target, sklearn's answer is checked
     with our gradient (its f agrees with ours)."""
     bench = load_lso(load_module, "bench")
     out = tmp_path / "bench.json"
-    bench.main(["--dataset", "digits", "--threads", "1", "--solvers", "newton_pcg,newton-cg", "--out", str(out)])
+    real = bench.explicit_newton
+    # newton_explicit is timed for --explicit-iters steps and extrapolated to newton_pcg's iteration count;
+    # a fake clock (0.25 s a step) makes the extrapolation checkable
+    monkeypatch.setattr(bench, "explicit_newton", lambda prob, iters: (real(prob, iters)[0], 0.25 * iters))
+    bench.main(["--dataset", "digits", "--threads", "1", "--solvers", "newton_pcg,newton_explicit,newton-cg",
+                "--explicit-iters", "2", "--out", str(out)])
     rows = {r["solver"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["newton_pcg"]["reached"] and rows["newton_pcg"]["grad_norm"] <= 1e-8
     assert rows["newton-cg"]["f"] == pytest.approx(rows["newton_pcg"]["f"], rel=1e-9)
     assert rows["newton_pcg"]["ratio_to_ours"] == 1.0
+    ours, expl = rows["newton_pcg"], rows["newton_explicit"]
+    assert ours["iters"] > 2 and expl["estimated"] and expl["iters"] == ours["iters"]
+    assert expl["seconds"] == pytest.approx(0.25 * ours["iters"])
+    assert expl["ratio_to_ours"] == pytest.approx(expl["seconds"] / ours["seconds"])
     assert "x ours" in capsys.readouterr().out
 
 
