@@ -217,7 +217,7 @@ def subgradient_method(prob: prox.Problem, rule: str, iters: int, step: float = 
     x = prob.y.copy()
     trace = Trace(f"subgrad-{rule}", x)
     best, best_x, solver_time = math.inf, x, 0.0
-    for k in tqdm(range(iters), desc=f"subgrad-{rule}", leave=False, disable=not progress, mininterval=1.0):
+    for k in tqdm(range(iters), desc=trace.method, leave=False, disable=not progress, mininterval=1.0):
         t0 = time.perf_counter()
         f = prob.primal(x)
         g = prob.subgradient(x)
@@ -244,7 +244,7 @@ def subgradient_method(prob: prox.Problem, rule: str, iters: int, step: float = 
 
 
 def prox_gradient(prob: prox.Problem, iters: int, accel: bool, restart: bool, tol: float = 0.0,
-                  check_every: int = 10, progress: bool = False, name: str = "") -> Trace:
+                  check_every: int = 10, progress: bool = False) -> Trace:
     """ISTA / FISTA / FISTA with gradient restart, on the dual (TV) or the primal (l1, prox = soft threshold).
 
     Dual, maximise D(p) = 1/2||y||^2 - 1/2||y - K^T p||^2 over C: grad D(p) = K x(p) with x(p) = y - K^T p,
@@ -256,7 +256,7 @@ def prox_gradient(prob: prox.Problem, iters: int, accel: bool, restart: bool, to
     dual = prob.name in ("tv1d", "tv2d")
     v = np.zeros_like(prob.K(prob.y)) if dual else prob.y.copy()  # p_0 = 0 (x = y) or x_0 = y
     z, t, solver_time = v, 1.0, 0.0
-    trace = Trace(name or ("fista-restart" if restart else "fista" if accel else "ista"), prob.y)
+    trace = Trace("fista-restart" if restart else "fista" if accel else "ista", prob.y)
     for k in tqdm(range(iters), desc=trace.method, leave=False, disable=not progress, mininterval=1.0):
         t0 = time.perf_counter()
         if dual:  # in place where it is free: at n = 1e6 fresh 8 MB arrays cost more than the arithmetic
@@ -429,7 +429,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
         print(f"  lam sweep: best PSNR {max(s['psnr']):.2f} dB at lam={s['best_lam']:.4g}", flush=True)
     write_json(out_dir / "results.json", results)
     plot_convergence(traces, f_star, cfg.problem, out_dir)
-    plot_panels(clean, y, traces, cfg.problem, out_dir)
+    plot_panels(clean, y, traces, out_dir)
     plot_sweep(results["sweep"], lam, cfg.problem, out_dir)
     sweep_png = ", psnr_vs_lam.png" if results["sweep"]["lam"] else ""  # --lam-sweep 0 writes none
     print(f"wrote {out_dir}/results.json and convergence.png, panels.png{sweep_png}")
@@ -496,7 +496,7 @@ def plot_convergence(traces: list, f_star: float, problem: str, out_dir: Path):
     plt.close(fig)
 
 
-def plot_panels(clean: np.ndarray, y: np.ndarray, traces: list, problem: str, out_dir: Path):
+def plot_panels(clean: np.ndarray, y: np.ndarray, traces: list, out_dir: Path):
     panels = [("clean", clean), (f"noisy {psnr(y, clean):.1f} dB", y)]
     panels += [(f"{tr.method} {psnr(tr.x, clean):.1f} dB", tr.x) for tr in traces]
     if clean.ndim == 1:

@@ -190,8 +190,8 @@ class Problem:
     def gap(self, p: np.ndarray) -> tuple[float, float, float]:
         """(P(x(p)), D(p), P - D) for a feasible dual point p; the gap bounds P(x(p)) - P*."""
         x = self.x_of(p)
-        primal = 0.5 * float(np.vdot(x - self.y, x - self.y)) + self.regularizer(x)
-        dual = 0.5 * float(np.vdot(self.y, self.y)) - 0.5 * float(np.vdot(x, x))
+        primal = self.primal(x)
+        dual = 0.5 * float(np.vdot(self.y, self.y)) - 0.5 * float(np.vdot(x, x))  # = self.dual(p), reusing x
         return primal, dual, primal - dual
 
     def primal_gap(self, x: np.ndarray) -> Optional[tuple[float, float, float]]:

@@ -86,7 +86,8 @@ class UserError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------
-# bookkeeping: cost counter, clock that stops while we evaluate, one record per effective pass
+# the problem, and a tracker: cost counter, clock that stops while we evaluate, one record per
+# iteration (deterministic methods) or per effective pass (stochastic ones)
 
 
 @dataclass
@@ -188,10 +189,10 @@ def gd_armijo(prob, W, cfg, tr, rng):
     return W
 
 
-def newton(prob, W, cfg, tr, rng, max_iter=None):
+def newton(prob, W, cfg, tr, rng):
     """Newton-Raphson with the explicit block Hessian (model.hessian) and a Cholesky solve."""
     K, D = prob.shape
-    for _ in range(max_iter or cfg.newton_max_iter):
+    for _ in range(cfg.newton_max_iter):
         f, g = model.loss_gradient(W, prob.X, prob.y, prob.lam)
         tr.spend(prob.n)
         if np.linalg.norm(g) <= cfg.newton_tol:
@@ -281,32 +282,31 @@ def kronecker_preconditioner(X, lam, K):
     return apply, n * X.shape[1] / (2 * K)  # the Gram matrix (2nD^2 flops) in sample gradients (4KD)
 
 
-def newton_cg(prob, W, cfg, tr, rng, max_iter=None, precondition=None):
+def newton_cg(prob, W, cfg, tr, rng):
     """Inexact Newton: CG on Hessian-vector products to relative residual min(0.5, sqrt||g||) (so the
     local rate is superlinear), Armijo line search.
 
-    precondition="auto" starts with the W = 0 Hessian (kronecker_preconditioner, cheap) and switches to
-    the importance-subsampled Hessian (hessian_preconditioner) once CG needs more than ``switch_after``
+    cfg.precondition "auto" starts with the W = 0 Hessian (kronecker_preconditioner, cheap) and switches
+    to the importance-subsampled Hessian (hessian_preconditioner) once CG needs more than ``switch_after``
     iterations. A subsampled Hessian is rebuilt only when CG iterations at the current one cost more
     than a quarter of a rebuild (the Hessian changes slowly near W*). "subsampled" skips the first
     stage, "none" is plain Newton-CG. The products run on a float32 copy of X when cfg.hvp_float32
     (relative error ~1e-7, far below what an inexact Newton step needs; f and grad f stay float64).
     Each line-search trial computes f, grad f and P together, so an accepted step costs one pass."""
-    precondition = cfg.precondition if precondition is None else precondition
     K, D = prob.shape
     X_hvp = prob.X.astype(np.float32) if cfg.hvp_float32 else prob.X  # (n, D)
     precond, kind, build_cost = None, "none", 0.0
-    if precondition == "auto":
+    if cfg.precondition == "auto":
         precond, build_cost = kronecker_preconditioner(prob.X, prob.lam, K)
         kind = "kronecker"
         tr.spend(build_cost)
     f, g, P = model.loss_gradient(W, prob.X, prob.y, prob.lam, return_proba=True)
     tr.spend(prob.n)
-    for _ in range(max_iter or cfg.newton_max_iter):
+    for _ in range(cfg.newton_max_iter):
         gnorm = float(np.linalg.norm(g))
         if gnorm <= cfg.newton_tol:
             break
-        if precondition in ("auto", "subsampled") and precond is None:
+        if cfg.precondition in ("auto", "subsampled") and precond is None:
             precond, build_cost = hessian_preconditioner(W, prob.X, prob.lam, cfg.precond_size, rng)
             kind = "subsampled"
             tr.spend(build_cost)
@@ -353,7 +353,7 @@ def sgd(prob, W, cfg, tr, rng):
             eta = eta0 / (1.0 + eta0 * lam * k)
             x = X[i]
             p = softmax(x @ WT)  # (K,)
-            p[y[i]] -= 1.0  # per-sample gradient = p x^T + lam W
+            p[y[i]] -= 1.0  # p - e_y: the sample gradient is (p - e_y) x^T + lam W
             WT *= 1.0 - eta * lam
             WT = dger(-eta, x, p, a=WT, overwrite_a=True)
             k += 1
