@@ -65,7 +65,7 @@ class BenchConfig:
 
 def time_milestone(settings: dict, size: dict, B: int, device: str, steps: int, warmup: int) -> tuple[float, int]:
     """Seconds per training step (forward, backward, clip, AdamW) with these settings; parameter count."""
-    dev = device.split(":")[0]
+    device_type = device.split(":")[0]
     torch.manual_seed(0)
     torch.set_float32_matmul_precision("high" if settings["tf32"] else "highest")
     torch._dynamo.reset()  # every compiled milestone builds from scratch
@@ -79,7 +79,7 @@ def time_milestone(settings: dict, size: dict, B: int, device: str, steps: int, 
     def step():
         opt.zero_grad(set_to_none=True)
         if settings["bf16"]:
-            with torch.autocast(device_type=dev, dtype=torch.bfloat16):
+            with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
                 _, loss = step_model(x, y)
         else:
             _, loss = step_model(x, y)
@@ -89,12 +89,12 @@ def time_milestone(settings: dict, size: dict, B: int, device: str, steps: int, 
 
     for _ in range(warmup):
         step()
-    if dev == "cuda":
+    if device_type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    if dev == "cuda":
+    if device_type == "cuda":
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / steps
     return dt, model.num_params()

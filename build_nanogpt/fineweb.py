@@ -83,6 +83,7 @@ def source_files(source: str) -> list[str]:
 
 
 def iter_local(files: list[str], text_field: str) -> Iterator[str]:
+    """Document texts: a whole .txt file, or one per .jsonl line / parquet row (None for a null)."""
     for path in files:
         if path.endswith(".txt"):
             with open(path, encoding="utf-8") as f:

@@ -81,7 +81,7 @@ def load_examples(path: str, limit: int = -1) -> list[dict]:
     examples = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if 0 <= limit <= len(examples):
+            if 0 <= limit <= len(examples):  # limit -1: read them all
                 break
             if not line.strip():
                 continue

@@ -17,7 +17,7 @@ import torch
 
 from cli import UserError
 
-EOT = 50256
+EOT = 50256  # <|endoftext|>: fineweb.py puts it before every document
 
 
 def shard_files(data_dir: str, split: str) -> list[str]:
@@ -45,6 +45,8 @@ def shuffle_documents(tokens: np.ndarray, rng: np.random.Generator) -> np.ndarra
 
 
 class ShardLoader:
+    """(B, T) input/target batches for rank `rank` of `world`, from the `split` shards in `data_dir`."""
+
     def __init__(self, data_dir: str, split: str, B: int, T: int, rank: int = 0, world: int = 1,
                  seed: int = 0, shuffle: bool = True):
         self.files = shard_files(data_dir, split)
@@ -63,6 +65,7 @@ class ShardLoader:
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.files))
 
     def _load(self) -> None:
+        """buffer = the carried-over tail of the previous shard + the shard at `cursor` in this epoch's order."""
         shard = int(self.shard_order(self.epoch)[self.cursor])
         tokens = load_tokens(self.files[shard])
         if self.shuffle:

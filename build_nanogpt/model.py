@@ -3,8 +3,8 @@
 References: Radford et al. 2019, "Language Models are Unsupervised Multitask Learners" (GPT-2);
 Brown et al. 2020 (GPT-3, the optimizer and schedule settings); Dao et al. 2022 (FlashAttention).
 Parameter names mirror the Hugging Face GPT-2 checkpoint so weights load with a key-by-key copy.
-Two switches exist only so `bench.py` can replay the build: `flash` (SDPA vs the explicit softmax
-attention) and the vocabulary size (50,257 vs the padded 50,304).
+Two switches exist so the build can be replayed (`bench.py`, and train.py's `--flash`/`--vocab-size`):
+`flash` (SDPA vs the explicit softmax attention) and the vocabulary size (50,257 vs the padded 50,304).
 """
 from __future__ import annotations
 

@@ -248,7 +248,11 @@ def plot_curves(records: list[dict], path: str) -> None:
 
 
 class Logger:
-    """log.jsonl (one JSON object per record) beside a human-readable log.txt; rank 0 only."""
+    """log.jsonl (one JSON object per record) beside a human-readable log.txt; rank 0 only.
+
+    `keep_before` is the step the run starts from: 0 starts fresh logs; a resumed run keeps the
+    records before that step and drops the later ones (it writes them again).
+    """
 
     def __init__(self, out_dir: str, enabled: bool, keep_before: int):
         self.enabled = enabled
@@ -362,8 +366,10 @@ def main(argv: list[str] | None = None) -> None:
             logger.log({"kind": "val", "step": step, "val_loss": vl, "replica_max_diff": diff},
                        f"step {step:5d} | val loss {vl:.4f} | replicas max diff {diff:.3g}")
             if examples:
-                r = hellaswag_evaluate(model, examples, enc, device, 8, autocast, rank, world)
-                counts = torch.tensor([r["n"], r["correct"], r["correct_norm"]], dtype=torch.long,
+                result = hellaswag_evaluate(model, examples, enc, device, batch_size=8, autocast=autocast,
+                                            rank=rank, world=world)
+                # nccl reduces CUDA tensors, gloo (CPU and MPS runs) CPU tensors
+                counts = torch.tensor([result["n"], result["correct"], result["correct_norm"]], dtype=torch.long,
                                       device=device if device_type == "cuda" else "cpu")
                 if ddp:
                     dist.all_reduce(counts)
