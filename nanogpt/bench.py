@@ -8,8 +8,8 @@ of karpathy/nanoGPT's model run in the same process, or (--generate) sampling wi
     python nanogpt/bench.py --recipe --seeds 1337,1,2 [--data-source input.txt]   # loss, not speed (below)
 
 Both models take the same training step (forward, backward, clip to 1.0, AdamW from each model's own
-configure_optimizers), alternating in rounds so
-a busy machine slows both alike; the ratio is the like-for-like comparison. Prints one JSON line at the end.
+configure_optimizers), alternating in rounds so a busy machine slows both alike; the ratio is the
+like-for-like comparison. Prints one JSON line at the end.
 
 --recipe compares what the runs reach instead: nanoGPT README's CPU recipe on Tiny Shakespeare (chars, 4 x 4 x
 128, block 64, batch 12, 2000 steps) trained per seed by train.py and by nanoGPT's own train.py loop restated
@@ -285,8 +285,9 @@ RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, ite
 
 @torch.no_grad()
 def full_val_loss(model, val: np.ndarray, block_size: int) -> float:
-    """The exact mean loss over every non-overlapping window of val.bin: train.py's windows and batches, so
-    it is the number train.py reports at the end as final.val_loss_full."""
+    """The exact mean loss over every non-overlapping window of val.bin, cut by train.py's num_windows and
+    get_batch: what train.py reports at the end as final.val_loss_full when val.bin fits in
+    --final-eval-tokens (Tiny Shakespeare's does)."""
     model.eval()
     n = train.num_windows(len(val), block_size)
     total = 0.0

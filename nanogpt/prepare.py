@@ -32,7 +32,7 @@ import sys
 import sysconfig
 import tempfile
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -394,8 +394,6 @@ def prepare(dataset: str, data_dir=DEFAULT_DATA_DIR, source=None, *, tokenizer: 
 
     if dataset in WHOLE_TEXT:
         tok_name = tokenizer or WHOLE_TEXT[dataset]
-        if tok_name not in ("gpt2", "byte", "char"):
-            raise DataError(f"unknown tokenizer {tok_name!r}")
         if dataset == "python_stdlib":
             if source is not None:
                 raise DataError("python_stdlib reads this Python's standard library; it takes no --source")

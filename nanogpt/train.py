@@ -148,7 +148,7 @@ PRESETS: dict[str, dict] = {
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # fixed by a checkpoint when resuming
 RESUME_KEYS = ("config", "optimizer", "scaler", "iter_num", "epoch", "epoch_step", "data_order", "rng", "losses",
-               "elapsed_s")  # what _train reads back from a checkpoint
+               "elapsed_s")  # what a resumed run reads back from a checkpoint
 
 
 class ConfigError(Exception):
@@ -504,11 +504,11 @@ def save_checkpoint(state: dict, out_dir: Path, names: list[str]) -> None:
     tmp = out_dir / f".{names[0]}.tmp"
     torch.save(state, tmp)
     for name in names[1:]:  # same bytes under another name (ckpt_epochN.pt and ckpt_last.pt)
-        tmp2 = out_dir / f".{name}.tmp"
-        with open(tmp, "rb") as src, open(tmp2, "wb") as dst:
+        copy_tmp = out_dir / f".{name}.tmp"
+        with open(tmp, "rb") as src, open(copy_tmp, "wb") as dst:
             while chunk := src.read(1 << 24):
                 dst.write(chunk)
-        os.replace(tmp2, out_dir / name)
+        os.replace(copy_tmp, out_dir / name)
     os.replace(tmp, out_dir / names[0])
 
 
@@ -662,6 +662,9 @@ def device_description(device: str) -> str:
 
 
 def train(cfg: TrainConfig) -> int:
+    """Train with cfg -> exit code: 0 when finished or stopped by SIGINT/SIGTERM (resumable), 3 when the loss
+    goes non-finite; bad settings raise ConfigError. Sets up the device and, under torchrun, the process group
+    around _train, which is the run itself."""
     # ---- distributed setup (torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT)
     ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank = int(os.environ.get("RANK", 0))
@@ -765,6 +768,14 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
               f"{cfg.batch_size} x {cfg.block_size} = {tokens_per_step:,} tokens/step; {steps_per_epoch} "
               f"steps/epoch; {total_iters} steps; device {device} {dtype}{' compiled' if use_compile else ''}")
 
+    def best_val():
+        return min((r["val_loss"] for r in history), default=float("inf"))
+
+    t_start = time.time()
+
+    def elapsed():
+        return elapsed_before + time.time() - t_start
+
     def checkpoint_state():
         return {
             "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
@@ -778,27 +789,19 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             "tokens_seen": iter_num * tokens_per_step, "elapsed_s": elapsed(),
         }
 
-    def best_val():
-        return min((r["val_loss"] for r in history), default=float("inf"))
-
-    t_start = time.time()
-
-    def elapsed():
-        return elapsed_before + time.time() - t_start
-
     # throughput since the last evaluation (training time only)
-    window = {"tokens": 0, "time": 0.0}
+    since_eval = {"tokens": 0, "time": 0.0}
 
     def log_eval(lr):
         losses = evaluate(eval_model, eval_splits, cfg, ctx, device, rank, world_size)
-        tps = window["tokens"] / window["time"] if window["time"] > 0 else None
+        tps = since_eval["tokens"] / since_eval["time"] if since_eval["time"] > 0 else None
         mfu = raw_model.estimate_mfu(tps / world_size, device, dtype) if tps else None  # per GPU
         rec = {"epoch": round(iter_num / steps_per_epoch, 4), "epochs_done": epoch, "iter": iter_num,
                "tokens": iter_num * tokens_per_step, "train_loss": losses["train"], "val_loss": losses["val"],
                "val_ppl": math.exp(min(losses["val"], 50.0)), "lr": lr, "tokens_per_s": tps, "mfu": mfu,
                "elapsed_s": round(elapsed(), 3)}
         history.append(rec)
-        window.update(tokens=0, time=0.0)
+        since_eval.update(tokens=0, time=0.0)
         if master:
             with open(out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -844,11 +847,11 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             if iter_num == cfg.debug_nan_at_iter:
                 loss_sum = loss_sum * float("nan")
             # one small all-reduce carries the mean loss and any rank's stop signal
-            flags = torch.stack([loss_sum, torch.tensor(float(stop.name is not None), device=device)])
+            loss_and_stop = torch.stack([loss_sum, torch.tensor(float(stop.name is not None), device=device)])
             if ddp:
-                dist.all_reduce(flags)
-                flags[0] /= world_size
-            step_loss, stop_requested = flags[0].item(), flags[1].item() > 0
+                dist.all_reduce(loss_and_stop)
+                loss_and_stop[0] /= world_size
+            step_loss, stop_requested = loss_and_stop[0].item(), loss_and_stop[1].item() > 0
             if not math.isfinite(step_loss):
                 optimizer.zero_grad(set_to_none=True)
                 pbar.close()
@@ -867,8 +870,8 @@ def _train(cfg, ckpt, stop, ddp, rank, world_size, master, accum, device, device
             iter_num += 1
             epoch_step += 1
             dt = time.time() - t0
-            window["tokens"] += tokens_per_step
-            window["time"] += dt
+            since_eval["tokens"] += tokens_per_step
+            since_eval["time"] += dt
             pbar.update(1)
             if iter_num % cfg.log_interval == 0 and master:
                 tps = tokens_per_step / dt
