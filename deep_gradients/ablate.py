@@ -144,7 +144,7 @@ def _nan(v) -> float:
 
 
 def run_all(cfg: AblateConfig, log=print) -> dict:
-    runs = grid(cfg)
+    runs = grid(cfg)  # checks the whole selection before the first run starts
     os.makedirs(cfg.out_dir, exist_ok=True)
     _, _, x_test, _ = mnist.load(cfg.dataset, cfg.data_dir or None)
     x_act = x_test[:cfg.act_images]
@@ -223,8 +223,8 @@ def summarize(runs: list[dict]) -> list[dict]:
         groups.setdefault((r["config"], r["depth"], r["lr"]), []).append(r)
     out = []
     for (c, d, lr), rs in groups.items():
-        acc = [r["final_test_acc"] if r["final_test_acc"] is not None else float("nan") for r in rs]
-        loss = [r["final_train_loss"] if r["final_train_loss"] is not None else float("nan") for r in rs]
+        acc = [_nan(r["final_test_acc"]) for r in rs]
+        loss = [_nan(r["final_train_loss"]) for r in rs]
         out.append({"config": c, "depth": d, "lr": lr, "n_seeds": len(rs),
                     "acc_mean": _finite(np.mean(acc)), "acc_std": _finite(np.std(acc)),
                     "train_loss_mean": _finite(np.mean(loss)), "diverged": sum(r["diverged"] for r in rs)})
@@ -308,6 +308,13 @@ def write_markdown(out: dict, path: str) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def plot_all(out: dict, out_dir: str) -> list[str]:
     runs, summary = out["runs"], out["summary"]
     depths = sorted({r["depth"] for r in runs})
@@ -327,10 +334,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
             ax.set(title=f"depth {d}, lr {lr:g}", xlabel="step", ylabel="train loss", yscale="log")
             ax.set_ylim(top=min(ax.get_ylim()[1], 5.0))  # an exploding run would squash the others; clipped at 5
             ax.legend(fontsize=7)
-    paths.append(os.path.join(out_dir, "ablation_curves.png"))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(fig, os.path.join(out_dir, "ablation_curves.png")))
     # final accuracy vs depth: one panel per lr
     fig, axes = plt.subplots(1, len(lrs), figsize=(5 * len(lrs), 3.6), squeeze=False)
     for ax, lr in zip(axes[0], lrs):
@@ -342,10 +346,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
         ax.axhline(10, color="grey", ls=":", lw=1, label="chance (10%)")
         ax.set(title=f"final test accuracy, lr {lr:g}", xlabel="depth", ylabel="test accuracy (%)", xticks=depths)
         ax.legend(fontsize=8)
-    paths.append(os.path.join(out_dir, "ablation_acc.png"))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(fig, os.path.join(out_dir, "ablation_acc.png")))
     # activation std per layer: one panel per config; colour = depth, dashed = init, solid = trained
     confs = [c for c in CONFIGS if any(r["config"] == c for r in runs)]
     fig, axes = plt.subplots(1, len(confs), figsize=(4.5 * len(confs), 3.6), squeeze=False)
@@ -363,10 +364,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
     handles += [plt.Line2D([], [], color="k", ls="--", label="at init (BN batch stats)"),
                 plt.Line2D([], [], color="k", ls="-", label="trained (eval mode)")]
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    paths.append(os.path.join(out_dir, "ablation_actstd.png"))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=90)
-    plt.close(fig)
+    paths.append(_save(fig, os.path.join(out_dir, "ablation_actstd.png")))
     return paths
 
 
@@ -391,7 +389,6 @@ def main(argv=None) -> None:
         if cfg.report_only:
             out = redraw(cfg.out_dir)
         else:
-            grid(cfg)  # check the whole selection before the first run starts
             out = run_all(cfg)
     except (AblateError, train.ConfigError, mnist.DataError) as e:
         print(f"ablate.py: error: {e}", file=sys.stderr)

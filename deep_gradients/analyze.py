@@ -14,7 +14,6 @@ init.pt, evolution.jsonl, histograms.jsonl from evolution.Recorder. The report s
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -231,9 +230,9 @@ def _grid(ax, imgs: np.ndarray, ncol: int, title: str = "") -> None:
 
 def plot_filters(state: dict, init_state: dict | None, path: str) -> str:
     w = state["stem.0.weight"].float()  # (C, in, 3, 3)
-    panels = [("trained", w)] + ([("at initialisation", init_state["stem.0.weight"].float())] if init_state else [])
+    panels = ([("at initialisation", init_state["stem.0.weight"].float())] if init_state else []) + [("trained", w)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (name, t) in zip(axes[0], panels[::-1]):
+    for ax, (name, t) in zip(axes[0], panels):
         _grid(ax, t[:, 0].numpy(), ncol=int(np.ceil(np.sqrt(t.shape[0]))), title=f"first-layer 3x3 filters, {name}")
     return _save(fig, path)
 

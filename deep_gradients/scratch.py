@@ -187,10 +187,6 @@ class ScratchResNet:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.p.items()}
 
-    def param_names(self) -> list[str]:
-        """Names of the trainable tensors (what a torch optimizer would see)."""
-        return [k for k in self.p if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
-
     # ---- building blocks with parameter lookup by name
     def _conv(self, name, x, stride, padding):
         return conv2d_forward(x, self.p[f"{name}.weight"], self.p.get(f"{name}.bias"), stride, padding)
@@ -215,11 +211,10 @@ class ScratchResNet:
     # ---- forward / backward
     def forward(self, x):
         """x (N, C, 28, 28) -> logits (N, K); keeps what backward needs."""
-        caches = []
         h, c_conv = self._conv("stem.0", x, 1, 1)
         h, c_bn = self._bn("stem.1", h)
         h, m = relu_forward(h)
-        caches.append(("stem", c_conv, c_bn, m))
+        stem_cache, block_caches = (c_conv, c_bn, m), []
         for pre, stride, kind in self.blocks:
             a, c1 = self._conv(f"{pre}.conv1", h, stride, 1)
             a, b1 = self._bn(f"{pre}.bn1", a)
@@ -234,19 +229,19 @@ class ScratchResNet:
                 s, bs = self._bn(f"{pre}.shortcut.1", s)
                 a, _ = add_forward(a, s)
             h, m2 = relu_forward(a)
-            caches.append((pre, kind, c1, b1, m1, c2, b2, cs, bs, m2))
+            block_caches.append((pre, kind, c1, b1, m1, c2, b2, cs, bs, m2))
         pooled, c_gap = gap_forward(h)  # (N, 4w)
         logits, c_fc = linear_forward(pooled, self.p["fc.weight"], self.p["fc.bias"])  # (N, K)
-        self._caches = (caches, c_gap, c_fc)
+        self._caches = (stem_cache, block_caches, c_gap, c_fc)
         return logits
 
     def backward(self, dlogits):
         """dlogits (N, K) -> fills self.grads for every trainable tensor; returns d(loss)/d(input)."""
-        caches, c_gap, c_fc = self._caches
+        stem_cache, block_caches, c_gap, c_fc = self._caches
         self.grads = {}
         d, self.grads["fc.weight"], self.grads["fc.bias"] = linear_backward(dlogits, c_fc)
         d = gap_backward(d, c_gap)
-        for pre, kind, c1, b1, m1, c2, b2, cs, bs, m2 in reversed(caches[1:]):
+        for pre, kind, c1, b1, m1, c2, b2, cs, bs, m2 in reversed(block_caches):
             d = relu_backward(d, m2)
             d_main, d_skip = add_backward(d, None) if kind is not None else (d, None)
             d_main = self._conv_bn_back(d_main, f"{pre}.conv2", f"{pre}.bn2", c2, b2)
@@ -257,7 +252,7 @@ class ScratchResNet:
             elif kind == "proj":
                 d_in = d_in + self._conv_bn_back(d_skip, f"{pre}.shortcut.0", f"{pre}.shortcut.1", cs, bs)
             d = d_in
-        _, c_conv, c_bn, m = caches[0]
+        c_conv, c_bn, m = stem_cache
         d = relu_backward(d, m)
         d = self._conv_bn_back(d, "stem.0", "stem.1", c_conv, c_bn)
         self._caches = None  # free the activations
@@ -323,7 +318,8 @@ def train(cfg: ScratchConfig, log=print) -> list[float]:
     net = ScratchResNet.from_state_dict(ref.state_dict())
     opt = SGD(net, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
     g = torch.Generator().manual_seed(cfg.seed)
-    losses, perm, pos, t0 = [], torch.randperm(len(x_train), generator=g), 0, time.time()
+    perm, pos = torch.randperm(len(x_train), generator=g), 0  # walk a permutation; reshuffle when it runs out
+    losses, t0 = [], time.time()
     for step in range(cfg.steps):
         if pos + cfg.batch_size > len(perm):
             perm, pos = torch.randperm(len(x_train), generator=g), 0

@@ -13,8 +13,8 @@ unless --sync-bn). The LR schedule is one-cycle (Smith & Topin 2017, "Super-Conv
 from __future__ import annotations
 
 import argparse
-import gc
 import dataclasses
+import gc
 import hashlib
 import inspect
 import json
@@ -201,6 +201,7 @@ def average_bn_buffers(model: nn.Module, world: int) -> None:
 
 
 def peak_flops(device: torch.device, amp: str) -> float | None:
+    """Dense peak FLOP/s of this GPU at the run's precision (MFU's denominator); None on CPU or an unknown GPU."""
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -241,6 +242,21 @@ class UtilSampler:
             self._thread.join()
             self._thread = None
         return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def epoch_line(rec: dict, cuda: bool) -> str:
+    """The one-line log of an epoch's record (test numbers only if it was evaluated, GPU numbers only on CUDA)."""
+    msg = f"epoch {rec['epoch']}: train loss {rec['train_loss']:.4f}"
+    if "test_loss" in rec:
+        msg += f" | test loss {rec['test_loss']:.4f} acc {100 * rec['test_acc']:.2f}%"
+    msg += f" | {rec['images_per_s']:.0f} img/s, {rec['epoch_time_s']:.1f} s"
+    if cuda:
+        msg += f", {rec['peak_mem_mb']:.0f} MiB"
+        if rec["gpu_util"] is not None:
+            msg += f", GPU util {rec['gpu_util']:.0f}%"
+        if rec["mfu"] is not None:
+            msg += f", MFU {100 * rec['mfu']:.1f}%"
+    return msg
 
 
 def plot_curves(results: dict, path: Path) -> None:
@@ -306,6 +322,27 @@ def setup_distributed(cfg: Config):
     if ddp:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, local_rank, world, device
+
+
+def resume_from(ckpt_path: Path, cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer,
+                device: torch.device) -> tuple[int, dict]:
+    """Restore the full state saved after an epoch (weights, optimiser, RNG) -> (epochs done, history)."""
+    if not ckpt_path.exists():
+        raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
+    try:
+        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
+    except Exception as e:  # truncated, not a checkpoint, or unpickling refused
+        raise ConfigError(f"--resume: cannot read {ckpt_path} ({type(e).__name__})") from None
+    for key in RESUME_KEYS:
+        if ck["config"].get(key) != getattr(cfg, key):
+            raise ConfigError(f"--resume: checkpoint has {key}={ck['config'].get(key)!r}, this run "
+                              f"{getattr(cfg, key)!r}; a resumed run must repeat {', '.join(RESUME_KEYS)}")
+    model.load_state_dict(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    torch.set_rng_state(ck["rng"]["cpu"].cpu())
+    if device.type == "cuda" and "cuda" in ck["rng"]:
+        torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu())
+    return ck["epoch"], ck["history"]
 
 
 def run(cfg: Config) -> dict:
@@ -380,22 +417,7 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
     # ---- resume: full state (weights, optimiser, epoch, RNG, history)
     start_epoch, history = 0, {"epochs": [], "train_curve": []}
     if cfg.resume:
-        if not ckpt_path.exists():
-            raise ConfigError(f"--resume: no checkpoint at {ckpt_path}")
-        try:
-            ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        except Exception as e:  # truncated, not a checkpoint, or unpickling refused
-            raise ConfigError(f"--resume: cannot read {ckpt_path} ({type(e).__name__})") from None
-        for key in RESUME_KEYS:
-            if ck["config"].get(key) != getattr(cfg, key):
-                raise ConfigError(f"--resume: checkpoint has {key}={ck['config'].get(key)!r}, this run "
-                                  f"{getattr(cfg, key)!r}; a resumed run must repeat {', '.join(RESUME_KEYS)}")
-        raw_model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        start_epoch, history = ck["epoch"], ck["history"]
-        torch.set_rng_state(ck["rng"]["cpu"].cpu())
-        if cuda and "cuda" in ck["rng"]:
-            torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu())
+        start_epoch, history = resume_from(ckpt_path, cfg, raw_model, optimizer, device)
 
     model = DDP(raw_model, device_ids=[device.index] if cuda else None) if world > 1 else raw_model
     if cfg.compile:
@@ -496,17 +518,7 @@ def _train(cfg: Config, rank: int, local_rank: int, world: int, device: torch.de
         history["epochs"].append(rec)
         epochs_run += 1
         if master:
-            msg = f"epoch {epoch + 1}: train loss {train_loss:.4f}"
-            if cfg.eval:
-                msg += f" | test loss {rec['test_loss']:.4f} acc {100 * rec['test_acc']:.2f}%"
-            msg += f" | {rec['images_per_s']:.0f} img/s, {epoch_time:.1f} s"
-            if cuda:
-                msg += f", {rec['peak_mem_mb']:.0f} MiB"
-                if gpu_util is not None:
-                    msg += f", GPU util {gpu_util:.0f}%"
-                if rec["mfu"] is not None:
-                    msg += f", MFU {100 * rec['mfu']:.1f}%"
-            print(msg, flush=True)
+            print(epoch_line(rec, cuda), flush=True)
             rng = {"cpu": torch.get_rng_state()}
             if cuda:
                 rng["cuda"] = torch.cuda.get_rng_state(device)
