@@ -19,6 +19,7 @@ two working; here compile stays on for all of training.
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -419,6 +420,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{what} | log.txt, log.jsonl, curves.png, ckpt.pt in {cfg.out_dir}")
     if ddp:
         dist.barrier()
+        # free the DDP reducer (it holds the gloo group) before tearing the group down: torn down under it,
+        # a rank can abort at exit (SIGABRT) and leave the other node's torchrun waiting in its exit barrier
+        del train_model
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -202,7 +202,11 @@ def torchrun():
             except subprocess.TimeoutExpired:
                 for q in procs:
                     q.kill()
-                raise
+                tails = []  # what every node had printed: a hang shows where each one stopped
+                for j, q in enumerate(procs):
+                    q_out, q_err = q.communicate()
+                    tails.append(f"--- node {j} stdout:\n{(q_out or '')[-1500:]}\n--- node {j} stderr:\n{(q_err or '')[-1500:]}")
+                pytest.fail(f"torchrun on {nnodes} nodes timed out after {timeout} s\n" + "\n".join(tails))
             results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
         return results
 
