@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 import model
 import train
+from cli import OneLineParser, field_help
 
 SOLVERS = ("newton_pcg", "newton_explicit", "lbfgs", "newton-cg", "newton-cholesky", "saga")
 
@@ -92,9 +93,9 @@ def sklearn_fit(prob, solver, tol, max_iter, seed):
 
 
 def parse_args(argv=None) -> BenchConfig:
-    parser = train.OneLineParser(description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    helps = train.field_help(BenchConfig)
+    helps = field_help(BenchConfig)
     for f in dataclasses.fields(BenchConfig):
         kind = {"int": int, "float": float}.get(f.type, str)
         parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,

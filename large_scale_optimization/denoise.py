@@ -26,7 +26,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import inspect  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -46,6 +45,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import prox  # noqa: E402
+from cli import OneLineParser, field_help  # noqa: E402
 import tv  # noqa: E402
 
 try:  # optional: the default image (skimage.restoration, for the Chambolle comparison, is imported on use:
@@ -612,26 +612,9 @@ def bench(cfg: Config) -> dict:
 # command line
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse prints the whole usage on a mistake; a user mistake here is one line and exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"denoise.py: error: {message}\n")
-
-
-def _field_comments() -> dict:
-    """The comment after each Config field, used as its --help text (so defaults live in one place)."""
-    out = {}
-    for line in inspect.getsource(Config).splitlines():
-        name, sep, rest = line.strip().partition(":")
-        if sep and "#" in rest and name.isidentifier():
-            out[name] = rest.split("#", 1)[1].strip()
-    return out
-
-
 def parse_args(argv=None) -> Config:
     parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    comments = _field_comments()
+    comments = field_help(Config)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()

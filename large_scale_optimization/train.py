@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import sys
@@ -45,6 +44,7 @@ from threadpoolctl import threadpool_limits
 
 import data_sources
 import model
+from cli import OneLineParser, field_help
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -508,23 +508,6 @@ def plot(results, f_star, out_dir: Path, title: str):
 
 # ------------------------------------------------------------------------------------------------
 # command line
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):  # argparse's default prints the whole usage; a user mistake gets one line
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-def field_help(cls) -> dict:
-    """{field: the comment after it} for a dataclass, so --help says what Config says (argparse shows no
-    default for an option without help text)."""
-    out = {}
-    for line in inspect.getsource(cls).splitlines():
-        name, sep, rest = line.strip().partition(":")
-        if sep and "#" in rest and name.isidentifier():
-            out[name] = rest.split("#", 1)[1].strip()
-    return out
 
 
 def parse_args(argv=None) -> Config:
