@@ -395,22 +395,22 @@ def main(argv=None):
     sizes = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size")
     for name in sizes:  # checked here: a zero would divide by zero or time empty batches
         if getattr(cfg, name) < 1:
-            p.exit(2, f"error: --{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1\n")
+            p.error(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
     if cfg.threads < 0:
-        p.exit(2, f"error: --threads {cfg.threads}: must be >= 0 (0 = torch's default)\n")
+        p.error(f"--threads {cfg.threads}: must be >= 0 (0 = torch's default)")
     if cfg.dtype not in ("float32", "bfloat16", "float16"):
-        p.exit(2, f"error: --dtype {cfg.dtype!r}: one of float32, bfloat16, float16\n")
+        p.error(f"--dtype {cfg.dtype!r}: one of float32, bfloat16, float16")
     if cfg.device.split(":")[0] not in ("cpu", "cuda"):
-        p.exit(2, f"error: --device {cfg.device!r}: use cpu, cuda or cuda:N\n")
+        p.error(f"--device {cfg.device!r}: use cpu, cuda or cuda:N")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        p.exit(2, f"error: --device {cfg.device}: CUDA is not available here; use --device cpu\n")
+        p.error(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
     if cfg.iters < 1 or cfg.rounds < 1 or cfg.warmup < 0 or cfg.max_new_tokens < 1:
-        p.exit(2, "error: --iters, --rounds and --max-new-tokens must be >= 1, --warmup >= 0\n")
+        p.error("--iters, --rounds and --max-new-tokens must be >= 1, --warmup >= 0")
     if cfg.n_embd % cfg.n_head:
-        p.exit(2, f"error: --n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}\n")
+        p.error(f"--n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}")
     seeds = parse_seeds(cfg.seeds)
     if cfg.recipe and not seeds:
-        p.exit(2, f"error: --seeds {cfg.seeds!r}: comma-separated integers, e.g. 1337,1,2\n")
+        p.error(f"--seeds {cfg.seeds!r}: comma-separated integers, e.g. 1337,1,2")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     name = torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else "cpu"

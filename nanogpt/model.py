@@ -493,6 +493,12 @@ def _copy_gpt2_weights(model: GPT, sd_hf: dict, where) -> None:
 # --------------------------------------------------------------------------------------------------
 # peak FLOP/s for MFU
 
+def native_bf16(device: str) -> bool:
+    """bfloat16 tensor cores: Ampere or newer (compute capability >= 8), or ROCm. Not
+    torch.cuda.is_bf16_supported(), which also says yes to the slow emulation on V100 / T4."""
+    return torch.version.hip is not None or torch.cuda.get_device_capability(torch.device(device))[0] >= 8
+
+
 # Dense (no 2:4 sparsity) tensor-core / vector peaks from NVIDIA's datasheets, FLOP/s. "tf32" is float32
 # matmuls with TF32 allowed; "fp32" without. A dtype a GPU has no fast path for (bf16 before Ampere) is
 # absent, so MFU is None rather than a made-up figure. Matched as substrings of

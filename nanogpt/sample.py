@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import prepare
-from model import GPT, GPTConfig, HUB_MODELS
+from model import GPT, GPTConfig, HUB_MODELS, native_bf16
 
 
 HERE = Path(__file__).resolve().parent
@@ -35,8 +35,7 @@ class SampleConfig:
     top_p: float | None = None
     seed: int = 1337
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    # bf16 where the GPU has it natively (Ampere+); is_bf16_supported() also accepts V100/T4's slow emulation
-    dtype: str = "bfloat16" if torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8 else "float32"
+    dtype: str = "bfloat16" if torch.cuda.is_available() and native_bf16("cuda") else "float32"
     no_cache: bool = False
 
 

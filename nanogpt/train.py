@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import prepare
-from model import GPT, GPTConfig, HUB_MODELS
+from model import GPT, GPTConfig, HUB_MODELS, native_bf16
 
 HERE = Path(__file__).resolve().parent
 
@@ -322,12 +322,6 @@ def resolve_device(cfg: TrainConfig, local_rank: int) -> str:
     if kind == "cuda" and local_rank >= 0:
         device = f"cuda:{local_rank}"  # torchrun: one GPU per process
     return device
-
-
-def native_bf16(device: str) -> bool:
-    """bfloat16 tensor cores: Ampere or newer (compute capability >= 8), or ROCm. Not
-    torch.cuda.is_bf16_supported(), which also says yes to the slow emulation on V100 / T4."""
-    return torch.version.hip is not None or torch.cuda.get_device_capability(torch.device(device))[0] >= 8
 
 
 def resolve_dtype(dtype: str, device_type: str, bf16_supported: bool) -> str:
