@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of the README:
 #   bash run.sh demo   set up .venv, then train nanoGPT on its offline default (python nanogpt/train.py)
-#   bash run.sh test   set up .venv, then run the whole test suite (what CI runs)
+#   bash run.sh test   set up .venv, then run the whole test suite (what CI runs), one project at a time
 # Setup is idempotent: it reinstalls only when requirements.txt has changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,10 +29,29 @@ case "${1:-}" in
     test)
         setup
         shift
-        # One BLAS/OpenMP thread per process: two-thread BLAS thrashes on a 2-core machine; pytest-xdist
-        # uses the cores instead (one worker per core).
+        # Each project's tests run in a pytest process of their own (several folders hold a model.py);
+        # `bash run.sh test nanogpt` runs one. One BLAS/OpenMP thread per process: two-thread BLAS thrashes
+        # on a 2-core machine; pytest-xdist uses the cores instead (one worker per core).
         export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MPLBACKEND=Agg
-        exec "$VENV/bin/python" -m pytest tests -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
+        suites="nanogpt build_nanogpt deep_gradients large_scale_optimization repo"
+        case "${1:-}" in nanogpt|build_nanogpt|deep_gradients|large_scale_optimization|repo) suites=$1; shift ;; esac
+        passed=0; failed=0; skipped=0; rc=0; log=$(mktemp)
+        for s in $suites; do
+            target=tests/$s; [ "$s" = repo ] && target=tests/test_repo.py
+            echo "=== $s ($target)"
+            code=0
+            "$VENV/bin/python" -m pytest "$target" -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@" 2>&1 | tee "$log" \
+                || code=$?
+            [ "$code" = 5 ] && code=0  # no test selected in this project (e.g. -k): not a failure
+            [ "$code" != 0 ] && rc=1
+            summary=$(tail -n 1 "$log")
+            n() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE "[0-9]+" || echo 0; }
+            passed=$((passed + $(n passed))); skipped=$((skipped + $(n skipped)))
+            failed=$((failed + $(n failed) + $(n 'errors?')))
+        done
+        rm -f "$log"
+        echo "${passed} passed, ${failed} failed, ${skipped} skipped"
+        exit $rc
         ;;
     *)
         echo "usage: bash run.sh demo|test [extra args]" >&2

@@ -1,39 +1,33 @@
 """Shared test harness for the four standalone projects.
 
-How tests reach a project's code
---------------------------------
-Every project is run as a script (``python nanogpt/train.py``), so its folder is its import root and
-several folders hold a ``model.py`` or a ``train.py``. Two ways in, and only these two:
+Layout
+------
+``tests/<project>/`` holds one project's tests, one file per script (``test_train.py`` tests ``train.py``),
+and a ``conftest.py`` with that project's fixtures; it puts ``<project>/`` first on ``sys.path``, so a test
+simply writes ``import model`` and gets that project's ``model.py``, exactly as the script sees it. Several
+projects have a ``model.py`` and a ``train.py``, so each project's tests run in a pytest process of their
+own: ``bash run.sh test`` runs the four in turn (``bash run.sh test nanogpt`` runs one), and so does
+``pytest tests/nanogpt``. This file keeps only what all four share:
 
-1. ``load_module("nanogpt", "model")`` (fixture) imports ``nanogpt/model.py`` with ``nanogpt/`` first on
-   ``sys.path``, exactly as the script would see it, and returns the module. Before it does, it parks
-   the bare-named modules of the *other* project folders (out of ``sys.modules``) and brings back this
-   project's, so ``deep_gradients``'s ``model`` can never stand in for ``nanogpt``'s and each project's
-   modules stay single objects (pickling and multiprocessing keep working). Modules already handed
-   out keep working (they hold their own references). Project modules must therefore import their
-   siblings at the top of the file, never lazily inside a function. Test files are named
-   ``test_<project>_*.py`` (``test_lso_*`` for large_scale_optimization); before each test, an autouse
-   fixture makes that project's modules the active ones again.
-2. ``run_script("nanogpt/train.py", "--max-iters", "5", ...)`` (fixture) runs the real command line in a
-   subprocess from the repository root and returns the ``CompletedProcess`` (text, stdout and stderr
-   captured). ``torchrun(...)`` does the same under ``torch.distributed.run``, on one simulated node or
-   several (``nnodes=3`` starts three torchrun "nodes" on 127.0.0.1).
+- ``run_script("nanogpt/train.py", "--max-iters", "5", ...)`` runs the real command line in a subprocess
+  from the repository root and returns the ``CompletedProcess`` (text, stdout and stderr captured);
+  ``torchrun(...)`` does the same under ``torch.distributed.run``, on one simulated node or several
+  (``nnodes=3`` starts three torchrun "nodes" on 127.0.0.1).
+- ``clean_error(result, "needle")``: a user mistake is exit code 2 and one line on stderr.
+- ``data_dir`` is ``$DATA_DIR`` or ``../shared/data`` beside the checkout. ``shared_file("mnist/...")``
+  returns a file inside it or skips the test, naming the missing file. ``tiktoken_cache`` copies the GPT-2
+  BPE cache to a private folder and points ``TIKTOKEN_CACHE_DIR`` at it (tiktoken deletes cache files whose
+  hash is wrong, so the shared copy is never handed out directly).
 
-Data
-----
-``data_dir`` is ``$DATA_DIR`` or ``../shared/data`` beside the checkout. ``shared_file("mnist/...")``
-returns a file inside it or skips the test, naming the missing file. ``tiktoken_cache`` copies the GPT-2
-BPE cache to a private folder and points ``TIKTOKEN_CACHE_DIR`` at it (tiktoken deletes cache files whose
-hash is wrong, so the shared copy is never handed out directly).
-
+CUDA is hidden (``CUDA_VISIBLE_DEVICES=""``, in this process and every subprocess it starts) unless the run
+selects the GPU tests with ``-m gpu``: the suite then behaves the same on a GPU machine as on a laptop, and
+``pytest -m gpu tests/nanogpt`` is how the ``gpu``-marked tests run where there is a GPU.
 Markers: ``distributed`` (several processes) and ``gpu`` (skipped where CUDA is absent).
 Each process uses one CPU thread (``OMP_NUM_THREADS=1``): two-thread BLAS thrashes on a 2-core machine;
 the suite runs two pytest-xdist workers instead.
 """
 from __future__ import annotations
 
-import functools
-import importlib
 import os
 import shutil
 import socket
@@ -50,91 +44,57 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
-
-torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECTS = ("nanogpt", "build_nanogpt", "deep_gradients", "large_scale_optimization")
-_PROJECT_DIRS = {(ROOT / p).resolve(): p for p in PROJECTS}
-_loaded: dict[tuple[str, str], object] = {}
-_parked: dict[str, dict[str, object]] = {}  # project -> its modules while another project is active
+
+
+def _projects_of(args: list[str], invocation_dir: Path) -> set[str]:
+    """The project folders a pytest command line reaches ({"nanogpt"} for tests/nanogpt/test_train.py)."""
+    found = set()
+    for arg in args:
+        path = (invocation_dir / arg.split("::")[0]).resolve()
+        inside = [p for p in PROJECTS if path == ROOT / "tests" / p or (ROOT / "tests" / p) in path.parents]
+        found |= set(inside) if inside else ({"*"} if path in (ROOT, ROOT / "tests") else set())
+    return found
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "distributed: starts several processes (torchrun, gloo)")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped where it is absent")
+    if len(_projects_of(config.args, Path(config.invocation_params.dir))) > 1:
+        pytest.exit("run one project's tests per pytest process (each has its own model.py): "
+                    "bash run.sh test, or pytest tests/nanogpt", returncode=4)
+    markexpr = config.getoption("markexpr", "") or ""
+    if "gpu" not in markexpr or "not gpu" in markexpr:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before anything initialises CUDA; subprocesses inherit it
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
+    import torch
+
     if torch.cuda.is_available():
         return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU; none on this machine")
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run with -m gpu on a machine that has one)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
 
 
-# --------------------------------------------------------------------------------------------------
-# importing a project's modules
-
-
-@functools.lru_cache(maxsize=None)
-def _owner_of_file(file: str) -> str | None:
-    return _PROJECT_DIRS.get(Path(file).resolve().parent)
-
-
-def _owner(module) -> str | None:
-    file = getattr(module, "__file__", None)
-    return _owner_of_file(file) if isinstance(file, str) else None
-
-
-def _activate(project: str) -> None:
-    """Park the bare-named modules of the other projects (out of sys.modules), bring back this one's.
-
-    `import model` inside nanogpt/train.py then finds nanogpt's model, the same object that
-    load_module("nanogpt", "model") handed out, and `sys.modules[cls.__module__]` (used by pickle,
-    multiprocessing and inspect) is the module that defined cls.
-    """
-    for mod_name, mod in list(sys.modules.items()):
-        owner = _owner(mod)
-        if owner and owner != project:
-            _parked.setdefault(owner, {})[mod_name] = sys.modules.pop(mod_name)
-    sys.modules.update(_parked.pop(project, {}))
-
-
-def _load_module(project: str, name: str):
-    if project not in PROJECTS:
-        raise ValueError(f"unknown project {project!r}; one of {PROJECTS}")
-    _activate(project)
-    key = (project, name)
-    if key not in _loaded:
-        folder = str((ROOT / project).resolve())
-        sys.path.insert(0, folder)
-        try:
-            _loaded[key] = importlib.import_module(name)
-        finally:
-            sys.path.remove(folder)
-    return _loaded[key]
-
-
-_TEST_PREFIXES = {"test_build_nanogpt_": "build_nanogpt", "test_nanogpt_": "nanogpt",
-                  "test_deep_gradients_": "deep_gradients", "test_lso_": "large_scale_optimization"}
-
-
-@pytest.fixture(autouse=True)
-def _active_project(request):
-    """Before each test, make the project its file is named after the active one (see _activate)."""
-    for prefix, project in _TEST_PREFIXES.items():
-        if request.path.name.startswith(prefix):
-            _activate(project)
-            break
-
-
 @pytest.fixture(scope="session")
 def load_module():
-    """``load_module(project, name)`` -> the module ``project/name.py``, imported as its script sees it."""
-    return _load_module
+    """Transitional: ``load_module(project, name)`` -> ``import name`` (the project's folder is on sys.path)."""
+    import importlib
+
+    def load(project: str, name: str):
+        module = importlib.import_module(name)
+        assert Path(module.__file__).resolve().parent == ROOT / project, (project, name, module.__file__)
+        return module
+
+    return load
 
 
 # --------------------------------------------------------------------------------------------------

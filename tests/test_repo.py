@@ -1,7 +1,9 @@
 """Repository rules: four standalone folders, no torchvision, a torch pin that keeps the CPU wheel."""
 import ast
 import importlib.metadata
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -70,9 +72,20 @@ def test_torch_pin_admits_the_cpu_wheel_and_nothing_newer():
     assert not spec.contains("2.13.1") and not spec.contains("2.14.0")
 
 
-def test_load_module_keeps_same_named_modules_apart(load_module):
-    """Every project has a model.py; each must come from its own folder, importable without side effects."""
+def test_each_projects_model_and_train_import_without_side_effects():
+    """Every project has a model.py and a train.py: each imports from its own folder, runs nothing, prints nothing."""
     for project in PROJECTS:
-        for name in ("model", "train"):
-            module = load_module(project, name)
-            assert Path(module.__file__).resolve().parent == (ROOT / project).resolve()
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); import model, train; "
+                "print(model.__file__); print(train.__file__)")
+        out = subprocess.run([sys.executable, "-c", code, str(ROOT / project)], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        assert out.returncode == 0, out.stderr
+        assert [Path(line).parent for line in out.stdout.splitlines()] == [ROOT / project] * 2, out.stdout
+
+
+def test_tests_need_no_module_juggling():
+    """No conftest edits sys.modules and no test module imports another: each project's tests stand alone."""
+    for path in (ROOT / "tests").rglob("*.py"):
+        text = path.read_text()
+        assert "sys.modules" not in text or path.name == "test_repo.py", path
+        assert not re.search(r"^\s*(from|import) test_", text, re.M), path

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 
-from test_lso_logreg_model import load_lso
 
 SCRIPT = "large_scale_optimization/train.py"
 MNIST = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -16,7 +15,7 @@ MNIST = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-image
 
 @pytest.fixture(scope="module")
 def data_sources(load_module):
-    return load_lso(load_module, "data_sources")
+    return load_module("large_scale_optimization", "data_sources")
 
 
 def test_read_idx_gz_parses_mnist_test_files(data_sources, shared_file):
@@ -143,7 +142,7 @@ def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_
                                   "threads", "newton_max_iter", "precond_size", "empty_csv"])
 def test_bad_input_exits_2_with_one_line(case, load_module, clean_error, capsys, tmp_path):
     """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
-    train = load_lso(load_module, "train")
+    train = load_module("large_scale_optimization", "train")
     args, needles = bad_input_args(case, tmp_path)
     with pytest.raises(SystemExit) as exc:
         train.main([str(a) for a in args] + ["--out-dir", str(tmp_path / "out"), "--no-plots"])

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from test_build_nanogpt_train import shakespeare_shards
+from helpers import shakespeare_shards
 
 TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
         "--micro-batch", "2", "--total-batch", "128", "--warmup-steps", "2", "--val-steps", "2",

@@ -3,14 +3,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from test_nanogpt_train import call_main, read_log, run_args
-from test_nanogpt_train import tiny_data  # noqa: F401 - the shared fixture
+from helpers import call_main, read_log, run_args
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STEPS_PER_EPOCH = 31  # 2048 tokens / 16 = 127 windows, 4 per step
 
 

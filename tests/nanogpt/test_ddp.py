@@ -13,8 +13,7 @@ import re
 import pytest
 import torch
 
-from test_nanogpt_train import read_log, run_args
-from test_nanogpt_train import tiny_data  # noqa: F401 - the shared fixture
+from helpers import read_log, run_args
 
 pytestmark = pytest.mark.distributed
 

@@ -5,7 +5,6 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_lso_logreg_model import load_lso
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def test_outputs_table_and_plots(run):
 def test_svrg_snapshot_average_and_minibatch_sampling(load_module, synthetic_prob):
     """SVRG with the averaged snapshot and the two minibatch samplers run and make progress on a small
     synthetic problem."""
-    train = load_lso(load_module, "train")
+    train = load_module("large_scale_optimization", "train")
     for method, extra in [("svrg", dict(svrg_snapshot="average")), ("minibatch_sgd", {}), ("minibatch_gd", {})]:
         recs = run_method(train, synthetic_prob, method, passes=10, batch_size=32, **extra)
         assert recs[-1]["gap"] < 0.2 * recs[0]["gap"], method
@@ -88,10 +87,10 @@ def test_svrg_snapshot_average_and_minibatch_sampling(load_module, synthetic_pro
 @pytest.fixture(scope="module")
 def synthetic_prob(load_module):
     """n = 400, D = 11, K = 3, lam = 1e-3, with L, L_max and f*."""
-    train = load_lso(load_module, "train")
-    d = load_lso(load_module, "data_sources").make_synthetic(n=400, d=10, K=3, cond=10, seed=0)
+    train = load_module("large_scale_optimization", "train")
+    d = load_module("large_scale_optimization", "data_sources").make_synthetic(n=400, d=10, K=3, cond=10, seed=0)
     prob = train.Problem(d.X_train, d.y_train, d.X_test, d.y_test, 1e-3)
-    prob.L, prob.L_max = load_lso(load_module, "model").smoothness(prob.X, prob.lam)
+    prob.L, prob.L_max = load_module("large_scale_optimization", "model").smoothness(prob.X, prob.lam)
     _, prob.f_star, *_ = train.solve_reference(prob, train.Config(), np.random.default_rng(0))
     return prob
 
@@ -123,8 +122,8 @@ def test_first_order_steps_follow_their_step_rules(load_module, method):
     eta0 = min(b / L_max, 1 / L); svrg: constant svrg_step / L_max (for n = 1 its variance-reduced
     direction is the full gradient, the lam (W - W~) term included). Each from a W0 far from 0, so a
     dropped lam W term shows."""
-    train = load_lso(load_module, "train")
-    model = load_lso(load_module, "model")
+    train = load_module("large_scale_optimization", "train")
+    model = load_module("large_scale_optimization", "model")
     prob = one_sample_problem(train)
     W0 = np.random.default_rng(0).standard_normal(prob.shape)
     lam, L, L_max = prob.lam, prob.L, prob.L_max
@@ -150,8 +149,8 @@ def test_armijo_backtracks_to_sufficient_decrease(load_module, synthetic_prob):
     """From a too long first trial the line search halves t until f(W + t d) <= f + c t <g, d>, charging
     one pass per trial. With c = 0.5 and t0 = 30 / L the first trial goes UP, by 0.08 t0 ||g||^2: inside the
     band that a sign slip in the test (f + c t |<g, d>|) would accept."""
-    train = load_lso(load_module, "train")
-    model = load_lso(load_module, "model")
+    train = load_module("large_scale_optimization", "train")
+    model = load_module("large_scale_optimization", "model")
     prob = synthetic_prob
     W = np.zeros(prob.shape)
     f, g = model.loss_gradient(W, prob.X, prob.y, prob.lam)
@@ -171,7 +170,7 @@ def test_armijo_backtracks_to_sufficient_decrease(load_module, synthetic_prob):
 def test_conjugate_gradient_solves_in_at_most_dim_steps(load_module):
     """CG (and Jacobi-preconditioned CG) on an SPD system of dimension 30 with condition number 100: the
     answer in about 30 steps (36 measured, rounding; steepest descent would need ~1000)."""
-    train = load_lso(load_module, "train")
+    train = load_module("large_scale_optimization", "train")
     rng = np.random.default_rng(0)
     Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
     A = Q @ np.diag(np.logspace(0, 2, 30)) @ Q.T
@@ -191,8 +190,8 @@ def test_conjugate_gradient_solves_in_at_most_dim_steps(load_module):
 def test_tracker_records_on_the_right_split(load_module, synthetic_prob):
     """One record: f, f - f*, ||grad f|| on the training set, train accuracy on train, test accuracy on the
     held-out split (a W where the two accuracies differ, so a swap shows), cost in passes."""
-    train = load_lso(load_module, "train")
-    model = load_lso(load_module, "model")
+    train = load_module("large_scale_optimization", "train")
+    model = load_module("large_scale_optimization", "model")
     prob = synthetic_prob
     W = np.random.default_rng(3).standard_normal(prob.shape)
     tr = train.Tracker("t", prob, verbose=False)
@@ -208,7 +207,7 @@ def test_tracker_records_on_the_right_split(load_module, synthetic_prob):
 def test_svrg_charges_only_the_inner_steps_it_takes(load_module, synthetic_prob):
     """m = 1.5 n, budget 4 passes: snapshot (1) + n steps -> record at 2, + n/2 steps -> 2.5; snapshot (3.5)
     + n steps -> 4.5 and the budget stops the loop. Nothing more is charged or recorded after that."""
-    train = load_lso(load_module, "train")
+    train = load_module("large_scale_optimization", "train")
     recs = run_method(train, synthetic_prob, "svrg", passes=4, svrg_inner=1.5)
     assert [r["passes"] for r in recs] == [0.0, 2.0, 2.5, 4.5]
     for snapshot in ("last", "average"):  # an inner loop shorter than one step per outer loop still runs
@@ -218,8 +217,8 @@ def test_svrg_charges_only_the_inner_steps_it_takes(load_module, synthetic_prob)
 def test_preconditioners(load_module, synthetic_prob):
     """The Kronecker preconditioner is the exact inverse of the W = 0 Hessian; Newton-CG reaches the same
     f* with each preconditioning choice."""
-    train = load_lso(load_module, "train")
-    model = load_lso(load_module, "model")
+    train = load_module("large_scale_optimization", "train")
+    model = load_module("large_scale_optimization", "model")
     prob = synthetic_prob
     K, D = prob.shape
     apply, _ = train.kronecker_preconditioner(prob.X, prob.lam, K)
@@ -234,7 +233,7 @@ def test_preconditioners(load_module, synthetic_prob):
 def test_bench_runs_on_digits(load_module, tmp_path, capsys, monkeypatch):
     """bench.py end to end on the small problem: ours reaches the target, sklearn's answer is checked
     with our gradient (its f agrees with ours)."""
-    bench = load_lso(load_module, "bench")
+    bench = load_module("large_scale_optimization", "bench")
     out = tmp_path / "bench.json"
     real = bench.explicit_newton
     # newton_explicit is timed for --explicit-iters steps and extrapolated to newton_pcg's iteration count;
@@ -255,7 +254,7 @@ def test_bench_runs_on_digits(load_module, tmp_path, capsys, monkeypatch):
 
 def test_bench_refuses_two_classes(load_module, tmp_path, capsys):
     """With K = 2 scikit-learn fits a binary model (another objective, coef_ of shape (1, D)): one-line error."""
-    bench = load_lso(load_module, "bench")
+    bench = load_module("large_scale_optimization", "bench")
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "two.npz", X=rng.random((40, 3)), y=np.arange(40) % 2)
     with pytest.raises(SystemExit) as exc:
@@ -270,7 +269,7 @@ def test_bench_refuses_two_classes(load_module, tmp_path, capsys):
     (["--explicit-iters", "0"], ["--explicit-iters", "> 0", "got 0"]),  # was a nan ratio, exit 0
 ])
 def test_bench_bad_flags_are_one_line_errors(load_module, clean_error, capsys, tmp_path, args, needles):
-    bench = load_lso(load_module, "bench")
+    bench = load_module("large_scale_optimization", "bench")
     with pytest.raises(SystemExit) as exc:
         bench.main(["--dataset", "digits", *args, "--out", str(tmp_path / "b.json")])
     captured = capsys.readouterr()
@@ -281,7 +280,7 @@ def test_log_axis_plots_leave_out_the_start(load_module, tmp_path, monkeypatch):
     """The pass-0 / time-0 record cannot sit on a log x axis; matplotlib used to clip it to the far left and
     draw a flat line from the plot's edge to the first real point (a method seemingly at that value all
     along), and stretch the accuracy axis down to the start's 0.1."""
-    train = load_lso(load_module, "train")
+    train = load_module("large_scale_optimization", "train")
     figs, close = [], train.plt.close
     monkeypatch.setattr(train.plt, "close", figs.append)  # keep the figures to inspect them
     recs = [dict(iter=i, passes=float(p), time=0.1 * p, gap=2.0 / (1 + p), grad_norm=1.0 / (1 + p),

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from test_build_nanogpt_train import shakespeare_shards
+from helpers import shakespeare_shards
 
 
 @pytest.fixture(scope="module")

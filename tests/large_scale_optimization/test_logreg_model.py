@@ -8,13 +8,9 @@ from sklearn.linear_model import LogisticRegression
 PROJECT = "large_scale_optimization"
 
 
-def load_lso(load_module, name):
-    return load_module(PROJECT, name)
-
-
 @pytest.fixture(scope="module")
 def model(load_module):
-    return load_lso(load_module, "model")
+    return load_module("large_scale_optimization", "model")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +26,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def digits(load_module):
-    return load_lso(load_module, "data_sources").load_digits_dataset()
+    return load_module("large_scale_optimization", "data_sources").load_digits_dataset()
 
 
 def test_gradient_matches_finite_differences(model, small):
@@ -124,7 +120,7 @@ def test_loss_equals_sklearn_objective(model, small):
 def test_fstar_on_digits_matches_independent_solvers(model, digits, load_module):
     """Acceptance: f* by our Newton agrees with scipy L-BFGS (tight) to 1e-9 relative, and scikit-learn's
     fitted coef_ (C = 1/(n lam), fit_intercept=False) is a point where our gradient ~ vanishes."""
-    train = load_lso(load_module, "train")
+    train = load_module("large_scale_optimization", "train")
     X, y, lam = digits.X_train, digits.y_train, 1e-4
     prob = train.Problem(X, y, digits.X_test, digits.y_test, lam)
     W_star, f_star, g_star, _, _ = train.solve_reference(prob, train.Config(), np.random.default_rng(0))
@@ -147,7 +143,7 @@ def test_fstar_on_digits_matches_independent_solvers(model, digits, load_module)
 
 
 def test_newton_converges_quadratically(model, digits, load_module):
-    train = load_lso(load_module, "train")
+    train = load_module("large_scale_optimization", "train")
     prob = train.Problem(digits.X_train, digits.y_train, digits.X_test, digits.y_test, 1e-4)
     tr = train.Tracker("newton", prob, verbose=False)
     tr.start()

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from test_nanogpt_train import tiny_data  # noqa: F401 - the shared fixture: a 2,048-token Tiny Shakespeare
 
 SHORT = dict(block_size=16, batch_size=4, n_layer=2, n_head=2, n_embd=32, iters=60, lr=3e-3, min_lr=3e-4,
              warmup=5, beta2=0.99, eval_interval=10, eval_iters=2)
@@ -21,7 +20,7 @@ def bench(load_module):
 
 
 @pytest.fixture(scope="module")
-def folder(tiny_data):  # noqa: F811
+def folder(tiny_data):
     return tiny_data / "shakespeare_char"
 
 
