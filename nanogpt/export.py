@@ -1,0 +1,233 @@
+"""Export a nanogpt checkpoint as a Hugging Face GPT-2 folder that transformers loads offline.
+
+    python nanogpt/export.py nanogpt/out/ckpt_last.pt hf-model        # or the run's folder: nanogpt/out
+    python nanogpt/export.py CKPT OUT_DIR --force --meta DATA_DIR/shakespeare/meta.json
+
+OUT_DIR gets config.json and model.safetensors (GPT2LMHeadModel), meta.json (the dataset's tokenizer), and
+for GPT-2 BPE data the tokenizer files vocab.json and merges.txt: the very encoder.json and vocab.bpe that
+tiktoken's gpt2 encoding reads (from its cache, TIKTOKEN_CACHE_DIR). What differs between the layouts:
+- Hugging Face's Conv1D stores a linear layer's weight as (in, out); nn.Linear as (out, in): transposed.
+- the vocabulary padded for speed (50257 -> 50304) is cropped back to the dataset's; the rows past it are
+  never targets, so the logits of the real tokens are unchanged;
+- the context is the checkpoint's block_size (n_positions), cropped or not;
+- GPT-2 always has biases: a bias=False model gets zero biases, which computes the same function;
+- the GELU is the checkpoint's: exact erf ("gelu") for models trained from scratch, tanh ("gelu_new") for
+  GPT-2 weights.
+The folder is written under a temp name and renamed into place; an existing non-empty OUT_DIR is replaced
+only with --force.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from model import GPT, GPTConfig
+
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+HF_GELU = {"none": "gelu", "tanh": "gelu_new"}  # our nn.GELU(approximate=...) -> transformers' activation
+# the two files of tiktoken's gpt2 encoding (tiktoken_ext/openai_public.py), with the sha256 it checks
+GPT2_BPE = {
+    "vocab.json": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+                   "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"),
+    "merges.txt": ("https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+                   "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"),
+}
+EOT = "<|endoftext|>"
+EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight")
+
+
+class UserError(Exception):
+    """A bad path or a foreign file: one line on stderr, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """No prefix matching; a mistake is a UserError (one line), not argparse's usage block."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str):
+        raise UserError(message)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading: the checkpoint and its dataset's meta.json
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint file, or a run's folder (its ckpt_last.pt). Tensors and plain data only."""
+    file = path / "ckpt_last.pt" if path.is_dir() else path
+    if not file.is_file():
+        raise UserError(f"no checkpoint at {file}")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {file}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - pickled code, a truncated file, or not a torch file at all
+        why = ("it holds objects other than tensors and plain data" if zipfile.is_zipfile(file)
+               and "weights_only" in str(e) else f"not a torch checkpoint, or damaged ({type(e).__name__})")
+        raise UserError(f"refusing to load checkpoint {file}: {why}") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "model_args" not in ckpt:
+        raise UserError(f"{file} is not a nanogpt checkpoint (no 'model' / 'model_args')")
+    return ckpt
+
+
+def read_meta(ckpt: dict, meta_file: Path | None) -> dict:
+    """The dataset's meta.json: --meta, else the one the checkpoint was trained on."""
+    if meta_file is None:
+        cfg = ckpt.get("config") or {}
+        meta_file = Path(str(cfg.get("data_dir", ""))) / str(cfg.get("dataset", "")) / "meta.json"
+    try:
+        meta = json.loads(meta_file.read_text())
+        vocab_size = int(meta["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read the dataset's meta.json at {meta_file} ({type(e).__name__}); "
+                        f"pass --meta DATA_DIR/DATASET/meta.json") from None
+    if meta.get("tokenizer") not in ("gpt2", "char", "byte"):
+        raise UserError(f"{meta_file}: unknown tokenizer {meta.get('tokenizer')!r}; expected gpt2, char or byte")
+    keep = ("dataset", "tokenizer", "vocab_size", "eot_token", "chars")
+    return {k: meta[k] for k in keep if k in meta} | {"vocab_size": vocab_size}
+
+
+# --------------------------------------------------------------------------------------------------
+# converting: config.json, the tensors, the tokenizer files
+
+
+def hf_config(model: GPTConfig, meta: dict) -> dict:
+    """config.json of a GPT2LMHeadModel with this architecture and the dataset's real vocabulary."""
+    eot = meta.get("eot_token")
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+        "vocab_size": meta["vocab_size"], "n_positions": model.block_size, "n_ctx": model.block_size,
+        "n_embd": model.n_embd, "n_layer": model.n_layer, "n_head": model.n_head, "n_inner": None,
+        "activation_function": HF_GELU[model.gelu_approximate], "layer_norm_epsilon": model.layer_norm_eps,
+        "resid_pdrop": model.dropout, "embd_pdrop": model.dropout, "attn_pdrop": model.dropout,
+        "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True, "bos_token_id": eot, "eos_token_id": eot, "initializer_range": 0.02,
+    }
+
+
+def hf_tensors(state_dict: dict, model: GPTConfig, vocab_size: int) -> dict[str, torch.Tensor]:
+    """Our state dict -> GPT2LMHeadModel's: Conv1D weights transposed, the token embedding cropped to the
+    real vocabulary (lm_head is tied to it, so it is not stored), zero biases where the model has none."""
+    sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state_dict.items()}
+    with torch.device("meta"):  # shapes only: no memory, no init
+        want = {k: v.shape for k, v in GPT(model).state_dict().items()}
+    misfit = [k for k in want.keys() | sd.keys() if k not in sd or k not in want or sd[k].shape != want[k]]
+    if misfit:
+        raise UserError(f"the checkpoint's weights do not fit its model_args ({len(misfit)} tensors missing, "
+                        f"extra or misshapen, e.g. {sorted(misfit)[0]!r})")
+    if vocab_size > model.vocab_size:
+        raise UserError(f"the dataset's vocab_size {vocab_size} exceeds the model's {model.vocab_size}")
+    out = {}
+    for k, v in sd.items():
+        if k == "lm_head.weight":
+            continue
+        if k == "transformer.wte.weight":
+            v = v[:vocab_size]  # drop the padding rows (50304 -> 50257)
+        out[k] = (v.t() if k.endswith(CONV1D) else v).contiguous().clone()
+        if not model.bias and k.endswith(".weight") and k not in EMBEDDINGS:
+            rows = v.shape[0] if v.dim() == 2 else v.numel()  # Linear (out, in) or LayerNorm (C,)
+            out[k.removesuffix("weight") + "bias"] = torch.zeros(rows, dtype=v.dtype)
+    return out
+
+
+def gpt2_bpe_files() -> dict[str, bytes]:
+    """vocab.json and merges.txt: tiktoken's cached encoder.json and vocab.bpe (sha256 checked)."""
+    import tiktoken.load
+
+    try:
+        return {name: tiktoken.load.read_file_cached(url, sha) for name, (url, sha) in GPT2_BPE.items()}
+    except Exception as e:  # noqa: BLE001 - not cached and offline, or a damaged cache file
+        raise UserError(f"cannot read the GPT-2 BPE files ({type(e).__name__}); offline? point TIKTOKEN_CACHE_DIR "
+                        f"at a folder holding tiktoken's cached gpt2 files") from None
+
+
+def tokenizer_files(meta: dict, n_positions: int) -> dict[str, bytes]:
+    """meta.json always (how to decode the ids); for GPT-2 BPE also the Hugging Face tokenizer files."""
+    files = {"meta.json": _json(meta)}
+    if meta["tokenizer"] == "gpt2":
+        files |= gpt2_bpe_files()
+        files["tokenizer_config.json"] = _json({
+            "tokenizer_class": "GPT2Tokenizer", "model_max_length": n_positions, "add_prefix_space": False,
+            "bos_token": EOT, "eos_token": EOT, "unk_token": EOT})
+    return files
+
+
+def _json(obj) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+# --------------------------------------------------------------------------------------------------
+# writing: the whole folder or nothing
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise UserError(f"{out_dir} exists and is not empty; pass --force to replace it")
+
+
+def write_folder(out_dir: Path, files: dict[str, bytes], tensors: dict[str, torch.Tensor]) -> None:
+    """Everything into OUT_DIR.tmp.PID, then renamed to OUT_DIR (an old OUT_DIR is removed after)."""
+    tmp = out_dir.with_name(f"{out_dir.name}.tmp.{os.getpid()}")
+    old = out_dir.with_name(f"{out_dir.name}.old.tmp.{os.getpid()}")
+    try:
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        if out_dir.exists():
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+    except OSError as e:
+        raise UserError(f"cannot write {out_dir}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export(ckpt_path, out_dir, force: bool = False, meta_file=None) -> Path:
+    """Write the Hugging Face folder for a checkpoint; returns OUT_DIR."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, force)
+    ckpt = load_checkpoint(Path(ckpt_path))
+    meta = read_meta(ckpt, Path(meta_file) if meta_file else None)
+    try:
+        model = GPTConfig(**ckpt["model_args"])
+    except TypeError as e:
+        raise UserError(f"{ckpt_path}: model_args do not describe a GPT ({e})") from None
+    tensors = hf_tensors(ckpt["model"], model, meta["vocab_size"])
+    files = {"config.json": _json(hf_config(model, meta)), **tokenizer_files(meta, model.block_size)}
+    write_folder(out_dir, files, tensors)
+    return out_dir
+
+
+def main(argv=None) -> int:
+    p = Parser(prog="export.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("ckpt", metavar="CKPT", help="a checkpoint file, or a training --out-dir (its ckpt_last.pt)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the Hugging Face folder to write")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR when it exists and is not empty")
+    p.add_argument("--meta", metavar="FILE", help="the dataset's meta.json (default: the one of the "
+                                                 "checkpoint's config.data_dir / config.dataset)")
+    try:
+        args = p.parse_args(argv)
+        out = export(args.ckpt, args.out_dir, args.force, args.meta)
+    except UserError as e:
+        print(f"export.py: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (transformers: AutoModelForCausalLM.from_pretrained({str(out)!r}))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

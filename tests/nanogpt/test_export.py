@@ -1,0 +1,178 @@
+"""nanogpt/export.py: a checkpoint becomes a Hugging Face GPT-2 folder with the same logits.
+
+Two models: a GPT-2 BPE one with the padded vocabulary (50304 rows for 50257 tokens), tanh GELU and every
+parameter random, saved as a checkpoint dict with compile's `_orig_mod.` prefixes; and a char-level one
+trained for a few steps by train.py with bias=False (exact GELU). Both are loaded back by transformers,
+offline, and compared on the same token ids.
+"""
+import dataclasses
+import hashlib
+import json
+import os
+
+import pytest
+import torch
+
+import export
+import prepare
+import train
+from helpers import call_main, run_args
+from model import GPT, GPTConfig
+
+transformers = pytest.importorskip("transformers")
+
+TOL = 1e-5
+
+
+def hf_logits(folder, idx):
+    """transformers' logits; every weight it expects is in the file (none left to its random init)."""
+    hf, info = transformers.AutoModelForCausalLM.from_pretrained(str(folder), output_loading_info=True)
+    assert not any(info.values()), info  # missing, unexpected, mismatched keys, errors
+    hf.eval()
+    with torch.no_grad():
+        return hf(idx).logits
+
+
+def our_logits(model, idx, vocab_size):
+    with torch.no_grad():
+        return model.eval()(idx)[0][..., :vocab_size]
+
+
+@pytest.fixture(scope="module")
+def bpe_data(shared_file, tiktoken_cache, tmp_path_factory):
+    """A small GPT-2 BPE dataset (the first 20k characters of Tiny Shakespeare)."""
+    root = tmp_path_factory.mktemp("bpe")
+    source = root / "input.txt"
+    source.write_text(shared_file("tinyshakespeare/input.txt").read_text()[:20_000])
+    prepare.prepare("shakespeare", str(root / "data"), source=str(source), verbose=False)
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def bpe_ckpt(bpe_data, tmp_path_factory):
+    """(checkpoint file, model): vocab padded to 50304, 32 positions, every parameter random."""
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, gelu_approximate="tanh")
+    model = GPT(config)
+    with torch.no_grad():
+        for p in model.parameters():  # LayerNorm weights and biases too, not just their 1 / 0 init
+            p.normal_(0.0, 0.5)
+    file = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
+    torch.save({"model": {"_orig_mod." + k: v for k, v in model.state_dict().items()},
+                "model_args": dataclasses.asdict(config),
+                "config": {"dataset": "shakespeare", "data_dir": str(bpe_data)}}, file)
+    return file, model
+
+
+@pytest.fixture(scope="module")
+def bpe_export(bpe_ckpt, tmp_path_factory):
+    return export.export(bpe_ckpt[0], tmp_path_factory.mktemp("hf") / "gpt2-bpe")
+
+
+@pytest.fixture(scope="module")
+def char_run(tiny_data, tmp_path_factory):
+    """A train.py output folder: char-level Shakespeare (65 tokens), bias=False, 20 steps."""
+    out = tmp_path_factory.mktemp("char-run")
+    code = train.main([str(a) for a in run_args(tiny_data, out, "--max-iters", 20, "--no-bias",
+                                                  "--final-eval-tokens", 0)])
+    assert code == 0
+    return out
+
+
+def test_bpe_export_matches_transformers_logits(bpe_ckpt, bpe_export):
+    _, model = bpe_ckpt
+    config = json.loads((bpe_export / "config.json").read_text())
+    assert (config["vocab_size"], config["n_positions"], config["activation_function"]) == (50257, 32, "gelu_new")
+    idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(1))
+    theirs, ours = hf_logits(bpe_export, idx), our_logits(model, idx, 50257)
+    assert theirs.shape == ours.shape == (2, 32, 50257)
+    assert (theirs - ours).abs().max().item() < TOL
+
+
+def test_bpe_tokenizer_files_are_tiktokens(bpe_export, tiktoken_cache):
+    import tiktoken
+
+    encoder = json.loads((bpe_export / "vocab.json").read_text())
+    assert len(encoder) == 50257 and encoder["<|endoftext|>"] == 50256
+    digest = hashlib.sha256((bpe_export / "merges.txt").read_bytes()).hexdigest()
+    assert digest == export.GPT2_BPE["merges.txt"][1]
+    text = "ROMEO: But, soft! what light through yonder window breaks?\n  It is the east."
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(bpe_export))
+    assert tokenizer(text).input_ids == tiktoken.get_encoding("gpt2").encode(text)
+    assert tokenizer.eos_token_id == 50256
+
+
+def test_bpe_export_runs_in_a_text_generation_pipeline(bpe_export):
+    generate = transformers.pipeline("text-generation", model=str(bpe_export), device="cpu")
+    out = generate("Hello, my lord", max_new_tokens=5, do_sample=False)[0]["generated_text"]
+    assert out.startswith("Hello, my lord") and len(out) > len("Hello, my lord")
+
+
+def test_char_export_matches_transformers_logits(char_run, tiny_data, tmp_path):
+    out = export.export(char_run, tmp_path / "hf-char")  # a run's folder means its ckpt_last.pt
+    ckpt = torch.load(char_run / "ckpt_last.pt", weights_only=True)
+    assert ckpt["model_args"]["bias"] is False
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    config = json.loads((out / "config.json").read_text())
+    assert (config["vocab_size"], config["activation_function"], config["eos_token_id"]) == (65, "gelu", None)
+    assert not (out / "vocab.json").exists()
+    idx = torch.randint(0, 65, (3, 16), generator=torch.Generator().manual_seed(2))
+    assert (hf_logits(out, idx) - our_logits(model, idx, 65)).abs().max().item() < TOL
+    # the ids decode with the dataset's tokenizer, whose description the folder carries
+    meta = json.loads((out / "meta.json").read_text())
+    dataset_meta = json.loads((tiny_data / "shakespeare_char" / "meta.json").read_text())
+    assert meta["chars"] == dataset_meta["chars"]
+    assert prepare.get_tokenizer(meta).decode(prepare.get_tokenizer(meta).encode("To be, or")) == "To be, or"
+
+
+def test_init_from_the_exported_folder_gives_the_same_logits(bpe_ckpt, bpe_export, bpe_data, capsys, tmp_path):
+    """train.py --init-from OUT_DIR, learning rate 0: the checkpoint it writes holds the exported model."""
+    r = call_main(train, capsys, *run_args(bpe_data, tmp_path, "--dataset", "shakespeare", "--init-from",
+                                           bpe_export, "--block-size", 32, "--max-iters", 1, "--learning-rate", 0,
+                                           "--final-eval-tokens", 0))
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(tmp_path / "ckpt_last.pt", weights_only=True)
+    back = GPT(GPTConfig(**ckpt["model_args"]))
+    back.load_state_dict(ckpt["model"])
+    assert back.config.vocab_size == 50257
+    idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(3))
+    diff = our_logits(back, idx, 50257) - our_logits(bpe_ckpt[1], idx, 50257)
+    assert diff.abs().max().item() < TOL
+
+
+def test_existing_out_dir_is_refused_unless_force(bpe_ckpt, capsys, clean_error, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    clean_error(call_main(export, capsys, bpe_ckpt[0], out), str(out), "--force")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert call_main(export, capsys, bpe_ckpt[0], out, "--force").returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "merges.txt", "meta.json", "model.safetensors", "tokenizer_config.json", "vocab.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temp folder left behind
+
+
+def test_missing_checkpoint_exits_2(run_script, clean_error, tmp_path):
+    r = run_script("nanogpt/export.py", tmp_path / "nope.pt", tmp_path / "out")
+    clean_error(r, "nope.pt")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("text", "not a torch checkpoint"), ("list", "not a nanogpt checkpoint"),
+    ("code", "objects other than tensors"), ("no-meta", "meta.json")])
+def test_foreign_files_exit_2(bpe_ckpt, content, needle, capsys, clean_error, tmp_path):
+    bad = tmp_path / "bad.pt"
+    ckpt = torch.load(bpe_ckpt[0], weights_only=True)
+    if content == "text":
+        bad.write_text("not a checkpoint")
+    elif content == "list":
+        torch.save([1, 2, 3], bad)
+    elif content == "code":  # a pickled callable: loading it with weights_only=False could run code
+        torch.save({**ckpt, "hook": os.getcwd}, bad)
+    else:  # a real checkpoint whose dataset is gone
+        torch.save({**ckpt, "config": {"dataset": "gone", "data_dir": str(tmp_path)}}, bad)
+    r = call_main(export, capsys, bad, tmp_path / "out")
+    clean_error(r, needle)
+    assert not (tmp_path / "out").exists()
