@@ -68,7 +68,7 @@ def load_checkpoint(path: Path) -> dict:
     if not file.is_file():
         raise UserError(f"no checkpoint at {file}")
     try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+        ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)  # optimizer state stays on disk
     except OSError as e:
         raise UserError(f"cannot read checkpoint {file}: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - pickled code, a truncated file, or not a torch file at all
@@ -170,7 +170,11 @@ def _json(obj) -> bytes:
 # writing: the whole folder or nothing
 
 
-def check_out_dir(out_dir: Path, force: bool) -> None:
+def check_out_dir(out_dir: Path, force: bool, ckpt_path: Path) -> None:
+    """OUT_DIR may be replaced: it is missing, empty, or --force was given, and it does not hold the input."""
+    src, dst = ckpt_path.resolve(), out_dir.resolve()
+    if src == dst or dst in src.parents:
+        raise UserError(f"{out_dir} holds the checkpoint {ckpt_path}; export to another folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
@@ -198,9 +202,9 @@ def write_folder(out_dir: Path, files: dict[str, bytes], tensors: dict[str, torc
 
 def export(ckpt_path, out_dir, force: bool = False, meta_file=None) -> Path:
     """Write the Hugging Face folder for a checkpoint; returns OUT_DIR."""
-    out_dir = Path(out_dir)
-    check_out_dir(out_dir, force)
-    ckpt = load_checkpoint(Path(ckpt_path))
+    out_dir, ckpt_path = Path(out_dir), Path(ckpt_path)
+    check_out_dir(out_dir, force, ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)
     meta = read_meta(ckpt, Path(meta_file) if meta_file else None)
     try:
         model = GPTConfig(**ckpt["model_args"])

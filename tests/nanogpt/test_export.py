@@ -153,6 +153,13 @@ def test_existing_out_dir_is_refused_unless_force(bpe_ckpt, capsys, clean_error,
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temp folder left behind
 
 
+def test_out_dir_holding_the_checkpoint_is_refused_even_with_force(char_run, capsys, clean_error):
+    before = sorted(p.name for p in char_run.iterdir())
+    clean_error(call_main(export, capsys, char_run, char_run, "--force"), "holds the checkpoint")
+    clean_error(call_main(export, capsys, char_run / "ckpt_last.pt", char_run, "--force"), "holds the checkpoint")
+    assert sorted(p.name for p in char_run.iterdir()) == before
+
+
 def test_missing_checkpoint_exits_2(run_script, clean_error, tmp_path):
     r = run_script("nanogpt/export.py", tmp_path / "nope.pt", tmp_path / "out")
     clean_error(r, "nope.pt")
