@@ -1,9 +1,9 @@
 """Time to ||grad f|| <= 1e-8 on MNIST: this project's best solver against scikit-learn's, same process.
 
-    python large_scale_optimization/bench.py --data-dir /work/shared/data/mnist
+    python large_scale_optimization/bench.py --data-dir DIR
 
 Ours ("newton_pcg"): Newton-CG whose CG is preconditioned first by the exact W = 0 Hessian (a Kronecker
-product, cheap) and then by a Cholesky-factored, importance-subsampled Hessian (train.newton_cg), with
+product, cheap) and then by a Cholesky-factored, importance-subsampled Hessian (solvers.newton_cg), with
 float32 Hessian-vector products and float64 gradients. "newton_explicit" is textbook Newton with the full
 (K*D)^2 block Hessian (model.hessian) and a Cholesky solve: it is timed for --explicit-iters iterations
 and its time to 1e-8 extrapolated with newton_pcg's iteration count (marked "est.").
@@ -17,9 +17,7 @@ Thread counts are set with threadpoolctl; every --threads value is measured.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,39 +29,41 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+import data
 import model
-import train
-from cli import OneLineParser, field_help
+from cli import UserError, knob, parse_config, run_main
+from files import OutDirLock, write_json
+from solvers import LogisticProblem, SolverOptions, Tracker, newton_cg
 
-SOLVERS = ("newton_pcg", "newton_explicit", "lbfgs", "newton-cg", "newton-cholesky", "saga")
+CONTENDERS = ("newton_pcg", "newton_explicit", "lbfgs", "newton-cg", "newton-cholesky", "saga")
+CAPPED = ("newton_explicit", "newton-cholesky", "saga")  # minutes per iteration or far from the target
 
 
 @dataclass
 class BenchConfig:
-    dataset: str = "mnist"  # mnist | digits | synthetic
-    data_dir: str | None = None  # folder of the MNIST IDX .gz files (as train.py --data-dir)
-    data: str | None = None  # your own .csv / .npz instead (as train.py --data)
-    lam: float = 1e-4  # L2 strength
-    tol: float = 1e-8  # target ||grad f|| (Frobenius, our gradient)
-    threads: str = "1,2"  # comma-separated BLAS thread counts, each measured
-    solvers: str = ",".join(SOLVERS)  # comma-separated, any of SOLVERS
-    sklearn_tol: float = 1e-10  # tight: sklearn's own criteria differ from ours
-    max_iter: int = 10000  # lbfgs / newton-cg
-    newton_cholesky_iters: int = 1  # capped: see the module docstring
-    saga_epochs: int = 20  # capped: see the module docstring
-    explicit_iters: int = 1  # newton_explicit iterations actually timed
-    seed: int = 0  # newton_pcg's subsampled Hessian, saga's shuffling
-    out: str = "out/lso_bench/bench.json"  # written after every solver
+    dataset: str = knob("mnist", "mnist | digits | synthetic")
+    data_dir: str | None = knob(None, "folder of the MNIST IDX .gz files (as train.py --data-dir)")
+    data: str | None = knob(None, "your own .csv / .npz instead (as train.py --data)")
+    lam: float = knob(1e-4, "L2 strength")
+    tol: float = knob(1e-8, "target ||grad f|| (Frobenius, our gradient)")
+    threads: str = knob("1,2", "comma-separated BLAS thread counts, each measured")
+    solvers: str = knob(",".join(CONTENDERS), "comma-separated, any of " + ", ".join(CONTENDERS))
+    sklearn_tol: float = knob(1e-10, "scikit-learn's tol; tight: its own criteria differ from ours")
+    max_iters: int = knob(10000, "lbfgs / newton-cg iteration cap")
+    newton_cholesky_iters: int = knob(1, "newton-cholesky iterations (capped: see above)")
+    saga_epochs: int = knob(20, "saga epochs (capped: see above)")
+    explicit_iters: int = knob(1, "newton_explicit iterations actually timed")
+    seed: int = knob(0, "newton_pcg's subsampled Hessian, saga's shuffling")
+    out_dir: str = knob("out/lso_bench", "bench.json, written after every solver")
 
 
 def ours(prob, tol, seed):
     """newton_pcg from W = 0; returns (W, seconds, iterations). The seconds are the Tracker's clock, which
     stops while it records f, grad f and two accuracies after each iteration: that monitoring is ~0.3 s
     per iteration on MNIST, a fifth of the total, and no part of the solver (sklearn does none of it)."""
-    cfg = train.Config(newton_tol=tol)
-    tr = train.Tracker("newton_pcg", prob, verbose=False)
+    tr = Tracker("newton_pcg", prob, verbose=False)
     tr.start()
-    W = train.newton_cg(prob, np.zeros(prob.shape), cfg, tr, np.random.default_rng(seed))
+    W = newton_cg(prob, np.zeros(prob.shape), SolverOptions(newton_tol=tol), tr, np.random.default_rng(seed))
     tr.record(W)  # charges whatever ran after the last recorded step (a failed line search, say)
     return W, tr.elapsed, len(tr.records) - 1
 
@@ -92,71 +92,54 @@ def sklearn_fit(prob, solver, tol, max_iter, seed):
     return clf.coef_, time.perf_counter() - t0, int(np.max(clf.n_iter_))
 
 
-def parse_args(argv=None) -> BenchConfig:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    helps = field_help(BenchConfig)
-    for f in dataclasses.fields(BenchConfig):
-        kind = {"int": int, "float": float}.get(f.type, str)
-        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
-                            help=helps.get(f.name, "-"))
-    return BenchConfig(**vars(parser.parse_args(argv)))
-
-
-def main(argv=None):
-    cfg = parse_args(argv)
+def check_config(cfg: BenchConfig) -> tuple[list[str], list[int]]:
+    """(solvers, thread counts); a UserError for any setting out of range."""
     solvers = [s for s in cfg.solvers.split(",") if s]
-    try:
-        bad = [s for s in solvers if s not in SOLVERS]
-        if bad:
-            raise train.UserError(f"unknown solver {bad[0]!r}; allowed: {', '.join(SOLVERS)}")
-        if not solvers:
-            raise train.UserError(f"--solvers {cfg.solvers!r} names no solver; allowed: {', '.join(SOLVERS)}")
-        threads = [int(t) for t in cfg.threads.split(",") if t.strip().isdigit() and int(t) > 0]
-        if len(threads) != len(cfg.threads.split(",")):
-            raise train.UserError(f"--threads must be comma-separated positive integers, got {cfg.threads!r}")
-        for name in ("lam", "tol", "sklearn_tol", "max_iter", "newton_cholesky_iters", "saga_epochs",
-                     "explicit_iters"):
-            if not getattr(cfg, name) > 0:  # sklearn would raise mid-run; 0 explicit iterations divide by 0
-                raise train.UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
-        prob = train.load(train.Config(dataset=cfg.dataset, data_dir=cfg.data_dir, data=cfg.data, lam=cfg.lam))
-        if prob.shape[0] < 3:  # for K = 2 scikit-learn fits one binary (sigmoid) model: another objective
-            raise train.UserError("bench.py needs K >= 3 classes: with 2, scikit-learn's LogisticRegression "
-                                  "minimises the binary loss, not our K-row softmax objective")
-    except ValueError as e:  # UserError, DataError, a bad --threads
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    K, D = prob.shape
-    print(f"{cfg.dataset}: n={prob.n} D={D} K={K} lam={cfg.lam:g}; target ||grad f|| <= {cfg.tol:g}", flush=True)
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []  # written after every solver, so an interrupted benchmark keeps what it measured
-    ours_iters = None
-    for nt in threads:
-        with threadpool_limits(nt):
-            for s in solvers:
-                if s in ("newton_explicit", "newton-cholesky", "saga") and nt != threads[0]:
-                    continue  # capped runs (minutes per iteration or far from the target): measured once
-                print(f"[threads={nt}] {s} ...", flush=True)
-                est = False
-                if s == "newton_pcg":
-                    W, sec, iters = ours(prob, cfg.tol, cfg.seed)
-                    ours_iters = iters
-                elif s == "newton_explicit":
-                    W, sec = explicit_newton(prob, cfg.explicit_iters)
-                    iters = cfg.explicit_iters
-                    if ours_iters and ours_iters > iters:
-                        sec, iters, est = sec / iters * ours_iters, ours_iters, True
-                else:
-                    cap = dict(saga=cfg.saga_epochs, **{"newton-cholesky": cfg.newton_cholesky_iters})
-                    W, sec, iters = sklearn_fit(prob, s, cfg.sklearn_tol, cap.get(s, cfg.max_iter), cfg.seed)
-                gnorm = float(np.linalg.norm(model.gradient(W, prob.X, prob.y, prob.lam)))
-                f = model.loss(W, prob.X, prob.y, prob.lam)
-                rows.append(dict(solver=s, threads=nt, seconds=sec, iters=iters, grad_norm=gnorm, f=f,
-                                 reached=gnorm <= cfg.tol, estimated=est))
-                print(f"    {sec:8.1f}s  iters {iters:5d}  ||grad f|| {gnorm:.2e}  f {f:.12f}"
-                      + ("  (estimate)" if est else ""), flush=True)
-                train.write_json(out, dict(config=dataclasses.asdict(cfg), n=prob.n, D=D, K=K, rows=rows))
+    bad = [s for s in solvers if s not in CONTENDERS]
+    if bad:
+        raise UserError(f"unknown solver {bad[0]!r}; allowed: {', '.join(CONTENDERS)}")
+    if not solvers:
+        raise UserError(f"--solvers {cfg.solvers!r} names no solver; allowed: {', '.join(CONTENDERS)}")
+    threads = [int(t) for t in cfg.threads.split(",") if t.strip().isdigit() and int(t) > 0]
+    if len(threads) != len(cfg.threads.split(",")):
+        raise UserError(f"--threads must be comma-separated positive integers, got {cfg.threads!r}")
+    for name in ("lam", "tol", "sklearn_tol", "max_iters", "newton_cholesky_iters", "saga_epochs", "explicit_iters"):
+        if not getattr(cfg, name) > 0:  # sklearn would raise mid-run; 0 explicit iterations divide by 0
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    return solvers, threads
+
+
+def load(cfg: BenchConfig) -> LogisticProblem:
+    dataset = data.load_dataset(cfg.dataset, cfg.data_dir, cfg.data)
+    prob = LogisticProblem.from_dataset(dataset, cfg.lam)
+    if prob.shape[0] < 3:  # for K = 2 scikit-learn fits one binary (sigmoid) model: another objective
+        raise UserError("bench.py needs K >= 3 classes: with 2, scikit-learn's LogisticRegression "
+                        "minimises the binary loss, not our K-row softmax objective")
+    return prob
+
+
+def measure(solver: str, prob, cfg: BenchConfig, ours_iters: int | None) -> dict:
+    """One row: time, iterations and the gradient norm reached (newton_explicit: extrapolated to
+    `ours_iters` iterations when newton_pcg ran before it)."""
+    est = False
+    if solver == "newton_pcg":
+        W, sec, iters = ours(prob, cfg.tol, cfg.seed)
+    elif solver == "newton_explicit":
+        W, sec = explicit_newton(prob, cfg.explicit_iters)
+        iters = cfg.explicit_iters
+        if ours_iters and ours_iters > iters:
+            sec, iters, est = sec / iters * ours_iters, ours_iters, True
+    else:
+        cap = dict(saga=cfg.saga_epochs, **{"newton-cholesky": cfg.newton_cholesky_iters})
+        W, sec, iters = sklearn_fit(prob, solver, cfg.sklearn_tol, cap.get(solver, cfg.max_iters), cfg.seed)
+    gnorm = float(np.linalg.norm(model.gradient(W, prob.X, prob.y, prob.lam)))
+    f = model.loss(W, prob.X, prob.y, prob.lam)
+    return dict(seconds=sec, iters=iters, grad_norm=gnorm, f=f, reached=gnorm <= cfg.tol,
+                estimated=est)
+
+
+def print_table(rows: list[dict]):
+    """The rows, each with its time as a multiple of newton_pcg's at the same thread count."""
     ours_at = {r["threads"]: r["seconds"] for r in rows if r["solver"] == "newton_pcg"}
     best = min(ours_at.values(), default=float("nan"))
     print(f"\n{'solver':>16} {'threads':>7} {'seconds':>9} {'x ours':>7} {'iters':>6} {'||grad f||':>10} reached"
@@ -166,9 +149,34 @@ def main(argv=None):
         note = "est." if r["estimated"] else ("yes" if r["reached"] else "NO")
         print(f"{r['solver']:>16} {r['threads']:>7} {r['seconds']:9.1f} {r['ratio_to_ours']:7.1f} "
               f"{r['iters']:6d} {r['grad_norm']:10.2e} {note}")
-    train.write_json(out, dict(config=dataclasses.asdict(cfg), n=prob.n, D=D, K=K, rows=rows))
+
+
+def main(argv=None):
+    cfg = parse_config(BenchConfig, argv, prog="bench.py", description=__doc__)
+    solvers, threads = check_config(cfg)
+    out = Path(cfg.out_dir) / "bench.json"
+    with OutDirLock(cfg.out_dir):
+        prob = load(cfg)
+        K, D = prob.shape
+        print(f"{cfg.dataset}: n={prob.n} D={D} K={K} lam={cfg.lam:g}; target ||grad f|| <= {cfg.tol:g}", flush=True)
+        rows = []  # written after every solver, so an interrupted benchmark keeps what it measured
+        ours_iters = None
+        for nt in threads:
+            with threadpool_limits(nt):
+                for s in solvers:
+                    if s in CAPPED and nt != threads[0]:
+                        continue  # capped runs are measured once
+                    print(f"[threads={nt}] {s} ...", flush=True)
+                    row = dict(solver=s, threads=nt, **measure(s, prob, cfg, ours_iters))
+                    ours_iters = row["iters"] if s == "newton_pcg" else ours_iters
+                    rows.append(row)
+                    print(f"    {row['seconds']:8.1f}s  iters {row['iters']:5d}  ||grad f|| {row['grad_norm']:.2e}  "
+                          f"f {row['f']:.12f}" + ("  (estimate)" if row["estimated"] else ""), flush=True)
+                    write_json(out, dict(config=dataclasses.asdict(cfg), n=prob.n, D=D, K=K, rows=rows))
+        print_table(rows)
+        write_json(out, dict(config=dataclasses.asdict(cfg), n=prob.n, D=D, K=K, rows=rows))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -4,15 +4,13 @@ Every loader returns a ``Dataset`` whose feature matrices already end in the con
 (the objective penalises the bias like any other weight, see model.py). Pixel features are scaled to
 [0, 1] (digits: /16, MNIST: /255); features from a .csv/.npz are used as given.
 
-Bad data raises ``DataError`` (a ValueError) with a one-line message; train.py turns it into exit code 2.
+Bad data raises ``cli.UserError`` with a one-line message (exit code 2 on the command line).
 MNIST: LeCun, Cortes, Burges, http://yann.lecun.com/exdb/mnist/ (IDX format described there).
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -22,6 +20,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+from cli import UserError
+from files import atomic_write
 
 DATASETS = ("digits", "mnist", "synthetic")
 SPLIT_SEED = 0  # the digits / file train-test split is fixed, independent of --seed
@@ -33,10 +34,6 @@ MNIST_FILES = {  # name -> published md5 (the values torchvision checks as well)
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"  # the mirror PyTorch uses
-
-
-class DataError(ValueError):
-    """A user-facing data problem; the message is one line."""
 
 
 @dataclass
@@ -61,20 +58,20 @@ def check_arrays(X, y, what: str):
     X = np.asarray(X)
     y = np.asarray(y)
     if X.ndim != 2:
-        raise DataError(f"{what}: features must be a 2-D array (n, d), got shape {X.shape}")
+        raise UserError(f"{what}: features must be a 2-D array (n, d), got shape {X.shape}")
     if y.ndim != 1 or len(y) != len(X):
-        raise DataError(f"{what}: mismatched shapes, features {X.shape} but labels {y.shape}")
+        raise UserError(f"{what}: mismatched shapes, features {X.shape} but labels {y.shape}")
     if len(y) == 0:
-        raise DataError(f"{what}: no samples")
+        raise UserError(f"{what}: no samples")
     try:
         X = X.astype(np.float64)
         yf = y.astype(np.float64)
     except (TypeError, ValueError):
-        raise DataError(f"{what}: features and labels must be numeric") from None
+        raise UserError(f"{what}: features and labels must be numeric") from None
     if not np.all(np.isfinite(X)):
-        raise DataError(f"{what}: features contain NaN or inf ({int(np.sum(~np.isfinite(X)))} entries)")
+        raise UserError(f"{what}: features contain NaN or inf ({int(np.sum(~np.isfinite(X)))} entries)")
     if not np.all(np.isfinite(yf)) or np.any(yf != np.round(yf)) or yf.min() < 0:
-        raise DataError(f"{what}: labels must be integers 0..K-1, got values in [{yf.min()}, {yf.max()}]")
+        raise UserError(f"{what}: labels must be integers 0..K-1, got values in [{yf.min()}, {yf.max()}]")
     return X, yf.astype(np.int64)
 
 
@@ -82,17 +79,17 @@ def check_labels(y_train, y_test):
     K = int(y_train.max()) + 1
     missing = sorted(set(range(K)) - set(np.unique(y_train).tolist()))
     if missing:
-        raise DataError(f"labels must be integers 0..K-1 with every class in the training set; "
+        raise UserError(f"labels must be integers 0..K-1 with every class in the training set; "
                         f"K={K} but classes {missing[:5]} never occur")
     if len(y_test) and y_test.max() >= K:
-        raise DataError(f"test labels must be in 0..{K - 1} (the training classes), got {int(y_test.max())}")
+        raise UserError(f"test labels must be in 0..{K - 1} (the training classes), got {int(y_test.max())}")
 
 
 def finish(name, X_train, y_train, X_test, y_test) -> Dataset:
     X_train, y_train = check_arrays(X_train, y_train, f"{name} train")
     X_test, y_test = check_arrays(X_test, y_test, f"{name} test")
     if X_test.shape[1] != X_train.shape[1]:
-        raise DataError(f"{name}: mismatched shapes, train has {X_train.shape[1]} features, "
+        raise UserError(f"{name}: mismatched shapes, train has {X_train.shape[1]} features, "
                         f"test has {X_test.shape[1]}")
     check_labels(y_train, y_test)
     return Dataset(name, add_bias(X_train), y_train, add_bias(X_test), y_test)
@@ -123,23 +120,20 @@ def md5(path: Path) -> str:
 
 def download(url: str, dest: Path, expected_md5: str):
     """Fetch url into dest atomically (temp file + rename), checking the md5 before the rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-        got = md5(Path(tmp))
+
+    def fetch(tmp: Path):
+        try:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=30) as resp:
+                while chunk := resp.read(1 << 20):
+                    out.write(chunk)
+        except OSError as e:  # URLError is an OSError: offline, DNS, 404, ...
+            raise UserError(f"cannot download {url} into {dest.parent} ({e}); put the MNIST .gz files there "
+                            f"by hand (--data-dir)") from None
+        got = md5(tmp)
         if got != expected_md5:
-            raise DataError(f"downloaded {url} has md5 {got}, expected {expected_md5}")
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the data folder is often shared
-        os.replace(tmp, dest)
-    except OSError as e:  # URLError is an OSError: offline, DNS, 404, ...
-        raise DataError(f"cannot download {url} into {dest.parent} ({e}); put the MNIST .gz files there "
-                        f"by hand (--data-dir)") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            raise UserError(f"downloaded {url} has md5 {got}, expected {expected_md5}")
+
+    atomic_write(dest, fetch)
 
 
 def read_idx_gz(path: Path) -> np.ndarray:
@@ -148,12 +142,12 @@ def read_idx_gz(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path}: not a uint8 IDX file (magic {raw[:4].hex()})")
+        raise UserError(f"{path}: not a uint8 IDX file (magic {raw[:4].hex()})")
     ndim = raw[3]
     dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(dims)):
-        raise DataError(f"{path}: IDX header says {dims} but holds {len(raw) - offset} bytes")
+        raise UserError(f"{path}: IDX header says {dims} but holds {len(raw) - offset} bytes")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
@@ -163,7 +157,7 @@ def mnist_file(data_dir: Path, name: str, mirror: str) -> Path:
         download(mirror + name, path, MNIST_FILES[name])
     got = md5(path)
     if got != MNIST_FILES[name]:
-        raise DataError(f"{path} has md5 {got}, expected {MNIST_FILES[name]} (corrupt or wrong file)")
+        raise UserError(f"{path} has md5 {got}, expected {MNIST_FILES[name]} (corrupt or wrong file)")
     return path
 
 
@@ -185,14 +179,14 @@ def load_file(path: str | Path, test_size: float = 0.25) -> Dataset:
     non-numeric header row is skipped. Features are used as given (scale them yourself)."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"--data {path}: no such file")
+        raise UserError(f"--data {path}: no such file")
     name = path.name
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
                 z = {key: z[key] for key in z.files}
         except (OSError, ValueError, TypeError, zipfile.BadZipFile) as e:  # not a zip, object arrays, a .npy
-            raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: "
+            raise UserError(f"{path}: not a readable .npz ({type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
         keys = set(z)
         if {"X_train", "y_train"} <= keys:
@@ -202,7 +196,7 @@ def load_file(path: str | Path, test_size: float = 0.25) -> Dataset:
         elif {"X", "y"} <= keys:
             X_tr, y_tr = z["X"], z["y"]
         else:
-            raise DataError(f"{path}: expected keys X_train, y_train [X_test, y_test] or X, y; "
+            raise UserError(f"{path}: expected keys X_train, y_train [X_test, y_test] or X, y; "
                             f"found {sorted(keys)}")
     elif path.suffix == ".csv":
         with open(path) as f:
@@ -217,14 +211,14 @@ def load_file(path: str | Path, test_size: float = 0.25) -> Dataset:
                 warnings.simplefilter("ignore", UserWarning)
                 table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
         except ValueError as e:
-            raise DataError(f"{path}: not a numeric csv ({str(e).splitlines()[0]})") from None
+            raise UserError(f"{path}: not a numeric csv ({str(e).splitlines()[0]})") from None
         if table.shape[0] == 0:
-            raise DataError(f"{path}: no data rows")
+            raise UserError(f"{path}: no data rows")
         if table.shape[1] < 2:
-            raise DataError(f"{path}: need a label column and at least one feature column")
+            raise UserError(f"{path}: need a label column and at least one feature column")
         X_tr, y_tr = table[:, 1:], table[:, 0]
     else:
-        raise DataError(f"--data {path}: unknown file type {path.suffix!r}; allowed: .csv, .npz")
+        raise UserError(f"--data {path}: unknown file type {path.suffix!r}; allowed: .csv, .npz")
     X_tr, y_tr = check_arrays(X_tr, y_tr, name)
     check_labels(y_tr, y_tr[:0])
     n_test = int(np.ceil(test_size * len(y_tr)))  # train_test_split's rounding
@@ -244,7 +238,7 @@ def make_synthetic(n: int = 5000, d: int = 50, K: int = 5, cond: float = 100.0, 
     """x ~ N(0, S) with S's eigenvalues log-spaced from 1 down to 1/cond (so ||X||_2^2 / n ~ 1 and the
     data term's conditioning ~ cond), then y ~ softmax(W_true x) with a random W_true."""
     if min(n, d, K) < 1 or K < 2 or cond < 1:
-        raise DataError(f"synthetic: need n, d >= 1, K >= 2, cond >= 1; got n={n} d={d} K={K} cond={cond}")
+        raise UserError(f"synthetic: need n, d >= 1, K >= 2, cond >= 1; got n={n} d={d} K={K} cond={cond}")
     rng = np.random.default_rng(seed)
     n_test = n_test if n_test is not None else max(n // 4, 1)
     scales = np.logspace(0, -0.5 * np.log10(cond), d)  # std devs: variances span cond
@@ -270,8 +264,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, data_file: str |
         return load_digits_dataset()
     if name == "mnist":
         if data_dir is None:
-            raise DataError("--dataset mnist needs --data-dir DIR (folder of the four IDX .gz files)")
+            raise UserError("--dataset mnist needs --data-dir DIR (folder of the four IDX .gz files)")
         return load_mnist(data_dir)
     if name == "synthetic":
         return make_synthetic(seed=seed, **synthetic)
-    raise DataError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)} (or --data FILE.csv/.npz)")
+    raise UserError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)} (or --data FILE.csv/.npz)")

@@ -5,12 +5,9 @@ import pytest
 import scipy.optimize
 from sklearn.linear_model import LogisticRegression
 
-PROJECT = "large_scale_optimization"
-
-
-@pytest.fixture(scope="module")
-def model(load_module):
-    return load_module("large_scale_optimization", "model")
+import data
+import model
+import solvers
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +22,11 @@ def small():
 
 
 @pytest.fixture(scope="module")
-def digits(load_module):
-    return load_module("large_scale_optimization", "data_sources").load_digits_dataset()
+def digits():
+    return data.load_digits_dataset()
 
 
-def test_gradient_matches_finite_differences(model, small):
+def test_gradient_matches_finite_differences(small):
     X, y, W, lam = small
     g = model.gradient(W, X, y, lam)
     fd = np.zeros_like(W)
@@ -44,7 +41,7 @@ def test_gradient_matches_finite_differences(model, small):
     np.testing.assert_allclose(g2, g, rtol=1e-13, atol=1e-15)
 
 
-def test_hessian_matches_finite_differences_of_gradient(model, small):
+def test_hessian_matches_finite_differences_of_gradient(small):
     X, y, W, lam = small
     H = model.hessian(W, X, y, lam)
     K, D = W.shape
@@ -58,7 +55,7 @@ def test_hessian_matches_finite_differences_of_gradient(model, small):
     np.testing.assert_allclose(H, fd, rtol=1e-5, atol=1e-8)
 
 
-def test_hessian_symmetric_positive_definite_and_hvp(model, small):
+def test_hessian_symmetric_positive_definite_and_hvp(small):
     X, y, W, lam = small
     H = model.hessian(W, X, y, lam)
     np.testing.assert_array_equal(H, H.T)  # mirrored blocks: exactly symmetric
@@ -71,7 +68,7 @@ def test_hessian_symmetric_positive_definite_and_hvp(model, small):
                                rtol=1e-12, atol=1e-13)
 
 
-def test_smoothness_constants_are_the_boehning_bounds(model, small):
+def test_smoothness_constants_are_the_boehning_bounds(small):
     """L = ||X||_2^2 / (2n) + lam and L_max = max_i ||x_i||^2 / 2 + lam exactly (the GD, SGD and SVRG steps
     are 1/L and 1/L_max): a bound off by 2 still upper-bounds the Hessian, only slower, so pin the values."""
     X, y, W, lam = small
@@ -80,7 +77,7 @@ def test_smoothness_constants_are_the_boehning_bounds(model, small):
     assert L_max == pytest.approx(max(float(x @ x) for x in X) / 2 + lam, rel=1e-14)
 
 
-def test_weighted_hessian_is_the_hessian_of_repeated_rows(model, small):
+def test_weighted_hessian_is_the_hessian_of_repeated_rows(small):
     """sample_weight s (the subsampled preconditioner's importance weights): 1/n sum_i s_i H_i + lam I. With
     integer weights that is the Hessian of the data with row i repeated s_i times, rescaled."""
     X, y, W, lam = small
@@ -96,14 +93,14 @@ def test_weighted_hessian_is_the_hessian_of_repeated_rows(model, small):
     np.testing.assert_allclose(H32, H_w, rtol=1e-4, atol=1e-5)
 
 
-def test_loss_is_stable_for_huge_scores(model, small):
+def test_loss_is_stable_for_huge_scores(small):
     X, y, W, lam = small
     f = model.loss(1e4 * W, X, y, lam)  # scores ~1e4: exp overflows without the max shift
     g = model.gradient(1e4 * W, X, y, lam)
     assert np.isfinite(f) and np.all(np.isfinite(g))
 
 
-def test_loss_equals_sklearn_objective(model, small):
+def test_loss_equals_sklearn_objective(small):
     """Our f equals scikit-learn's LinearModelLoss (mean multinomial loss + l2/2 ||W||^2), the function
     LogisticRegression(C = 1/(n lam)) minimises."""
     from sklearn._loss.loss import HalfMultinomialLoss
@@ -117,13 +114,12 @@ def test_loss_equals_sklearn_objective(model, small):
     np.testing.assert_allclose(model.gradient(W, X, y, lam), g_ref, rtol=1e-10, atol=1e-12)
 
 
-def test_fstar_on_digits_matches_independent_solvers(model, digits, load_module):
+def test_fstar_on_digits_matches_independent_solvers(digits):
     """Acceptance: f* by our Newton agrees with scipy L-BFGS (tight) to 1e-9 relative, and scikit-learn's
     fitted coef_ (C = 1/(n lam), fit_intercept=False) is a point where our gradient ~ vanishes."""
-    train = load_module("large_scale_optimization", "train")
     X, y, lam = digits.X_train, digits.y_train, 1e-4
-    prob = train.Problem(X, y, digits.X_test, digits.y_test, lam)
-    W_star, f_star, g_star, _, _ = train.solve_reference(prob, train.Config(), np.random.default_rng(0))
+    prob = solvers.LogisticProblem(X, y, digits.X_test, digits.y_test, lam)
+    W_star, f_star, g_star, _, _ = solvers.solve_reference(prob, solvers.SolverOptions(), np.random.default_rng(0))
     assert g_star <= 1e-10
     K, D = W_star.shape
 
@@ -142,12 +138,11 @@ def test_fstar_on_digits_matches_independent_solvers(model, digits, load_module)
     assert np.linalg.norm(model.gradient(clf.coef_, X, y, lam)) < 1e-6
 
 
-def test_newton_converges_quadratically(model, digits, load_module):
-    train = load_module("large_scale_optimization", "train")
-    prob = train.Problem(digits.X_train, digits.y_train, digits.X_test, digits.y_test, 1e-4)
-    tr = train.Tracker("newton", prob, verbose=False)
+def test_newton_converges_quadratically(digits):
+    prob = solvers.LogisticProblem(digits.X_train, digits.y_train, digits.X_test, digits.y_test, 1e-4)
+    tr = solvers.Tracker("newton", prob, verbose=False)
     tr.start()
-    train.newton(prob, np.zeros(prob.shape), train.Config(newton_tol=1e-12), tr, None)
+    solvers.newton(prob, np.zeros(prob.shape), solvers.SolverOptions(newton_tol=1e-12), tr, None)
     g = [r["grad_norm"] for r in tr.records]
     assert g[-1] <= 1e-10 and len(g) <= 12
     steps = [r["step"] for r in tr.records]

@@ -3,15 +3,9 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize, minimize_scalar
 
-
-@pytest.fixture(scope="module")
-def prox(load_module):
-    return load_module("large_scale_optimization", "prox")
-
-
-@pytest.fixture(scope="module")
-def tv(load_module):
-    return load_module("large_scale_optimization", "tv")
+import first_order
+import prox
+import tv
 
 
 def qp_l1_prox(v, K, lam):
@@ -32,7 +26,7 @@ def qp_l1_prox(v, K, lam):
     return res.x[:n]
 
 
-def test_soft_threshold_is_the_l1_prox(prox):
+def test_soft_threshold_is_the_l1_prox():
     rng = np.random.default_rng(0)
     for v in rng.normal(scale=2.0, size=8):
         for t in (0.0, 0.3, 1.5):
@@ -41,7 +35,7 @@ def test_soft_threshold_is_the_l1_prox(prox):
             assert prox.soft_threshold(np.array([v]), t)[0] == pytest.approx(brute, abs=1e-7)
 
 
-def test_box_and_disc_projections_are_nearest_points(prox):
+def test_box_and_disc_projections_are_nearest_points():
     rng = np.random.default_rng(1)
     lam = 0.7
     for _ in range(4):
@@ -55,20 +49,19 @@ def test_box_and_disc_projections_are_nearest_points(prox):
         np.testing.assert_allclose(prox.project_box(v, lam), box, atol=1e-6)
 
 
-def test_disc_projection_at_lam_zero_has_no_nan(prox, load_module):
+def test_disc_projection_at_lam_zero_has_no_nan():
     """lam = 0 (allowed on the command line): the discs shrink to points, so p = 0, even where p is already 0
     (the old norm / lam form gave 0/0 = nan there, and the nan spread through dual FISTA on flat regions)."""
     p = np.zeros((2, 3, 3))
     p[:, 0, 0] = [1.0, -2.0]
     np.testing.assert_array_equal(prox.project_discs(p, 0.0), np.zeros_like(p))
-    denoise = load_module("large_scale_optimization", "denoise")
     y = np.kron(np.eye(2), np.ones((4, 4)))  # flat blocks: exact zeros in the image gradient
-    tr = denoise.prox_gradient(prox.tv2d_problem(y, 0.0, isotropic=True), 5, accel=True, restart=True)
+    tr = first_order.prox_gradient(prox.tv2d_problem(y, 0.0, isotropic=True), 5, accel=True, restart=True)
     np.testing.assert_array_equal(tr.x, y)  # lam = 0: the answer is the data itself
     assert tr.gap[-1] == 0.0
 
 
-def test_group_soft_threshold_is_the_l21_prox(prox):
+def test_group_soft_threshold_is_the_l21_prox():
     rng = np.random.default_rng(2)
     for t in (0.2, 1.0):
         v = rng.normal(size=(2, 4))
@@ -82,7 +75,7 @@ def test_group_soft_threshold_is_the_l21_prox(prox):
 
 
 @pytest.mark.parametrize("basis", ["dct", "haar"])
-def test_l1_in_orthonormal_basis_prox_matches_qp(prox, basis):
+def test_l1_in_orthonormal_basis_prox_matches_qp(basis):
     rng = np.random.default_rng(3)
     y = rng.normal(size=(4, 4))
     lam = 0.4
@@ -95,7 +88,7 @@ def test_l1_in_orthonormal_basis_prox_matches_qp(prox, basis):
     assert prob.primal(exact.reshape(4, 4)) <= prob.primal(brute.reshape(4, 4)) + 1e-12
 
 
-def test_tv1d_exact_solver_is_the_tv_prox(prox, tv):
+def test_tv1d_exact_solver_is_the_tv_prox():
     rng = np.random.default_rng(4)
     n = 7
     D = np.diff(np.eye(n), axis=0)  # (n-1, n) forward differences
@@ -104,7 +97,7 @@ def test_tv1d_exact_solver_is_the_tv_prox(prox, tv):
         np.testing.assert_allclose(tv.tv1d_denoise(y, lam), qp_l1_prox(y, D, lam), atol=1e-6)
 
 
-def test_operators_are_adjoint_and_haar_is_orthonormal(prox):
+def test_operators_are_adjoint_and_haar_is_orthonormal():
     rng = np.random.default_rng(5)
     x, p = rng.normal(size=(6, 9)), rng.normal(size=(2, 6, 9))
     p[0, -1], p[1, :, -1] = 0.0, 0.0  # the padded row/column of the (2, H, W) gradient is always zero

@@ -1,16 +1,19 @@
-"""large_scale_optimization/denoise.py command line: tiny end-to-end runs and one-line errors."""
+"""large_scale_optimization/denoise.py command line: tiny end-to-end runs, flag checks and one-line errors."""
 import json
 
 import matplotlib.image
 import numpy as np
 import pytest
 
+import denoise
+from cli import UserError
+
 SCRIPT = "large_scale_optimization/denoise.py"
 
 
 def test_tv1d_run_writes_results_and_plots(run_script, tmp_path):
     out = tmp_path / "out"
-    r = run_script(SCRIPT, "--problem", "tv1d", "--n", "400", "--seg-len", "40", "--lam", "0.3", "--iters", "200",
+    r = run_script(SCRIPT, "--problem", "tv1d", "--n", "400", "--seg-len", "40", "--lam", "0.3", "--max-iters", "200",
                    "--lam-sweep", "5", "--out-dir", out)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
@@ -42,7 +45,7 @@ def tiny_png(tmp_path):
 def test_tv2d_on_a_user_png(run_script, tmp_path, tiny_png):
     out = tmp_path / "tv2d"
     r = run_script(SCRIPT, "--problem", "tv2d", "--tv", "iso", "--image", tiny_png, "--methods", "fista",
-                   "chambolle", "--iters", "300", "--ref-iters", "1000", "--lam-sweep", "0", "--out-dir", out)
+                   "chambolle", "--max-iters", "300", "--ref-max-iters", "1000", "--lam-sweep", "0", "--out-dir", out)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["shape"] == [24, 24] and "psnr" in res["methods"]["fista"]
@@ -51,12 +54,11 @@ def test_tv2d_on_a_user_png(run_script, tmp_path, tiny_png):
     assert not (out / "psnr_vs_lam.png").exists() and "psnr_vs_lam" not in r.stdout  # --lam-sweep 0: none
 
 
-def test_l1_haar_in_process(load_module, tmp_path, tiny_png):
+def test_l1_haar_in_process(tmp_path, tiny_png):
     """The same command line through main() (no second interpreter start): one prox step is the closed form."""
-    denoise = load_module("large_scale_optimization", "denoise")
     out = tmp_path / "l1"
     denoise.main(["--problem", "l1", "--basis", "haar", "--image", str(tiny_png), "--methods", "exact", "ista",
-                  "subgrad-polyak", "--iters", "50", "--lam-sweep", "3", "--out-dir", str(out)])
+                  "subgrad-polyak", "--max-iters", "50", "--lam-sweep", "3", "--out-dir", str(out)])
     res = json.loads((out / "results.json").read_text())
     m = res["methods"]
     assert m["ista"]["iters"] == 1 and abs(m["ista"]["primal"] - m["exact"]["primal"]) < 1e-9
@@ -64,23 +66,26 @@ def test_l1_haar_in_process(load_module, tmp_path, tiny_png):
     assert len(res["sweep"]["psnr"]) == 3
 
 
-def test_chambolle_is_isotropic_only_and_ref_iters_checked(load_module):
+def check(argv):
+    return denoise.check_config(denoise.parse_config(denoise.DenoiseConfig, argv, "denoise.py", ""))
+
+
+def test_chambolle_is_isotropic_only_and_ref_iters_checked():
     """skimage's Chambolle solves isotropic TV: asked for with --tv aniso it is an error (its 'P - f*' would
     be measured on another objective), and 'all' leaves it out there."""
-    denoise = load_module("large_scale_optimization", "denoise")
-    with pytest.raises(denoise.UserError, match="isotropic"):
-        denoise.parse_args(["--problem", "tv2d", "--tv", "aniso", "--methods", "fista", "chambolle"])
-    with pytest.raises(denoise.UserError, match="--ref-iters"):
-        denoise.parse_args(["--problem", "tv2d", "--ref-iters", "0"])
-    cfg = denoise.parse_args(["--problem", "tv2d", "--tv", "iso", "--methods", "chambolle"])
-    assert cfg.methods == ["chambolle"]
+    with pytest.raises(UserError, match="isotropic"):
+        check(["--problem", "tv2d", "--tv", "aniso", "--methods", "fista", "chambolle"])
+    with pytest.raises(UserError, match="--ref-max-iters"):
+        check(["--problem", "tv2d", "--ref-max-iters", "0"])
+    assert check(["--problem", "tv2d", "--tv", "iso", "--methods", "chambolle"]) == ["chambolle"]
+    assert "chambolle" not in check(["--problem", "tv2d", "--tv", "aniso"])
 
 
-def test_tv2d_aniso_all_methods_skip_chambolle(load_module, tmp_path, tiny_png):
-    denoise = load_module("large_scale_optimization", "denoise")
-    cfg = denoise.parse_args(["--problem", "tv2d", "--tv", "aniso", "--image", str(tiny_png), "--iters", "20",
-                              "--ref-iters", "200", "--lam-sweep", "0", "--out-dir", str(tmp_path)])
-    res = denoise.run(cfg, progress=False)
+def test_tv2d_aniso_all_methods_skip_chambolle(tmp_path, tiny_png):
+    argv = ["--problem", "tv2d", "--tv", "aniso", "--image", str(tiny_png), "--max-iters", "20",
+            "--ref-max-iters", "200", "--lam-sweep", "0", "--out-dir", str(tmp_path)]
+    cfg = denoise.parse_config(denoise.DenoiseConfig, argv, "denoise.py", "")
+    res = denoise.run(cfg, denoise.check_config(cfg), progress=False)
     assert "chambolle" not in res["methods"] and "fista" in res["methods"]
 
 
@@ -96,37 +101,11 @@ def test_bad_inputs_exit_2_with_one_line(run_script, clean_error, tmp_path):
     clean_error(run_script(SCRIPT, "--signal", nan_signal, "--out-dir", tmp_path / "o"), "nan", "nan.npy")
 
 
-def test_more_flags_checked_and_commas_accepted(load_module, tmp_path):
-    """--methods takes train.py's comma style too; a negative step (ascent), crop, seg-len or sweep size,
-    an empty method list and a 2-D --signal file (was flattened into one long signal) are errors."""
-    denoise = load_module("large_scale_optimization", "denoise")
-    assert denoise.parse_args(["--methods", "fista,ista", "exact"]).methods == ["fista", "ista", "exact"]
+def test_more_flags_checked_and_commas_accepted():
+    """--methods takes train.py's comma style too; a negative step (ascent), crop, seg-len or sweep size and
+    an empty method list are errors."""
+    assert check(["--methods", "fista,ista", "exact"]) == ["fista", "ista", "exact"]
     for args, needle in [(["--step", "-1"], "--step"), (["--crop", "-3"], "--crop"), (["--seg-len", "0"], "--seg-len"),
                          (["--lam-sweep", "-2"], "--lam-sweep"), (["--methods", ","], "no method")]:
-        with pytest.raises(denoise.UserError, match=needle):
-            denoise.parse_args(args)
-    np.save(tmp_path / "table.npy", np.zeros((3, 3)))
-    with pytest.raises(denoise.UserError, match="1-D"):
-        denoise.load_signal(str(tmp_path / "table.npy"))
-    np.save(tmp_path / "row.npy", np.zeros((1, 5)))  # a single row is still a 1-D signal
-    assert denoise.load_signal(str(tmp_path / "row.npy")).shape == (5,)
-
-
-def test_convergence_plot_floors_and_slopes(load_module, tmp_path, monkeypatch):
-    """An exact one-step method sits at a relative gap of 1e-16 (it was 1e-16 / f*, stretching the axis to
-    1e-20), and the rate slopes of the duality-gap panel start at that panel's largest value."""
-    denoise = load_module("large_scale_optimization", "denoise")
-    figs, close = [], denoise.plt.close
-    monkeypatch.setattr(denoise.plt, "close", figs.append)
-    f_star = 2000.0
-    k = np.arange(1, 101)
-    sub = denoise.Trace("subgrad-sqrt", np.zeros(2), list(k), list(0.01 * k), list(f_star * (1 + 5 / np.sqrt(k))),
-                        list(f_star * 0.9 / np.sqrt(k)))
-    one = denoise.Trace("ista", np.zeros(2), [1], [0.01], [f_star], [0.0])
-    denoise.plot_convergence([sub, one], f_star, "l1", tmp_path)
-    ax_obj, _, ax_gap, _ = figs[0].axes
-    assert min(min(line.get_ydata()) for line in ax_obj.lines) >= 1e-16 * 0.999
-    slopes = [line for line in ax_gap.lines if line.get_linestyle() == ":"]
-    gap_rel = np.asarray(sub.gap) / np.asarray(sub.primal)
-    assert max(slopes[0].get_ydata()) == pytest.approx(gap_rel.max())
-    close(figs[0])
+        with pytest.raises(UserError, match=needle):
+            check(args)

@@ -1,0 +1,152 @@
+"""large_scale_optimization/solvers.py: each method's step rule and cost accounting, Armijo, CG, the
+preconditioners and the Tracker, on small problems."""
+import numpy as np
+import pytest
+
+import data
+import model
+import solvers
+from solvers import LogisticProblem, SolverOptions, Tracker
+
+
+@pytest.fixture(scope="module")
+def synthetic_prob():
+    """n = 400, D = 11, K = 3, lam = 1e-3, with L, L_max and f*."""
+    prob = LogisticProblem.from_dataset(data.make_synthetic(n=400, d=10, K=3, cond=10, seed=0), 1e-3)
+    _, prob.f_star, *_ = solvers.solve_reference(prob, SolverOptions(), np.random.default_rng(0))
+    return prob
+
+
+def run_method(prob, method, **opts):
+    tr = Tracker(method, prob, verbose=False)
+    W0 = np.zeros(prob.shape)
+    tr.record(W0)
+    tr.start()
+    solvers.SOLVERS[method](prob, W0, SolverOptions(**opts), tr, np.random.default_rng(0))
+    return tr.records
+
+
+def one_sample_problem(lam=0.1):
+    """n = 1, D = 3, K = 3: every sample gradient IS the full gradient, so each first-order method is
+    gradient descent with its own step rule, and its iterates can be recomputed by hand. L is set to
+    2 L_max (not a real bound here) so that the rules min(b / L_max, 1 / L), 1 / L and 1 / L_max differ."""
+    X = np.array([[0.5, -1.0, 1.0]])
+    y = np.array([2])
+    prob = LogisticProblem(X, y, X, y, lam)
+    prob.L_max = float(X[0] @ X[0]) / 2 + lam
+    prob.L = 2 * prob.L_max
+    return prob
+
+
+@pytest.mark.parametrize("method", ["gd", "sgd", "minibatch_sgd", "minibatch_gd", "svrg"])
+def test_first_order_steps_follow_their_step_rules(method):
+    """gd: 1/L; sgd: eta0 / (1 + eta0 lam k) with eta0 = 1/L_max; minibatch: the same decay from
+    eta0 = min(b / L_max, 1 / L); svrg: constant svrg_step / L_max (for n = 1 its variance-reduced
+    direction is the full gradient, the lam (W - W~) term included). Each from a W0 far from 0, so a
+    dropped lam W term shows."""
+    prob = one_sample_problem()
+    W0 = np.random.default_rng(0).standard_normal(prob.shape)
+    lam, L, L_max = prob.lam, prob.L, prob.L_max
+    decay = lambda eta0: [eta0 / (1 + eta0 * lam * k) for k in range(3)]  # noqa: E731
+    etas = {"gd": [1 / L] * 3, "sgd": decay(1 / L_max), "minibatch_sgd": decay(min(1 / L_max, 1 / L)),
+            "minibatch_gd": decay(min(1 / L_max, 1 / L)), "svrg": [0.5 / L_max] * 2}[method]
+    W, fs = W0.copy(), [model.loss(W0, prob.X, prob.y, lam)]
+    for eta in etas:
+        W = W - eta * model.gradient(W, prob.X, prob.y, lam)
+        fs.append(model.loss(W, prob.X, prob.y, lam))
+    tr = Tracker(method, prob, verbose=False)
+    tr.record(W0)
+    tr.start()
+    W_out = solvers.SOLVERS[method](prob, W0.copy(), SolverOptions(passes=3, svrg_step=0.5), tr,
+                                  np.random.default_rng(0))
+    np.testing.assert_allclose([r["f"] for r in tr.records], fs, rtol=1e-12)
+    np.testing.assert_allclose(W_out, W, rtol=1e-12, atol=1e-14)
+    # svrg: the snapshot's full gradient is one pass, then one per inner step
+    assert [r["passes"] for r in tr.records] == ([0.0, 2.0, 3.0] if method == "svrg" else [0.0, 1.0, 2.0, 3.0])
+
+
+def test_armijo_backtracks_to_sufficient_decrease(synthetic_prob):
+    """From a too long first trial the line search halves t until f(W + t d) <= f + c t <g, d>, charging
+    one pass per trial. With c = 0.5 and t0 = 30 / L the first trial goes UP, by 0.08 t0 ||g||^2: inside the
+    band that a sign slip in the test (f + c t |<g, d>|) would accept."""
+    prob = synthetic_prob
+    W = np.zeros(prob.shape)
+    f, g = model.loss_gradient(W, prob.X, prob.y, prob.lam)
+    gg = float(np.vdot(g, g))
+    assert f < model.loss(W - 30 / prob.L * g, prob.X, prob.y, prob.lam) < f + 0.5 * 30 / prob.L * gg
+    for t0, c in ((1e4 / prob.L, 1e-4), (30 / prob.L, 1e-4), (3 / prob.L, 1e-4), (30 / prob.L, 0.5)):
+        tr = Tracker("t", prob, verbose=False)
+        W_new, t, _ = solvers.armijo(prob, W, f, g, -g, tr, t=t0, c=c)
+        j = round(np.log2(t0 / t))
+        assert t == pytest.approx(t0 * 0.5**j, rel=1e-12) and tr.cost == (j + 1) * prob.n
+        f_new = model.loss(W_new, prob.X, prob.y, prob.lam)
+        assert f_new <= f - c * t * gg  # sufficient decrease, so f went down
+        if j > 0:  # the trial before (twice as long) did not decrease enough
+            assert model.loss(W - 2 * t * g, prob.X, prob.y, prob.lam) > f - 2 * c * t * gg
+
+
+def test_conjugate_gradient_solves_in_at_most_dim_steps():
+    """CG (and Jacobi-preconditioned CG) on an SPD system of dimension 30 with condition number 100: the
+    answer in about 30 steps (36 measured, rounding; steepest descent would need ~1000)."""
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    A = Q @ np.diag(np.logspace(0, 2, 30)) @ Q.T
+    b = rng.standard_normal((5, 6))
+    x_ref = np.linalg.solve(A, b.ravel()).reshape(5, 6)
+
+    def hvp(V):
+        return (A @ V.ravel()).reshape(V.shape)
+
+    d = np.diag(A).reshape(5, 6)
+    for precond in (None, lambda R: R / d):
+        x, iters = solvers.conjugate_gradient(hvp, b, tol=1e-8 * np.linalg.norm(b), max_iter=500, precond=precond)
+        assert iters <= 45
+        np.testing.assert_allclose(x, x_ref, rtol=1e-5, atol=1e-7 * np.abs(x_ref).max())
+
+
+def test_tracker_records_on_the_right_split(synthetic_prob):
+    """One record: f, f - f*, ||grad f|| on the training set, train accuracy on train, test accuracy on the
+    held-out split (a W where the two accuracies differ, so a swap shows), cost in passes."""
+    prob = synthetic_prob
+    W = np.random.default_rng(3).standard_normal(prob.shape)
+    tr = Tracker("t", prob, verbose=False)
+    tr.spend(prob.n / 2)
+    rec = tr.record(W)
+    f, g = model.loss_gradient(W, prob.X, prob.y, prob.lam)
+    assert rec["f"] == f and rec["gap"] == f - prob.f_star and rec["grad_norm"] == np.linalg.norm(g)
+    assert rec["train_acc"] == model.accuracy(W, prob.X, prob.y)
+    assert rec["test_acc"] == model.accuracy(W, prob.X_test, prob.y_test) != rec["train_acc"]
+    assert rec["passes"] == 0.5 and rec["grad_evals"] == prob.n / 2 and rec["iter"] == 0
+
+
+def test_svrg_charges_only_the_inner_steps_it_takes(synthetic_prob):
+    """m = 1.5 n, budget 4 passes: snapshot (1) + n steps -> record at 2, + n/2 steps -> 2.5; snapshot (3.5)
+    + n steps -> 4.5 and the budget stops the loop. Nothing more is charged or recorded after that."""
+    recs = run_method(synthetic_prob, "svrg", passes=4, svrg_inner=1.5)
+    assert [r["passes"] for r in recs] == [0.0, 2.0, 2.5, 4.5]
+    for snapshot in ("last", "average"):  # an inner loop shorter than one step per outer loop still runs
+        assert run_method(synthetic_prob, "svrg", passes=2, svrg_inner=1e-6, svrg_snapshot=snapshot)
+
+
+def test_preconditioners(synthetic_prob):
+    """The Kronecker preconditioner is the exact inverse of the W = 0 Hessian; Newton-CG reaches the same
+    f* with each preconditioning choice."""
+    prob = synthetic_prob
+    K, D = prob.shape
+    apply, _ = solvers.kronecker_preconditioner(prob.X, prob.lam, K)
+    H0 = model.hessian(np.zeros((K, D)), prob.X, prob.y, prob.lam)
+    V = np.random.default_rng(1).standard_normal((K, D))
+    np.testing.assert_allclose(apply((H0 @ V.ravel()).reshape(K, D)), V, rtol=1e-9, atol=1e-9)
+    for precondition in ("auto", "subsampled", "none"):
+        recs = run_method(prob, "newton_cg", precondition=precondition, precond_size=200)
+        assert recs[-1]["grad_norm"] <= 1e-10 and abs(recs[-1]["gap"]) <= 1e-12, precondition
+
+
+def test_svrg_snapshot_average_and_minibatch_sampling(synthetic_prob):
+    """SVRG with the averaged snapshot and the two minibatch samplers run and make progress on a small
+    synthetic problem."""
+    for method, extra in [("svrg", dict(svrg_snapshot="average")), ("minibatch_sgd", {}), ("minibatch_gd", {})]:
+        recs = run_method(synthetic_prob, method, passes=10, batch_size=32, **extra)
+        assert recs[-1]["gap"] < 0.2 * recs[0]["gap"], method
+
+

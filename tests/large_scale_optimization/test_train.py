@@ -1,0 +1,165 @@
+"""large_scale_optimization/train.py end to end on digits (every method reaches its expected tolerance), its
+outputs and plots, and its refusals of bad input (exit 2, one line)."""
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import train
+
+SCRIPT = "large_scale_optimization/train.py"
+MNIST = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+         "t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.fixture(scope="module")
+def run(run_script, tmp_path_factory):
+    out = tmp_path_factory.mktemp("lso_digits")
+    r = run_script("large_scale_optimization/train.py", "--dataset", "digits", "--passes", "30",
+                   "--out-dir", out, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r, json.loads((out / "results.json").read_text()), out
+
+
+# f - f* after 30 effective passes from W = 0 (f(0) - f* = 2.22; measured values in the comments). The
+# deterministic first-order methods use the worst-case 1/L step, hence slow; the bounds leave ~2x room.
+EXPECTED_GAP = {
+    "gd": 1.8,  # 1.43
+    "gd_armijo": 0.8,  # 0.40
+    "minibatch_sgd": 0.6,  # 0.30
+    "minibatch_gd": 0.6,  # 0.29
+    "sgd": 0.04,  # 0.016
+    "svrg": 0.05,  # 0.009 (step 1 / L_max)
+}
+
+
+def test_every_method_reaches_its_tolerance(run):
+    r, res, out = run
+    f_star = res["f_star"]
+    assert res["f_star_grad_norm"] <= 1e-10
+    assert f_star == pytest.approx(0.0840957544, rel=1e-8)  # digits, lam=1e-4, fixed split
+    methods = res["methods"]
+    assert set(methods) == {"gd", "gd_armijo", "newton", "newton_cg", "sgd", "minibatch_sgd", "minibatch_gd", "svrg"}
+    for name in ("newton", "newton_cg"):
+        last = methods[name][-1]
+        assert last["grad_norm"] <= 1e-10 and abs(last["gap"]) <= 1e-12 * f_star, name
+        assert len(methods[name]) <= 15
+    for name, tol in EXPECTED_GAP.items():
+        recs = methods[name]
+        assert recs[0]["gap"] == pytest.approx(np.log(10) - f_star)  # W = 0: f = log K
+        assert recs[-1]["passes"] >= 30 and recs[-1]["passes"] <= 34
+        assert 0 < recs[-1]["gap"] <= tol, (name, recs[-1]["gap"])
+        assert recs[-1]["test_acc"] > 0.85, name
+    for name in ("gd", "gd_armijo"):  # descent methods: f never goes up
+        f = [rec["f"] for rec in methods[name]]
+        assert all(b <= a for a, b in zip(f, f[1:])), name
+    # cost accounting: a GD step is one pass; a Newton step with the explicit Hessian costs far more
+    assert [rec["passes"] for rec in methods["gd"][:3]] == [0.0, 1.0, 2.0]
+    assert methods["newton"][1]["passes"] > 100
+    # exactly: gradient (1) + explicit Hessian (K+1)D/4 passes + its Cholesky (KD)^3/3 flops at 4KD each +
+    # one loss per Armijo trial (the first step is taken at 2^-j, j + 1 trials)
+    n, K, D = res["n"], res["K"], res["D"]
+    trials = 1 + round(np.log2(1 / methods["newton"][1]["step"]))
+    hess = (K + 1) * D / 4 + (K * D) ** 3 / 3 / (4 * K * D) / n
+    assert methods["newton"][1]["passes"] == pytest.approx(1 + hess + trials, rel=1e-12)
+    # minibatch_sgd draws n // b batches of b per "epoch": charged what it computed, not n
+    b = 128
+    assert methods["minibatch_sgd"][1]["passes"] == pytest.approx((n // b) * b / n, rel=1e-12)
+    assert methods["minibatch_gd"][1]["passes"] == 1.0 and methods["sgd"][1]["passes"] == 1.0
+    assert all(rec["time"] >= 0 for m in methods.values() for rec in m)
+
+
+def test_outputs_table_and_plots(run):
+    r, res, out = run
+    for name in ("gap_vs_passes.png", "gap_vs_time.png", "newton_grad_norm.png", "test_acc_vs_passes.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    assert (out / "results.json").stat().st_mode & 0o044 == 0o044  # readable by others (mkstemp makes 0600)
+    table = r.stdout[r.stdout.index("rel gap"):]
+    for name in res["methods"]:
+        assert name in table
+    assert "pass" in r.stdout  # per-pass progress lines
+
+
+def test_log_axis_plots_leave_out_the_start(tmp_path, monkeypatch):
+    """The pass-0 / time-0 record cannot sit on a log x axis; matplotlib used to clip it to the far left and
+    draw a flat line from the plot's edge to the first real point (a method seemingly at that value all
+    along), and stretch the accuracy axis down to the start's 0.1."""
+    figs, close = [], train.plt.close
+    monkeypatch.setattr(train.plt, "close", figs.append)  # keep the figures to inspect them
+    recs = [dict(iter=i, passes=float(p), time=0.1 * p, gap=2.0 / (1 + p), grad_norm=1.0 / (1 + p),
+                 test_acc=0.1 if p == 0 else 0.9) for i, p in enumerate([0, 40, 41, 42])]
+    train.plot({"newton_cg": recs}, 0.26, tmp_path, "t")
+    names = ["gap_vs_passes", "gap_vs_time", "newton_grad_norm", "test_acc_vs_passes"]
+    for name, fig in zip(names, figs):
+        xs = fig.axes[0].lines[0].get_xdata()
+        assert (min(xs) > 0) if name != "newton_grad_norm" else (list(xs) == [0, 1, 2, 3]), name
+    assert figs[3].axes[0].get_ylim()[0] > 0.5  # the accuracy axis is not stretched to the start's 0.1
+    for fig in figs:
+        close(fig)
+
+
+def test_mnist_corrupt_file_is_a_clean_error(run_script, clean_error, shared_file, tmp_path):
+    src = shared_file("mnist/t10k-labels-idx1-ubyte.gz").parent
+    for name in MNIST:
+        shutil.copy(src / name, tmp_path / name)
+    with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(b"\x00\x00\x08\x01" + b"\x00" * 8)
+    r = run_script(SCRIPT, "--dataset", "mnist", "--data-dir", tmp_path, "--out-dir", tmp_path / "o")
+    clean_error(r, "md5", "t10k-labels")
+
+
+def bad_input_args(case, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((20, 3))
+    y = np.arange(20) % 2
+    if case == "method":
+        return ["--methods", "gd,adam"], ["adam", "allowed", "svrg"]
+    if case == "dataset":
+        return ["--dataset", "cifar"], ["cifar", "allowed"]
+    if case == "lam":
+        return ["--lam", "0", "--methods", "newton"], ["--lam", "> 0"]
+    if case == "flag":
+        return ["--passes", "many"], ["--passes"]
+    if case == "labels":
+        y, needles = y + 1, ["labels", "0..K-1"]  # labels 1..2: class 0 never occurs
+    elif case == "shapes":
+        y, needles = y[:-1], ["mismatched", "(20, 3)", "(19,)"]
+    elif case == "nan":
+        X[3, 1] = np.nan
+        needles = ["nan"]
+    elif case == "npz":
+        (tmp_path / "bad.npz").write_text("not a zip archive")
+        return ["--data", tmp_path / "bad.npz"], ["bad.npz", "not a readable .npz"]
+    elif case == "threads":
+        return ["--threads", "0"], ["--threads", "positive"]
+    elif case == "newton_max_iters":  # 0 would stop the f* solve at W = 0: every gap wrong, no error
+        return ["--newton-max-iters", "0"], ["--newton-max-iters", "positive", "got 0"]
+    elif case == "precond_size":  # was a traceback from rng.choice
+        return ["--precond-size", "-5", "--methods", "newton_cg"], ["--precond-size", "positive", "-5"]
+    elif case == "empty_csv":  # header only: was numpy's UserWarning (two more lines) before the error
+        (tmp_path / "empty.csv").write_text("label,a,b\n")
+        return ["--data", tmp_path / "empty.csv"], ["empty.csv", "no data rows"]
+    elif case == "filetype":
+        (tmp_path / "data.txt").write_text("0,1\n1,2\n")
+        return ["--data", tmp_path / "data.txt"], ["unknown file type", ".csv, .npz"]
+    np.savez(tmp_path / "bad.npz", X=X, y=y)
+    return ["--data", tmp_path / "bad.npz"], needles
+
+
+@pytest.mark.parametrize("case", ["method", "nan"])
+def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_path):
+    args, needles = bad_input_args(case, tmp_path)
+    r = run_script(SCRIPT, *args, "--out-dir", tmp_path / "out", "--no-plots")
+    clean_error(r, *needles)
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("case", ["method", "dataset", "lam", "labels", "shapes", "nan", "flag", "filetype", "npz",
+                                  "threads", "newton_max_iters", "precond_size", "empty_csv"])
+def test_bad_input_exits_2_with_one_line(case, run_main_here, clean_error, tmp_path):
+    """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
+    args, needles = bad_input_args(case, tmp_path)
+    clean_error(run_main_here(train.main, [*args, "--out-dir", tmp_path / "out", "--no-plots"]), *needles)
+    assert not (tmp_path / "out" / "results.json").exists()
