@@ -106,37 +106,49 @@ def summary_table(results, f_star) -> str:
     return "\n".join(lines)
 
 
-def plot(results, f_star, out_dir: Path, title: str):
-    def curves(ax, x_key, y_key, ylog=True, xlog=False, methods=None):
-        for name, recs in results.items():
-            if methods and name not in methods:
-                continue
-            # x = 0 (the start) has no place on a log axis; left in, matplotlib clips it far to the left and
-            # draws a flat line from the plot's edge to the first real point, as if the method sat there
-            recs = [r for r in recs if r[x_key] > 0] if xlog else recs
-            xs = [r[x_key] for r in recs]
-            ys = [max(r[y_key], 1e-16) if ylog else r[y_key] for r in recs]  # f - f* may round to <= 0
-            ax.plot(xs, ys, marker="." if len(recs) < 60 else None, label=name)
-        ax.set_yscale("log" if ylog else "linear")
-        if xlog:
-            ax.set_xscale("log")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+FIGURES = {  # file: x key, y key, log y, log x, methods (None: all), x label, y label
+    "gap_vs_passes.png": ("passes", "gap", True, True, None, "effective passes (log)", "f - f*"),
+    "gap_vs_time.png": ("time", "gap", True, True, None, "wall time, s (log)", "f - f*"),
+    "newton_grad_norm.png": ("iter", "grad_norm", True, False, SECOND_ORDER, "Newton iteration", "||grad f||"),
+    "test_acc_vs_passes.png": ("passes", "test_acc", False, True, None, "effective passes (log)", "test accuracy"),
+}
+FIRST_ORDER = tuple(m for m in METHODS if m not in SECOND_ORDER)
 
-    figs = {
-        "gap_vs_passes.png": ("passes", "gap", True, True, None, "effective passes (log)", "f - f*"),
-        "gap_vs_time.png": ("time", "gap", True, True, None, "wall time, s (log)", "f - f*"),
-        "newton_grad_norm.png": ("iter", "grad_norm", True, False, SECOND_ORDER, "Newton iteration", "||grad f||"),
-        "test_acc_vs_passes.png": ("passes", "test_acc", False, True, None, "effective passes (log)", "test accuracy"),
-    }
-    for fname, (xk, yk, ylog, xlog, methods, xl, yl) in figs.items():
+
+def curves(ax, results, x_key, y_key, ylog=True, xlog=False, methods=None):
+    """One line per method (those in `methods`, or all), each in its colour of METHODS' order."""
+    for name, recs in results.items():
+        if methods and name not in methods:
+            continue
+        # x = 0 (the start) has no place on a log axis; left in, matplotlib clips it far to the left and
+        # draws a flat line from the plot's edge to the first real point, as if the method sat there
+        recs = [r for r in recs if r[x_key] > 0] if xlog else recs
+        xs = [r[x_key] for r in recs]
+        ys = [max(r[y_key], 1e-16) if ylog else r[y_key] for r in recs]  # f - f* may round to <= 0
+        ax.plot(xs, ys, marker="." if len(recs) < 60 else None, label=name, color=f"C{list(results).index(name)}")
+    ax.set_yscale("log" if ylog else "linear")
+    if xlog:
+        ax.set_xscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def plot(results, f_star, out_dir: Path, title: str):
+    """The four PNGs of FIGURES. gap_vs_passes.png gets a second panel with the first-order methods alone
+    when Newton ran too: its f - f* of ~1e-16 stretches the shared axis until they cannot be told apart."""
+    for fname, (xk, yk, ylog, xlog, methods, xl, yl) in FIGURES.items():
         if methods and not any(m in results for m in methods):
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        curves(ax, xk, yk, ylog, xlog, methods)
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.set_title(title, fontsize=9)
+        panels = [(methods, title)]
+        if (fname == "gap_vs_passes.png" and any(m in results for m in SECOND_ORDER)
+                and any(m in results for m in FIRST_ORDER)):
+            panels.append((FIRST_ORDER, "first-order methods only"))
+        fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), squeeze=False)
+        for ax, (only, panel_title) in zip(axes[0], panels):
+            curves(ax, results, xk, yk, ylog, xlog, only)
+            ax.set_xlabel(xl)
+            ax.set_ylabel(yl)
+            ax.set_title(panel_title, fontsize=9)
         fig.tight_layout()
         write_png(out_dir / fname, fig, dpi=110)
         plt.close(fig)

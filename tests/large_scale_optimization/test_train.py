@@ -163,3 +163,27 @@ def test_bad_input_exits_2_with_one_line(case, run_main_here, clean_error, tmp_p
     args, needles = bad_input_args(case, tmp_path)
     clean_error(run_main_here(train.main, [*args, "--out-dir", tmp_path / "out", "--no-plots"]), *needles)
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_gap_figure_shows_the_first_order_methods_apart(tmp_path, monkeypatch):
+    """Newton's f - f* of ~1e-16 stretches a shared log axis until GD, SGD and SVRG look alike: a second panel
+    of gap_vs_passes.png holds the first-order methods alone, on a range set by them, in the same colours.
+    Without a second-order method there is nothing to squash them: one panel."""
+    figs, close = [], train.plt.close
+    monkeypatch.setattr(train.plt, "close", figs.append)
+
+    def recs(gaps):
+        return [dict(iter=i, passes=float(i), time=0.1 * i, gap=g, grad_norm=g, test_acc=0.9)
+                for i, g in enumerate(gaps)]
+
+    results = {"gd": recs([2.0, 1.5, 1.2]), "newton": recs([2.0, 1e-3, 1e-16]), "svrg": recs([2.0, 1.0, 0.9])}
+    train.plot(results, 0.1, tmp_path, "t")
+    train.plot({"gd": results["gd"], "svrg": results["svrg"]}, 0.1, tmp_path, "t")
+    both, first = figs[0].axes
+    assert [line.get_label() for line in first.lines] == ["gd", "svrg"]
+    assert first.get_ylim()[0] > 0.5 and both.get_ylim()[0] < 1e-15
+    colour = {line.get_label(): line.get_color() for line in both.lines}
+    assert all(line.get_color() == colour[line.get_label()] for line in first.lines)
+    assert len(figs[4].axes) == 1  # the second call: first-order methods only
+    for fig in figs:
+        close(fig)
