@@ -1,7 +1,7 @@
 """The build-nanogpt speed story, measured: replay each milestone on this device and time a training step.
 
     python build_nanogpt/bench.py                          # GPT-2 124M on a GPU (B=16, T=1024)
-    python build_nanogpt/bench.py --device cpu --skip compile   # CPU: a small config; compile is slow to build
+    python build_nanogpt/bench.py --device cpu --skip compile  # CPU: a small config; compile is slow to build
 
 Milestones are cumulative, in the order of karpathy/build-nanogpt's commits: float32 -> TF32 matmuls ->
 bf16 autocast -> torch.compile -> flash attention -> vocabulary 50,304 -> fused AdamW -> a larger
@@ -12,10 +12,9 @@ previous milestone and over float32) and writes bench.json and bench.png.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import matplotlib
 
@@ -23,8 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from cli import UserError, parse_config, run_main  # noqa: E402
-from hardware import device_name, peak_flops  # noqa: E402
+from cli import UserError, knob, parse_config, run_main  # noqa: E402
+from files import atomic_write, write_json  # noqa: E402
+from hardware import device_name, native_bf16, peak_flops, resolve_device  # noqa: E402
 from model import GPT, GPTConfig, flops_per_token  # noqa: E402
 
 # name, what changes, why it helps
@@ -53,17 +53,17 @@ def milestone_key(name: str, change: dict) -> str:
 
 @dataclass
 class BenchConfig:
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    size: str = field(default="auto", metadata={"help": "124m | small | tiny | auto (124m on CUDA, small elsewhere)"})
-    micro_batch: int = field(default=-1, metadata={"help": "sequences per step (-1: 16 for 124m, 4 for small, 2 for tiny)"})
-    steps: int = field(default=10, metadata={"help": "timed steps per milestone"})
-    warmup: int = field(default=3, metadata={"help": "untimed steps first (torch.compile builds here)"})
-    skip: str = field(default="", metadata={"help": "comma-separated milestones to leave out, by the setting they change: "
-                                                    "tf32, bf16, compile, flash, vocab, fused, batch_mult"})
-    out_dir: str = field(default="build_nanogpt/out-bench", metadata={"help": "bench.json and bench.png go here"})
+    device: str = knob("auto", "auto | cpu | cuda | cuda:N")
+    size: str = knob("auto", "124m | small | tiny | auto (124m on CUDA, small elsewhere)")
+    batch_size: int = knob(-1, "sequences per step (-1: 16 for 124m, 4 for small, 2 for tiny)")
+    iters: int = knob(10, "timed steps per milestone")
+    warmup: int = knob(3, "untimed steps first (torch.compile builds here)")
+    skip: str = knob("", "comma-separated milestones to leave out, by the setting they change: "
+                         "tf32, bf16, compile, flash, vocab, fused, batch_mult")
+    out_dir: str = knob("build_nanogpt/out-bench", "bench.json and bench.png go here")
 
 
-def time_milestone(settings: dict, size: dict, B: int, device: str, steps: int, warmup: int) -> tuple[float, int]:
+def time_milestone(settings: dict, size: dict, B: int, device: str, iters: int, warmup: int) -> tuple[float, int]:
     """Seconds per training step (forward, backward, clip, AdamW) with these settings; parameter count."""
     device_type = device.split(":")[0]
     torch.manual_seed(0)
@@ -90,26 +90,20 @@ def time_milestone(settings: dict, size: dict, B: int, device: str, steps: int, 
     for _ in range(warmup):
         step()
     if device_type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(iters):
         step()
     if device_type == "cuda":
-        torch.cuda.synchronize()
-    dt = (time.perf_counter() - t0) / steps
+        torch.cuda.synchronize(device)
+    dt = (time.perf_counter() - t0) / iters
     return dt, model.num_params()
 
 
 def run_bench(cfg: BenchConfig) -> dict:
-    if cfg.device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif cfg.device in ("cpu", "cuda"):
-        device = cfg.device
-    else:
-        raise UserError(f"--device {cfg.device!r}: use auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but CUDA is not available")
-    size_name = cfg.size if cfg.size != "auto" else ("124m" if device == "cuda" else "small")
+    device = resolve_device(cfg.device)
+    cuda = device.startswith("cuda")
+    size_name = cfg.size if cfg.size != "auto" else ("124m" if cuda else "small")
     if size_name not in SIZES:
         raise UserError(f"--size {cfg.size!r}: use one of {sorted(SIZES)} or auto")
     skip = {s.strip().lower() for s in cfg.skip.split(",") if s.strip()}
@@ -119,18 +113,20 @@ def run_bench(cfg: BenchConfig) -> dict:
         raise UserError(f"--skip {sorted(unknown)}: unknown milestone; use {', '.join(keys[1:])}")
     if keys[0] in skip:  # "vs fp32" would silently be measured against another milestone
         raise UserError(f"--skip {keys[0]}: it is the baseline of every speed-up; skip any of {', '.join(keys[1:])}")
-    if cfg.micro_batch == 0 or cfg.micro_batch < -1:
-        raise UserError(f"--micro-batch {cfg.micro_batch}: use -1 (the size's default) or N >= 1")
-    if cfg.steps < 1 or cfg.warmup < 0:
-        raise UserError(f"--steps {cfg.steps} must be >= 1 and --warmup {cfg.warmup} >= 0")
+    if cfg.batch_size == 0 or cfg.batch_size < -1:
+        raise UserError(f"--batch-size {cfg.batch_size}: use -1 (the size's default) or N >= 1")
+    if cfg.iters < 1 or cfg.warmup < 0:
+        raise UserError(f"--iters {cfg.iters} must be >= 1 and --warmup {cfg.warmup} >= 0")
     size = SIZES[size_name]
-    B0 = cfg.micro_batch if cfg.micro_batch > 0 else {"124m": 16, "small": 4, "tiny": 2}[size_name]
+    B0 = cfg.batch_size if cfg.batch_size > 0 else {"124m": 16, "small": 4, "tiny": 2}[size_name]
     name = device_name(device)
     settings = dict(tf32=False, bf16=False, compile=False, flash=False, vocab=50257, fused=False, batch_mult=1)
     rows, prev, base = [], None, None
     for milestone, change, why in MILESTONES:
         row = {"milestone": milestone, "why": why}
-        reason = CUDA_ONLY.get(milestone) if device != "cuda" else None
+        reason = CUDA_ONLY.get(milestone) if not cuda else None
+        if milestone == "bf16 autocast" and not native_bf16(device):
+            reason = f"{name} has no native bfloat16"
         if reason is None and {milestone_key(milestone, change), milestone.lower()} & skip:
             reason = "skipped with --skip"
         if reason:
@@ -139,7 +135,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             continue
         settings.update(change)
         B = B0 * settings["batch_mult"]
-        dt, n_params = time_milestone(settings, size, B, device, cfg.steps, cfg.warmup)
+        dt, n_params = time_milestone(settings, size, B, device, cfg.iters, cfg.warmup)
         tok_s = B * size["block_size"] / dt
         precision = "bf16" if settings["bf16"] else ("tf32" if settings["tf32"] else "fp32")
         peak = peak_flops(name, precision)
@@ -151,7 +147,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         prev = tok_s
         rows.append(row)
         print(f"{milestone:16s} {1000 * dt:9.1f} ms/step {tok_s:11,.0f} tok/s  MFU {f'{100 * mfu:.1f}%' if mfu else 'n/a'}")
-    return {"device": name, "size": size_name, "config": size, "micro_batch": B0, "steps": cfg.steps,
+    return {"device": name, "size": size_name, "config": size, "micro_batch": B0, "iters": cfg.iters,
             "torch": torch.__version__, "milestones": rows}
 
 
@@ -184,22 +180,16 @@ def plot(result: dict, path: str) -> None:
            ylabel="training tokens / s",
            title=f"build-nanogpt milestones on {result['device']} ({result['size']}, micro-batch {result['micro_batch']})")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    cfg = parse_config(BenchConfig, argv, "\n\n".join(__doc__.split("\n\n")[:2]))
+    cfg = parse_config(BenchConfig, argv, "bench.py", "\n\n".join(__doc__.split("\n\n")[:2]))
     result = run_bench(cfg)
     result["bench_config"] = asdict(cfg)
     print(table(result))
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    tmp = os.path.join(cfg.out_dir, "bench.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, os.path.join(cfg.out_dir, "bench.json"))
+    write_json(os.path.join(cfg.out_dir, "bench.json"), result)
     plot(result, os.path.join(cfg.out_dir, "bench.png"))
     print(f"wrote {cfg.out_dir}/bench.json and bench.png")
     return result

@@ -1,7 +1,7 @@
 """FineWeb-Edu (sample-10BT) -> GPT-2 token shards, resumable.
 
     python build_nanogpt/fineweb.py                          # FineWeb-Edu sample-10BT (streams ~10B tokens)
-    python build_nanogpt/fineweb.py --source my_corpus/ --out data/mine --shard-size 1000000
+    python build_nanogpt/fineweb.py --source my_corpus/ --out-dir data/mine --shard-size 1000000
 
 Like karpathy/build-nanogpt's fineweb.py: every document is tokenized with tiktoken's GPT-2 BPE in a
 process pool and preceded by <|endoftext|> (50256); tokens go into uint16 shards of `--shard-size`
@@ -12,59 +12,72 @@ tokens, `val_000000.npy` first, then `train_000001.npy`, ...; a document may spa
 - Shards and the manifest are written to a temp file and renamed: a partial shard is never left behind.
 - `--source` takes local .txt (one document per file), .jsonl (one JSON object per line, field `--text-field`)
   or .parquet (column `--text-field`) files or folders of them, for tests and users' own corpora.
+  A .txt is read and tokenized in pieces, so memory stays bounded whatever its size.
 FineWeb-Edu: Penedo et al. 2024, "The FineWeb Datasets" (HuggingFaceFW/fineweb-edu, config sample-10BT).
 """
 from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
 import multiprocessing as mp
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import numpy as np
-import tiktoken
 from tqdm import tqdm
 
-from cli import UserError, parse_config, run_main
+from cli import UserError, knob, parse_config, run_main
+from files import OutDirLock, atomic_write, write_json
+from tokens import EOT, gpt2_encoding
 
-EOT = 50256  # <|endoftext|> in the GPT-2 vocabulary
 MANIFEST = "manifest.json"
 SUFFIXES = (".txt", ".jsonl", ".parquet")
+TXT_PIECE = 1 << 20  # characters of a .txt read (and tokenized) at a time
+MAX_PROC = 256
 
 
 @dataclass
 class ShardConfig:
-    out: str = field(default="build_nanogpt/data/edu_fineweb10B", metadata={"help": "output folder for the shards"})
-    source: str = field(default="", metadata={"help": "local .txt/.jsonl/.parquet file or folder; empty: FineWeb-Edu from the hub"})
-    dataset: str = field(default="HuggingFaceFW/fineweb-edu", metadata={"help": "hub dataset (when --source is empty)"})
-    dataset_config: str = field(default="sample-10BT", metadata={"help": "hub dataset config name"})
-    text_field: str = field(default="text", metadata={"help": "field/column holding the text (.jsonl/.parquet/hub)"})
-    shard_size: int = field(default=100_000_000, metadata={"help": "tokens per shard"})
-    workers: int = field(default=max(1, (os.cpu_count() or 2) // 2), metadata={"help": "tokenizer processes (1: no pool)"})
-    max_shards: int = field(default=-1, metadata={"help": "stop after this many complete shards (-1: all); a rerun continues"})
+    out_dir: str = knob("build_nanogpt/data/edu_fineweb10B", "output folder for the shards")
+    source: str = knob("", "local .txt/.jsonl/.parquet file or folder; empty: FineWeb-Edu from the hub")
+    dataset: str = knob("HuggingFaceFW/fineweb-edu", "hub dataset (when --source is empty)")
+    dataset_config: str = knob("sample-10BT", "hub dataset config name")
+    text_field: str = knob("text", "field/column holding the text (.jsonl/.parquet/hub)")
+    shard_size: int = knob(100_000_000, "tokens per shard")
+    num_proc: int = knob(max(1, (os.cpu_count() or 2) // 2), "tokenizer processes (1: no pool)")
+    max_shards: int = knob(-1, "stop after this many complete shards (-1: all); a rerun continues")
+
+
+def check_config(cfg: ShardConfig) -> None:
+    if not 1 <= cfg.shard_size <= 2**31:
+        raise UserError(f"--shard-size {cfg.shard_size}: use 1 .. {2**31}")
+    if not 1 <= cfg.num_proc <= MAX_PROC:
+        raise UserError(f"--num-proc {cfg.num_proc}: use 1 .. {MAX_PROC}")
+    if cfg.source:
+        source_files(cfg.source)  # check the source before anything is created
 
 
 # --------------------------------------------------------------------------------------------------
-# documents in, tokens out
+# documents in, tokens out. A piece is (text, first, last): a document is one piece or several in a row.
 
 _enc = None
 
 
-def tokenize(text: str) -> np.ndarray:
-    """<|endoftext|> followed by the document's tokens, as uint16 (the GPT-2 vocabulary fits)."""
+def tokenize(piece: tuple[str, bool, bool]) -> tuple[np.ndarray, bool]:
+    """uint16 tokens of a piece (the first piece of a document starts with <|endoftext|>), and whether
+    the document ends with it. A document of only whitespace adds nothing, not even <|endoftext|>."""
     global _enc
     if _enc is None:  # once per worker process
-        _enc = tiktoken.get_encoding("gpt2")
-    if not text or not text.strip():
-        return np.empty(0, dtype=np.uint16)  # an empty document adds nothing, not even a lone <|endoftext|>
+        _enc = gpt2_encoding()
+    text, first, last = piece
+    if first and last and (not text or not text.strip()):
+        return np.empty(0, dtype=np.uint16), last
     ids = _enc.encode_ordinary(text)
-    tokens = np.empty(len(ids) + 1, dtype=np.uint16)
-    tokens[0] = EOT
-    tokens[1:] = ids
-    return tokens
+    head = [EOT] if first else []
+    return np.array(head + ids, dtype=np.uint16), last
 
 
 def source_files(source: str) -> list[str]:
@@ -82,185 +95,252 @@ def source_files(source: str) -> list[str]:
     return [source]
 
 
-def iter_local(files: list[str], text_field: str) -> Iterator[str]:
-    """Document texts: a whole .txt file, or one per .jsonl line / parquet row (None for a null)."""
+def safe_cut(text: str) -> int:
+    """The last place to split `text` without changing its tokens (0: none): right after a newline that
+    follows a non-space and precedes one. GPT-2's pre-tokenizer never joins such a newline to a neighbour."""
+    i = text.rfind("\n", 0, len(text) - 1)
+    while i > 0:
+        if not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i + 1
+        i = text.rfind("\n", 0, i)
+    return 0
+
+
+def txt_pieces(path: str, size: int = TXT_PIECE) -> Iterator[tuple[str, bool, bool]]:
+    """A .txt file as one document, in pieces of about `size` characters cut where the tokens allow."""
+    pending, first = "", True
+    with open(path, encoding="utf-8") as f:
+        while chunk := f.read(size):
+            pending += chunk
+            cut = safe_cut(pending)
+            if cut:
+                yield pending[:cut], first, False
+                pending, first = pending[cut:], False
+    yield pending, first, True
+
+
+def jsonl_texts(path: str, text_field: str) -> Iterator[str | None]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)[text_field]
+                if not isinstance(text, (str, type(None))):  # null: an empty document, as in parquet
+                    raise TypeError
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{path}:{lineno}: not a JSON object with a string {text_field!r} field") from None
+            yield text
+
+
+def parquet_texts(path: str, text_field: str) -> Iterator[str | None]:
+    import pyarrow as pa  # noqa: PLC0415 - only needed for parquet sources
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    pf = pq.ParquetFile(path)
+    if text_field not in pf.schema_arrow.names:
+        raise UserError(f"{path}: no column {text_field!r}; columns are {pf.schema_arrow.names}")
+    kind = pf.schema_arrow.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise UserError(f"{path}: column {text_field!r} holds {kind}, not strings")
+    for batch in pf.iter_batches(columns=[text_field]):
+        yield from batch.column(0).to_pylist()
+
+
+def local_pieces(files: list[str], text_field: str) -> Iterator[tuple[str, bool, bool]]:
+    """A .txt file is one document (in pieces); a .jsonl line or a parquet row is one (None: empty)."""
     for path in files:
-        if path.endswith(".txt"):
-            with open(path, encoding="utf-8") as f:
-                yield f.read()
-        elif path.endswith(".jsonl"):
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        text = json.loads(line)[text_field]
-                        if not isinstance(text, (str, type(None))):  # null: an empty document, as in parquet
-                            raise TypeError
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        raise UserError(f"{path}:{lineno}: not a JSON object with a string {text_field!r} field") from None
-                    yield text
-        else:
-            import pyarrow as pa  # only needed for parquet sources
-            import pyarrow.parquet as pq
-            pf = pq.ParquetFile(path)
-            if text_field not in pf.schema_arrow.names:
-                raise UserError(f"{path}: no column {text_field!r}; columns are {pf.schema_arrow.names}")
-            kind = pf.schema_arrow.field(text_field).type
-            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-                raise UserError(f"{path}: column {text_field!r} holds {kind}, not strings")
-            for batch in pf.iter_batches(columns=[text_field]):
-                yield from batch.column(0).to_pylist()
+        try:
+            if path.endswith(".txt"):
+                yield from txt_pieces(path)
+                continue
+            texts = jsonl_texts(path, text_field) if path.endswith(".jsonl") else parquet_texts(path, text_field)
+            for text in texts:
+                yield text or "", True, True
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text ({e.reason}, byte {e.object[e.start:e.start + 1]!r}); "
+                            "convert it to UTF-8") from None
 
 
-def iter_documents(cfg: ShardConfig, skip: int) -> Iterator[str]:
-    """Every document's text in a fixed order, after skipping the first `skip` of them."""
-    if cfg.source:
-        it = iter_local(source_files(cfg.source), cfg.text_field)
-        for _ in range(skip):
-            next(it, None)
-        yield from it
-        return
+def hub_pieces(cfg: ShardConfig, skip: int) -> Iterator[tuple[str, bool, bool]]:
     try:
-        import datasets  # slow import; only the hub path needs it
+        import datasets  # noqa: PLC0415 - slow import; only the hub path needs it
+
         ds = datasets.load_dataset(cfg.dataset, name=cfg.dataset_config, split="train", streaming=True)
-        if skip:
-            ds = ds.skip(skip)
-        for row in ds:
-            yield row[cfg.text_field]
+        for row in ds.skip(skip) if skip else ds:
+            yield row[cfg.text_field] or "", True, True
     except (ConnectionError, OSError) as e:  # offline, hub down, unknown dataset
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"could not stream {cfg.dataset}/{cfg.dataset_config} from the hub ({first}); "
                         "check the network or pass local files with --source") from None
 
 
+def iter_pieces(cfg: ShardConfig, skip: int) -> Iterator[tuple[str, bool, bool]]:
+    """Every document's pieces in a fixed order, after skipping the first `skip` documents."""
+    if not cfg.source:
+        yield from hub_pieces(cfg, skip)
+        return
+    pieces = local_pieces(source_files(cfg.source), cfg.text_field)
+    while skip:
+        skip -= next(pieces)[2]  # a document ends with its last piece
+    yield from pieces
+
+
+def tokenized(pieces: Iterator, pool, num_proc: int) -> Iterator[tuple[np.ndarray, bool]]:
+    """tokenize() over the pieces, in order, one batch of 16 pieces per process in flight (bounded memory)."""
+    if pool is None:
+        yield from map(tokenize, pieces)
+        return
+    while batch := list(itertools.islice(pieces, 16 * num_proc)):
+        yield from pool.map(tokenize, batch, chunksize=16)
+
+
 # --------------------------------------------------------------------------------------------------
-# shards and manifest, each written atomically
+# shards and manifest
 
 
 def shard_name(index: int) -> str:
     return f"{'val' if index == 0 else 'train'}_{index:06d}.npy"  # the first shard is the val split
 
 
-def _atomic_write(path: str, write) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
-
-
-def write_shard(out: str, index: int, tokens: np.ndarray) -> dict:
-    path = os.path.join(out, shard_name(index))
-    _atomic_write(path, lambda f: np.save(f, tokens, allow_pickle=False))
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    return {"file": shard_name(index), "split": "val" if index == 0 else "train",
-            "tokens": int(len(tokens)), "sha256": digest}
-
-
-def write_manifest(out: str, manifest: dict) -> None:
-    _atomic_write(os.path.join(out, MANIFEST), lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-
-
 def source_id(cfg: ShardConfig) -> str:
     return os.path.abspath(cfg.source) if cfg.source else f"hub:{cfg.dataset}/{cfg.dataset_config}"
 
 
-def load_manifest(cfg: ShardConfig) -> dict | None:
-    path = os.path.join(cfg.out, MANIFEST)
+def load_manifest(cfg: ShardConfig) -> dict:
+    """The manifest of `cfg.out_dir` (checked against cfg), or a new empty one."""
+    path = os.path.join(cfg.out_dir, MANIFEST)
     if not os.path.exists(path):
-        return None
+        return {"source": source_id(cfg), "encoding": "gpt2", "eot": EOT, "dtype": "uint16",
+                "shard_size": cfg.shard_size, "text_field": cfg.text_field, "shards": [], "complete": False}
     with open(path) as f:
         manifest = json.load(f)
     for key, want in (("source", source_id(cfg)), ("shard_size", cfg.shard_size), ("text_field", cfg.text_field)):
         if manifest.get(key) != want:
-            raise UserError(f"{cfg.out} holds shards made with {key}={manifest.get(key)!r}, not {want!r}; "
-                            "use another --out folder")
+            raise UserError(f"{cfg.out_dir} holds shards made with {key}={manifest.get(key)!r}, not {want!r}; "
+                            "use another --out-dir folder")
     return manifest
 
 
-def build_shards(cfg: ShardConfig) -> dict:
-    """Write (or finish writing) the shards of `cfg.source` into `cfg.out`; returns the manifest."""
-    if cfg.shard_size < 1 or cfg.workers < 1:
-        raise UserError(f"--shard-size ({cfg.shard_size}) and --workers ({cfg.workers}) must be >= 1")
-    if cfg.source:
-        source_files(cfg.source)  # check the source before anything is created
-    manifest = load_manifest(cfg)
-    if manifest is None:
-        manifest = {"source": source_id(cfg), "encoding": "gpt2", "eot": EOT, "dtype": "uint16",
-                    "shard_size": cfg.shard_size, "text_field": cfg.text_field, "shards": [], "complete": False}
-    if manifest["complete"]:
-        print(f"{cfg.out}: already complete ({len(manifest['shards'])} shards)")
-        return manifest
-    for stale in glob.glob(os.path.join(cfg.out, "*.tmp")):
-        os.remove(stale)  # left by a run killed mid-write; never a shard
+class ShardWriter:
+    """Fills shards of `size` tokens in `out_dir`: owns the buffer, the manifest and the progress bar.
 
+    Position in the source: `docs_done` documents fully consumed, plus `doc_pos` tokens of the next one.
+    A resumed writer drops the first `skip` tokens of that next document (already in the last shard).
+    """
+
+    def __init__(self, out_dir: str, manifest: dict, max_shards: int = -1):
+        self.out_dir, self.manifest, self.max_shards = out_dir, manifest, max_shards
+        self.size = manifest["shard_size"]
+        self.shards = manifest["shards"]
+        last = self.shards[-1] if self.shards else {"docs_end": 0, "doc_offset": 0}
+        self.docs_done, self.skip, self.doc_pos = last["docs_end"], last["doc_offset"], 0
+        self.buf = np.empty(self.size, dtype=np.uint16)
+        self.fill = 0
+        self.bar = self._new_bar()
+
+    def _new_bar(self):
+        return tqdm(total=self.size, unit="tok", unit_scale=True, desc=f"shard {len(self.shards)}",
+                    disable=None)
+
+    @property
+    def full(self) -> bool:
+        """--max-shards reached: stop feeding."""
+        return 0 < self.max_shards <= len(self.shards)
+
+    def add(self, tokens: np.ndarray, ends_document: bool) -> None:
+        """Append one piece of a document; every full shard is written at once."""
+        drop = min(self.skip, len(tokens))
+        self.skip -= drop
+        self.doc_pos += drop
+        start = drop
+        while start < len(tokens) and not self.full:
+            take = min(self.size - self.fill, len(tokens) - start)
+            self.buf[self.fill:self.fill + take] = tokens[start:start + take]
+            self.fill, start, self.doc_pos = self.fill + take, start + take, self.doc_pos + take
+            self.bar.update(take)
+            if self.fill == self.size:
+                done = start == len(tokens) and ends_document
+                self._write(self.buf, self.docs_done + done, 0 if done else self.doc_pos)
+        if ends_document:
+            self.docs_done, self.doc_pos = self.docs_done + 1, 0
+
+    def _write(self, tokens: np.ndarray, docs_end: int, doc_offset: int) -> None:
+        name = shard_name(len(self.shards))
+        path = atomic_write(os.path.join(self.out_dir, name), lambda tmp: _save_npy(tmp, tokens))
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        self.shards.append({"file": name, "split": "val" if len(self.shards) == 0 else "train",
+                            "tokens": int(len(tokens)), "sha256": digest, "docs_end": docs_end,
+                            "doc_offset": doc_offset})
+        write_json(os.path.join(self.out_dir, MANIFEST), self.manifest)
+        self.fill = 0
+        self.bar.close()
+        self.bar = self._new_bar()
+
+    def finish(self) -> None:
+        """The remainder becomes a last, shorter shard; the manifest is marked complete."""
+        self.bar.close()
+        if self.fill:
+            self._write(self.buf[:self.fill], self.docs_done, 0)
+            self.bar.close()
+        self.manifest["complete"] = True
+        self.manifest["total_tokens"] = sum(s["tokens"] for s in self.shards)
+        write_json(os.path.join(self.out_dir, MANIFEST), self.manifest)
+
+
+def _save_npy(path, tokens: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, tokens, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def build_shards(cfg: ShardConfig) -> dict:
+    """Write (or finish writing) the shards of `cfg.source` into `cfg.out_dir`; returns the manifest."""
+    check_config(cfg)
+    manifest = load_manifest(cfg)
     shards = manifest["shards"]
-    if 0 < cfg.max_shards <= len(shards):  # a rerun with the same --max-shards has nothing to add
-        print(f"{cfg.out}: already {len(shards)} shards (--max-shards {cfg.max_shards}); rerun without it to continue")
+    if manifest["complete"]:
+        print(f"{cfg.out_dir}: already complete ({len(shards)} shards)")
         return manifest
-    docs_done, offset = (shards[-1]["docs_end"], shards[-1]["doc_offset"]) if shards else (0, 0)
-    if shards:
-        print(f"resuming after shard {len(shards) - 1}: skipping {docs_done:,} documents (+{offset:,} tokens)")
-    index = len(shards)
-    buf = np.empty(cfg.shard_size, dtype=np.uint16)
-    fill = 0
-    # "spawn" everywhere (the only start method on Windows and the default on macOS): workers re-import
-    # this module, so it must not do anything at import time
-    pool = mp.get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
-    try:
-        docs = iter_documents(cfg, docs_done)
-        tokenized = pool.imap(tokenize, docs, chunksize=16) if pool else map(tokenize, docs)
-        bar = tqdm(total=cfg.shard_size, unit="tok", desc=f"shard {index}", disable=None)
-        for tokens in tokenized:
-            base, offset = offset, 0  # the head of the first document may already be in the last shard
-            tokens = tokens[base:]
-            start = 0  # how far into `tokens` we are
-            while start < len(tokens):
-                take = min(cfg.shard_size - fill, len(tokens) - start)
-                buf[fill:fill + take] = tokens[start:start + take]
-                fill, start = fill + take, start + take
-                bar.update(take)
-                if fill < cfg.shard_size:
-                    break  # document used up, shard not full yet
-                # shard full: record where the source stands, so a rerun resumes mid-document if need be
-                os.makedirs(cfg.out, exist_ok=True)  # created only once there is something to write
-                entry = write_shard(cfg.out, index, buf)
-                if start == len(tokens):
-                    entry.update(docs_end=docs_done + 1, doc_offset=0)
-                else:
-                    entry.update(docs_end=docs_done, doc_offset=base + start)
-                shards.append(entry)
-                write_manifest(cfg.out, manifest)
-                index, fill = index + 1, 0
-                bar.close()
-                if cfg.max_shards > 0 and len(shards) >= cfg.max_shards:
+    if 0 < cfg.max_shards <= len(shards):  # a rerun with the same --max-shards has nothing to add
+        print(f"{cfg.out_dir}: already {len(shards)} shards (--max-shards {cfg.max_shards}); rerun without it")
+        return manifest
+    created = not os.path.exists(cfg.out_dir)
+    with OutDirLock(cfg.out_dir):
+        writer = ShardWriter(cfg.out_dir, manifest, cfg.max_shards)
+        if shards:
+            print(f"resuming after shard {len(shards) - 1}: skipping {writer.docs_done:,} documents "
+                  f"(+{writer.skip:,} tokens)")
+        # "spawn" everywhere (the only start method on Windows, the default on macOS): workers re-import
+        # this module, so it must not do anything at import time
+        pool = mp.get_context("spawn").Pool(cfg.num_proc) if cfg.num_proc > 1 else None
+        try:
+            for tokens, last in tokenized(iter_pieces(cfg, writer.docs_done), pool, cfg.num_proc):
+                writer.add(tokens, last)
+                if writer.full:
+                    writer.bar.close()
                     print(f"stopped after {len(shards)} shards (--max-shards); rerun to continue")
                     return manifest
-                bar = tqdm(total=cfg.shard_size, unit="tok", desc=f"shard {index}", disable=None)
-            docs_done += 1
-        bar.close()
-    finally:
-        if pool:
-            pool.terminate()
-    if fill:  # the remainder becomes a last, shorter shard
-        os.makedirs(cfg.out, exist_ok=True)
-        entry = write_shard(cfg.out, index, buf[:fill])
-        entry.update(docs_end=docs_done, doc_offset=0)
-        shards.append(entry)
-    if not shards:
+        finally:
+            if pool:
+                pool.terminate()
+        empty = not shards and not writer.fill
+        if not empty:
+            writer.finish()
+        writer.bar.close()
+    if empty:
+        if created:
+            os.rmdir(cfg.out_dir)
         raise UserError(f"source {source_id(cfg)!r} holds no text (no non-empty document)")
-    manifest["complete"] = True
-    manifest["total_tokens"] = sum(s["tokens"] for s in shards)
-    write_manifest(cfg.out, manifest)
-    print(f"wrote {len(shards)} shard{'s' * (len(shards) > 1)}, {manifest['total_tokens']:,} tokens, to {cfg.out}")
+    print(f"wrote {len(shards)} shard{'s' * (len(shards) > 1)}, {manifest['total_tokens']:,} tokens, "
+          f"to {cfg.out_dir}")
     return manifest
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(ShardConfig, argv, "\n\n".join(__doc__.split("\n\n")[:2]))
+    cfg = parse_config(ShardConfig, argv, "fineweb.py", "\n\n".join(__doc__.split("\n\n")[:2]))
     print(json.dumps(asdict(cfg)))
     build_shards(cfg)
 

@@ -17,15 +17,17 @@ import json
 import os
 import urllib.request
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import tiktoken
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from cli import UserError, parse_config, run_main
-from model import GPT, GPTConfig
+from cli import UserError, knob, parse_config, run_main
+from files import atomic_write
+from hardware import autocast_for, pick_dtype, resolve_device
+from pretrained import load_weights
+from tokens import GPT2_VOCAB, gpt2_encoding
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 SHA256 = "0aa3b88843990f3f10a97b9575c94d7b71fb2205240ba04ae4884d9e9c992588"
@@ -34,12 +36,12 @@ CACHE_DIR = os.environ.get("BUILD_NANOGPT_CACHE", os.path.join(os.path.expanduse
 
 @dataclass
 class EvalConfig:
-    model: str = field(default="gpt2", metadata={"help": "gpt2 (hub name), a Hugging Face folder, or a ckpt.pt of train.py"})
-    data: str = field(default="", metadata={"help": "hellaswag_val.jsonl; empty: download once to the cache (sha256-checked)"})
-    limit: int = field(default=-1, metadata={"help": "evaluate the first N examples only (-1: all 10,042)"})
-    batch_size: int = field(default=8, metadata={"help": "examples per forward pass (x4 endings)"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | mps"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bfloat16 on CUDA) | float32 | bfloat16"})
+    model: str = knob("gpt2", "gpt2* hub name, a Hugging Face folder, or a checkpoint of train.py or nanogpt")
+    data: str = knob("", "hellaswag_val.jsonl; empty: download once to the cache (sha256-checked)")
+    limit: int = knob(-1, "evaluate the first N examples only (-1: all 10,042)")
+    batch_size: int = knob(8, "examples per forward pass (x4 endings)")
+    device: str = knob("auto", "auto | cpu | cuda | cuda:N | mps")
+    dtype: str = knob("auto", "auto (bfloat16 on CUDA) | float32 | bfloat16 | float16")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -59,19 +61,22 @@ def download(cache_dir: str = CACHE_DIR, hint: str = "pass a local copy with --d
     path = os.path.join(cache_dir, "hellaswag", "hellaswag_val.jsonl")
     if os.path.exists(path) and sha256_of(path) == SHA256:
         return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"  # several ranks may download at once
+
+    def fetch(tmp):  # a temp name per process: several ranks may download at once
+        try:
+            urllib.request.urlretrieve(URL, tmp)
+        except OSError as e:
+            raise UserError(f"could not download {URL} ({e}); {hint}") from None
+        if sha256_of(tmp) != SHA256:
+            raise UserError(f"{URL}: sha256 mismatch (expected {SHA256}); not cached")
+    return str(atomic_write(path, fetch))
+
+
+def _lines(f, path: str):
     try:
-        urllib.request.urlretrieve(URL, tmp)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise UserError(f"could not download {URL} ({e}); {hint}") from None
-    if sha256_of(tmp) != SHA256:
-        os.remove(tmp)
-        raise UserError(f"{URL}: sha256 mismatch (expected {SHA256}); not cached")
-    os.replace(tmp, path)
-    return path
+        yield from f
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason}); HellaSwag files are UTF-8 JSON lines") from None
 
 
 def load_examples(path: str, limit: int = -1) -> list[dict]:
@@ -79,8 +84,8 @@ def load_examples(path: str, limit: int = -1) -> list[dict]:
     if not os.path.isfile(path):
         raise UserError(f"HellaSwag file {path!r} does not exist")
     examples = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, encoding="utf-8", errors="strict") as f:
+        for lineno, line in enumerate(_lines(f, path), 1):
             if 0 <= limit <= len(examples):  # limit -1: read them all
                 break
             if not line.strip():
@@ -159,66 +164,38 @@ def evaluate(model, examples: list[dict], enc, device: str, batch_size: int = 8,
     return {"n": n, "correct": correct, "correct_norm": correct_norm}
 
 
-# --------------------------------------------------------------------------------------------------
-# models
-
-
-def load_model(spec: str) -> GPT:
-    """A train.py checkpoint, a Hugging Face GPT-2 folder, or a hub name such as gpt2."""
-    if os.path.isfile(spec):
-        try:
-            ckpt = torch.load(spec, map_location="cpu", weights_only=True)
-            model = GPT(GPTConfig(**ckpt["model_args"]))
-            model.load_state_dict(ckpt["model"])
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
-            raise UserError(f"--model {spec!r} is not a checkpoint of train.py ({type(e).__name__})") from None
-        return model
-    if os.path.isdir(spec):
-        if not os.path.exists(os.path.join(spec, "config.json")):
-            raise UserError(f"--model folder {spec!r} has no config.json (not a Hugging Face GPT-2 folder)")
-        try:
-            return GPT.from_hf(spec)
-        except Exception as e:  # noqa: BLE001 - no weights file, not a GPT-2 config, keys that do not match
-            raise UserError(f"--model folder {spec!r} is not a Hugging Face GPT-2 checkpoint "
-                            f"({type(e).__name__}: {e})") from None
-    if spec.startswith(("gpt2", "openai-community/")):
-        try:
-            from huggingface_hub import snapshot_download  # only needed for hub names
-            local = snapshot_download(spec, allow_patterns=["config.json", "model.safetensors"])
-        except Exception as e:  # noqa: BLE001 - offline, unknown name, hub down
-            raise UserError(f"could not fetch {spec!r} from the Hugging Face hub ({type(e).__name__}); "
-                            "pass a local folder or checkpoint") from None
-        return GPT.from_hf(local)
-    raise UserError(f"--model {spec!r}: not a file, a folder, or a gpt2* hub name")
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if torch.backends.mps.is_available() else "cpu"
-    if name not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {name!r}: use auto, cpu, cuda or mps")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but CUDA is not available")
-    return name
+def evaluate_all(model, examples: list[dict], enc, device: str, batch_size: int = 8, autocast=nullcontext,
+                 rank: int = 0, world: int = 1) -> tuple[int, int, int]:
+    """(n, correct, correct_norm) over all examples: each rank scores its share, the counts are summed."""
+    r = evaluate(model, examples, enc, device, batch_size, autocast, rank, world)
+    # nccl reduces CUDA tensors, gloo (CPU and MPS runs) CPU tensors
+    counts = torch.tensor([r["n"], r["correct"], r["correct_norm"]], dtype=torch.long,
+                          device=device if device.startswith("cuda") else "cpu")
+    if world > 1:
+        torch.distributed.all_reduce(counts)
+    n, c, cn = counts.tolist()
+    return n, c, cn
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(EvalConfig, argv, "\n\n".join(__doc__.split("\n\n")[:2]))
-    if cfg.dtype not in ("auto", "float32", "bfloat16"):
-        raise UserError(f"--dtype {cfg.dtype!r}: use auto, float32 or bfloat16")
+    cfg = parse_config(EvalConfig, argv, "hellaswag.py", "\n\n".join(__doc__.split("\n\n")[:2]))
     if cfg.limit == 0 or cfg.limit < -1:
         raise UserError(f"--limit {cfg.limit}: use -1 (all examples) or N >= 1")
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size {cfg.batch_size}: must be >= 1")
     device = resolve_device(cfg.device)
+    dtype, note = pick_dtype("bfloat16" if cfg.dtype == "auto" and device.startswith("cuda") else
+                             "float32" if cfg.dtype == "auto" else cfg.dtype, device)
+    if note:
+        print(note)
     examples = load_examples(cfg.data or download(), cfg.limit)
-    enc = tiktoken.get_encoding("gpt2")
-    model = load_model(cfg.model).to(device).eval()
-    use_bf16 = cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device == "cuda")
-    autocast = (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)) if use_bf16 else nullcontext
-    r = evaluate(model, examples, enc, device, cfg.batch_size, autocast, progress=True)
+    enc = gpt2_encoding()
+    model = load_weights(cfg.model)
+    if model.config.vocab_size < GPT2_VOCAB:
+        raise UserError(f"--model {cfg.model}: a {model.config.vocab_size}-token vocabulary, not GPT-2's BPE; "
+                        "HellaSwag needs a GPT-2 tokenizer model")
+    model = model.to(device).eval()
+    r = evaluate(model, examples, enc, device, cfg.batch_size, autocast_for(dtype, device), progress=True)
     acc, acc_norm = r["correct"] / r["n"], r["correct_norm"] / r["n"]
     print(f"hellaswag {cfg.model}: {r['n']} examples | acc {acc:.4f} (sum of ending losses) | "
           f"acc_norm {acc_norm:.4f} (per-token mean)")

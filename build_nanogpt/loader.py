@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from cli import UserError
-
-EOT = 50256  # <|endoftext|>: fineweb.py puts it before every document
+from tokens import EOT, GPT2_VOCAB
 
 
 def shard_files(data_dir: str, split: str) -> list[str]:
@@ -29,11 +28,26 @@ def shard_files(data_dir: str, split: str) -> list[str]:
     return files
 
 
-def load_tokens(path: str) -> np.ndarray:
-    tokens = np.load(path, allow_pickle=False)
+def open_shard(path: str, mmap_mode: str | None = "r") -> np.ndarray:
+    """The shard's 1-D uint16 tokens (memory-mapped by default); a damaged or foreign file is one line."""
+    try:
+        tokens = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # bad magic or header, truncated data, unreadable
+        raise UserError(f"{path}: not a readable token shard ({str(e).splitlines()[0][:120]})") from None
     if tokens.dtype != np.uint16 or tokens.ndim != 1:
         raise UserError(f"{path}: expected a 1-D uint16 token array, got {tokens.dtype} {tokens.shape}")
     return tokens
+
+
+def check_shard(path: str) -> int:
+    """Every token of the shard is a GPT-2 id; returns its length. Read in blocks: memory stays small."""
+    tokens = open_shard(path)
+    block = 1 << 26
+    for i in range(0, len(tokens), block):
+        top = int(tokens[i:i + block].max())
+        if top >= GPT2_VOCAB:
+            raise UserError(f"{path}: token id {top} near position {i:,} is not a GPT-2 token (< {GPT2_VOCAB})")
+    return len(tokens)
 
 
 def shuffle_documents(tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -53,7 +67,7 @@ class ShardLoader:
         self.B, self.T, self.rank, self.world = B, T, rank, world
         self.seed, self.shuffle = seed, shuffle
         need = B * T * world + 1
-        sizes = [np.load(f, mmap_mode="r").shape[0] for f in self.files]  # header only
+        sizes = [check_shard(f) for f in self.files]  # all of them now, not at step 10,000
         if sum(sizes) < need:
             raise UserError(f"{split} shards in {data_dir!r} hold {sum(sizes):,} tokens, fewer than one "
                             f"batch needs ({need:,} = B*T*world + 1)")
@@ -67,7 +81,7 @@ class ShardLoader:
     def _load(self) -> None:
         """buffer = the carried-over tail of the previous shard + the shard at `cursor` in this epoch's order."""
         shard = int(self.shard_order(self.epoch)[self.cursor])
-        tokens = load_tokens(self.files[shard])
+        tokens = open_shard(self.files[shard], mmap_mode=None)
         if self.shuffle:
             tokens = shuffle_documents(tokens, np.random.default_rng([self.seed, self.epoch, shard]))
         self.buffer = np.concatenate((self.carry, tokens))

@@ -2,4 +2,19 @@
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build_nanogpt"))
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory):
+    """A tiny GPT-2 (2 layers, 32 wide, 128 positions) saved by transformers, and the model itself."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=128, n_embd=32, n_layer=2, n_head=2))
+    path = tmp_path_factory.mktemp("hf_gpt2")
+    model.save_pretrained(path)
+    return path, model.eval()

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
+import bench
+import hardware as hw
 
-def test_cpu_bench_marks_cuda_only_milestones(load_module, tmp_path, capsys, monkeypatch):
-    bench = load_module("build_nanogpt", "bench")
+
+def test_cpu_bench_marks_cuda_only_milestones(tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench"
     clip, real_clip = [], torch.nn.utils.clip_grad_norm_  # every timed step is a full training step, clip included
 
@@ -15,7 +17,7 @@ def test_cpu_bench_marks_cuda_only_milestones(load_module, tmp_path, capsys, mon
         clip.append(1)
         return real_clip(*args, **kwargs)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", counting_clip)
-    result = bench.main(["--device", "cpu", "--size", "tiny", "--steps", "1", "--warmup", "1",
+    result = bench.main(["--device", "cpu", "--size", "tiny", "--iters", "1", "--warmup", "1",
                          "--skip", "compile", "--out-dir", str(out)])
     rows = {r["milestone"]: r for r in result["milestones"]}
     assert [r["milestone"] for r in result["milestones"]] == [m[0] for m in bench.MILESTONES]
@@ -37,9 +39,8 @@ def test_cpu_bench_marks_cuda_only_milestones(load_module, tmp_path, capsys, mon
     assert "vs fp32" in capsys.readouterr().out
 
 
-def test_skip_by_setting_name(load_module, monkeypatch):
+def test_skip_by_setting_name(monkeypatch):
     """`--skip` takes the setting a milestone changes ("vocab 50,304" holds the list separator)."""
-    bench = load_module("build_nanogpt", "bench")
     monkeypatch.setattr(bench, "time_milestone", lambda settings, *a: (0.5 / settings["batch_mult"], 1000))
     # an H100's name: MFU against its peak for the milestone's precision (the CUDA-only rows stay n/a: device cpu)
     monkeypatch.setattr(bench, "device_name", lambda device: "NVIDIA H100 80GB HBM3")
@@ -60,12 +61,11 @@ def test_skip_by_setting_name(load_module, monkeypatch):
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="warp"))
     with pytest.raises(bench.UserError, match="float32: it is the baseline"):  # "vs fp32" needs it
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="float32"))
-    with pytest.raises(bench.UserError, match="--micro-batch 0: use -1"):  # not silently the default
-        bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", micro_batch=0))
+    with pytest.raises(bench.UserError, match="--batch-size 0: use -1"):  # not silently the default
+        bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", batch_size=0))
 
 
-def test_peak_flops_table(load_module):
-    hw = load_module("build_nanogpt", "hardware")
+def test_peak_flops_table():
     assert hw.peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
     assert hw.peak_flops("NVIDIA H100 PCIe", "bf16") == pytest.approx(756e12)
     assert hw.peak_flops("NVIDIA A100-SXM4-40GB", "tf32") == pytest.approx(156e12)

@@ -9,15 +9,17 @@ import torch
 
 from helpers import shakespeare_shards
 
+import train
+
 TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-        "--micro-batch", "2", "--total-batch", "128", "--warmup-steps", "2", "--val-steps", "2",
-        "--num-samples", "2", "--sample-tokens", "4", "--hellaswag-limit", "5", "--eval-every", "2",
-        "--max-steps", "4", "--max-lr", "1e-2"]
+        "--batch-size", "2", "--total-batch", "128", "--warmup-iters", "2", "--eval-iters", "2",
+        "--num-samples", "2", "--sample-tokens", "4", "--hellaswag-limit", "5", "--eval-interval", "2",
+        "--max-iters", "4", "--learning-rate", "1e-2"]
 
 
 @pytest.fixture(scope="module")
-def shards(load_module, tmp_path_factory, shared_file, tiktoken_cache):
-    return shakespeare_shards(load_module, tmp_path_factory, shared_file, 40_000, 3000)
+def shards(tmp_path_factory, shared_file, tiktoken_cache):
+    return shakespeare_shards(tmp_path_factory, shared_file, 40_000, 3000)
 
 
 def log(out):
@@ -25,7 +27,7 @@ def log(out):
 
 
 @pytest.mark.distributed
-def test_ddp_two_ranks_match_one_process(load_module, torchrun, shards, shared_file, tmp_path):
+def test_ddp_two_ranks_match_one_process(torchrun, shards, shared_file, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     tiny = TINY + ["--hellaswag-data", str(shared_file("hellaswag/hellaswag_val.jsonl"))]
     nodes = torchrun("build_nanogpt/train.py", *tiny, "--data-dir", shards, "--out-dir", two,
@@ -33,9 +35,8 @@ def test_ddp_two_ranks_match_one_process(load_module, torchrun, shards, shared_f
     for r in nodes:
         assert r.returncode == 0, r.stderr[-3000:]
     assert "world 2 | grad accumulation 2" in nodes[0].stdout
-    train = load_module("build_nanogpt", "train")
     # 1 rank: accumulation 4 and twice the val batches (val_steps counts batches per rank)
-    train.main(tiny + ["--data-dir", str(shards), "--out-dir", str(one), "--val-steps", "4"])
+    train.main(tiny + ["--data-dir", str(shards), "--out-dir", str(one), "--eval-iters", "4"])
     l1, l2 = log(one), log(two)
     loss1 = [x["loss"] for x in l1 if x["kind"] == "train"]
     loss2 = [x["loss"] for x in l2 if x["kind"] == "train"]

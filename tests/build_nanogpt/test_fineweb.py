@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+import fineweb as fw
+
 EOT = 50256
 
 
@@ -30,11 +32,10 @@ def read_all(out):
     return manifest, arrays
 
 
-def test_shards_hold_every_document_with_eot_first(load_module, corpus, tmp_path):
-    fw = load_module("build_nanogpt", "fineweb")
+def test_shards_hold_every_document_with_eot_first(corpus, tmp_path):
     path, docs, stream = corpus
     out = tmp_path / "shards"
-    fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=97, workers=1))
+    fw.build_shards(fw.ShardConfig(out_dir=str(out), source=str(path), shard_size=97, num_proc=1))
     manifest, arrays = read_all(out)
     assert manifest["complete"] and manifest["total_tokens"] == len(stream)
     names = [s["file"] for s in manifest["shards"]]
@@ -48,11 +49,10 @@ def test_shards_hold_every_document_with_eot_first(load_module, corpus, tmp_path
         assert s["sha256"] == hashlib.sha256((out / s["file"]).read_bytes()).hexdigest()
 
 
-def test_resume_after_crash_gives_the_same_shards(load_module, corpus, tmp_path, monkeypatch):
-    fw = load_module("build_nanogpt", "fineweb")
+def test_resume_after_crash_gives_the_same_shards(corpus, tmp_path, monkeypatch):
     path, _, _ = corpus
     ref, out = tmp_path / "ref", tmp_path / "out"
-    fw.build_shards(fw.ShardConfig(out=str(ref), source=str(path), shard_size=97, workers=1))
+    fw.build_shards(fw.ShardConfig(out_dir=str(ref), source=str(path), shard_size=97, num_proc=1))
 
     # crash while the third shard is being written: half its bytes are on disk when the error hits
     real_save, calls = np.save, []
@@ -66,14 +66,14 @@ def test_resume_after_crash_gives_the_same_shards(load_module, corpus, tmp_path,
 
     monkeypatch.setattr(fw.np, "save", crashing_save)
     with pytest.raises(KeyboardInterrupt):
-        fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=97, workers=1))
+        fw.build_shards(fw.ShardConfig(out_dir=str(out), source=str(path), shard_size=97, num_proc=1))
     monkeypatch.setattr(fw.np, "save", real_save)
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["file"] for s in manifest["shards"]] == ["val_000000.npy", "train_000001.npy"]
     assert not manifest["complete"]
     assert not (out / "train_000002.npy").exists()  # the partial shard only ever existed as a .tmp
 
-    fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=97, workers=1))
+    fw.build_shards(fw.ShardConfig(out_dir=str(out), source=str(path), shard_size=97, num_proc=1))
     assert not list(out.glob("*.tmp"))
     assert (out / "manifest.json").read_text() == (ref / "manifest.json").read_text()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
@@ -94,7 +94,7 @@ def test_cli_pool_and_mixed_sources_then_resume(run_script, corpus, tmp_path):
     (src / "b.txt").write_text("A plain text file is one document.")
     pq.write_table(pa.table({"text": ["parquet row one", "parquet row two"]}), src / "c.parquet")
     out = tmp_path / "out"
-    args = ["--source", src, "--out", out, "--shard-size", 64, "--workers", 2]
+    args = ["--source", src, "--out-dir", out, "--shard-size", 64, "--num-proc", 2]
     r = run_script("build_nanogpt/fineweb.py", *args, "--max-shards", 2, timeout=120)
     assert r.returncode == 0, r.stderr
     assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 2
@@ -110,43 +110,41 @@ def test_cli_pool_and_mixed_sources_then_resume(run_script, corpus, tmp_path):
 def test_empty_source_is_a_clean_error(run_script, clean_error, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    r = run_script("build_nanogpt/fineweb.py", "--source", empty, "--out", tmp_path / "out", "--workers", 1)
+    r = run_script("build_nanogpt/fineweb.py", "--source", empty, "--out-dir", tmp_path / "out", "--num-proc", 1)
     clean_error(r, "no text")
     assert not (tmp_path / "out").exists()
-    r = run_script("build_nanogpt/fineweb.py", "--source", tmp_path / "nope.csv", "--out", tmp_path / "out")
+    r = run_script("build_nanogpt/fineweb.py", "--source", tmp_path / "nope.csv", "--out-dir", tmp_path / "out")
     clean_error(r, "nope.csv", "does not exist")
     assert not (tmp_path / "out").exists()
 
 
-def test_max_shards_rerun_adds_nothing_and_non_text_is_a_user_error(load_module, corpus, tmp_path):
-    fw = load_module("build_nanogpt", "fineweb")
+def test_max_shards_rerun_adds_nothing_and_non_text_is_a_user_error(corpus, tmp_path):
     path, _, _ = corpus
     out = tmp_path / "out"
     for _ in range(2):  # the same command twice: still 2 shards, not 3
-        fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=97, workers=1, max_shards=2))
+        fw.build_shards(fw.ShardConfig(out_dir=str(out), source=str(path), shard_size=97, num_proc=1, max_shards=2))
         assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 2
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": null}\n{"text": 5}\n')  # null: an empty document; 5: an error
     with pytest.raises(fw.UserError, match=r"bad.jsonl:3: .*string 'text'"):
-        fw.build_shards(fw.ShardConfig(out=str(tmp_path / "bad"), source=str(bad), workers=1))
+        fw.build_shards(fw.ShardConfig(out_dir=str(tmp_path / "bad"), source=str(bad), num_proc=1))
     # the manifest pins the shard size: continuing with another one would mix two layouts
     with pytest.raises(fw.UserError, match="shard_size=97, not 50"):
-        fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=50, workers=1))
+        fw.build_shards(fw.ShardConfig(out_dir=str(out), source=str(path), shard_size=50, num_proc=1))
 
 
-def test_resume_after_every_shard_gives_the_same_shards(load_module, corpus, tmp_path):
+def test_resume_after_every_shard_gives_the_same_shards(corpus, tmp_path):
     """Stop after each shard in turn (--max-shards 1, 2, 3, ...) and rerun: the resume point must be exact
     also for a document that spans three shards and for one that ends exactly where a shard ends."""
-    fw = load_module("build_nanogpt", "fineweb")
     path, docs, stream = corpus
     size = 23
     starts = np.flatnonzero(stream == EOT)
     lengths = np.diff(np.append(starts, len(stream)))
     assert (lengths > 2 * size).any() and (starts[1:] % size == 0).any()  # both cases are in this corpus
     ref, out = tmp_path / "ref", tmp_path / "out"
-    fw.build_shards(fw.ShardConfig(out=str(ref), source=str(path), shard_size=size, workers=1))
+    fw.build_shards(fw.ShardConfig(out_dir=str(ref), source=str(path), shard_size=size, num_proc=1))
     for k in range(1, 200):
-        if fw.build_shards(fw.ShardConfig(out=str(out), source=str(path), shard_size=size, workers=1,
+        if fw.build_shards(fw.ShardConfig(out_dir=str(out), source=str(path), shard_size=size, num_proc=1,
                                           max_shards=k))["complete"]:
             break
         assert len(json.loads((out / "manifest.json").read_text())["shards"]) == k

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+import loader as L
+
 EOT = 50256
 B, T = 2, 4
 
@@ -29,8 +31,7 @@ def epoch_inputs(loader_cls, path, world, seed, epochs=1):
     return [[loader.next_batch() for _ in range(per_epoch * epochs)] for loader in loaders]
 
 
-def test_ranks_disjoint_and_every_token_once_per_epoch(load_module, shards):
-    L = load_module("build_nanogpt", "loader")
+def test_ranks_disjoint_and_every_token_once_per_epoch(shards):
     everything = np.concatenate([np.load(p) for p in sorted(shards.glob("train_*.npy"))])
     runs = epoch_inputs(L.ShardLoader, shards, world=2, seed=3, epochs=2)
     per_epoch = len(runs[0]) // 2
@@ -46,8 +47,7 @@ def test_ranks_disjoint_and_every_token_once_per_epoch(load_module, shards):
     np.testing.assert_array_equal(x.flatten()[1:].numpy(), y.flatten()[:-1].numpy())
 
 
-def test_shuffle_is_seeded_and_changes_each_epoch(load_module, shards):
-    L = load_module("build_nanogpt", "loader")
+def test_shuffle_is_seeded_and_changes_each_epoch(shards):
 
     def stream(seed, epochs=2):
         return np.concatenate([x.flatten().numpy() for x, _ in epoch_inputs(L.ShardLoader, shards, 1, seed, epochs)[0]])
@@ -65,8 +65,7 @@ def test_shuffle_is_seeded_and_changes_each_epoch(load_module, shards):
     assert len(set(orders)) > 2 and all(sorted(o) == [0, 1, 2] for o in orders)
 
 
-def test_state_dict_resumes_mid_epoch(load_module, shards):
-    L = load_module("build_nanogpt", "loader")
+def test_state_dict_resumes_mid_epoch(shards):
     a = L.ShardLoader(str(shards), "train", B, T, seed=5)
     for _ in range(11):  # into the second epoch, across shard boundaries with carried tokens
         a.next_batch()
@@ -78,8 +77,7 @@ def test_state_dict_resumes_mid_epoch(load_module, shards):
         assert xa.equal(xb) and ya.equal(yb)
 
 
-def test_val_loader_is_fixed(load_module, shards):
-    L = load_module("build_nanogpt", "loader")
+def test_val_loader_is_fixed(shards):
     v = L.ShardLoader(str(shards), "val", B, T, shuffle=False)
     first = v.next_batch()[0].clone()
     v.next_batch()

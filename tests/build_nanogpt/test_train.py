@@ -6,29 +6,33 @@ import torch
 
 from helpers import shakespeare_shards
 
+import hellaswag as H
+import model as M
+import pretrained
+import train
+
 TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-        "--micro-batch", "2", "--total-batch", "64", "--warmup-steps", "2", "--val-steps", "2",
-        "--num-samples", "0", "--hellaswag-limit", "0", "--eval-every", "3", "--max-lr", "1e-2"]
+        "--batch-size", "2", "--total-batch", "64", "--warmup-iters", "2", "--eval-iters", "2",
+        "--num-samples", "0", "--hellaswag-limit", "0", "--eval-interval", "3", "--learning-rate", "1e-2"]
 
 
 @pytest.fixture(scope="module")
-def shards(load_module, tmp_path_factory, shared_file, tiktoken_cache):
-    return shakespeare_shards(load_module, tmp_path_factory, shared_file, 60_000, 4000)
+def shards(tmp_path_factory, shared_file, tiktoken_cache):
+    return shakespeare_shards(tmp_path_factory, shared_file, 60_000, 4000)
 
 
 def records(out, kind):
     return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["kind"] == kind]
 
 
-def test_exact_resume_is_bitwise(load_module, shards, tmp_path, capsys):
-    train = load_module("build_nanogpt", "train")
+def test_exact_resume_is_bitwise(shards, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    common = TINY + ["--data-dir", str(shards), "--max-steps", "8"]
-    train.main(common + ["--out-dir", str(a), "--ckpt-every", "0"])  # 0: one checkpoint, at the end
+    common = TINY + ["--data-dir", str(shards), "--max-iters", "8"]
+    train.main(common + ["--out-dir", str(a), "--ckpt-interval", "0"])  # 0: one checkpoint, at the end
     train.main(common + ["--out-dir", str(b), "--stop-at", "3"])  # "interrupted" after 3 steps
     assert torch.load(b / "ckpt.pt", weights_only=True)["step"] == 3
-    assert "stopped at step 3 (--stop-at); continue with --resume true" in capsys.readouterr().out
-    train.main(common + ["--out-dir", str(b), "--resume", "true"])
+    assert "stopped at iter 3 (--stop-at); continue with --resume" in capsys.readouterr().out
+    train.main(common + ["--out-dir", str(b), "--resume"])
     ca, cb = (torch.load(p / "ckpt.pt", weights_only=True) for p in (a, b))
     assert ca["step"] == cb["step"] == 8
     for k, v in ca["model"].items():
@@ -37,25 +41,22 @@ def test_exact_resume_is_bitwise(load_module, shards, tmp_path, capsys):
         assert torch.equal(s["exp_avg"], t["exp_avg"]) and torch.equal(s["exp_avg_sq"], t["exp_avg_sq"])
     assert ca["loader"]["pos"] == cb["loader"]["pos"] and ca["loader"]["cursor"] == cb["loader"]["cursor"]
     la, lb = records(a, "train"), records(b, "train")
-    assert [r["step"] for r in lb] == list(range(8))  # the log continues without gaps or repeats
+    assert [r["iter"] for r in lb] == list(range(8))  # the log continues without gaps or repeats
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
     assert la[-1]["loss"] < la[0]["loss"] - 0.5  # it learns
     va = records(a, "val")
-    assert [r["step"] for r in va] == [0, 3, 6, 8] and va[-1]["val_loss"] < va[0]["val_loss"]
+    assert [r["iter"] for r in va] == [0, 3, 6, 8] and va[-1]["val_loss"] < va[0]["val_loss"]
     assert records(b, "val") == va  # the resumed log holds each evaluation once (step 3 not twice)
-    want_lr = [train.get_lr(s, train.TrainConfig(max_lr=1e-2, warmup_steps=2, max_steps=8)) for s in range(8)]
+    want_lr = [train.get_lr(s, train.TrainConfig(learning_rate=1e-2, warmup_iters=2, max_iters=8)) for s in range(8)]
     assert [r["lr"] for r in la] == [r["lr"] for r in lb] == pytest.approx(want_lr, rel=1e-12)
     assert (a / "curves.png").stat().st_size > 10_000 and "val loss" in (a / "log.txt").read_text()
-    assert "resumed from the checkpoint at step 3" in (b / "log.txt").read_text()
+    assert "resumed from the checkpoint at iter 3" in (b / "log.txt").read_text()
     # hellaswag.py --model ckpt.pt reads train.py's checkpoint format
-    H = load_module("build_nanogpt", "hellaswag")
-    for k, v in H.load_model(str(a / "ckpt.pt")).state_dict().items():
+    for k, v in pretrained.load_weights(str(a / "ckpt.pt")).state_dict().items():
         assert torch.equal(v, ca["model"][k]), k
 
 
-def test_bad_input_is_a_clean_error(load_module, run_script, clean_error, tmp_path, shards, monkeypatch):
-    train = load_module("build_nanogpt", "train")
-    H = load_module("build_nanogpt", "hellaswag")
+def test_bad_input_is_a_clean_error(run_script, clean_error, tmp_path, shards, monkeypatch):
 
     def offline(*args, **kwargs):
         raise OSError("offline")
@@ -65,7 +66,7 @@ def test_bad_input_is_a_clean_error(load_module, run_script, clean_error, tmp_pa
         train.main(TINY + ["--data-dir", str(shards), "--hellaswag-limit", "2", "--out-dir", str(tmp_path / "h")])
     with pytest.raises(train.UserError, match="vocab-size 1000"):  # GPT-2 ids would index past the table
         train.main(TINY + ["--vocab-size", "1000", "--out-dir", str(tmp_path / "v")])
-    for flag, value, allowed in (("--hellaswag-limit", "-5", "0 \\(off\\)"), ("--stop-at", "0", "step >= 1")):
+    for flag, value, allowed in (("--hellaswag-limit", "-5", "0 \\(off\\)"), ("--stop-at", "0", "iter >= 1")):
         with pytest.raises(train.UserError, match=f"{flag} {value}: .*{allowed}"):  # not silently "all" / no checkpoint
             train.main(TINY + [flag, value, "--out-dir", str(tmp_path / "v")])
     out = tmp_path / "out"
@@ -76,10 +77,9 @@ def test_bad_input_is_a_clean_error(load_module, run_script, clean_error, tmp_pa
     assert not out.exists()  # nothing written
 
 
-def test_lr_schedule(load_module):
+def test_lr_schedule():
     """Linear warmup from max_lr/warmup (never 0) to max_lr, cosine down to min_lr_ratio * max_lr, then flat."""
-    train = load_module("build_nanogpt", "train")
-    cfg = train.TrainConfig(max_lr=1.0, min_lr_ratio=0.1, warmup_steps=10, max_steps=110)
+    cfg = train.TrainConfig(learning_rate=1.0, min_lr_ratio=0.1, warmup_iters=10, max_iters=110)
     lr = [train.get_lr(s, cfg) for s in range(130)]
     assert lr[0] == pytest.approx(0.1) and lr[4] == pytest.approx(0.5) and lr[9] == lr[10] == pytest.approx(1.0)
     assert lr[60] == pytest.approx(0.55)  # half way through the cosine: the mean of max and min
@@ -88,14 +88,13 @@ def test_lr_schedule(load_module):
     assert all(a >= b for a, b in zip(lr[10:], lr[11:])) and all(a < b for a, b in zip(lr[:9], lr[1:10]))
 
 
-def test_first_step_clips_the_gradient(load_module, shards, tmp_path):
+def test_first_step_clips_the_gradient(shards, tmp_path):
     """After one step AdamW's first moment is (1 - beta1) * the gradient it was given, so its global norm
     shows whether the gradient was clipped to --grad-clip; lr and weight decay groups are in the checkpoint."""
-    train = load_module("build_nanogpt", "train")
     out = tmp_path / "clip"
     clip = 0.05
-    train.main(TINY + ["--data-dir", str(shards), "--out-dir", str(out), "--max-steps", "1", "--stop-at", "1",
-                       "--grad-clip", str(clip), "--warmup-steps", "4"])
+    train.main(TINY + ["--data-dir", str(shards), "--out-dir", str(out), "--max-iters", "1", "--stop-at", "1",
+                       "--grad-clip", str(clip), "--warmup-iters", "4"])
     norm = records(out, "train")[0]["norm"]  # before clipping
     assert norm > 4 * clip
     opt = torch.load(out / "ckpt.pt", weights_only=True)["optimizer"]
@@ -103,3 +102,48 @@ def test_first_step_clips_the_gradient(load_module, shards, tmp_path):
     assert m1 == pytest.approx((1 - 0.9) * clip, rel=1e-4)
     assert [g["lr"] for g in opt["param_groups"]] == [1e-2 / 4] * 2  # warmup step 0: max_lr / warmup
     assert [g["weight_decay"] for g in opt["param_groups"]] == [0.1, 0.0]
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    torch.manual_seed(0)
+    cfg = M.GPTConfig(block_size=16, vocab_size=128, n_layer=2, n_head=2, n_embd=32)
+    a, b = M.GPT(cfg), M.GPT(cfg)
+    b.load_state_dict(a.state_dict())
+    x, y = torch.randint(0, 128, (8, 16)), torch.randint(0, 128, (8, 16))
+    loss_a = train.forward_backward(a, [(x[i:i + 2], y[i:i + 2]) for i in range(0, 8, 2)])  # 4 x micro-batch 2
+    loss_b = train.forward_backward(b, [(x, y)])  # 1 x micro-batch 8
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-6, rtol=1e-6)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, atol=1e-6, rtol=1e-5, msg=name)
+    assert any(p.grad.abs().sum() > 0 for p in a.parameters())
+
+
+def test_no_sync_on_all_but_the_last_micro_batch():
+    """Under DDP only the last backward of an optimizer step may all-reduce: the earlier ones run in
+    no_sync(), or rank-local gradients of later micro-batches would never be averaged."""
+    import contextlib
+
+
+    class FakeDDP(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module, self.syncing, self.seen = module, True, []
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.syncing = False
+            try:
+                yield
+            finally:
+                self.syncing = True
+
+        def forward(self, x, y):
+            self.seen.append(self.syncing)
+            return self.module(x, y)
+
+    torch.manual_seed(0)
+    model = FakeDDP(M.GPT(M.GPTConfig(block_size=8, vocab_size=64, n_layer=1, n_head=2, n_embd=16)))
+    x = torch.randint(0, 64, (4, 8))
+    train.forward_backward(model, [(x, x)] * 4, ddp=True)
+    assert model.seen == [False, False, False, True]
+

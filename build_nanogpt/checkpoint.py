@@ -1,0 +1,57 @@
+"""Checkpoints of train.py: what a run saves and how it comes back, side by side.
+
+A checkpoint holds the model, the optimizer, the gradient scaler, the step, the loader position, the RNG
+states, the config and the model's shape (`model_args`). It is written by rank 0 to a temp file and renamed,
+and read with `torch.load(weights_only=True)`: plain tensors and numbers, never pickled code. A file that is
+damaged, truncated or from another program is refused in one line.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+
+from cli import UserError
+from files import atomic_write
+
+KEYS = ("model", "optimizer", "step", "loader", "config", "model_args", "rng")
+
+
+def read_checkpoint(path, keys=KEYS) -> dict:
+    """The checkpoint at `path` as a dict holding `keys`; one UserError line for anything else."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"no checkpoint at {path}") from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, pickled code refused by weights_only, not torch
+        first = (str(e).strip().splitlines() or [""])[0][:100]
+        raise UserError(f"{path} is not a readable checkpoint (damaged or from another program: "
+                        f"{type(e).__name__}: {first})") from None
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not a checkpoint of this train.py (no {', '.join(missing)})")
+    return ckpt
+
+
+def save_checkpoint(path, step: int, model, optimizer, scaler, loader, cfg, model_args: dict) -> None:
+    cuda = next(model.parameters()).is_cuda
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+             "step": step, "loader": loader.state_dict(), "config": asdict(cfg), "model_args": model_args,
+             "rng": {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if cuda else {})}}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))  # a crash mid-save leaves the previous one intact
+
+
+def restore_checkpoint(path, model, optimizer, scaler, loader, model_args: dict) -> int:
+    """Put the run saved at `path` back into these objects; returns the step it continues from."""
+    ckpt = read_checkpoint(path)
+    if ckpt["model_args"] != model_args:
+        raise UserError(f"--resume: {path} holds a model {ckpt['model_args']}, not {model_args}")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if "scaler" in ckpt:
+        scaler.load_state_dict(ckpt["scaler"])
+    loader.load_state_dict(ckpt["loader"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if next(model.parameters()).is_cuda and "cuda" in ckpt["rng"]:
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    return int(ckpt["step"])

@@ -1,0 +1,112 @@
+"""Where a model's weights come from: a fresh init of the config's shape, or trained weights.
+
+Trained weights (`train.py --init-from`, `hellaswag.py --model`) are one of
+- a hub name: gpt2 | gpt2-medium | gpt2-large | gpt2-xl (downloaded once by huggingface_hub),
+- a Hugging Face GPT-2 folder (`save_pretrained`: config.json + model.safetensors or pytorch_model.bin),
+- a checkpoint of this train.py or of nanogpt's (a torch file with `model` and `model_args`; the state dict
+  may carry torch.compile's `_orig_mod.` or DDP's `module.` prefixes).
+Fine-tuning takes the architecture from the weights: model flags left at their defaults follow them, a flag
+set to something else is refused. GPT-2's 50,257-token table is padded to --vocab-size (50,304: faster
+matmuls); the padded ids get probability 0, so the loss is the one the original model computes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+
+from cli import UserError
+from model import GPT, GPTConfig
+
+HUB = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+SHAPE = ("n_layer", "n_head", "n_embd", "block_size")
+_BASE_ARGS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "flash")
+
+
+def model_args_of(config: GPTConfig) -> dict:
+    """The config as a checkpoint records it: the base fields, plus others where they differ from GPT-2's."""
+    default = GPTConfig()
+    return {k: v for k, v in dataclasses.asdict(config).items() if k in _BASE_ARGS or v != getattr(default, k)}
+
+
+def _strip(state: dict) -> dict:
+    return {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
+
+
+def from_checkpoint(path: str) -> GPT:
+    """A train.py or nanogpt checkpoint -> GPT (nanogpt's model_args mapped onto this model's)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        args, state = dict(ckpt["model_args"]), _strip(ckpt["model"])
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
+        raise UserError(f"{path} is not a checkpoint of train.py or nanogpt ({type(e).__name__})") from None
+    args.pop("dropout", None)  # training-time only
+    if args.pop("layer_norm_eps", 1e-5) != 1e-5:
+        raise UserError(f"{path}: a layer_norm_eps other than 1e-5 is not supported by this model")
+    args.setdefault("gelu_approximate", "none" if "layer_norm_eps" in ckpt["model_args"] else "tanh")
+    unknown = set(args) - {f.name for f in dataclasses.fields(GPTConfig)}
+    if unknown:
+        raise UserError(f"{path}: model settings {sorted(unknown)} are not supported by this model")
+    model = GPT(GPTConfig(**args))
+    missing, extra = model.load_state_dict(state, strict=False)
+    if missing or extra:
+        raise UserError(f"{path}: weights do not fit the model it describes "
+                        f"(missing {missing[:3]}, extra {extra[:3]})")
+    return model
+
+
+def load_weights(spec: str) -> GPT:
+    """Trained weights by file, folder or hub name (see the module docstring)."""
+    if os.path.isfile(spec):
+        return from_checkpoint(spec)
+    if os.path.isdir(spec):
+        if not os.path.exists(os.path.join(spec, "config.json")):
+            raise UserError(f"folder {spec!r} has no config.json (not a Hugging Face GPT-2 folder)")
+        try:
+            return GPT.from_hf(spec)
+        except Exception as e:  # noqa: BLE001 - no weights file, not a GPT-2 config, keys that do not match
+            raise UserError(f"folder {spec!r} is not a Hugging Face GPT-2 checkpoint "
+                            f"({type(e).__name__}: {e})") from None
+    if spec in HUB or spec.startswith("openai-community/"):
+        try:
+            from huggingface_hub import snapshot_download  # noqa: PLC0415 - only needed for hub names
+
+            local = snapshot_download(spec, allow_patterns=["config.json", "model.safetensors"])
+        except Exception as e:  # noqa: BLE001 - offline, unknown name, hub down
+            raise UserError(f"could not fetch {spec!r} from the Hugging Face hub ({type(e).__name__}); "
+                            "pass a local folder or checkpoint") from None
+        return GPT.from_hf(local)
+    raise UserError(f"{spec!r}: not a file, a folder, or one of {', '.join(HUB)}")
+
+
+def reshape(model: GPT, config: GPTConfig) -> GPT:
+    """The same weights in a model of `config`: token table padded with zero rows, positions cropped."""
+    new = GPT(config)
+    state = model.state_dict()
+    with torch.no_grad():
+        for k, v in new.state_dict().items():
+            src = state[k][:v.shape[0]] if k == "transformer.wpe.weight" else state[k]
+            v.zero_()[:src.shape[0]] = src
+    return new
+
+
+def init_model(cfg) -> tuple[GPT, dict]:
+    """The model train.py starts from, and its model_args: a fresh one, or `--init-from` weights."""
+    if cfg.init_from == "scratch":
+        config = GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                           n_head=cfg.n_head, n_embd=cfg.n_embd, flash=cfg.flash)
+        return GPT(config), model_args_of(config)
+    model = load_weights(cfg.init_from)
+    theirs, default = model.config, type(cfg)()
+    for name in SHAPE:
+        given, have = getattr(cfg, name), getattr(theirs, name)
+        if given != getattr(default, name) and given != have and not (name == "block_size" and given < have):
+            raise UserError(f"--{name.replace('_', '-')} {given} contradicts --init-from {cfg.init_from} "
+                            f"({name} {have}); leave it out")
+    block = cfg.block_size if cfg.block_size != default.block_size else theirs.block_size
+    vocab = max(cfg.vocab_size, theirs.vocab_size)
+    real = theirs.n_real_tokens or (theirs.vocab_size if vocab > theirs.vocab_size else 0)
+    config = dataclasses.replace(theirs, block_size=min(block, theirs.block_size), vocab_size=vocab,
+                                 flash=cfg.flash, n_real_tokens=real)
+    return reshape(model, config), model_args_of(config)
