@@ -26,6 +26,7 @@ from files import atomic_write
 
 DATASETS = ("digits", "mnist", "synthetic")
 SPLIT_SEED = 0  # the digits / file train-test split is fixed, independent of --seed
+MAX_FEATURE = 1e100  # larger features overflow X^T X and the smoothness constants
 
 MNIST_FILES = {  # name -> published md5 (the values torchvision checks as well)
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -70,17 +71,26 @@ def check_arrays(X, y, what: str):
         raise UserError(f"{what}: features and labels must be numeric") from None
     if not np.all(np.isfinite(X)):
         raise UserError(f"{what}: features contain NaN or inf ({int(np.sum(~np.isfinite(X)))} entries)")
-    if not np.all(np.isfinite(yf)) or np.any(yf != np.round(yf)) or yf.min() < 0:
-        raise UserError(f"{what}: labels must be integers 0..K-1, got values in [{yf.min()}, {yf.max()}]")
+    if np.abs(X).max() > MAX_FEATURE:
+        raise UserError(f"{what}: features must be at most {MAX_FEATURE:g} in absolute value (their squares "
+                        f"must not overflow), got {np.abs(X).max():g}; scale them")
+    if not np.all(np.isfinite(yf)) or np.any(yf != np.round(yf)) or yf.min() < 0 or yf.max() >= 2**31:
+        raise UserError(f"{what}: labels must be integers 0..K-1, got values in [{yf.min():g}, {yf.max():g}]"
+                        f" (is the first column the label?)")
     return X, yf.astype(np.int64)
 
 
 def check_labels(y_train, y_test):
-    K = int(y_train.max()) + 1
-    missing = sorted(set(range(K)) - set(np.unique(y_train).tolist()))
-    if missing:
-        raise UserError(f"labels must be integers 0..K-1 with every class in the training set; "
-                        f"K={K} but classes {missing[:5]} never occur")
+    """Every class 0..K-1 occurs in the training labels, K >= 2, and the test labels are among them."""
+    classes = np.unique(y_train)
+    K = int(classes[-1]) + 1
+    if K < 2:
+        raise UserError(f"need at least 2 classes in the training set; every training label is {classes[0]}")
+    if len(classes) != K:  # then one of 0..len(classes) is missing: never build range(K) for a huge K
+        missing = np.setdiff1d(np.arange(len(classes) + 1), classes)[:5].tolist()
+        raise UserError(f"labels must be integers 0..K-1 with every class in the training set; K={K} (the "
+                        f"largest label + 1) but only {len(classes)} distinct labels, {missing} never occur "
+                        f"(is the first column the label?)")
     if len(y_test) and y_test.max() >= K:
         raise UserError(f"test labels must be in 0..{K - 1} (the training classes), got {int(y_test.max())}")
 
@@ -173,60 +183,78 @@ def load_mnist(data_dir: str | Path, mirror: str = MNIST_MIRROR) -> Dataset:
 # your own data
 
 
+def read_npz(path: Path):
+    """(X, y) or (X_train, y_train, X_test, y_test) from an .npz with those keys."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            z = {key: z[key] for key in z.files}
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile) as e:  # not a zip, object arrays, a .npy
+        raise UserError(f"{path}: not a readable .npz ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    keys = set(z)
+    if {"X_train", "y_train", "X_test", "y_test"} <= keys:
+        return z["X_train"], z["y_train"], z["X_test"], z["y_test"]
+    if {"X_train", "y_train"} <= keys:
+        return z["X_train"], z["y_train"]
+    if {"X", "y"} <= keys:
+        return z["X"], z["y"]
+    raise UserError(f"{path}: expected keys X_train, y_train [X_test, y_test] or X, y; found {sorted(keys)}")
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: Path):
+    """(X, y) from a csv: the first column is the label. The first row is a header when every one of its
+    fields is text (non-empty, not a number); a row with an empty or a bad field is an error, not a header."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+            f.read()  # the whole file must be UTF-8, not only its first line
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    fields = [v.strip() for v in first.strip().split(",")]
+    header = all(fields) and not any(is_number(v) for v in fields)
+    try:
+        with warnings.catch_warnings():  # an empty file: our one-line error below, not numpy's warning
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2, encoding="utf-8")
+    except ValueError as e:
+        raise UserError(f"{path}: not a numeric csv ({str(e).splitlines()[0]})") from None
+    if table.shape[0] == 0:
+        raise UserError(f"{path}: no data rows")
+    if table.shape[1] < 2:
+        raise UserError(f"{path}: need a label column and at least one feature column")
+    return table[:, 1:], table[:, 0]
+
+
 def load_file(path: str | Path, test_size: float = 0.25) -> Dataset:
     """.npz: keys X_train, y_train and optionally X_test, y_test (else X, y; split 75/25, seeded).
-    .csv: one sample per row, the FIRST column is the label (0..K-1), the rest are features; a single
-    non-numeric header row is skipped. Features are used as given (scale them yourself)."""
+    .csv: one sample per row, the FIRST column is the label (0..K-1), the rest are features; a header row
+    (all text) is skipped. Features are used as given (scale them yourself)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"--data {path}: no such file")
-    name = path.name
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                z = {key: z[key] for key in z.files}
-        except (OSError, ValueError, TypeError, zipfile.BadZipFile) as e:  # not a zip, object arrays, a .npy
-            raise UserError(f"{path}: not a readable .npz ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
-        keys = set(z)
-        if {"X_train", "y_train"} <= keys:
-            X_tr, y_tr = z["X_train"], z["y_train"]
-            if {"X_test", "y_test"} <= keys:
-                return finish(name, X_tr, y_tr, z["X_test"], z["y_test"])
-        elif {"X", "y"} <= keys:
-            X_tr, y_tr = z["X"], z["y"]
-        else:
-            raise UserError(f"{path}: expected keys X_train, y_train [X_test, y_test] or X, y; "
-                            f"found {sorted(keys)}")
-    elif path.suffix == ".csv":
-        with open(path) as f:
-            first = f.readline()
-        try:
-            [float(v) for v in first.strip().split(",")]
-            skip = 0
-        except ValueError:
-            skip = 1  # a header row
-        try:
-            with warnings.catch_warnings():  # an empty file: our one-line error below, not numpy's warning
-                warnings.simplefilter("ignore", UserWarning)
-                table = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
-        except ValueError as e:
-            raise UserError(f"{path}: not a numeric csv ({str(e).splitlines()[0]})") from None
-        if table.shape[0] == 0:
-            raise UserError(f"{path}: no data rows")
-        if table.shape[1] < 2:
-            raise UserError(f"{path}: need a label column and at least one feature column")
-        X_tr, y_tr = table[:, 1:], table[:, 0]
-    else:
+    if path.suffix not in (".npz", ".csv"):
         raise UserError(f"--data {path}: unknown file type {path.suffix!r}; allowed: .csv, .npz")
-    X_tr, y_tr = check_arrays(X_tr, y_tr, name)
+    arrays = read_npz(path) if path.suffix == ".npz" else read_csv(path)
+    if len(arrays) == 4:
+        return finish(path.name, *arrays)
+    X_tr, y_tr = check_arrays(*arrays, path.name)
     check_labels(y_tr, y_tr[:0])
+    if len(y_tr) < 2:
+        raise UserError(f"{path}: {len(y_tr)} sample; need at least 2 to split into train and test")
     n_test = int(np.ceil(test_size * len(y_tr)))  # train_test_split's rounding
     K = int(y_tr.max()) + 1  # stratify only where both splits can hold every class (sklearn raises otherwise)
     strat = y_tr if np.min(np.bincount(y_tr)) >= 2 and min(n_test, len(y_tr) - n_test) >= K else None
     X_tr, X_te, y_tr, y_te = train_test_split(X_tr, y_tr, test_size=test_size, random_state=SPLIT_SEED,
                                               stratify=strat)
-    return finish(name, X_tr, y_tr, X_te, y_te)
+    return finish(path.name, X_tr, y_tr, X_te, y_te)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -72,11 +72,14 @@ class OutDirLock:
         self.path = self.folder / ".lock"
 
     def __enter__(self):
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UserError(f"{self.folder} is a file, not a folder; choose another --out-dir")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            pid = int(self.path.read_text().strip() or 0)
+            text = self.path.read_text().strip()
+            pid = int(text) if text.isdigit() else 0
             if pid and pid != os.getpid() and _alive(pid):
                 raise UserError(f"{self.folder} is in use by another run (pid {pid}); "
                                 "wait for it or choose another --out-dir") from None

@@ -72,3 +72,24 @@ def test_synthetic_generator():
     assert 300 < (s[0] / s[-1]) ** 2 < 3000  # the requested condition number 1e3 shows up (945 measured)
 
 
+
+
+def test_csv_header_is_detected_not_guessed(tmp_path):
+    """A first row of text is a header; a first row of numbers is data (all four rows kept); a first row with
+    an empty field is bad data, refused, not dropped as a header."""
+    csv = tmp_path / "h.csv"
+    for text in ("0,1.5\n1,2.5\n0,3.5\n1,4.5\n", "label,x\n0,1.5\n1,2.5\n0,3.5\n1,4.5\n"):
+        csv.write_text(text)
+        d = data.load_file(csv)
+        assert sorted(np.concatenate([d.X_train[:, 0], d.X_test[:, 0]]).tolist()) == [1.5, 2.5, 3.5, 4.5]
+    csv.write_text("0,\n1,2.5\n0,3.5\n1,4.5\n")
+    with pytest.raises(UserError, match="not a numeric csv"):
+        data.load_file(csv)
+
+
+def test_large_labels_are_refused_without_building_range_k():
+    """K = 2^30 + 1 from one large label: refused by counting the distinct labels (a set(range(K)) took
+    gigabytes); the message names the first labels that never occur."""
+    y = np.array([0, 1, 2**30, 1])
+    with pytest.raises(UserError, match=r"K=1073741825 .* 3 distinct labels, \[2, 3\] never occur"):
+        data.check_labels(y, y[:0])

@@ -89,16 +89,26 @@ def test_tv2d_aniso_all_methods_skip_chambolle(tmp_path, tiny_png):
     assert "chambolle" not in res["methods"] and "fista" in res["methods"]
 
 
-def test_bad_inputs_exit_2_with_one_line(run_script, clean_error, tmp_path):
+def test_bad_inputs_exit_2_with_one_line(run_script, run_main_here, clean_error, tmp_path):
+    """Through the real command line once, then in-process (an interpreter start costs ~2 s)."""
     clean_error(run_script(SCRIPT, "--lam", "-0.5"), "--lam", "-0.5", ">= 0")
-    clean_error(run_script(SCRIPT, "--problem", "tv3d"), "tv3d", "tv1d")
-    clean_error(run_script(SCRIPT, "--problem", "tv2d", "--methods", "exact"), "exact", "fista")
     bad_png = tmp_path / "broken.png"
     bad_png.write_bytes(b"not a png at all")
-    clean_error(run_script(SCRIPT, "--problem", "tv2d", "--image", bad_png), "cannot read image", "broken.png")
     nan_signal = tmp_path / "nan.npy"
     np.save(nan_signal, np.array([0.0, 1.0, np.nan, 1.0]))
-    clean_error(run_script(SCRIPT, "--signal", nan_signal, "--out-dir", tmp_path / "o"), "nan", "nan.npy")
+    for argv, needles in [(["--problem", "tv3d"], ["tv3d", "tv1d"]),
+                          (["--problem", "tv2d", "--methods", "exact"], ["exact", "fista"]),
+                          (["--problem", "tv2d", "--image", bad_png], ["cannot read image", "broken.png"]),
+                          (["--signal", nan_signal], ["nan", "nan.npy"])]:
+        clean_error(run_main_here(denoise.main, [*argv, "--out-dir", tmp_path / "o"]), *needles)
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_non_finite_lam_is_refused(run_main_here, clean_error, tmp_path):
+    """--lam inf ended with f* = nan and exit 0."""
+    for bad in ("inf", "nan"):
+        clean_error(run_main_here(denoise.main, ["--lam", bad, "--out-dir", tmp_path]), "--lam", "finite", bad)
+    assert not (tmp_path / "results.json").exists()
 
 
 def test_more_flags_checked_and_commas_accepted():

@@ -3,6 +3,8 @@ outputs and plots, and its refusals of bad input (exit 2, one line)."""
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,6 +143,31 @@ def bad_input_args(case, tmp_path):
     elif case == "empty_csv":  # header only: was numpy's UserWarning (two more lines) before the error
         (tmp_path / "empty.csv").write_text("label,a,b\n")
         return ["--data", tmp_path / "empty.csv"], ["empty.csv", "no data rows"]
+    elif case == "passes_inf":  # ran forever
+        return ["--passes", "inf"], ["--passes", "finite", "inf"]
+    elif case == "lam_inf":  # ended with f* = nan and exit 0
+        return ["--lam", "inf"], ["--lam", "finite", "inf"]
+    elif case == "id_column":  # a first column of ids: set(range(K)) for K ~ 1e6 (or 1e18: out of memory)
+        (tmp_path / "ids.csv").write_text("".join(f"{10**6 + i},{i % 3},{i}\n" for i in range(20)))
+        return ["--data", tmp_path / "ids.csv"], ["K=1000020", "first column the label"]
+    elif case == "huge_label":  # beyond int64
+        (tmp_path / "huge.csv").write_text("12345678901234567890,1\n1,2\n0,3\n1,4\n")
+        return ["--data", tmp_path / "huge.csv"], ["huge.csv", "labels must be integers 0..K-1", "1.23457e+19"]
+    elif case == "single_class":
+        y = np.zeros(20, dtype=int)
+        needles = ["at least 2 classes"]
+    elif case == "one_row":
+        (tmp_path / "one.csv").write_text("0,1\n")
+        return ["--data", tmp_path / "one.csv"], ["at least 2 classes"]
+    elif case == "huge_features":  # overflowed X^T X: nan f*, or a LinAlgError traceback
+        X[2, 0] = 1e300
+        needles = ["at most 1e+100", "1e+300"]
+    elif case == "not_utf8":
+        (tmp_path / "latin.csv").write_bytes(b"label,a\n0,1\n1,\xe9\n0,3\n")
+        return ["--data", tmp_path / "latin.csv"], ["latin.csv", "not UTF-8", "0xe9"]
+    elif case == "bad_first_row":  # an empty field is not a header: the row is data, and it is refused
+        (tmp_path / "gap.csv").write_text("0,,1\n1,2,3\n0,3,4\n1,5,6\n")
+        return ["--data", tmp_path / "gap.csv"], ["gap.csv", "not a numeric csv", "row 0"]
     elif case == "filetype":
         (tmp_path / "data.txt").write_text("0,1\n1,2\n")
         return ["--data", tmp_path / "data.txt"], ["unknown file type", ".csv, .npz"]
@@ -157,7 +184,9 @@ def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_
 
 
 @pytest.mark.parametrize("case", ["method", "dataset", "lam", "labels", "shapes", "nan", "flag", "filetype", "npz",
-                                  "threads", "newton_max_iters", "precond_size", "empty_csv"])
+                                  "threads", "newton_max_iters", "precond_size", "empty_csv",
+                                  "passes_inf", "lam_inf", "id_column", "huge_label", "single_class", "one_row",
+                                  "huge_features", "not_utf8", "bad_first_row"])
 def test_bad_input_exits_2_with_one_line(case, run_main_here, clean_error, tmp_path):
     """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
     args, needles = bad_input_args(case, tmp_path)
@@ -187,3 +216,17 @@ def test_gap_figure_shows_the_first_order_methods_apart(tmp_path, monkeypatch):
     assert len(figs[4].axes) == 1  # the second call: first-order methods only
     for fig in figs:
         close(fig)
+
+
+def test_second_run_on_a_busy_out_dir_is_refused(run_main_here, clean_error, tmp_path):
+    """A live run holds OUT/.lock: a second train.py on OUT stops before loading any data, naming that
+    run's pid, and writes nothing there."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".lock").write_text(str(live.pid))
+        r = run_main_here(train.main, ["--methods", "gd", "--passes", "1", "--out-dir", tmp_path])
+        clean_error(r, "in use by another run", f"pid {live.pid}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"] and "f* =" not in r.stdout
+    finally:
+        live.kill()
+        live.wait()
