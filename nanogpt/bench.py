@@ -18,15 +18,12 @@ the one torch RNG stream), each scored on its own estimate and on the exact loss
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
-import sys
 import tempfile
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,50 +31,40 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+import data
+import hardware
 import train  # --recipe runs train.py itself
+from cli import UserError, knob, parse_config, run_main
 from model import GPT, GPTConfig
-from prepare import ArgParser
 
 
 @dataclass
 class BenchConfig:
-    n_layer: int = 4  # the nanoGPT README's CPU recipe (shakespeare_char): 4 x 4 x 128, block 64, batch 12
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    batch_size: int = 12
-    vocab_size: int = 65
-    device: str = "cpu"
-    dtype: str = "float32"  # float32, bfloat16 or float16 (autocast)
-    compile: bool = False
-    iters: int = 10  # timed iterations per round
-    rounds: int = 5  # alternating rounds of ours / baseline
-    warmup: int = 3
-    threads: int = 0  # torch CPU threads; 0 = torch's default
-    no_baseline: bool = False
-    generate: bool = False  # time sampling instead: KV cache vs none
-    max_new_tokens: int = 500
-    seed: int = 1337
-    recipe: bool = False  # train the Shakespeare CPU recipe with train.py and with nanoGPT's loop, per seed
-    seeds: str = "1337,1,2"
-    data_dir: str = str(Path(__file__).resolve().parent / "data")
-    data_source: str = ""
-
-
-HELP = {
-    "dtype": "float32, bfloat16 or float16 (autocast)",
-    "compile": "torch.compile both models",
-    "iters": "timed training steps per round",
-    "rounds": "alternating rounds of ours / baseline; the median round is reported",
-    "threads": "torch CPU threads (0 = torch's default)",
-    "no_baseline": "time only our model",
-    "recipe": "instead of speed: val loss of the Shakespeare CPU recipe, train.py vs nanoGPT's loop restated",
-    "seeds": "--recipe: comma-separated seeds",
-    "data_dir": "--recipe: folder holding shakespeare_char/ (prepared by train.py when missing)",
-    "data_source": "--recipe: Tiny Shakespeare input.txt to prepare from offline ('' = download)",
-    "generate": "time greedy sampling, KV cache vs none, on a GPT-2 124M-shaped model (random weights)",
-    "max_new_tokens": "tokens to generate in --generate mode",
-}
+    # the nanoGPT README's CPU recipe (shakespeare_char): 4 x 4 x 128, block 64, batch 12
+    n_layer: int = knob(4, "transformer blocks")
+    n_head: int = knob(4, "attention heads")
+    n_embd: int = knob(128, "embedding width")
+    block_size: int = knob(64, "context length")
+    batch_size: int = knob(12, "sequences per step")
+    vocab_size: int = knob(65, "vocabulary size")
+    device: str = knob("cpu", "cpu | cuda | cuda:N | auto")
+    dtype: str = knob("float32", "float32, bfloat16 or float16 (autocast)")
+    compile: bool = knob(False, "torch.compile both models")
+    iters: int = knob(10, "timed training steps per round")
+    rounds: int = knob(5, "alternating rounds of ours / baseline; the median round is reported")
+    warmup: int = knob(3, "untimed steps before the rounds")
+    threads: int = knob(0, "torch CPU threads (0 = torch's default)")
+    baseline: bool = knob(True, "also time the nanoGPT restatement (--no-baseline: only our model)")
+    generate: bool = knob(False, "time greedy sampling, KV cache vs none, on a GPT-2 124M-shaped model "
+                                 "(random weights)")
+    max_new_tokens: int = knob(500, "tokens to generate in --generate mode")
+    seed: int = knob(1337, "seed of weights and data")
+    recipe: bool = knob(False, "instead of speed: val loss of the Shakespeare CPU recipe, train.py vs "
+                               "nanoGPT's loop restated")
+    seeds: str = knob("1337,1,2", "--recipe: comma-separated seeds")
+    data_dir: str = knob(str(Path(__file__).resolve().parent / "data"),
+                         "--recipe: folder holding shakespeare_char/ (prepared by train.py when missing)")
+    data_source: str = knob("", "--recipe: Tiny Shakespeare input.txt to prepare from offline ('' = download)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,15 +161,9 @@ def make_optimizer(model, device_type):
     return torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), **({"fused": True} if device_type == "cuda" else {}))
 
 
-def sync(device_type):
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-
-
 def bench_train(cfg: BenchConfig) -> dict:
-    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+    device_type = torch.device(cfg.device).type
+    ptdtype, ctx = hardware.DTYPES[cfg.dtype], hardware.autocast(cfg.device, cfg.dtype)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as nanoGPT's train.py
         torch.backends.cudnn.allow_tf32 = True
@@ -194,7 +175,7 @@ def bench_train(cfg: BenchConfig) -> dict:
 
     runners = {}
     for name, cls in [("ours", GPT), ("nanogpt_ref", RefGPT)]:
-        if name == "nanogpt_ref" and cfg.no_baseline:
+        if name == "nanogpt_ref" and not cfg.baseline:
             continue
         torch.manual_seed(cfg.seed)
         model = cls(gcfg).to(cfg.device)
@@ -218,17 +199,17 @@ def bench_train(cfg: BenchConfig) -> dict:
 
         for _ in range(cfg.warmup):
             step()
-        sync(device_type)
+        hardware.synchronize(cfg.device)
         runners[name] = (step, model)
 
     times = {name: [] for name in runners}
     for _ in range(cfg.rounds):
         for name, (step, _) in runners.items():
-            sync(device_type)
+            hardware.synchronize(cfg.device)
             t0 = time.perf_counter()
             for _ in range(cfg.iters):
                 step()
-            sync(device_type)
+            hardware.synchronize(cfg.device)
             times[name].append((time.perf_counter() - t0) / cfg.iters)
 
     tokens = cfg.batch_size * cfg.block_size
@@ -236,7 +217,8 @@ def bench_train(cfg: BenchConfig) -> dict:
               "threads_used": torch.get_num_threads()}
     for name, ts in times.items():
         dt = statistics.median(ts)
-        mfu = runners[name][1].estimate_mfu(tokens / dt, cfg.device, ptdtype) if name == "ours" else None
+        ours = runners[name][1] if name == "ours" else None
+        mfu = hardware.mfu(ours.flops_per_token(), tokens / dt, cfg.device, ptdtype) if ours else None
         result[name] = {"ms_per_iter": 1e3 * dt, "ms_per_iter_min": 1e3 * min(ts), "tokens_per_s": tokens / dt,
                         "mfu": mfu}
         print(f"{name:12s} {1e3 * dt:8.2f} ms/iter (best round {1e3 * min(ts):.2f})  {tokens / dt:10,.0f} tokens/s  "
@@ -250,29 +232,28 @@ def bench_train(cfg: BenchConfig) -> dict:
 
 def bench_generate(cfg: BenchConfig) -> dict:
     """GPT-2 124M shape with random weights: time max_new_tokens greedy tokens with and without the cache."""
-    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
     torch.manual_seed(cfg.seed)
     model = GPT(GPTConfig(block_size=1024, vocab_size=50257, n_layer=12, n_head=12, n_embd=768)).to(cfg.device).eval()
     prompt = torch.randint(0, 50257, (1, 8), device=cfg.device)
     result = {"mode": "generate", "device": cfg.device, "dtype": cfg.dtype, "max_new_tokens": cfg.max_new_tokens,
               "params": model.get_num_params(non_embedding=False), "threads_used": torch.get_num_threads()}
     outs = {}
-    with ctx:
+    with hardware.autocast(cfg.device, cfg.dtype):
         model.generate(prompt, 4, temperature=0)  # warm-up
         for use_cache in (True, False):
-            sync(device_type)
+            hardware.synchronize(cfg.device)
             t0 = time.perf_counter()
             outs[use_cache] = model.generate(prompt, cfg.max_new_tokens, temperature=0, use_cache=use_cache)
-            sync(device_type)
+            hardware.synchronize(cfg.device)
             dt = time.perf_counter() - t0
             key = "kv_cache" if use_cache else "no_cache"
             result[key] = {"seconds": dt, "tokens_per_s": cfg.max_new_tokens / dt}
             print(f"{key:9s} {cfg.max_new_tokens} tokens in {dt:7.2f} s  {cfg.max_new_tokens / dt:8.1f} tokens/s")
     result["speedup"] = result["no_cache"]["seconds"] / result["kv_cache"]["seconds"]
-    result["same_tokens"] = bool(torch.equal(outs[True], outs[False]))
-    print(f"KV cache speedup {result['speedup']:.1f}x; identical greedy tokens: {result['same_tokens']}")
+    if cfg.dtype != "float32":  # bf16/fp16 round the two paths differently: a near-tie may flip a token
+        outs = {c: model.generate(prompt, cfg.max_new_tokens, temperature=0, use_cache=c) for c in (True, False)}
+    result["same_tokens"] = bool(torch.equal(outs[True], outs[False]))  # float32: equal when the cache is right
+    print(f"KV cache speedup {result['speedup']:.1f}x; identical greedy tokens (float32): {result['same_tokens']}")
     return result
 
 
@@ -289,10 +270,10 @@ def full_val_loss(model, val: np.ndarray, block_size: int) -> float:
     get_batch: what train.py reports at the end as final.val_loss_full when val.bin fits in
     --final-eval-tokens (Tiny Shakespeare's does)."""
     model.eval()
-    n = train.num_windows(len(val), block_size)
+    n = data.num_windows(len(val), block_size)
     total = 0.0
     for start in range(0, n, 256):
-        x, y = train.get_batch(val, np.arange(start, min(n, start + 256)), block_size, "cpu")  # (b, T)
+        x, y = data.get_batch(val, np.arange(start, min(n, start + 256)), block_size, "cpu")  # (b, T)
         total += model(x, y)[1].item() * len(x)
     return total / n
 
@@ -365,7 +346,7 @@ def bench_recipe(cfg: BenchConfig, seeds: list[int]) -> dict:
                     "--num-samples", 0, "--save-epochs", ""] + (["--data-source", cfg.data_source] * bool(cfg.data_source))
             code = train.main([str(a) for a in args])
             if code:
-                raise SystemExit(code)
+                raise UserError(f"train.py stopped with exit code {code} at seed {seed}")
             final = json.loads((Path(out) / "results.json").read_text())["final"]
         ours = {"seed": seed, "val_logged": final["val_loss"], "val_full": final["val_loss_full"]}
         ref = {"seed": seed, **nanogpt_loop(seed, Path(cfg.data_dir) / "shakespeare_char")}
@@ -383,37 +364,34 @@ def bench_recipe(cfg: BenchConfig, seeds: list[int]) -> dict:
     return result
 
 
-def main(argv=None):
-    p = ArgParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(BenchConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(flag, action="store_true", help=HELP.get(f.name))
-        else:
-            p.add_argument(flag, type={"int": int, "str": str}[f.type], default=f.default, help=HELP.get(f.name, f.name.replace("_", " ")))
-    cfg = BenchConfig(**vars(p.parse_args(argv)))
-    sizes = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size")
-    for name in sizes:  # checked here: a zero would divide by zero or time empty batches
+def check_bench_config(cfg: BenchConfig) -> list[int]:
+    """Range checks (a zero size would divide by zero or time empty batches). -> the --recipe seeds."""
+    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "iters", "rounds",
+                 "max_new_tokens"):
         if getattr(cfg, name) < 1:
-            p.error(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
-    if cfg.threads < 0:
-        p.error(f"--threads {cfg.threads}: must be >= 0 (0 = torch's default)")
-    if cfg.dtype not in ("float32", "bfloat16", "float16"):
-        p.error(f"--dtype {cfg.dtype!r}: one of float32, bfloat16, float16")
-    if cfg.device.split(":")[0] not in ("cpu", "cuda"):
-        p.error(f"--device {cfg.device!r}: use cpu, cuda or cuda:N")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
-    if cfg.iters < 1 or cfg.rounds < 1 or cfg.warmup < 0 or cfg.max_new_tokens < 1:
-        p.error("--iters, --rounds and --max-new-tokens must be >= 1, --warmup >= 0")
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
+    if cfg.threads < 0 or cfg.warmup < 0:
+        raise UserError(f"--threads {cfg.threads} and --warmup {cfg.warmup} must be >= 0 (--threads 0: torch's default)")
+    if cfg.max_new_tokens > 1_000_000:
+        raise UserError(f"--max-new-tokens {cfg.max_new_tokens}: must be <= 1000000")
+    if cfg.dtype not in hardware.DTYPES:
+        raise UserError(f"--dtype {cfg.dtype!r}: one of {', '.join(hardware.DTYPES)}")
     if cfg.n_embd % cfg.n_head:
-        p.error(f"--n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}")
+        raise UserError(f"--n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}")
     seeds = parse_seeds(cfg.seeds)
     if cfg.recipe and not seeds:
-        p.error(f"--seeds {cfg.seeds!r}: comma-separated integers, e.g. 1337,1,2")
+        raise UserError(f"--seeds {cfg.seeds!r}: comma-separated integers, e.g. 1337,1,2")
+    return seeds
+
+
+def main(argv=None):
+    cfg = parse_config(BenchConfig, argv, "bench.py", __doc__.split("\n\n")[0])
+    seeds = check_bench_config(cfg)
+    cfg.device = hardware.resolve_device(cfg.device)
+    hardware.resolve_dtype(cfg.dtype, cfg.device)  # refuses a dtype the device lacks
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    name = torch.cuda.get_device_name(cfg.device) if cfg.device.startswith("cuda") else "cpu"
+    name = hardware.describe(cfg.device)
     print(f"device {cfg.device} ({name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     result = bench_recipe(cfg, seeds) if cfg.recipe else bench_generate(cfg) if cfg.generate else bench_train(cfg)
     result["device_name"] = name
@@ -421,4 +399,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

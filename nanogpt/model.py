@@ -8,18 +8,14 @@ References:
 3) PaLM (Chowdhery et al., 2022), appendix B, for the FLOPs-per-token estimate behind MFU.
 
 Beyond nanoGPT: a preallocated key/value cache for sampling (the language-model head runs only on the
-last position while generating), top-p sampling, loading any local GPT-2 directory (not just the four
-hub sizes) with one-line errors naming the tensor that does not fit, and MFU against the GPU actually in
-use instead of always an A100.
+last position while generating), top-p sampling, and loading any local GPT-2 folder (not just the four
+hub sizes; hub.py downloads those) with one-line errors naming the tensor that does not fit.
 """
 from __future__ import annotations
 
 import inspect
 import json
 import math
-import os
-import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,7 +148,6 @@ class GPTConfig:
 
 # Conv1D layers of the Hugging Face / OpenAI checkpoint store weights as (in, out); nn.Linear wants (out, in)
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 
 class GPT(nn.Module):
@@ -227,17 +222,16 @@ class GPT(nn.Module):
     # loading GPT-2 weights
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, override_args: dict | None = None) -> "GPT":
-        """GPT-2 from a hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl; downloaded by huggingface_hub)
-        or from a local Hugging Face GPT-2 directory (config.json + model.safetensors or pytorch_model.bin)
-        of any size. Raises ValueError, with a one-line message, for anything that is not a GPT-2
-        checkpoint or whose tensors do not fit."""
+    def from_pretrained(cls, folder, override_args: dict | None = None) -> "GPT":
+        """GPT-2 from a local Hugging Face GPT-2 folder (config.json + model.safetensors or pytorch_model.bin)
+        of any size (hub.gpt2_folder turns a hub name into one). Raises ValueError, with a one-line message,
+        for anything that is not a GPT-2 checkpoint or whose tensors do not fit."""
         override_args = dict(override_args or {})
         allowed = {"dropout", "flash"}
         bad = set(override_args) - allowed
         if bad:
             raise ValueError(f"override_args may only set {sorted(allowed)}, got {sorted(bad)}")
-        config_file, weights_file = _resolve_checkpoint(str(name_or_path))
+        config_file, weights_file = _checkpoint_files(Path(folder))
         try:
             hf = json.loads(Path(config_file).read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -275,17 +269,6 @@ class GPT(nn.Module):
         N = self.get_num_params()
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
         return 6 * N + 12 * L * H * Q * T
-
-    def estimate_mfu(self, tokens_per_sec: float, device, dtype) -> float | None:
-        """Model FLOPs utilization: achieved training FLOP/s over the datasheet peak (dense) of the GPU in
-        use for this dtype; None where the peak is unknown (CPU, or a GPU not in PEAK_FLOPS)."""
-        device = torch.device(device)
-        if device.type != "cuda" or not torch.cuda.is_available():
-            return None
-        peak = peak_flops(torch.cuda.get_device_name(device), dtype)
-        if peak is None:
-            return None
-        return self.flops_per_token() * tokens_per_sec / peak
 
     # ----------------------------------------------------------------------------------------------
     # sampling
@@ -367,54 +350,17 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
 # GPT-2 checkpoint loading helpers
 
 
-def _resolve_checkpoint(name_or_path: str) -> tuple[Path, Path]:
-    """-> (config.json, weights file) for a local directory or a hub name."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise ValueError(f"{path} is not a GPT-2 checkpoint: it has no config.json")
-        for fname in ("model.safetensors", "pytorch_model.bin"):
-            if (path / fname).is_file():
-                return config_file, path / fname
-        raise ValueError(f"{path} is not a GPT-2 checkpoint: no model.safetensors or pytorch_model.bin")
-    if name_or_path not in HUB_MODELS:
-        raise ValueError(
-            f"{name_or_path!r} is neither a directory nor a GPT-2 hub name ({', '.join(HUB_MODELS)})"
-        )
-    from huggingface_hub import hf_hub_download  # only needed for downloads
-
-    try:
-        try:  # already in the local Hugging Face cache: no network needed
-            return (Path(hf_hub_download(name_or_path, "config.json", local_files_only=True)),
-                    Path(_cached_weights(hf_hub_download, name_or_path, local_files_only=True)))
-        except Exception:  # noqa: BLE001 - not cached: download, if the hub is reachable at all
-            pass
-        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False") or not _hub_reachable():
-            raise ConnectionError("no connection to huggingface.co")  # fail fast instead of 5 noisy retries
-        config_file = hf_hub_download(name_or_path, "config.json")
-        weights = _cached_weights(hf_hub_download, name_or_path)
-    except Exception as e:  # noqa: BLE001 - offline, no such file, hub down: all mean "use a local copy"
-        raise ValueError(
-            f"could not download {name_or_path!r} from the Hugging Face Hub ({type(e).__name__}); "
-            f"offline? pass a local directory holding its config.json and model.safetensors instead"
-        ) from None
-    return Path(config_file), Path(weights)
-
-
-def _cached_weights(hf_hub_download, repo: str, **kw) -> str:
-    try:
-        return hf_hub_download(repo, "model.safetensors", **kw)
-    except Exception:  # noqa: BLE001 - older repos only have the pickle
-        return hf_hub_download(repo, "pytorch_model.bin", **kw)
-
-
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def _checkpoint_files(path: Path) -> tuple[Path, Path]:
+    """-> (config.json, weights file) of a Hugging Face GPT-2 folder."""
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a folder holding a GPT-2 checkpoint")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"{path} is not a GPT-2 checkpoint: it has no config.json")
+    for fname in ("model.safetensors", "pytorch_model.bin"):
+        if (path / fname).is_file():
+            return config_file, path / fname
+    raise ValueError(f"{path} is not a GPT-2 checkpoint: no model.safetensors or pytorch_model.bin")
 
 
 def _config_from_hf(hf: dict, where) -> GPTConfig:
@@ -488,58 +434,3 @@ def _copy_gpt2_weights(model: GPT, sd_hf: dict, where) -> None:
                 expect = tuple(ours[k].shape[::-1]) if k.endswith(_TRANSPOSED) else tuple(ours[k].shape)
                 raise ValueError(f"{where}: key {k!r} has shape {shape}, model expects {expect}")
             ours[k].copy_(src)
-
-
-# --------------------------------------------------------------------------------------------------
-# peak FLOP/s for MFU
-
-def native_bf16(device: str) -> bool:
-    """bfloat16 tensor cores: Ampere or newer (compute capability >= 8), or ROCm. Not
-    torch.cuda.is_bf16_supported(), which also says yes to the slow emulation on V100 / T4."""
-    return torch.version.hip is not None or torch.cuda.get_device_capability(torch.device(device))[0] >= 8
-
-
-# Dense (no 2:4 sparsity) tensor-core / vector peaks from NVIDIA's datasheets, FLOP/s. "tf32" is float32
-# matmuls with TF32 allowed; "fp32" without. A dtype a GPU has no fast path for (bf16 before Ampere) is
-# absent, so MFU is None rather than a made-up figure. Matched as substrings of
-# torch.cuda.get_device_name (whole words), first match wins, so specific names come before general ones.
-PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "H100 NVL": {"bf16": 835.5e12, "fp16": 835.5e12, "tf32": 417.5e12, "fp32": 60e12},
-    "H100 PCIe": {"bf16": 756.5e12, "fp16": 756.5e12, "tf32": 378e12, "fp32": 51e12},
-    "H100": {"bf16": 989.5e12, "fp16": 989.5e12, "tf32": 494.5e12, "fp32": 67e12},  # SXM5 ("H100 80GB HBM3")
-    "H200 NVL": {"bf16": 835.5e12, "fp16": 835.5e12, "tf32": 417.5e12, "fp32": 60e12},
-    "H200": {"bf16": 989.5e12, "fp16": 989.5e12, "tf32": 494.5e12, "fp32": 67e12},  # SXM
-    "GH200": {"bf16": 989.5e12, "fp16": 989.5e12, "tf32": 494.5e12, "fp32": 67e12},
-    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},  # SXM4 and PCIe, 40/80 GB
-    # AWS's A10G has no NVIDIA datasheet and published tensor rates disagree: only its FP32 rate is given
-    "A10G": {"fp32": 31.2e12},
-    "A10": {"bf16": 125e12, "fp16": 125e12, "tf32": 62.5e12, "fp32": 31.2e12},
-    "L40S": {"bf16": 362.05e12, "fp16": 362.05e12, "tf32": 183e12, "fp32": 91.6e12},
-    "L4": {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12},
-    "RTX 4090": {"bf16": 165.2e12, "fp16": 165.2e12, "tf32": 82.6e12, "fp32": 82.6e12},  # fp32 accumulate
-    "RTX 3090": {"bf16": 71e12, "fp16": 71e12, "tf32": 35.6e12, "fp32": 35.6e12},  # fp32 accumulate
-    "V100-PCIE": {"fp16": 112e12, "fp32": 14e12},
-    "V100": {"fp16": 125e12, "fp32": 15.7e12},  # SXM2
-    "T4": {"fp16": 65e12, "fp32": 8.1e12},
-}
-
-_DTYPE_KEYS = {
-    torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32",
-    "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16", "half": "fp16",
-    "float32": "fp32", "fp32": "fp32", "float": "fp32", "tf32": "tf32",
-}
-
-
-def peak_flops(device_name: str, dtype) -> float | None:
-    """Datasheet dense peak FLOP/s of a GPU (by torch.cuda.get_device_name) for dtype, or None if unknown.
-    float32 counts as TF32 when torch allows TF32 matmuls."""
-    key = _DTYPE_KEYS.get(dtype)
-    if key is None:
-        return None
-    if key == "fp32" and torch.backends.cuda.matmul.allow_tf32:
-        key = "tf32"
-    for pattern, table in PEAK_FLOPS.items():
-        # whole-word match, so "L4" does not claim an "L40" nor "H200" a "GH200"
-        if re.search(rf"(?<![A-Za-z0-9]){re.escape(pattern)}(?![A-Za-z0-9])", device_name, re.IGNORECASE):
-            return table.get(key)
-    return None

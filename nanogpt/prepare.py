@@ -19,7 +19,6 @@ remembers the source's sha256 and the settings).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
 import json
@@ -38,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 from tqdm import tqdm
+
+from cli import UserError, knob, parse_config, run_main
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -67,7 +68,7 @@ TEXT_SUFFIXES = {".txt", ".tokens", ".raw", ".md", ".text"}
 TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A user mistake (bad name, missing or empty file, offline download): one line, exit code 2."""
 
 
@@ -508,42 +509,26 @@ def _write_json(path: Path, obj: dict):
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-class ArgParser(argparse.ArgumentParser):
-    """argparse with its errors on one line (exit 2) instead of the usage block; sample.py and bench.py use it too."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message}\n")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, but not "(default: None)": those options say in their help what None means."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+@dataclass
+class PrepareConfig:
+    dataset: str = knob("python_stdlib", f"one of {', '.join([*WHOLE_TEXT, *HUB])}, or any new name with --source")
+    source: str | None = knob(None, "local file or folder (.txt/.jsonl/.parquet) instead of a download")
+    data_dir: str = knob(str(DEFAULT_DATA_DIR), "outputs go to DATA_DIR/DATASET/")
+    tokenizer: str | None = knob(None, "gpt2, byte or char (default: byte for python_stdlib, char for "
+                                       "shakespeare_char, else gpt2)", choices=["gpt2", "byte", "char"])
+    num_proc: int | None = knob(None, "tokenizer processes (default: cores, at most 8)")
+    val_every: int | None = knob(None, "hold out every N-th row for val when there is no val split "
+                                       "(default 20 local, 1000 hub)")
+    max_docs: int | None = knob(None, "read at most this many rows per split")
+    text_field: str = knob("text", "column holding the text in .jsonl/.parquet/hub rows")
 
 
 def main(argv=None):
-    p = ArgParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
-    p.add_argument("--dataset", default="python_stdlib",
-                   help=f"one of {', '.join([*WHOLE_TEXT, *HUB])}, or any new name with --source")
-    p.add_argument("--source", default=None, help="local file or folder (.txt/.jsonl/.parquet) instead of a download")
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="outputs go to DATA_DIR/DATASET/")
-    p.add_argument("--tokenizer", default=None, choices=["gpt2", "byte", "char"],
-                   help="default: byte for python_stdlib, char for shakespeare_char, else gpt2")
-    p.add_argument("--num-proc", type=int, default=None, help="tokenizer processes (default: cores, at most 8)")
-    p.add_argument("--val-every", type=int, default=None,
-                   help="hold out every N-th row for val when there is no val split (default 20 local, 1000 hub)")
-    p.add_argument("--max-docs", type=int, default=None, help="read at most this many rows per split")
-    p.add_argument("--text-field", default="text", help="column holding the text in .jsonl/.parquet/hub rows")
-    args = p.parse_args(argv)
+    cfg = parse_config(PrepareConfig, argv, "prepare.py", __doc__.split("\n\n")[0])
     os.environ.setdefault("USE_TORCH", "0")  # `datasets` need not import torch (seconds) to stream text
-    try:
-        prepare(args.dataset, args.data_dir, args.source, tokenizer=args.tokenizer, num_proc=args.num_proc,
-                val_every=args.val_every, max_docs=args.max_docs, text_field=args.text_field)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    prepare(cfg.dataset, cfg.data_dir, cfg.source, tokenizer=cfg.tokenizer, num_proc=cfg.num_proc,
+            val_every=cfg.val_every, max_docs=cfg.max_docs, text_field=cfg.text_field)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -3,56 +3,66 @@ top-p, a KV cache and a tokens/s figure).
 
     python nanogpt/sample.py --init-from nanogpt/out                 # OUT/ckpt_last.pt written by train.py
     python nanogpt/sample.py --init-from gpt2 --start "Hello, I'm a language model,"
-    python nanogpt/sample.py --init-from /models/gpt2 --start FILE:prompt.txt --top-p 0.9
+    python nanogpt/sample.py --init-from DIR/gpt2 --start FILE:prompt.txt --top-p 0.9
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+import checkpoint
+import hardware
 import prepare
-from model import GPT, GPTConfig, HUB_MODELS, native_bf16
-
+from cli import UserError, knob, parse_config, run_main
+from hub import HUB_MODELS, gpt2_folder
+from model import GPT, GPTConfig
 
 HERE = Path(__file__).resolve().parent
+MAX_NEW_TOKENS = 1_000_000
+
+
+def optional(kind):
+    """A flag type where 'none' means None (top-k / top-p off)."""
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
 
 
 @dataclass
 class SampleConfig:
-    init_from: str = str(HERE / "out")  # train.py's default --out-dir, wherever this is run from
-    start: str = "\n"
-    num_samples: int = 3
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = 200
-    top_p: float | None = None
-    seed: int = 1337
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype: str = "bfloat16" if torch.cuda.is_available() and native_bf16("cuda") else "float32"
-    no_cache: bool = False
+    init_from: str = knob(str(HERE / "out"), "training out dir (reads OUT/ckpt_last.pt), a .pt checkpoint, "
+                                             "gpt2[-medium|-large|-xl] or a local Hugging Face GPT-2 folder")
+    start: str = knob("\n", "prompt text, or FILE:path to read it from a file")
+    num_samples: int = knob(3, "samples to draw")
+    max_new_tokens: int = knob(200, "tokens per sample")
+    temperature: float = knob(0.8, "0 = greedy (most likely token)")
+    top_k: int | None = knob(200, "keep only the k most likely tokens ('none' = off)", type=optional(int))
+    top_p: float | None = knob(None, "nucleus sampling: smallest set of tokens with this much probability "
+                                     "('none' = off)", type=optional(float))
+    seed: int = knob(1337, "seed of the sampling")
+    device: str = knob("auto", "auto (cuda if present, else cpu) | cpu | cuda | cuda:N")
+    dtype: str = knob("auto", "auto (bfloat16 on a GPU that has it, float16 on older GPUs, float32 on CPU) | "
+                              "float32 | bfloat16 | float16 (autocast)")
+    cache: bool = knob(True, "KV cache (--no-cache for comparison)")
 
 
-HELP = {
-    "init_from": "training out dir (reads OUT/ckpt_last.pt), a .pt checkpoint, gpt2[-medium|-large|-xl] or a local "
-                 "Hugging Face GPT-2 folder",
-    "start": "prompt text, or FILE:path to read it from a file (default: %(default)r)",
-    "temperature": "0 = greedy (most likely token)",
-    "top_k": "keep only the k most likely tokens ('none' = off)",
-    "top_p": "nucleus sampling: smallest set of tokens with this much probability ('none' = off)",
-    "dtype": "float32, bfloat16 or float16 (autocast)",
-    "no_cache": "disable the KV cache (for comparison)",
-}
-
-
-class SampleError(ValueError):
-    """A user mistake: one line, exit code 2."""
+def check_sample_config(cfg: SampleConfig) -> None:
+    if cfg.temperature < 0:
+        raise UserError(f"--temperature {cfg.temperature}: must be >= 0 (0 = greedy)")
+    if cfg.top_k is not None and cfg.top_k < 1:
+        raise UserError(f"--top-k {cfg.top_k}: must be >= 1, or none")
+    if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
+        raise UserError(f"--top-p {cfg.top_p}: must be in (0, 1], or none")
+    for name, high in (("num_samples", 1000), ("max_new_tokens", MAX_NEW_TOKENS)):
+        if not 1 <= getattr(cfg, name) <= high:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be in [1, {high}]")
+    if not 0 <= cfg.seed < 2**32:
+        raise UserError(f"--seed {cfg.seed}: must be in [0, {2**32 - 1}]")
 
 
 def load_model(init_from: str, device: str = "cpu"):
@@ -60,15 +70,9 @@ def load_model(init_from: str, device: str = "cpu"):
     path = Path(init_from)
     ckpt_file = path / "ckpt_last.pt" if path.is_dir() else path
     if ckpt_file.is_file() and ckpt_file.suffix == ".pt":
-        try:
-            ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - truncated or foreign file
-            raise SampleError(f"cannot read checkpoint {ckpt_file}: {type(e).__name__}") from None
-        if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-            raise SampleError(f"{ckpt_file} is not a nanogpt checkpoint (no 'model' / 'model_args')")
+        ckpt = checkpoint.load(ckpt_file)
         model = GPT(GPTConfig(**ckpt["model_args"]))
-        sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
-        model.load_state_dict(sd)
+        model.load_state_dict(checkpoint.clean_state_dict(ckpt["model"]))
         cfg = ckpt.get("config", {})
         meta_file = Path(cfg.get("data_dir", "")) / cfg.get("dataset", "") / "meta.json"
         if cfg.get("dataset") and meta_file.is_file():
@@ -76,13 +80,16 @@ def load_model(init_from: str, device: str = "cpu"):
         elif model.config.vocab_size >= 50257:  # GPT-2-sized vocabulary: assume the GPT-2 BPE
             tokenizer = prepare.get_tokenizer({"tokenizer": "gpt2"})
         else:
-            raise SampleError(f"cannot find the tokenizer: {meta_file} is missing (prepare the dataset again)")
+            raise UserError(f"cannot find the tokenizer: {meta_file} is missing (prepare the dataset again)")
     elif path.is_dir() or init_from in HUB_MODELS:
-        model = GPT.from_pretrained(init_from)  # ValueError with a one-line message when it does not fit
+        try:
+            model = GPT.from_pretrained(gpt2_folder(init_from))
+        except ValueError as e:
+            raise UserError(str(e).splitlines()[0]) from None
         tokenizer = prepare.get_tokenizer({"tokenizer": "gpt2"})
     else:
-        raise SampleError(f"--init-from {init_from!r}: no such checkpoint or directory, and not one of "
-                          f"{', '.join(HUB_MODELS)}")
+        raise UserError(f"--init-from {init_from!r}: no such checkpoint or directory, and not one of "
+                        f"{', '.join(HUB_MODELS)}")
     return model.to(device).eval(), tokenizer
 
 
@@ -90,80 +97,40 @@ def read_prompt(start: str) -> str:
     if start.startswith("FILE:"):
         try:
             return Path(start[5:]).read_text(encoding="utf-8")
-        except OSError as e:
-            raise SampleError(f"cannot read prompt file {start[5:]}: {e.strerror}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read prompt file {start[5:]}: {getattr(e, 'strerror', None) or e}") from None
     return start
 
 
-def _optional(kind):
-    def parse(s: str):
-        return None if s.lower() == "none" else kind(s)
-    parse.__name__ = kind.__name__  # argparse names the type in its error message
-    return parse
-
-
 def main(argv=None):
-    defaults = SampleConfig()
-    p = prepare.ArgParser(description=__doc__.split("\n\n")[0],
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(SampleConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        if f.type == "bool":
-            p.add_argument(flag, action="store_true", help=HELP.get(f.name))
-        else:
-            kind = {"int": int, "float": float, "int | None": _optional(int), "float | None": _optional(float)}.get(f.type, str)
-            p.add_argument(flag, type=kind, default=default, help=HELP.get(f.name, f.name.replace("_", " ")))
-    cfg = SampleConfig(**vars(p.parse_args(argv)))
-    try:
-        if cfg.temperature < 0:
-            raise SampleError(f"--temperature {cfg.temperature}: must be >= 0 (0 = greedy)")
-        if cfg.top_k is not None and cfg.top_k < 1:
-            raise SampleError(f"--top-k {cfg.top_k}: must be >= 1, or none")
-        if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
-            raise SampleError(f"--top-p {cfg.top_p}: must be in (0, 1], or none")
-        for name in ("num_samples", "max_new_tokens"):
-            if getattr(cfg, name) < 1:
-                raise SampleError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
-        if cfg.dtype not in ("float32", "bfloat16", "float16"):
-            raise SampleError(f"--dtype {cfg.dtype!r}: one of float32, bfloat16, float16")
-        if cfg.device.split(":")[0] not in ("cpu", "cuda"):
-            raise SampleError(f"--device {cfg.device!r}: use cpu, cuda or cuda:N")
-        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-            raise SampleError(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
-        torch.manual_seed(cfg.seed)
-        model, tok = load_model(cfg.init_from, cfg.device)
-        prompt = read_prompt(cfg.start)
-        ids = tok.encode(prompt)
-        if not ids:
-            raise SampleError("the prompt is empty after tokenization; give --start some text")
-        if max(ids) >= model.config.vocab_size:
-            raise SampleError(f"prompt token id {max(ids)} is outside the model's vocab of {model.config.vocab_size}")
-    except (SampleError, ValueError) as e:
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
-
-    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
-    gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
-    x = torch.tensor(ids, dtype=torch.long, device=cfg.device)[None, :]  # (1, T)
+    cfg = parse_config(SampleConfig, argv, "sample.py", __doc__.split("\n\n")[0])
+    check_sample_config(cfg)
+    device = hardware.resolve_device(cfg.device)
+    dtype = hardware.resolve_dtype(cfg.dtype, device)
+    torch.manual_seed(cfg.seed)
+    model, tok = load_model(cfg.init_from, device)
+    ids = tok.encode(read_prompt(cfg.start))
+    if not ids:
+        raise UserError("the prompt is empty after tokenization; give --start some text")
+    if max(ids) >= model.config.vocab_size:
+        raise UserError(f"prompt token id {max(ids)} is outside the model's vocab of {model.config.vocab_size}")
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    x = torch.tensor(ids, dtype=torch.long, device=device)[None, :]  # (1, T)
     total_tokens, total_time = 0, 0.0
-    with torch.no_grad(), ctx:
+    with torch.no_grad(), hardware.autocast(device, dtype):
         for _ in range(cfg.num_samples):
             t0 = time.perf_counter()
             y = model.generate(x, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                               top_p=cfg.top_p, use_cache=not cfg.no_cache, generator=gen)
-            if device_type == "cuda":
-                torch.cuda.synchronize()
+                               top_p=cfg.top_p, use_cache=cfg.cache, generator=gen)
+            hardware.synchronize(device)
             total_time += time.perf_counter() - t0
             total_tokens += cfg.max_new_tokens
             # a vocabulary padded for speed (50257 -> 50304) has ids no tokenizer can decode: leave them out
             print(tok.decode([t for t in y[0].tolist() if t < tok.vocab_size]))
             print("---------------")
     print(f"{total_tokens} tokens in {total_time:.2f} s: {total_tokens / max(total_time, 1e-9):.1f} tokens/s "
-          f"({'no ' if cfg.no_cache else ''}KV cache, {cfg.device}, {cfg.dtype})")
+          f"({'' if cfg.cache else 'no '}KV cache, {device}, {dtype})")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

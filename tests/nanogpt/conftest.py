@@ -10,11 +10,5 @@ from helpers import make_tiny_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def train(load_module):
-    return load_module("nanogpt", "train")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(load_module, shared_file, tmp_path_factory) -> Path:
-    prepare = load_module("nanogpt", "prepare")
-    return make_tiny_dataset(prepare, shared_file("tinyshakespeare/input.txt"), tmp_path_factory.mktemp("data"))
+def tiny_data(shared_file, tmp_path_factory) -> Path:
+    return make_tiny_dataset(shared_file("tinyshakespeare/input.txt"), tmp_path_factory.mktemp("data"))

@@ -1,27 +1,41 @@
-"""Helpers of nanogpt's tests: a tiny model and dataset, and ways to run train.py and read what it wrote."""
+"""Helpers of nanogpt's tests: a tiny model and dataset, and ways to run a script's main and read what it wrote."""
 import json
 import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
+
+import prepare
+from cli import run_main
 
 # a model and a budget small enough for seconds-long runs; tests add data/out dirs and budgets
 TINY = ["--n-layer", 2, "--n-head", 2, "--n-embd", 32, "--block-size", 16, "--batch-size", 4,
         "--eval-iters", 2, "--eval-interval", 10, "--log-interval", 5, "--num-samples", 0,
         "--warmup-iters", 5, "--learning-rate", 3e-3, "--device", "cpu", "--dtype", "float32", "--no-compile"]
+STEPS_PER_EPOCH = 31  # 2048 tokens / 16 = 127 windows, 4 per step
 
 
-def make_tiny_dataset(prepare, source: Path, data_dir: Path, n_train=2048, n_val=512) -> Path:
-    """prepare.py's shakespeare_char, cut to n_train / n_val tokens so an epoch is short."""
-    prepare.prepare("shakespeare_char", str(data_dir), source=str(source))
-    folder = data_dir / "shakespeare_char"
-    for name, n in (("train.bin", n_train), ("val.bin", n_val)):
-        tokens = np.fromfile(folder / name, dtype=np.uint16)[:n]
-        tokens.tofile(folder / name)
+def make_tiny_dataset(source: Path, data_dir: Path, n_train=2048, n_val=512, name="shakespeare_char") -> Path:
+    """prepare.py's shakespeare_char, cut to n_train / n_val tokens (meta.json says so) so an epoch is short."""
+    prepare.prepare(name, str(data_dir), source=str(source), verbose=False)
+    folder = data_dir / name
+    meta = json.loads((folder / "meta.json").read_text())
+    for split, n in (("train", n_train), ("val", n_val)):
+        tokens = np.fromfile(folder / f"{split}.bin", dtype=np.uint16)[:n]
+        tokens.tofile(folder / f"{split}.bin")
+        meta[f"{split}_tokens"] = len(tokens)
+    (folder / "meta.json").write_text(json.dumps(meta))
     return data_dir
 
 
 def read_log(out_dir: Path) -> list[dict]:
+    """log.jsonl's evaluation records (the logged training steps are the records without val_loss)."""
+    return [r for r in read_records(out_dir) if "val_loss" in r]
+
+
+def read_records(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(out_dir) / "log.jsonl").read_text().splitlines()]
 
 
@@ -29,8 +43,20 @@ def run_args(data_dir, out_dir, *extra):
     return [*TINY, "--dataset", "shakespeare_char", "--data-dir", data_dir, "--out-dir", out_dir, *extra]
 
 
-def call_main(train, capsys, *args) -> subprocess.CompletedProcess:
-    """train.main(argv) in this process (fast: no interpreter start), as a CompletedProcess."""
-    code = train.main([str(a) for a in args])
+def call_main(script, capsys, *args) -> subprocess.CompletedProcess:
+    """A script's main(argv) (the module or its main) in this process (fast: no interpreter start), as its command
+    line runs it (one-line errors, exit codes), returned as a CompletedProcess."""
+    with pytest.raises(SystemExit) as e:
+        run_main(getattr(script, "main", script), [str(a) for a in args])
     out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
+    return subprocess.CompletedProcess(args, e.value.code, out, err)
+
+
+def tiny_gpt(**kw):
+    """A 2-layer, 32-wide GPT in eval mode, the same weights every call."""
+    import model
+
+    args = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+    args.update(kw)
+    torch.manual_seed(0)
+    return model.GPT(model.GPTConfig(**args)).eval()

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+import bench
+import model
+from helpers import call_main
+
 
 SHORT = dict(block_size=16, batch_size=4, n_layer=2, n_head=2, n_embd=32, iters=60, lr=3e-3, min_lr=3e-4,
              warmup=5, beta2=0.99, eval_interval=10, eval_iters=2)
-
-
-@pytest.fixture(scope="module")
-def bench(load_module):
-    return load_module("nanogpt", "bench")
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +23,7 @@ def folder(tiny_data):
     return tiny_data / "shakespeare_char"
 
 
-def test_our_model_retraces_nanogpts_run(bench, load_module, folder):
-    model = load_module("nanogpt", "model")
+def test_our_model_retraces_nanogpts_run(folder):
     ref = bench.nanogpt_loop(1337, folder, SHORT)
     ours = bench.nanogpt_loop(1337, folder, SHORT, model_cls=model.GPT)
     assert ours == ref  # bit for bit: same initial weights, same arithmetic, same batches
@@ -33,8 +31,7 @@ def test_our_model_retraces_nanogpts_run(bench, load_module, folder):
     assert bench.nanogpt_loop(1, folder, SHORT) != pytest.approx(ref, rel=1e-5)  # the seed matters
 
 
-def test_full_val_loss_is_the_mean_over_every_window(bench, load_module, folder):
-    model = load_module("nanogpt", "model")
+def test_full_val_loss_is_the_mean_over_every_window(folder):
     torch.manual_seed(0)
     gpt = model.GPT(model.GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=1, n_embd=16))
     val = np.fromfile(folder / "val.bin", dtype=np.uint16)
@@ -45,9 +42,11 @@ def test_full_val_loss_is_the_mean_over_every_window(bench, load_module, folder)
     assert bench.full_val_loss(gpt, val, 16) == pytest.approx(sum(each) / n, rel=1e-6)
 
 
-def test_speed_bench_runs_and_reports(bench, capsys):
-    assert bench.main(["--iters", "1", "--rounds", "1", "--warmup", "0", "--n-layer", "1", "--threads", "1"]) is None
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+def test_speed_bench_runs_and_reports(capsys):
+    r = call_main(bench.main, capsys, "--iters", "1", "--rounds", "1", "--warmup", "0", "--n-layer", "1",
+                  "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
     tokens = result["batch_size"] * result["block_size"]
     for name in ("ours", "nanogpt_ref"):  # both models timed, figures consistent with each other
         row = result[name]
@@ -58,13 +57,26 @@ def test_speed_bench_runs_and_reports(bench, capsys):
     assert result["speedup_vs_nanogpt_ref"] == pytest.approx(ratio)
 
 
+def test_generate_compares_the_cache_in_float32(capsys, monkeypatch):
+    """bench.py --generate in bfloat16: the timed runs use bf16, the same-tokens check runs in float32."""
+    small = model.GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)
+    monkeypatch.setattr(bench, "GPTConfig", lambda **kw: small)
+    dtypes = []
+    real = model.GPT.generate
+
+    def generate(self, idx, n, **kw):
+        dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return real(self, idx, n, **kw)
+
+    monkeypatch.setattr(model.GPT, "generate", generate)
+    r = call_main(bench.main, capsys, "--generate", "--dtype", "bfloat16", "--max-new-tokens", "70")
+    assert r.returncode == 0, r.stderr
+    assert dtypes == [torch.bfloat16] * 3 + [torch.float32] * 2  # warm-up, cached, uncached; then the check
+    assert json.loads(r.stdout.strip().splitlines()[-1])["same_tokens"] is True
+
+
 @pytest.mark.parametrize("args", [["--recipe", "--seeds", "a,b"], ["--dtype", "int8"], ["--n-embd", "30"],
                                   ["--n-head", "0"], ["--batch-size", "0"], ["--threads", "-1"],
-                                  ["--device", "tpu"], ["--iters", "x"]])
-def test_bad_arguments_exit_2(bench, capsys, args):
-    with pytest.raises(SystemExit) as e:
-        bench.main(args)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and len(err.splitlines()) == 1, err
-    assert args[-1] in err  # names the bad value
+                                  ["--device", "tpu"], ["--iters", "x"], ["--max-new-tokens", "1000000000000"]])
+def test_bad_arguments_exit_2(capsys, clean_error, args):
+    clean_error(call_main(bench.main, capsys, *args), args[-1])  # one line naming the bad value

@@ -1,23 +1,16 @@
-"""nanogpt/model.py: parity with Hugging Face GPT-2, attention paths, KV cache, sampling filters, loading errors."""
+"""nanogpt/model.py (and hub.py): parity with Hugging Face GPT-2, attention paths, KV cache, sampling filters,
+loading errors."""
 import json
 import math
 
 import pytest
 import torch
 
+import hub
+import model as M
+from helpers import tiny_gpt
+
 transformers = pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="module")
-def M(load_module):
-    return load_module("nanogpt", "model")
-
-
-def tiny(M, **kw):
-    args = dict(block_size=32, vocab_size=61, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    args.update(kw)
-    torch.manual_seed(0)
-    return M.GPT(M.GPTConfig(**args)).eval()
 
 
 def save_hf(path, safe=True, seed=0, **cfg):
@@ -53,7 +46,7 @@ def save_hf(path, safe=True, seed=0, **cfg):
         (dict(n_positions=17, vocab_size=301, n_embd=24, n_layer=3, n_head=3, layer_norm_epsilon=1e-3), False),
     ],
 )
-def test_logits_match_huggingface(M, tmp_path, cfg, safe):
+def test_logits_match_huggingface(tmp_path, cfg, safe):
     hf = save_hf(tmp_path, safe=safe, **cfg)
     assert (tmp_path / ("model.safetensors" if safe else "pytorch_model.bin")).is_file()
     model = M.GPT.from_pretrained(str(tmp_path)).eval()
@@ -72,7 +65,7 @@ def test_logits_match_huggingface(M, tmp_path, cfg, safe):
     assert abs(ours.item() - theirs.item()) < 1e-5
 
 
-def test_wrong_shape_tensor_names_key_and_shapes(M, tmp_path):
+def test_wrong_shape_tensor_names_key_and_shapes(tmp_path):
     from safetensors.torch import load_file, save_file
 
     save_hf(tmp_path, n_positions=16, vocab_size=50, n_embd=16, n_layer=1, n_head=2)
@@ -87,7 +80,7 @@ def test_wrong_shape_tensor_names_key_and_shapes(M, tmp_path):
     assert "h.0.mlp.c_fc.weight" in msg and "(16, 48)" in msg and "(16, 64)" in msg
 
 
-def test_not_gpt2_directory(M, tmp_path):
+def test_not_gpt2_directory(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 16}))
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match="model_type is 'bert'"):
@@ -97,10 +90,12 @@ def test_not_gpt2_directory(M, tmp_path):
     with pytest.raises(ValueError, match="no config.json"):
         M.GPT.from_pretrained(str(empty))
     with pytest.raises(ValueError, match="neither a directory nor a GPT-2 hub name"):
-        M.GPT.from_pretrained(str(tmp_path / "missing"))
+        hub.gpt2_folder(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="is not a folder"):
+        M.GPT.from_pretrained(tmp_path / "missing")
 
 
-def test_missing_key_is_named(M, tmp_path):
+def test_missing_key_is_named(tmp_path):
     from safetensors.torch import load_file, save_file
 
     save_hf(tmp_path, n_positions=16, vocab_size=50, n_embd=16, n_layer=1, n_head=2)
@@ -111,26 +106,20 @@ def test_missing_key_is_named(M, tmp_path):
         M.GPT.from_pretrained(str(tmp_path))
 
 
-def test_hub_name_offline_says_pass_local_directory(M, monkeypatch):
+def test_hub_name_offline_says_pass_local_directory(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-hf-home")  # nothing cached
     with pytest.raises(ValueError) as e:
-        M.GPT.from_pretrained("gpt2-xl")
+        hub.gpt2_folder("gpt2-xl")
     assert "local directory" in str(e.value) and len(str(e.value).splitlines()) == 1
-
-
-def test_sample_cli_wrong_checkpoint_is_clean_error(tmp_path, run_script, clean_error):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    (tmp_path / "model.safetensors").write_bytes(b"")
-    clean_error(run_script("nanogpt/sample.py", "--init-from", tmp_path, "--device", "cpu"), "model_type", "llama")
 
 
 # --------------------------------------------------------------------------------------------------
 # architecture
 
 
-def test_sdpa_matches_explicit_attention(M):
-    model = tiny(M)
+def test_sdpa_matches_explicit_attention():
+    model = tiny_gpt()
     idx = torch.randint(0, 61, (4, 32))
     with torch.no_grad():
         fast, _ = model(idx)
@@ -146,7 +135,7 @@ def test_sdpa_matches_explicit_attention(M):
         assert (other(idx)[0] - fast).abs().max().item() < 1e-5
 
 
-def test_init_tying_and_param_count(M):
+def test_init_tying_and_param_count():
     torch.manual_seed(0)
     model = M.GPT(M.GPTConfig(block_size=64, vocab_size=512, n_layer=8, n_head=4, n_embd=256))
     assert model.lm_head.weight is model.transformer.wte.weight
@@ -164,8 +153,8 @@ def test_init_tying_and_param_count(M):
     assert model.flops_per_token() == 6 * model.get_num_params() + 12 * 8 * 4 * 64 * 64
 
 
-def test_forward_all_positions_and_ignore_index(M):
-    model = tiny(M)
+def test_forward_all_positions_and_ignore_index():
+    model = tiny_gpt()
     idx = torch.randint(0, 61, (2, 10))
     targets = torch.randint(0, 61, (2, 10))
     targets[:, :4] = -1
@@ -175,8 +164,8 @@ def test_forward_all_positions_and_ignore_index(M):
     assert torch.allclose(loss, ref)
 
 
-def test_configure_optimizers_decays_only_matrices(M):
-    model = tiny(M)
+def test_configure_optimizers_decays_only_matrices():
+    model = tiny_gpt()
     opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     assert opt.defaults.get("fused")  # fused AdamW on CPU too (torch >= 2.4)
     decay, no_decay = opt.param_groups
@@ -186,8 +175,8 @@ def test_configure_optimizers_decays_only_matrices(M):
     assert n == sum(p.numel() for p in model.parameters())
 
 
-def test_crop_block_size(M):
-    model = tiny(M)
+def test_crop_block_size():
+    model = tiny_gpt()
     model.crop_block_size(8)
     assert model.transformer.wpe.weight.shape == (8, 32)
     logits, _ = model(torch.zeros(1, 8, dtype=torch.long))
@@ -196,28 +185,12 @@ def test_crop_block_size(M):
         model(torch.zeros(1, 9, dtype=torch.long))
 
 
-def test_mfu_table(M):
-    model = tiny(M)
-    assert model.estimate_mfu(1e6, "cpu", torch.float32) is None  # never a made-up figure on CPU
-    assert M.peak_flops("NVIDIA A100-SXM4-80GB", torch.bfloat16) == 312e12
-    assert M.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.5e12
-    assert M.peak_flops("NVIDIA H100 PCIe", torch.bfloat16) == 756.5e12
-    assert M.peak_flops("NVIDIA H200", torch.float16) == 989.5e12
-    assert M.peak_flops("NVIDIA L4", torch.bfloat16) == 121e12
-    assert M.peak_flops("NVIDIA GeForce RTX 4090", torch.bfloat16) == 165.2e12
-    assert M.peak_flops("Tesla V100-SXM2-16GB", torch.bfloat16) is None  # no bf16 tensor cores
-    assert M.peak_flops("Tesla T4", torch.float16) == 65e12
-    assert M.peak_flops("NVIDIA L40", torch.bfloat16) is None  # unknown, and not mistaken for an L4
-    assert M.peak_flops("NVIDIA A10", torch.bfloat16) == 125e12
-    assert M.peak_flops("Some Future GPU", torch.bfloat16) is None
-
-
 # --------------------------------------------------------------------------------------------------
 # KV cache and sampling
 
 
-def test_kv_cache_logits_match_full_forward(M):
-    model = tiny(M)
+def test_kv_cache_logits_match_full_forward():
+    model = tiny_gpt()
     idx = torch.randint(0, 61, (2, 20))
     with torch.no_grad():
         full = model.lm_head(model._trunk(idx))  # (2, 20, V)
@@ -232,8 +205,8 @@ def test_kv_cache_logits_match_full_forward(M):
 
 
 @pytest.mark.parametrize("new_tokens", [20, 60])  # 60 runs past block_size (32)
-def test_greedy_same_with_and_without_cache(M, new_tokens):
-    model = tiny(M)
+def test_greedy_same_with_and_without_cache(new_tokens):
+    model = tiny_gpt()
     prompt = torch.randint(0, 61, (3, 5), generator=torch.Generator().manual_seed(3))
     a = model.generate(prompt, new_tokens, temperature=0, use_cache=True)
     b = model.generate(prompt, new_tokens, temperature=0, use_cache=False)
@@ -244,15 +217,15 @@ def test_greedy_same_with_and_without_cache(M, new_tokens):
     assert torch.equal(a, c)
 
 
-def test_sampling_is_reproducible_with_a_generator(M):
-    model = tiny(M)
+def test_sampling_is_reproducible_with_a_generator():
+    model = tiny_gpt()
     prompt = torch.zeros(2, 1, dtype=torch.long)
     a = model.generate(prompt, 15, top_p=0.9, generator=torch.Generator().manual_seed(5))
     b = model.generate(prompt, 15, top_p=0.9, use_cache=False, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
 
 
-def test_filter_logits_exact(M):
+def test_filter_logits_exact():
     probs = torch.tensor([[0.05, 0.4, 0.1, 0.3, 0.15]])
     logits = probs.log()
     kept = lambda out: set(torch.isfinite(out[0]).nonzero().flatten().tolist())  # noqa: E731
@@ -276,7 +249,7 @@ def test_filter_logits_exact(M):
     assert torch.equal(out[0, [1, 3, 4]], logits[0, [1, 3, 4]])
 
 
-def test_sampling_never_leaves_the_allowed_set(M):
+def test_sampling_never_leaves_the_allowed_set():
     torch.manual_seed(0)
     logits = torch.randn(4, 50) * 2  # (B, V)
     gen = torch.Generator().manual_seed(0)
@@ -293,72 +266,3 @@ def test_sampling_never_leaves_the_allowed_set(M):
             assert ((counts / n - p).abs() <= 4 * sigma + 1e-3).all()
     with pytest.raises(ValueError):
         M.filter_logits(logits, top_p=0.0)
-
-
-def test_sample_script_from_training_checkpoint(M, tmp_path, run_script):
-    """sample.py on OUT/ckpt_last.pt (train.py's layout): greedy text equals model.generate decoded."""
-    data = tmp_path / "data" / "tinychars"
-    data.mkdir(parents=True)
-    (data / "meta.json").write_text(json.dumps({"tokenizer": "byte", "vocab_size": 256}))  # as prepare.py writes
-    model = tiny(M, vocab_size=256)
-    model_args = dict(block_size=32, vocab_size=256, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    (tmp_path / "out").mkdir()
-    torch.save({"model": model.state_dict(), "model_args": model_args,
-                "config": {"dataset": "tinychars", "data_dir": str(tmp_path / "data")}},
-               tmp_path / "out" / "ckpt_last.pt")
-    r = run_script("nanogpt/sample.py", "--init-from", tmp_path / "out", "--start", "abc", "--num-samples", 1,
-                   "--max-new-tokens", 40, "--temperature", 0, "--device", "cpu", "--dtype", "float32")
-    assert r.returncode == 0, r.stderr
-    ids = model.generate(torch.tensor([list(b"abc")]), 40, temperature=0)[0].tolist()
-    expected = bytes(ids).decode("utf-8", errors="replace")
-    assert r.stdout.startswith(expected + "\n---------------\n")
-    assert "tokens/s" in r.stdout
-
-
-def test_sample_script_skips_padding_ids_and_rejects_unknown_characters(M, load_module, tmp_path, capsys):
-    """A vocabulary padded past the tokenizer's (as train.py pads GPT-2's 50257 to 50304) can sample ids no
-    tokenizer decodes: they are left out instead of crashing. A prompt character outside a char vocabulary
-    is a one-line error."""
-    sample = load_module("nanogpt", "sample")
-    data = tmp_path / "data"
-    for name, meta in (("bytes", {"tokenizer": "byte", "vocab_size": 256}),
-                       ("chars", {"tokenizer": "char", "chars": "\nab", "vocab_size": 3})):
-        (data / name).mkdir(parents=True)
-        (data / name / "meta.json").write_text(json.dumps(meta))
-    model = tiny(M, vocab_size=320)  # 64 padding ids: about 1 in 5 uniform-ish draws
-    args = dict(block_size=32, vocab_size=320, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
-    torch.save({"model": model.state_dict(), "model_args": args, "config": {"dataset": "bytes", "data_dir": str(data)}},
-               tmp_path / "bytes.pt")
-    sample.main(["--init-from", str(tmp_path / "bytes.pt"), "--start", "abc", "--num-samples", "1",
-                 "--max-new-tokens", "40", "--temperature", "2", "--top-k", "none", "--device", "cpu"])
-    ids = model.generate(torch.tensor([list(b"abc")]), 40, temperature=2.0,
-                         generator=torch.Generator().manual_seed(1337))[0].tolist()
-    assert max(ids) >= 256  # the run did draw padding ids
-    out = capsys.readouterr().out
-    assert out.startswith(bytes(t for t in ids if t < 256).decode("utf-8", errors="replace") + "\n---")
-    torch.save({"model": tiny(M, vocab_size=3).state_dict(), "model_args": {**args, "vocab_size": 3},
-                "config": {"dataset": "chars", "data_dir": str(data)}}, tmp_path / "chars.pt")
-    with pytest.raises(SystemExit) as e:
-        sample.main(["--init-from", str(tmp_path / "chars.pt"), "--start", "abc", "--device", "cpu"])
-    assert e.value.code == 2
-    assert capsys.readouterr().err.strip() == "error: character 'c' is not in this char-level vocabulary (3 characters)"
-
-
-@pytest.mark.parametrize("args, needle", [(["--top-p", "2"], "--top-p 2.0"), (["--top-k", "0"], "--top-k 0"),
-                                          (["--temperature", "-1"], "--temperature -1.0"),
-                                          (["--max-new-tokens", "0"], "--max-new-tokens 0"),
-                                          (["--num-samples", "x"], "'x'")])
-def test_sample_bad_option_names_the_value(load_module, capsys, args, needle):
-    """Checked before any model is loaded: one line naming the flag and its value, exit 2."""
-    sample = load_module("nanogpt", "sample")
-    with pytest.raises(SystemExit) as e:
-        sample.main(args)
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and needle in err and len(err.splitlines()) == 1, err
-
-
-def test_sample_default_init_from_is_train_default_out_dir(load_module):
-    """The default checkpoint folder is train.py's default --out-dir, whatever the working directory."""
-    sample, train = load_module("nanogpt", "sample"), load_module("nanogpt", "train")
-    assert sample.SampleConfig().init_from == train.TrainConfig().out_dir

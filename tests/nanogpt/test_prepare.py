@@ -9,12 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import prepare as P
+
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-
-
-@pytest.fixture(scope="module")
-def P(load_module):
-    return load_module("nanogpt", "prepare")
 
 
 def load(out: Path):
@@ -34,7 +31,7 @@ def leftovers(data_dir: Path):
 # whole-text datasets
 
 
-def test_python_stdlib_round_trip_and_noop(P, tmp_path, capsys):
+def test_python_stdlib_round_trip_and_noop(tmp_path, capsys):
     out = P.prepare("python_stdlib", tmp_path)
     meta, train, val = load(out)
     text = P.python_stdlib_text()
@@ -55,7 +52,7 @@ def test_python_stdlib_round_trip_and_noop(P, tmp_path, capsys):
     ("shakespeare_char", "char", (1_003_854, 111_540)),  # the counts nanoGPT's README prints
     ("shakespeare", "gpt2", (301_966, 36_059)),
 ])
-def test_shakespeare_from_source(P, tmp_path, shared_file, tiktoken_cache, dataset, tokenizer, counts):
+def test_shakespeare_from_source(tmp_path, shared_file, tiktoken_cache, dataset, tokenizer, counts):
     src = shared_file("tinyshakespeare/input.txt")
     out = P.prepare(dataset, tmp_path, source=src)
     meta, train, val = load(out)
@@ -67,7 +64,7 @@ def test_shakespeare_from_source(P, tmp_path, shared_file, tiktoken_cache, datas
         assert meta["vocab_size"] == 65 and int(train.max()) < 65
 
 
-def test_rerun_rebuilds_when_the_source_changes(P, tmp_path, capsys):
+def test_rerun_rebuilds_when_the_source_changes(tmp_path, capsys):
     src = tmp_path / "corpus.txt"
     src.write_text("hello world\n" * 50)
     out = P.prepare("shakespeare_char", tmp_path / "d", source=src)
@@ -86,7 +83,7 @@ def test_rerun_rebuilds_when_the_source_changes(P, tmp_path, capsys):
 # the datasets (documents) path on local files
 
 
-def test_local_text_file_custom_name(P, tmp_path, tiktoken_cache):
+def test_local_text_file_custom_name(tmp_path, tiktoken_cache):
     lines = [f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(2000)]
     src = tmp_path / "mine.txt"
     src.write_text("".join(lines))
@@ -101,7 +98,7 @@ def test_local_text_file_custom_name(P, tmp_path, tiktoken_cache):
     assert tok.eot not in set(train.tolist())
 
 
-def test_jsonl_and_parquet_documents(P, tmp_path, tiktoken_cache):
+def test_jsonl_and_parquet_documents(tmp_path, tiktoken_cache):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
@@ -125,7 +122,7 @@ def test_jsonl_and_parquet_documents(P, tmp_path, tiktoken_cache):
     assert (meta["train_rows"], meta["val_rows"]) == (40, 5)
 
 
-def test_wikitext2_folder_pool_matches_single_process(P, tmp_path, shared_file, tiktoken_cache, run_script):
+def test_wikitext2_folder_pool_matches_single_process(tmp_path, shared_file, tiktoken_cache, run_script):
     folder = shared_file("wikitext-2/wiki.valid.tokens").parent
     one = P.prepare("wt2", tmp_path / "a", source=folder, num_proc=1, verbose=False)
     # the pool in the real command line (in-process, the harness may have re-imported prepare.py under the
@@ -171,7 +168,7 @@ def http_server(tmp_path):
     server.server_close()
 
 
-def test_download_checksum_and_cache(P, tmp_path, http_server):
+def test_download_checksum_and_cache(tmp_path, http_server):
     base, root, hits = http_server
     payload = b"to be or not to be\n" * 100
     (root / "input.txt").write_bytes(payload)
@@ -241,7 +238,7 @@ def test_hub_dataset_offline_is_clean(tmp_path, run_script, clean_error, tiktoke
     assert leftovers(tmp_path) == []
 
 
-def test_char_vocabulary_and_non_utf8_source_are_one_line_errors(P, tmp_path):
+def test_char_vocabulary_and_non_utf8_source_are_one_line_errors(tmp_path):
     tok = P.get_tokenizer({"tokenizer": "char", "chars": "\nab"})
     assert tok.decode(tok.encode("ab\nba")) == "ab\nba"
     with pytest.raises(P.DataError, match="character 'c' is not in this char-level vocabulary"):

@@ -11,14 +11,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import model
+import prepare
+import train
 from helpers import TINY, call_main
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
 @pytest.fixture(scope="module")
-def hf_folder(load_module, tmp_path_factory):
-    model = load_module("nanogpt", "model")
+def hf_folder(tmp_path_factory):
     torch.manual_seed(0)
     gpt = model.GPT(model.GPTConfig(block_size=64, vocab_size=50257, n_layer=2, n_head=2, n_embd=32))
     tensors = {k: (v.t() if k.endswith(CONV1D) else v).contiguous().clone()
@@ -31,31 +33,34 @@ def hf_folder(load_module, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def bpe_data(load_module, shared_file, tiktoken_cache, tmp_path_factory):
-    prepare = load_module("nanogpt", "prepare")
+def bpe_data(shared_file, tiktoken_cache, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("bpe")
     prepare.prepare("shakespeare", str(data_dir), source=str(shared_file("tinyshakespeare/input.txt")))
-    for name, n in (("train.bin", 4096), ("val.bin", 1024)):  # short epochs
-        path = data_dir / "shakespeare" / name
+    meta_file = data_dir / "shakespeare" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    for split, n in (("train", 4096), ("val", 1024)):  # short epochs
+        path = data_dir / "shakespeare" / f"{split}.bin"
         np.fromfile(path, dtype=np.uint16)[:n].tofile(path)
+        meta[f"{split}_tokens"] = n
+    meta_file.write_text(json.dumps(meta))
     return data_dir
 
 
-def test_finetune_from_local_gpt2_folder(load_module, capsys, hf_folder, bpe_data, tmp_path):
-    train = load_module("nanogpt", "train")
+def test_finetune_from_local_gpt2_folder(capsys, hf_folder, bpe_data, tmp_path):
     folder, weights = hf_folder
     base = [*TINY, "--dataset", "shakespeare", "--data-dir", bpe_data, "--init-from", folder]
     # learning rate 0: the checkpoint must hold exactly the loaded weights (wpe cropped to 32 positions)
     out = tmp_path / "lr0"
-    r = call_main(train, capsys, *base, "--out-dir", out, "--block-size", 32, "--max-iters", 1, "--learning-rate", 0)
+    r = call_main(train.main, capsys, *base, "--out-dir", out, "--block-size", 32, "--max-iters", 1, "--learning-rate", 0)
     assert r.returncode == 0, r.stderr
+    assert "note: on CPU the output layer over 50,257 tokens dominates the step" in r.stdout
     ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
     assert ckpt["model_args"]["vocab_size"] == 50257 and ckpt["model_args"]["block_size"] == 32
     assert torch.equal(ckpt["model"]["transformer.h.1.mlp.c_fc.weight"], weights["transformer.h.1.mlp.c_fc.weight"])
     assert torch.equal(ckpt["model"]["transformer.wpe.weight"], weights["transformer.wpe.weight"][:32])
     # and with a learning rate it learns
     out = tmp_path / "ft"
-    r = call_main(train, capsys, *base, "--out-dir", out, "--block-size", 32, "--max-iters", 10,
+    r = call_main(train.main, capsys, *base, "--out-dir", out, "--block-size", 32, "--max-iters", 10,
                   "--eval-interval", 5, "--learning-rate", 3e-3, "--num-samples", 1, "--sample-tokens", 8)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
@@ -64,9 +69,7 @@ def test_finetune_from_local_gpt2_folder(load_module, capsys, hf_folder, bpe_dat
     assert log[-1]["val_loss"] < log[0]["val_loss"]
 
 
-def test_block_size_beyond_pretrained_positions_exits_2(load_module, capsys, clean_error, hf_folder, bpe_data,
-                                                         tmp_path):
-    train = load_module("nanogpt", "train")
-    r = call_main(train, capsys, *TINY, "--dataset", "shakespeare", "--data-dir", bpe_data, "--out-dir", tmp_path,
+def test_block_size_beyond_pretrained_positions_exits_2(capsys, clean_error, hf_folder, bpe_data, tmp_path):
+    r = call_main(train.main, capsys, *TINY, "--dataset", "shakespeare", "--data-dir", bpe_data, "--out-dir", tmp_path,
                   "--init-from", hf_folder[0], "--block-size", 128)
     clean_error(r, "block_size 128", "64 positions")

@@ -1,0 +1,230 @@
+"""train.py's settings: every knob with its default and help, the named presets, and the checks.
+
+Precedence: defaults < --preset < --config FILE (TOML or JSON, never executed) < flags. A resumed run starts
+from its checkpoint's config instead of defaults + preset; flags still override it, but not the architecture.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import checkpoint
+from cli import UserError, build_parser, knob
+from hub import HUB_MODELS
+
+HERE = Path(__file__).resolve().parent
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class TrainConfig:
+    # data and output
+    dataset: str = knob("python_stdlib", "dataset under --data-dir (prepared automatically when missing)")
+    data_dir: str = knob(str(HERE / "data"), "folder holding DATASET/{train.bin,val.bin,meta.json}")
+    data_source: str = knob("", "local file/folder to prepare the dataset from (e.g. Tiny Shakespeare's "
+                                "input.txt offline); '' = prepare.py's default source")
+    out_dir: str = knob(str(HERE / "out"), "where checkpoints, log.jsonl, results.json and loss.png go")
+    init_from: str = knob("scratch", "scratch | resume | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | PATH "
+                                     "(a checkpoint .pt or a Hugging Face GPT-2 folder)")
+    resume: str = knob("", "continue exactly from OUT/ckpt_last.pt (bare --resume) or from the given file",
+                       nargs="?", const="last")
+    # how long: epochs, with an optional budget in optimizer steps
+    max_epochs: int = knob(1, "passes over train.bin")
+    max_iters: int = knob(0, "stop after this many optimizer steps in all (0: no limit)")
+    save_epochs: str = knob("1,5", "write ckpt_epoch{N}.pt after these epochs ('all', or '' for none)")
+    eval_interval: int = knob(200, "evaluate every this many steps (and at every epoch end)")
+    eval_iters: int = knob(20, "fixed batches per split for evaluation")
+    final_eval_tokens: int = knob(2_000_000, "at the end, the exact val loss over every window of the first "
+                                             "this many val.bin tokens, not a sample (0: off)")
+    log_interval: int = knob(10, "log the training loss (log.jsonl, progress bar) every this many steps")
+    num_samples: int = knob(3, "samples printed at the end")
+    sample_tokens: int = knob(200, "tokens per printed sample")
+    # batch: stated in tokens, as GPT-3 does; gradient accumulation is derived from it
+    batch_size: int = knob(16, "micro-batch: sequences per rank per forward pass")
+    block_size: int = knob(128, "context length in tokens")
+    batch_tokens: int = knob(0, "tokens per optimizer step over all ranks (0: batch_size*block_size*world, "
+                                "no accumulation); must be a multiple of batch_size*block_size*world")
+    # model
+    n_layer: int = knob(4, "transformer blocks")
+    n_head: int = knob(4, "attention heads")
+    n_embd: int = knob(128, "embedding width")
+    dropout: float = knob(0.0, "dropout probability (0 for pretraining, 0.1+ when finetuning small data)")
+    bias: bool = knob(True, "biases in Linear and LayerNorm (GPT-2 has them)")
+    # AdamW and schedule, GPT-3 appendix B
+    learning_rate: float = knob(1e-3, "peak learning rate")
+    min_lr_ratio: float = knob(0.1, "cosine decay ends at this fraction of the peak")
+    warmup_iters: int = knob(100, "linear warmup steps")
+    lr_decay_iters: int = knob(0, "steps of the cosine decay (0: the length of this run). Fix it when a "
+                                  "resumed run gets a larger budget, so the schedule stays the same")
+    decay_lr: bool = knob(True, "warmup + cosine decay; off: constant learning rate")
+    weight_decay: float = knob(0.1, "AdamW weight decay, on tensors with >= 2 dims only")
+    beta1: float = knob(0.9, "AdamW beta1")
+    beta2: float = knob(0.95, "AdamW beta2")
+    eps: float = knob(1e-8, "AdamW eps")
+    grad_clip: float = knob(1.0, "clip the global gradient norm to this (0: off)")
+    # system and performance switches
+    device: str = knob("auto", "auto (cuda if present, else cpu) | cpu | cuda | cuda:N")
+    dtype: str = knob("auto", "auto (bfloat16 on CUDA that has it, float16 on older CUDA, float32 on CPU) | "
+                              "float32 | bfloat16 | float16 (autocast; float16 adds a GradScaler)")
+    compile: bool | None = knob(None, "torch.compile the model (default: on with CUDA, off on CPU)")
+    flash: bool = knob(True, "attention through scaled_dot_product_attention (flash kernels on GPU)")
+    tf32: bool = knob(True, "TF32 matmuls on Ampere or newer GPUs")
+    vocab_multiple: int = knob(64, "pad a BPE vocabulary (> 256 tokens) up to a multiple of this (50257 -> 50304)")
+    seed: int = knob(1337, "seed of init, data order, eval batches, dropout and samples")
+
+
+# named presets: overrides of the defaults above ("demo" is what `python nanogpt/train.py` runs)
+PRESETS: dict[str, dict] = {
+    # offline, a few minutes on a 2-core CPU: byte-level LM on the Python standard library's sources
+    # (4.2M train tokens, 2066 steps per epoch; 1000 steps = 2M tokens beat the unigram baseline by far)
+    "demo": dict(max_iters=1000),
+    # nanoGPT's config/train_shakespeare_char.py: a 10.7M-parameter char model, minutes on one GPU
+    "shakespeare_char": dict(
+        dataset="shakespeare_char", out_dir=str(HERE / "out-shakespeare-char"), n_layer=6, n_head=6, n_embd=384,
+        block_size=256, batch_size=64, dropout=0.2, bias=False, learning_rate=1e-3, beta2=0.99, warmup_iters=100,
+        max_epochs=1000, max_iters=5000, lr_decay_iters=5000, eval_interval=250, eval_iters=200,
+    ),
+    # nanoGPT README's CPU recipe for the same data (val ~1.88 after 2000 steps)
+    "shakespeare_char_cpu": dict(
+        dataset="shakespeare_char", out_dir=str(HERE / "out-shakespeare-char-cpu"), device="cpu", compile=False,
+        n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=False, learning_rate=1e-3,
+        beta2=0.99, warmup_iters=100, max_epochs=1000, max_iters=2000, lr_decay_iters=2000,
+        eval_interval=250, eval_iters=20,
+    ),
+    # GPT-2 124M from scratch with the GPT-3 small recipe: ~0.5M tokens per step (12 * 1024 * 40); 600k
+    # steps (~300B tokens) are ~33 epochs of OpenWebText's 9B, so the step budget, not max_epochs, ends it
+    "gpt2": dict(
+        dataset="openwebtext", out_dir=str(HERE / "out-gpt2"), n_layer=12, n_head=12, n_embd=768, block_size=1024,
+        batch_size=12, batch_tokens=491_520, dropout=0.0, learning_rate=6e-4, warmup_iters=2000,
+        max_epochs=1000, max_iters=600_000, lr_decay_iters=600_000, eval_interval=1000, eval_iters=200,
+        log_interval=10,
+    ),
+    # finetune OpenAI's GPT-2 (124M) on Tiny Shakespeare, GPT-2 BPE tokens
+    "finetune_shakespeare": dict(
+        dataset="shakespeare", out_dir=str(HERE / "out-finetune-shakespeare"), init_from="gpt2", block_size=1024,
+        batch_size=1, batch_tokens=32 * 1024, dropout=0.0, learning_rate=3e-5, decay_lr=False,
+        max_epochs=10, max_iters=20, eval_interval=5, eval_iters=40, save_epochs="1",
+    ),
+}
+
+MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # fixed by a checkpoint when resuming
+
+
+def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, dict | None]:
+    """-> (config, the checkpoint when resuming, read once). See the module docstring for precedence."""
+    parser = build_parser(TrainConfig, "train.py", description)
+    parser.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)} (default: demo)")
+    parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of field = value (after the preset)")
+    flags = vars(parser.parse_args(argv))
+    file_cfg = read_config_file(flags.pop("config")) if "config" in flags else {}
+    preset = flags.pop("preset", file_cfg.pop("preset", "demo"))
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    overrides = {**file_cfg, **flags}
+    cfg = dataclasses.replace(TrainConfig(**PRESETS[preset]), **overrides)
+    if cfg.init_from == "resume" and not cfg.resume:
+        cfg.resume = "last"
+    if not cfg.resume:
+        return cfg, None
+    path = Path(cfg.out_dir) / "ckpt_last.pt" if cfg.resume == "last" else Path(cfg.resume)
+    if not path.is_file():
+        raise UserError(f"no checkpoint to resume from at {path}")
+    ckpt = checkpoint.load(path, resumable=True)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    base = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
+    for k in MODEL_KEYS:  # the architecture is the checkpoint's
+        if k in overrides and getattr(base, k) != overrides[k]:
+            raise UserError(f"--{k.replace('_', '-')} {overrides[k]} differs from the checkpoint's "
+                            f"{getattr(base, k)}; a resumed run keeps its architecture")
+    return dataclasses.replace(base, **{**overrides, "resume": str(path)}), ckpt
+
+
+def read_config_file(path: str) -> dict:
+    """A TOML (tomllib) or JSON file of field = value, each checked against the field's type. Never executed."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+        data = tomllib.loads(text.decode()) if p.suffix == ".toml" else json.loads(text)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read config file {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a table/object of settings")
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for key, value in data.items():
+        key = key.replace("-", "_")
+        if key != "preset" and key not in hints:
+            raise UserError(f"config file {path}: unknown setting {key!r}; see train.py --help")
+        out[key] = value if key == "preset" else _typed(key, value, hints[key], path)
+    return out
+
+
+def _typed(name: str, value, hint, path):
+    if hint in (bool, bool | None):
+        ok = isinstance(value, bool) or (hint != bool and value is None)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, hint) and not isinstance(value, bool)
+    if not ok:
+        what = "a finite number" if hint is float else getattr(hint, "__name__", "true/false")
+        raise UserError(f"config file {path}: {name} must be {what}, got {value!r}")
+    return value
+
+
+def check_config(cfg: TrainConfig, world_size: int) -> int:
+    """Range checks, before anything is loaded. -> the gradient-accumulation steps per rank."""
+    if min(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) < 1:
+        raise UserError("n_layer, n_head, n_embd, block_size and batch_size must all be >= 1")
+    if cfg.n_embd % cfg.n_head:
+        raise UserError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise UserError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if min(cfg.max_epochs, cfg.eval_interval, cfg.eval_iters, cfg.log_interval) < 1 or cfg.max_iters < 0:
+        raise UserError("max_epochs, eval_interval, eval_iters and log_interval must be >= 1, max_iters >= 0")
+    if cfg.final_eval_tokens < 0:
+        raise UserError(f"final_eval_tokens must be >= 0 (0: off), got {cfg.final_eval_tokens}")
+    for name in ("seed", "batch_tokens", "warmup_iters", "lr_decay_iters", "num_samples", "sample_tokens"):
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.seed > MAX_SEED:
+        raise UserError(f"seed must be in [0, {MAX_SEED}], got {cfg.seed}")
+    if cfg.sample_tokens > 1_000_000 or cfg.num_samples > 1000:
+        raise UserError("sample_tokens must be <= 1000000 and num_samples <= 1000")
+    if cfg.learning_rate < 0 or cfg.weight_decay < 0 or cfg.eps < 0 or not 0 <= cfg.min_lr_ratio <= 1:
+        raise UserError("learning_rate, weight_decay and eps must be >= 0, min_lr_ratio in [0, 1]")
+    if cfg.grad_clip < 0:
+        raise UserError(f"grad_clip must be >= 0 (0: off), got {cfg.grad_clip}")
+    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
+        raise UserError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
+    parse_save_epochs(cfg.save_epochs)
+    hub = cfg.init_from in HUB_MODELS
+    if hub and cfg.block_size > 1024:
+        raise UserError(f"block_size {cfg.block_size} is larger than {cfg.init_from} allows (1024 positions)")
+    # a resumed run takes its weights from the checkpoint, so the original --init-from may be gone
+    if not (cfg.resume or cfg.init_from in ("scratch", "resume") or hub or Path(cfg.init_from).exists()):
+        raise UserError(f"--init-from {cfg.init_from!r}: not scratch, resume, one of {', '.join(HUB_MODELS)}, "
+                        f"or an existing checkpoint file / GPT-2 folder")
+    micro = cfg.batch_size * cfg.block_size * world_size  # tokens of one micro-step over all ranks
+    batch_tokens = cfg.batch_tokens or micro
+    if batch_tokens % micro:
+        raise UserError(f"batch_tokens {batch_tokens} is not a multiple of batch_size*block_size*world_size "
+                        f"= {cfg.batch_size}*{cfg.block_size}*{world_size} = {micro}")
+    return batch_tokens // micro
+
+
+def parse_save_epochs(text: str) -> set[int] | None:
+    """'1,5' -> {1, 5}; 'all' -> None (every epoch); '' -> set()."""
+    text = text.strip()
+    if text == "all":
+        return None
+    try:
+        return {int(t) for t in text.split(",") if t.strip()}
+    except ValueError:
+        raise UserError(f"save_epochs must be like '1,5', 'all' or '', got {text!r}") from None

@@ -1,0 +1,102 @@
+"""nanogpt/config.py and cli.py: presets, precedence, the config file, the checks, and the command line's rules
+(no prefix matching, "did you mean", finite floats)."""
+import json
+
+import pytest
+
+import config
+import data
+import train
+from cli import UserError
+from config import PRESETS, TrainConfig, check_config, resolve_config
+from helpers import call_main
+
+
+def cfg_of(argv):
+    return resolve_config(argv)[0]
+
+
+def test_precedence_defaults_preset_file_flags(tmp_path):
+    cfg, ckpt = resolve_config([])
+    assert ckpt is None and cfg == TrainConfig(**PRESETS["demo"])  # no arguments: the offline demo preset
+    assert cfg.dataset == "python_stdlib" and cfg.device == "auto" and cfg.max_iters > 0
+    cfg = cfg_of(["--preset", "shakespeare_char"])
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) == (6, 6, 384, 256)
+    assert cfg.dataset == "shakespeare_char" and cfg.beta1 == 0.9  # untouched fields keep the defaults
+    gpt2 = cfg_of(["--preset", "gpt2"])
+    assert (gpt2.n_layer, gpt2.n_embd, gpt2.block_size, gpt2.beta2, gpt2.eps, gpt2.weight_decay) == (
+        12, 768, 1024, 0.95, 1e-8, 0.1)
+    assert cfg_of(["--preset", "finetune_shakespeare"]).init_from == "gpt2"
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "shakespeare_char"\nn-layer = 3\nlearning_rate = 2\ncompile = false\n')
+    cfg = cfg_of(["--config", str(toml)])
+    assert (cfg.n_layer, cfg.n_head, cfg.learning_rate, cfg.compile) == (3, 6, 2.0, False)  # file over preset
+    cfg = cfg_of(["--config", str(toml), "--n-layer", "5", "--compile"])
+    assert (cfg.n_layer, cfg.compile) == (5, True)  # flags over file
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"n_head": 8, "bias": False}))
+    cfg = cfg_of(["--config", str(js), "--no-bias", "--seed", "7"])
+    assert (cfg.n_head, cfg.bias, cfg.seed) == (8, False, 7)
+
+
+def test_presets_end_on_their_step_budget():
+    """Presets with a decay length stop at max_iters == lr_decay_iters, not earlier at max_epochs: gpt2's 600k
+    steps are ~33 epochs of OpenWebText (9.04B train tokens, as nanoGPT's prepare.py reports)."""
+    train_tokens = {"shakespeare_char": 1_003_854, "openwebtext": 9_035_582_198}
+    for name, preset in PRESETS.items():
+        if "lr_decay_iters" not in preset:
+            continue
+        cfg = cfg_of(["--preset", name])
+        windows = data.train_windows(train_tokens[cfg.dataset], cfg.block_size)
+        steps_per_epoch = windows // (cfg.batch_size * check_config(cfg, 1))
+        assert min(steps_per_epoch * cfg.max_epochs, cfg.max_iters) == cfg.max_iters == cfg.lr_decay_iters, name
+
+
+def test_help_lists_every_field(run_script):
+    r = run_script("nanogpt/train.py", "--help", timeout=60)
+    assert r.returncode == 0
+    for f in TrainConfig.__dataclass_fields__:
+        assert "--" + f.replace("_", "-") in r.stdout, f
+
+
+def test_no_test_hooks_in_the_config():
+    assert "debug_nan_at_iter" not in TrainConfig.__dataclass_fields__
+
+
+def test_grad_accumulation_from_batch_tokens():
+    cfg = TrainConfig(batch_size=12, block_size=1024, batch_tokens=491_520)
+    assert check_config(cfg, 1) == 40 and check_config(cfg, 8) == 5
+    with pytest.raises(UserError, match="not a multiple"):
+        check_config(cfg, 3)
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["--lr", "5"], ["unknown option --lr", "did you mean --learning-rate?"]),  # not --lr-decay-iters 5
+    (["--lr", "1e-3"], ["unknown option --lr", "--learning-rate"]),
+    (["--max-iter", "3"], ["unknown option --max-iter", "did you mean --max-iters?"]),
+    (["--learning-rate", "nan"], ["--learning-rate", "finite", "nan"]),
+    (["--grad-clip", "nan"], ["--grad-clip", "finite"]),
+    (["--grad-clip", "-1"], ["grad_clip must be >= 0", "-1"]),
+    (["--seed", str(2**64 - 1)], ["seed must be in", str(2**64 - 1)]),
+    (["--seed", "-1"], ["seed must be >= 0"]),
+])
+def test_flags_are_exact_finite_and_in_range(capsys, clean_error, argv, needles):
+    """Prefix matching is off: `--lr 5` was silently `--lr-decay-iters 5`. Every mistake is one line, exit 2."""
+    clean_error(call_main(train.main, capsys, *argv, "--device", "cpu", "--data-dir", "/nonexistent"), *needles)
+
+
+def test_config_file_refuses_unknown_and_mistyped_settings(tmp_path, capsys, clean_error):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("n_layers = 3\n")
+    clean_error(call_main(train.main, capsys, "--config", cfg), "n_layers", "unknown setting")
+    cfg.write_text('n_layer = "three"\n')
+    clean_error(call_main(train.main, capsys, "--config", cfg), "n_layer must be int")
+    cfg.write_text("learning_rate = nan\n")
+    clean_error(call_main(train.main, capsys, "--config", cfg), "learning_rate must be a finite number")
+
+
+def test_save_epochs_parsing():
+    assert config.parse_save_epochs("1,5") == {1, 5}
+    assert config.parse_save_epochs("all") is None and config.parse_save_epochs("") == set()
+    with pytest.raises(UserError, match="save_epochs"):
+        config.parse_save_epochs("1,x")
