@@ -19,6 +19,7 @@ from denoise_data import Source, load_image, piecewise_constant, psnr
 from files import write_json
 from first_order import chambolle_method, kkt_residual_tv1d, prox_gradient
 
+BENCH_N_1D = 1_000_000  # samples of the tv1d signal
 BENCH_ITERS_1D = 3000  # fista-restart budget for relative gap 1e-8 at n = 1e6
 
 
@@ -37,9 +38,8 @@ def bench(src: Source, ref_iters: int, out_dir: Path) -> dict:
 def bench_tv1d(src: Source, out: dict, path: Path):
     """Condat (best of 3, wall and CPU) and fista-restart on a 1e6-sample signal, at lam 0.3 and 1."""
     rng = np.random.default_rng(src.seed)
-    n = 1_000_000
-    clean = piecewise_constant(n, src.seg_len, rng)
-    y = clean + src.sigma * rng.standard_normal(n)
+    clean = piecewise_constant(BENCH_N_1D, src.seg_len, rng)
+    y = clean + src.sigma * rng.standard_normal(BENCH_N_1D)
     for lam in (0.3, 1.0):
         wall, cpu = [], []  # wall time suffers from the other jobs on the machine; CPU time much less
         for _ in range(3):
@@ -51,7 +51,7 @@ def bench_tv1d(src: Source, out: dict, path: Path):
         f_star = prob.primal(x)
         row = {"condat_wall_s": wall, "condat_cpu_s": cpu, "kkt": kkt_residual_tv1d(x, y, lam),
                "segments": int(np.count_nonzero(np.diff(x))) + 1, "psnr": psnr(x, clean)}
-        print(f"tv1d n=1e6 lam={lam}: Condat best of 3 {min(wall):.3f} s wall, {min(cpu):.3f} s CPU; "
+        print(f"tv1d n={BENCH_N_1D:g} lam={lam}: Condat best of 3 {min(wall):.3f} s wall, {min(cpu):.3f} s CPU; "
               f"KKT {row['kkt']}", flush=True)
         c0 = time.process_time()
         tr = prox_gradient(prob, BENCH_ITERS_1D, accel=True, restart=True, tol=1e-8, progress=True)

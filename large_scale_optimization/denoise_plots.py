@@ -37,8 +37,8 @@ def plot_convergence(traces: list, f_star: float, problem: str, out_dir: Path):
         k = np.logspace(0, math.log10(max(tr.iters[-1] for tr in long)), 50)
         top_obj = max(max(np.asarray(tr.primal) - f_star) for tr in long) / abs(f_star)
         gaps = [g for tr in long for g in np.asarray(tr.gap) / np.abs(np.asarray(tr.primal)) if np.isfinite(g)]
-        # each panel's slopes start at its own largest value (the relative duality gap starts near 1,
-        # the objective gap near 20: one anchor put the gap panel's slopes far above its curves)
+        # each panel's slopes start at its own largest value: the relative duality gap starts near 1,
+        # the objective gap near 20
         for ax, top in ((axes[0, 0], top_obj), (axes[1, 0], max(gaps, default=np.nan))):
             if not np.isfinite(top) or top <= 0:
                 continue

@@ -77,7 +77,7 @@ def test_outputs_table_and_plots(run):
     r, res, out = run
     for name in ("gap_vs_passes.png", "gap_vs_time.png", "newton_grad_norm.png", "test_acc_vs_passes.png"):
         assert (out / name).stat().st_size > 10_000, name
-    assert (out / "results.json").stat().st_mode & 0o044 == 0o044  # readable by others (mkstemp makes 0600)
+    assert (out / "results.json").stat().st_mode & 0o044 == 0o044  # readable by others
     table = r.stdout[r.stdout.index("rel gap"):]
     for name in res["methods"]:
         assert name in table
