@@ -7,6 +7,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "build_nanogpt"))
 
+from helpers import shakespeare_shards  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory, shared_file, tiktoken_cache):
+    """Shards of the first 60,000 characters of Tiny Shakespeare: a val shard and train shards of 4,000 tokens."""
+    return shakespeare_shards(tmp_path_factory, shared_file, 60_000, 4000)
+
 
 @pytest.fixture(scope="session")
 def hf_dir(tmp_path_factory):

@@ -1,12 +1,11 @@
 """build_nanogpt/bench.py on CPU: the milestones that apply run, the CUDA-only ones are marked n/a with the
-reason, speed-ups are consistent, bench.json/bench.png are written; hardware.py's peak table."""
+reason, speed-ups are consistent, bench.json/bench.png are written."""
 import json
 
 import pytest
 import torch
 
 import bench
-import hardware as hw
 
 
 def test_cpu_bench_marks_cuda_only_milestones(tmp_path, capsys, monkeypatch):
@@ -63,11 +62,3 @@ def test_skip_by_setting_name(monkeypatch):
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="float32"))
     with pytest.raises(bench.UserError, match="--batch-size 0: use -1"):  # not silently the default
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", batch_size=0))
-
-
-def test_peak_flops_table():
-    assert hw.peak_flops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4e12)
-    assert hw.peak_flops("NVIDIA H100 PCIe", "bf16") == pytest.approx(756e12)
-    assert hw.peak_flops("NVIDIA A100-SXM4-40GB", "tf32") == pytest.approx(156e12)
-    assert hw.peak_flops("NVIDIA H200", "fp32") == pytest.approx(66.9e12)
-    assert hw.peak_flops("cpu", "bf16") is None and hw.peak_flops("Tesla T4", "bf16") is None

@@ -1,28 +1,13 @@
 """build_nanogpt/train.py: exact (bitwise) resume on CPU float32, loss going down, outputs, clean errors."""
-import json
-
 import pytest
 import torch
-
-from helpers import shakespeare_shards
 
 import hellaswag as H
 import model as M
 import pretrained
 import train
+from helpers import TINY, records
 
-TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
-        "--batch-size", "2", "--total-batch", "64", "--warmup-iters", "2", "--eval-iters", "2",
-        "--num-samples", "0", "--hellaswag-limit", "0", "--eval-interval", "3", "--learning-rate", "1e-2"]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory, shared_file, tiktoken_cache):
-    return shakespeare_shards(tmp_path_factory, shared_file, 60_000, 4000)
-
-
-def records(out, kind):
-    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["kind"] == kind]
 
 
 def test_exact_resume_is_bitwise(shards, tmp_path, capsys):

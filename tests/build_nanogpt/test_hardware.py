@@ -1,0 +1,55 @@
+"""build_nanogpt/hardware.py: peak FLOP/s by whole-word GPU name, the precision a device affords, the device resolver."""
+import pytest
+import torch
+
+import hardware as hw
+
+
+@pytest.mark.parametrize("name, precision, peak", [
+    ("NVIDIA H100 80GB HBM3", "bf16", 989.4e12),  # SXM
+    ("NVIDIA H100 PCIe", "bf16", 756e12),
+    ("NVIDIA H100 NVL", "bf16", 835.5e12),  # not the SXM part
+    ("NVIDIA H200", "fp32", 66.9e12),
+    ("NVIDIA H200 NVL", "bf16", 835.5e12),
+    ("NVIDIA GH200 480GB", "bf16", 989.4e12),
+    ("NVIDIA A100-SXM4-40GB", "tf32", 156e12),
+    ("NVIDIA A10", "bf16", 125e12),  # not the A10G
+    ("NVIDIA A10G", "bf16", 70e12),
+    ("NVIDIA L4", "bf16", 121e12),  # not the L40S (3x higher)
+    ("NVIDIA L40S", "bf16", 362.05e12),
+    ("Tesla T4", "fp16", 65e12),
+])
+def test_peak_flops_by_whole_word(name, precision, peak):
+    assert hw.peak_flops(name, precision) == pytest.approx(peak)
+
+
+def test_unknown_devices_and_precisions_have_no_peak():
+    assert hw.peak_flops("cpu", "bf16") is None and hw.peak_flops("NVIDIA L40", "bf16") is None
+    assert hw.peak_flops("Tesla T4", "bf16") is None  # no bf16 tensor cores: no made-up figure
+    assert hw.peak_flops("NVIDIA A1000", "bf16") is None  # "A100" is not a word of it
+
+
+def test_bf16_only_where_native(monkeypatch):
+    assert hw.pick_dtype("bfloat16", "cpu") == ("bfloat16", None)
+    assert hw.pick_dtype("float32", "cpu") == ("float32", None)
+    dtype, note = hw.pick_dtype("float16", "cpu")
+    assert dtype == "float32" and "float16" in note
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # a T4
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    dtype, note = hw.pick_dtype("bfloat16", "cuda:0")
+    assert dtype == "float16" and note.count("\n") == 0 and "Tesla T4 has no native bfloat16" in note
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100
+    assert hw.pick_dtype("bfloat16", "cuda:0") == ("bfloat16", None)
+    with pytest.raises(hw.UserError, match="--dtype 'half': use float32, bfloat16, float16"):
+        hw.pick_dtype("half", "cpu")
+
+
+def test_device_resolver():
+    assert hw.resolve_device("auto") == "cpu"  # the tests hide CUDA
+    assert hw.resolve_device("cpu") == "cpu"
+    for bad, needle in (("gpu", "use auto, cpu, cuda, cuda:N or mps"), ("cuda:1", "CUDA is not available"),
+                        ("cuda", "CUDA is not available")):
+        with pytest.raises(hw.UserError, match=needle):
+            hw.resolve_device(bad)

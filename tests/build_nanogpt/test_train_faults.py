@@ -1,0 +1,143 @@
+"""build_nanogpt/train.py under faults: a diverged run never saves (exit 3, naming the real last good checkpoint),
+out-of-range flags, a busy out dir, damaged shards and checkpoints, no tokenizer offline: each one line."""
+import math
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from helpers import TINY, records
+
+
+def run_tiny(shards, out, *extra):
+    return train.main(TINY + ["--data-dir", str(shards), "--out-dir", str(out), "--max-iters", "6", *extra])
+
+
+@pytest.mark.parametrize("where", ["loss", "weights", "val"])
+def test_non_finite_stops_before_any_save(where, shards, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert run_tiny(shards, out, "--stop-at", "2", "--ckpt-interval", "2") == 0  # a good checkpoint at iter 2
+    good = (out / "ckpt.pt").read_bytes()
+    real_step, real_fb, calls = train.train_step, train.forward_backward, []
+
+    def nan_loss(*args, **kwargs):  # the resumed run's second step is iter 3
+        calls.append(1)
+        return real_fb(*args, **kwargs) * (float("nan") if len(calls) == 2 else 1.0)
+
+    def inf_weight(run, it, stop_flag):
+        result = real_step(run, it, stop_flag)
+        if it == 3:
+            with torch.no_grad():
+                next(run.model.parameters())[0, 0] = math.inf
+        return result
+    if where == "loss":
+        monkeypatch.setattr(train, "forward_backward", nan_loss)
+    elif where == "weights":
+        monkeypatch.setattr(train, "train_step", inf_weight)
+    else:
+        monkeypatch.setattr(train, "val_loss", lambda *args: float("nan"))
+    capsys.readouterr()
+    assert run_tiny(shards, out, "--resume", "--ckpt-interval", "2") == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"the last good checkpoint is {out / 'ckpt.pt'}" in err, err
+    assert {"loss": "loss is nan at iter 3", "weights": "a weight is not finite after iter 3",
+            "val": "val loss is nan at iter 3"}[where] in err
+    assert (out / "ckpt.pt").read_bytes() == good  # never replaced by the diverged model
+    assert not list(out.glob("*.tmp.*"))
+
+
+def test_diverged_without_a_checkpoint_says_so(shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "val_loss", lambda *a: float("inf"))
+    assert run_tiny(shards, tmp_path / "x") == 3
+    assert "no checkpoint was written" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--min-lr-ratio", "nan", "expected a finite number"),
+    ("--learning-rate", "inf", "expected a finite number"),
+    ("--learning-rate", "-1", "use 0 .. 10"),
+    ("--beta2", "1.5", "use 0 .. 1"),
+    ("--n-layer", "1000000", "use 1 .. 1,024"),
+    ("--block-size", "100000000", "use 1 .. 1,048,576"),
+    ("--seed", "-1", "use 0 .. 2**63 - 1"),
+    ("--device", "tpu", "use auto, cpu, cuda, cuda:N or mps"),
+    ("--dtype", "fp8", "use float32, bfloat16, float16"),
+    ("--max-lr", "1", "unknown option --max-lr"),
+])
+def test_out_of_range_flags_are_refused(flag, value, needle, tmp_path):
+    with pytest.raises(train.UserError) as e:
+        train.main(TINY + [flag, value, "--out-dir", str(tmp_path / "o")])
+    assert flag in str(e.value) and needle in str(e.value) and not (tmp_path / "o").exists()
+
+
+def test_a_refused_flag_is_one_line(run_script, clean_error, tmp_path):
+    clean_error(run_script("build_nanogpt/train.py", "--min-lr-ratio", "nan"), "--min-lr-ratio", "finite")
+
+
+def test_a_busy_out_dir_is_refused(shards, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (out / ".lock").write_text(str(other.pid))
+        with pytest.raises(train.UserError, match=f"in use by another run \\(pid {other.pid}\\)"):
+            run_tiny(shards, out)
+        assert not (out / "log.jsonl").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert run_tiny(shards, out) == 0  # the lock of a dead run is taken over
+    assert not (out / ".lock").exists()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("truncate", "not a readable token shard"),
+    ("header", "not a readable token shard"),
+    ("ids", "token id 60000"),
+    ("dtype", "expected a 1-D uint16 token array"),
+])
+def test_damaged_shards_are_refused_at_start(damage, needle, shards, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(shards, data)
+    last = sorted(data.glob("train_*.npy"))[-1]  # the shard a run would reach last
+    raw = last.read_bytes()
+    if damage == "truncate":
+        last.write_bytes(raw[:len(raw) // 2])
+    elif damage == "header":
+        last.write_bytes(b"\x00" * 16 + raw[16:])
+    elif damage == "ids":
+        tokens = np.load(last)
+        tokens[len(tokens) // 2] = 60000
+        np.save(last, tokens)
+    else:
+        np.save(last, np.load(last).astype(np.int64))
+    with pytest.raises(train.UserError, match=needle) as e:
+        train.main(TINY + ["--data-dir", str(data), "--out-dir", str(tmp_path / "o")])
+    assert last.name in str(e.value) and not (tmp_path / "o").exists()
+
+
+def test_damaged_or_foreign_checkpoint_on_resume(shards, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "ckpt.pt").write_bytes(b"PK\x03\x04 half a zip file")
+    with pytest.raises(train.UserError, match="ckpt.pt is not a readable checkpoint"):
+        run_tiny(shards, out, "--resume")
+    torch.save({"weights": torch.zeros(3)}, out / "other.pt")
+    with pytest.raises(train.UserError, match="other.pt is not a checkpoint of this train.py"):
+        run_tiny(shards, out, "--resume", str(out / "other.pt"))
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "other.pt"]  # nothing else written
+
+
+def test_offline_without_the_tokenizer_cache(shards, tmp_path, run_script, clean_error):
+    empty = tmp_path / "cache"
+    empty.mkdir()
+    proxy = "http://127.0.0.1:9"  # nothing listens: a download fails at once, as offline
+    env = {"TIKTOKEN_CACHE_DIR": empty, "HTTPS_PROXY": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy}
+    r = run_script("build_nanogpt/train.py", *TINY, "--data-dir", shards, "--out-dir", tmp_path / "o", env=env)
+    clean_error(r, "cannot load the GPT-2 tokenizer", "TIKTOKEN_CACHE_DIR")
+    assert os.listdir(empty) == []

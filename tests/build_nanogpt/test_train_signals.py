@@ -1,0 +1,55 @@
+"""build_nanogpt/train.py stopped by Ctrl-C (SIGINT) and then SIGTERM while it runs: each time it finishes the
+iter, writes a resumable ckpt.pt and exits 0; resumed twice, it ends with the losses of an uninterrupted run."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+import train
+from helpers import TINY, records
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+ITERS = ["--max-iters", "60", "--eval-interval", "20", "--ckpt-interval", "0"]
+
+
+def start_and_signal(args, out, sig, after_iter: int) -> subprocess.CompletedProcess:
+    """Start train.py, send `sig` once its log reaches `after_iter`, and wait for it to exit."""
+    log = out / "log.jsonl"
+    seen = log.read_text().count('"train"') if log.exists() else 0
+    proc = subprocess.Popen([sys.executable, str(ROOT / "build_nanogpt/train.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        lines = log.read_text().splitlines() if log.exists() else []
+        its = [json.loads(x)["iter"] for x in lines[-3:] if '"train"' in x]
+        if lines and its and its[-1] >= after_iter and len(lines) > seen:
+            break
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_sigint_then_sigterm_then_resume_gives_the_same_losses(shards, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    common = TINY + ["--data-dir", str(shards), *ITERS]
+    assert train.main(common + ["--out-dir", str(full)]) == 0
+    args = [*common, "--out-dir", str(cut)]
+    r = start_and_signal(args, cut, signal.SIGINT, after_iter=3)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "stopped by SIGINT; continue with --resume" in r.stdout and "Traceback" not in r.stderr
+    first = torch.load(cut / "ckpt.pt", weights_only=True)["step"]
+    assert 3 < first < 60
+    r = start_and_signal([*args, "--resume"], cut, signal.SIGTERM, after_iter=first + 3)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "stopped by SIGTERM" in r.stdout
+    second = torch.load(cut / "ckpt.pt", weights_only=True)["step"]
+    assert first + 3 < second < 60
+    assert train.main(common + ["--out-dir", str(cut), "--resume"]) == 0
+    a, b = records(full, "train"), records(cut, "train")
+    assert [r["iter"] for r in b] == list(range(60))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise: CPU float32
+    assert records(full, "val") == records(cut, "val")
