@@ -18,17 +18,17 @@ only with --force.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
-import zipfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+import checkpoint
+from cli import Parser, UserError, run_main
+from files import TMP_MARK
 from model import GPT, GPTConfig
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -44,40 +44,16 @@ EOT = "<|endoftext|>"
 EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight")
 
 
-class UserError(Exception):
-    """A bad path or a foreign file: one line on stderr, exit code 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """No prefix matching; a mistake is a UserError (one line), not argparse's usage block."""
-
-    def __init__(self, **kwargs):
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message: str):
-        raise UserError(message)
-
-
 # --------------------------------------------------------------------------------------------------
 # reading: the checkpoint and its dataset's meta.json
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint file, or a run's folder (its ckpt_last.pt). Tensors and plain data only."""
+    """A checkpoint file, or a run's folder (its ckpt_last.pt)."""
     file = path / "ckpt_last.pt" if path.is_dir() else path
     if not file.is_file():
         raise UserError(f"no checkpoint at {file}")
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)  # optimizer state stays on disk
-    except OSError as e:
-        raise UserError(f"cannot read checkpoint {file}: {e.strerror or e}") from None
-    except Exception as e:  # noqa: BLE001 - pickled code, a truncated file, or not a torch file at all
-        why = ("it holds objects other than tensors and plain data" if zipfile.is_zipfile(file)
-               and "weights_only" in str(e) else f"not a torch checkpoint, or damaged ({type(e).__name__})")
-        raise UserError(f"refusing to load checkpoint {file}: {why}") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "model_args" not in ckpt:
-        raise UserError(f"{file} is not a nanogpt checkpoint (no 'model' / 'model_args')")
-    return ckpt
+    return checkpoint.load(file)
 
 
 def read_meta(ckpt: dict, meta_file: Path | None) -> dict:
@@ -118,7 +94,7 @@ def hf_config(model: GPTConfig, meta: dict) -> dict:
 def hf_tensors(state_dict: dict, model: GPTConfig, vocab_size: int) -> dict[str, torch.Tensor]:
     """Our state dict -> GPT2LMHeadModel's: Conv1D weights transposed, the token embedding cropped to the
     real vocabulary (lm_head is tied to it, so it is not stored), zero biases where the model has none."""
-    sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state_dict.items()}
+    sd = checkpoint.clean_state_dict(state_dict)
     with torch.device("meta"):  # shapes only: no memory, no init
         want = {k: v.shape for k, v in GPT(model).state_dict().items()}
     misfit = [k for k in want.keys() | sd.keys() if k not in sd or k not in want or sd[k].shape != want[k]]
@@ -183,8 +159,8 @@ def check_out_dir(out_dir: Path, force: bool, ckpt_path: Path) -> None:
 
 def write_folder(out_dir: Path, files: dict[str, bytes], tensors: dict[str, torch.Tensor]) -> None:
     """Everything into OUT_DIR.tmp.PID, then renamed to OUT_DIR (an old OUT_DIR is removed after)."""
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp.{os.getpid()}")
-    old = out_dir.with_name(f"{out_dir.name}.old.tmp.{os.getpid()}")
+    tmp = out_dir.with_name(f"{out_dir.name}{TMP_MARK}{os.getpid()}")
+    old = out_dir.with_name(f"{out_dir.name}.old{TMP_MARK}{os.getpid()}")
     try:
         tmp.mkdir(parents=True)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -223,15 +199,11 @@ def main(argv=None) -> int:
     p.add_argument("--force", action="store_true", help="replace OUT_DIR when it exists and is not empty")
     p.add_argument("--meta", metavar="FILE", help="the dataset's meta.json (default: the one of the "
                                                  "checkpoint's config.data_dir / config.dataset)")
-    try:
-        args = p.parse_args(argv)
-        out = export(args.ckpt, args.out_dir, args.force, args.meta)
-    except UserError as e:
-        print(f"export.py: error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    args = p.parse_args(argv)
+    out = export(args.ckpt, args.out_dir, args.force, args.meta)
     print(f"wrote {out} (transformers: AutoModelForCausalLM.from_pretrained({str(out)!r}))")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

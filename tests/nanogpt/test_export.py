@@ -167,7 +167,7 @@ def test_missing_checkpoint_exits_2(run_script, clean_error, tmp_path):
 
 
 @pytest.mark.parametrize("content, needle", [
-    ("text", "not a torch checkpoint"), ("list", "not a nanogpt checkpoint"),
+    ("text", "refusing to load checkpoint"), ("list", "not a nanogpt checkpoint"),
     ("code", "objects other than tensors"), ("no-meta", "meta.json")])
 def test_foreign_files_exit_2(bpe_ckpt, content, needle, capsys, clean_error, tmp_path):
     bad = tmp_path / "bad.pt"
