@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import prepare
+import sources
 from cli import UserError
 
 HEAD_BYTES = 1 << 20  # the part of train.bin whose hash identifies a dataset in a checkpoint
@@ -93,7 +94,7 @@ def prepare_if_missing(dataset: str, data_dir: str, source: str) -> None:
 
 def _check_source(folder: Path, source: str) -> None:
     meta = _read_meta(folder)
-    if meta.get("sha256") != prepare.sha256_files(prepare.local_files(Path(source))):
+    if meta.get("sha256") != sources.sha256_files(sources.local_files(Path(source))):
         raise UserError(f"dataset {folder.name!r} in {folder.parent} was built from {meta.get('source')}, not "
                         f"from --data-source {source}; choose another --dataset name, or delete {folder}")
 

@@ -26,266 +26,25 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-import socket
+import signal
 import sys
 import sysconfig
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tiktoken
 from tqdm import tqdm
 
-from cli import UserError, knob, parse_config, run_main
+from cli import knob, parse_config, run_main
+from sources import (HUB, DataError, hub_rows, local_files, local_rows, python_stdlib_text, sha256_file,
+                     sha256_files, shakespeare_file)
+from tokenizer import CharTokenizer, get_tokenizer
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data"
 
-SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-
 # whole-text datasets: name -> tokenizer
 WHOLE_TEXT = {"python_stdlib": "byte", "shakespeare_char": "char", "shakespeare": "gpt2"}
-
-
-@dataclass(frozen=True)
-class HubDataset:
-    path: str  # Hugging Face dataset id
-    name: str | None  # its config
-    val_split: str | None  # None: hold out every val_every-th row of train
-    lines: bool = False  # rows are lines of running text (no end-of-text between them)
-
-
-HUB = {
-    "fineweb_edu": HubDataset("HuggingFaceFW/fineweb-edu", "sample-10BT", None),
-    "tinystories": HubDataset("roneneldan/TinyStories", None, "validation"),
-    "wikitext103": HubDataset("Salesforce/wikitext", "wikitext-103-raw-v1", "validation", lines=True),
-    "openwebtext": HubDataset("Skylion007/openwebtext", None, None),
-}
-
-TEXT_SUFFIXES = {".txt", ".tokens", ".raw", ".md", ".text"}
-TABLE_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
-
-
-class DataError(UserError, ValueError):
-    """A user mistake (bad name, missing or empty file, offline download): one line, exit code 2."""
-
-
-# --------------------------------------------------------------------------------------------------
-# tokenizers
-
-
-class ByteTokenizer:
-    """UTF-8 bytes, vocab 256: covers any text, nothing is unknown, decode is exact."""
-
-    name = "byte"
-    vocab_size = 256
-    eot = None
-
-    def encode(self, s: str) -> list[int]:
-        return list(s.encode("utf-8"))
-
-    def decode(self, ids) -> str:
-        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
-
-
-class CharTokenizer:
-    """One id per distinct character of the corpus (nanoGPT's shakespeare_char)."""
-
-    name = "char"
-    eot = None
-
-    def __init__(self, chars: str):
-        self.chars = chars
-        self.vocab_size = len(chars)
-        self.stoi = {c: i for i, c in enumerate(chars)}
-
-    def encode(self, s: str) -> list[int]:
-        try:
-            return [self.stoi[c] for c in s]
-        except KeyError as e:  # e.g. a sample.py prompt with a character the corpus never had
-            raise DataError(f"character {e.args[0]!r} is not in this char-level vocabulary "
-                            f"({self.vocab_size} characters)") from None
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
-
-
-class GPT2Tokenizer:
-    """tiktoken's GPT-2 BPE (50257 tokens, <|endoftext|> = 50256). Special tokens in the text stay text."""
-
-    name = "gpt2"
-
-    def __init__(self):
-        try:
-            self.enc = tiktoken.get_encoding("gpt2")
-        except Exception as e:  # noqa: BLE001 - tiktoken downloads its BPE files on first use
-            raise DataError(f"cannot load the GPT-2 BPE ({type(e).__name__}); offline? point TIKTOKEN_CACHE_DIR "
-                            f"at a folder holding tiktoken's cached gpt2 files") from None
-        self.vocab_size = self.enc.n_vocab
-        self.eot = self.enc.eot_token
-
-    def encode(self, s: str) -> list[int]:
-        return self.enc.encode_ordinary(s)
-
-    def decode(self, ids) -> str:
-        return self.enc.decode([int(i) for i in ids])
-
-
-def get_tokenizer(meta: dict):
-    """The tokenizer described by a meta.json dict (keys: tokenizer, and chars for char-level)."""
-    name = meta.get("tokenizer")
-    if name == "byte":
-        return ByteTokenizer()
-    if name == "char":
-        return CharTokenizer(meta["chars"])
-    if name == "gpt2":
-        return GPT2Tokenizer()
-    raise DataError(f"unknown tokenizer {name!r} in meta.json; expected byte, char or gpt2")
-
-
-# --------------------------------------------------------------------------------------------------
-# sources
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def python_stdlib_text() -> str:
-    """Every top-level .py module of this Python's standard library, sorted by name, each after a header
-    line. About 4.7 MB of real, varied code on CPython 3.11; the exact text depends on the Python version,
-    which is why meta.json records its sha256."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    parts = []
-    for f in sorted(root.glob("*.py")):
-        try:
-            parts.append(f"# ===== {f.name} =====\n" + f.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, OSError):
-            continue  # the same files fail every time, so the selection stays deterministic
-    return "\n".join(parts)
-
-
-def download(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
-    """Fetch url to dest once (atomic, checksum-verified); later calls return the cached file."""
-    dest = Path(dest)
-    if dest.is_file() and sha256_file(dest) == sha256:
-        return dest
-    created = [d for d in [dest.parent, *dest.parent.parents] if not d.exists()]  # removed again on failure
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            shutil.copyfileobj(r, f)
-        got = sha256_file(Path(tmp))
-        if got != sha256:
-            raise DataError(f"checksum mismatch for {url}: sha256 {got}, expected {sha256}")
-        os.replace(tmp, dest)
-    except Exception as e:  # noqa: BLE001 - offline, DNS, HTTP error: all mean "put the file there yourself"
-        os.remove(tmp)
-        for d in created:  # innermost first; leave no empty cache folders behind
-            d.rmdir()
-        if isinstance(e, DataError):
-            raise
-        raise DataError(
-            f"cannot download {url} ({type(e).__name__}: {e}); put the file at {dest} or pass --source FILE"
-            .replace("\n", " ")
-        ) from None
-    return dest
-
-
-def shakespeare_file(data_dir: Path) -> Path:
-    """Tiny Shakespeare, cached under DATA_DIR/downloads/ (URL overridable for mirrors)."""
-    url = os.environ.get("NANOGPT_SHAKESPEARE_URL", SHAKESPEARE_URL)
-    return download(url, Path(data_dir) / "downloads" / "tinyshakespeare" / "input.txt", SHAKESPEARE_SHA256)
-
-
-def local_files(source: Path) -> list[Path]:
-    """A file, or the text/jsonl/parquet files of a folder (recursively, sorted)."""
-    if not source.exists():
-        raise DataError(f"source {source} does not exist")
-    if source.is_file():
-        files = [source]
-    else:
-        known = TEXT_SUFFIXES | set(TABLE_SUFFIXES)
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix in known
-                       and not any(part.startswith(".") for part in p.relative_to(source).parts))
-        if not files:
-            raise DataError(f"source folder {source} holds no {', '.join(sorted(known))} files")
-    if sum(f.stat().st_size for f in files) == 0:
-        raise DataError(f"source {source} is empty")
-    return files
-
-
-def sha256_files(files: list[Path]) -> str:
-    if len(files) == 1:
-        return sha256_file(files[0])  # the same digest sha256sum prints
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + sha256_file(f).encode())
-    return h.hexdigest()
-
-
-def _merge_lines(rows, text_field: str, chars: int = 2048):
-    """Lines of running text -> chunks of whole lines of about `chars` characters (bigger work units,
-    and a held-out row is then a passage rather than a single line)."""
-    buf, n = [], 0
-    for row in rows:
-        buf.append(row[text_field])
-        n += len(buf[-1])
-        if n >= chars:
-            yield "".join(buf)
-            buf, n = [], 0
-    if buf:
-        yield "".join(buf)
-
-
-def local_rows(files: list[Path], text_field: str):
-    """Yield (text, is_document) through the `datasets` builders: text files line by line (kept line
-    breaks, merged into passages), .jsonl / .parquet one document per row."""
-    import datasets  # heavy import, only for the documents path
-
-    groups = itertools.groupby(files, key=lambda f: TABLE_SUFFIXES.get(f.suffix, "text"))
-    for builder, group in groups:
-        data_files = [str(f) for f in group]
-        if builder == "text":
-            ds = datasets.load_dataset("text", data_files=data_files, split="train", streaming=True,
-                                       keep_linebreaks=True)
-            for chunk in _merge_lines(ds, "text"):
-                yield chunk, False
-        else:
-            ds = datasets.load_dataset(builder, data_files=data_files, split="train", streaming=True)
-            for row in ds:
-                if text_field not in row:
-                    raise DataError(f"{data_files[0]} has no {text_field!r} column (columns: "
-                                    f"{', '.join(row)}); pass --text-field")
-                yield row[text_field], True
-
-
-def hub_rows(spec: HubDataset, split: str, text_field: str):
-    offline = any(os.environ.get(v, "0") not in ("", "0", "false", "False")
-                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    try:  # fail fast offline, instead of the hub client's five noisy retries
-        if offline:
-            raise OSError("offline mode is set")
-        socket.create_connection(("huggingface.co", 443), timeout=3.0).close()
-    except OSError:
-        raise DataError(f"cannot reach huggingface.co to stream {spec.path}; offline? download its files "
-                        f"and pass --source FILE_OR_DIR") from None
-    import datasets
-
-    ds = datasets.load_dataset(spec.path, spec.name, split=split, streaming=True)
-    if spec.lines:
-        for chunk in _merge_lines(ds, text_field):
-            yield chunk, False
-    else:
-        for row in ds:
-            yield row[text_field], True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -294,9 +53,14 @@ def hub_rows(spec: HubDataset, split: str, text_field: str):
 _worker_tok = None
 
 
-def _init_worker(meta: dict):
+def _load_tokenizer(meta: dict):
     global _worker_tok
     _worker_tok = get_tokenizer(meta)
+
+
+def _init_worker(meta: dict):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
+    _load_tokenizer(meta)
 
 
 def _encode_batch(batch: list[tuple[str, bool, bool]]) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -335,7 +99,7 @@ def tokenize_rows(rows, tok_meta: dict, train_f, val_f, num_proc: int, desc: str
         bar.update(ntr + nva)
 
     if num_proc <= 1:
-        _init_worker(tok_meta)
+        _load_tokenizer(tok_meta)
         for b in batches:
             write(_encode_batch(b))
     else:
@@ -383,65 +147,128 @@ def prepare(dataset: str, data_dir=DEFAULT_DATA_DIR, source=None, *, tokenizer: 
     """Write DATA_DIR/dataset/{train.bin,val.bin,meta.json} and return that folder (see module doc)."""
     _check_name(dataset)
     data_dir = Path(data_dir)
-    out = data_dir / dataset
     source = Path(source) if source is not None else None
     if tokenizer is not None and tokenizer not in ("gpt2", "byte", "char"):
         raise DataError(f"unknown tokenizer {tokenizer!r}; one of gpt2, byte, char")
     for flag, value in (("--num-proc", num_proc), ("--val-every", val_every), ("--max-docs", max_docs)):
         if value is not None and value < 1:
             raise DataError(f"{flag} must be >= 1, got {value}")
-    num_proc = num_proc or min(8, os.cpu_count() or 1)
+    if num_proc is not None and num_proc > 256:
+        raise DataError(f"--num-proc must be <= 256, got {num_proc}")
     say = print if verbose else (lambda *a, **k: None)
-
     if dataset in WHOLE_TEXT:
-        tok_name = tokenizer or WHOLE_TEXT[dataset]
-        if dataset == "python_stdlib":
-            if source is not None:
-                raise DataError("python_stdlib reads this Python's standard library; it takes no --source")
-            text = python_stdlib_text()
-            src_desc = f"python {sys.version.split()[0]} stdlib: {sysconfig.get_paths()['stdlib']}/*.py"
-            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        else:
-            if source is not None and source.is_dir():
-                raise DataError(f"{dataset} needs one text file, got folder {source}")
-            path = local_files(source)[0] if source is not None else shakespeare_file(data_dir)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"source {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-            src_desc, digest = str(path), sha256_file(path)
-        if not text:
-            raise DataError(f"source {src_desc} is empty")
-        want = {"dataset": dataset, "tokenizer": tok_name, "sha256": digest, "val_fraction": 0.1}
-        if _up_to_date(out, want):
-            say(f"{out} is up to date (source sha256 {digest[:12]}...), nothing to do")
-            return out
-        tok = CharTokenizer("".join(sorted(set(text)))) if tok_name == "char" else get_tokenizer({"tokenizer": tok_name})
-        if tok_name == "byte":  # split on bytes so train + val is exactly the source's bytes
-            data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
-            n = int(0.9 * len(data))
-            train, val = data[:n], data[n:]
-        else:
-            n = int(0.9 * len(text))
-            train = np.array(tok.encode(text[:n]), dtype=np.uint16)
-            val = np.array(tok.encode(text[n:]), dtype=np.uint16)
-        tmp = Path(tempfile.mkdtemp(dir=_mkdir(data_dir), prefix=f".{dataset}.tmp-"))
-        try:
-            train.tofile(tmp / "train.bin")
-            val.tofile(tmp / "val.bin")
-            meta = {**want, "vocab_size": tok.vocab_size, "train_tokens": len(train), "val_tokens": len(val),
-                    "source": src_desc, "dtype": "uint16", "eot_token": tok.eot}
-            if tok_name == "char":
-                meta["chars"] = tok.chars
-            _write_json(tmp / "meta.json", meta)
-            _commit(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        say(f"{dataset}: {len(train):,} train + {len(val):,} val tokens ({tok_name}, vocab {tok.vocab_size}) -> {out}")
-        return out
+        return _prepare_whole_text(dataset, data_dir, source, tokenizer or WHOLE_TEXT[dataset], say)
+    return _prepare_documents(dataset, data_dir, source, tokenizer or "gpt2", num_proc or min(8, os.cpu_count() or 1),
+                              val_every, max_docs, text_field, say)
 
-    # documents path: Hugging Face datasets (hub or local files through the same builders)
-    tok_name = tokenizer or "gpt2"
+
+# the text is read in pieces of this many characters; a GPT-2 BPE piece ends where the pre-tokenizer splits for
+# certain: between a newline and a non-space, with a non-space before the newline ("a\nB", never "a \n B")
+CHUNK = 1 << 20
+_BPE_CUT = re.compile(r"(?<=\S\n)(?=\S)")
+
+
+def _text_chunks(path: Path | None, text: str | None):
+    """The text in pieces of CHUNK characters (universal newlines), from a file or a string in memory."""
+    if text is not None:
+        yield from (text[i : i + CHUNK] for i in range(0, len(text), CHUNK))
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+    except UnicodeDecodeError as e:
+        raise DataError(f"source {path} is not UTF-8 text ({e.reason})") from None
+
+
+def _first_units(chunks, n: int, rest: list):
+    """Yield the first n units (characters or bytes) of chunks; the piece beyond n goes to rest."""
+    for chunk in chunks:
+        if n <= 0:
+            rest.append(chunk)
+            return
+        if len(chunk) > n:
+            rest.append(chunk[n:])
+            chunk = chunk[:n]
+        n -= len(chunk)
+        yield chunk
+
+
+def _encode_pieces(pieces, tok, f) -> int:
+    """Tokenize a stream of text (or byte) pieces into the open file f -> tokens written. The tokens equal
+    tok.encode of the whole concatenation: BPE text is cut only where its pre-tokenizer splits anyway."""
+    pending, count = None, 0
+    for piece in pieces:
+        pending = piece if pending is None else pending + piece
+        cut = len(pending)
+        if tok.name == "gpt2":
+            cut = max((m.start() for m in _BPE_CUT.finditer(pending, max(0, len(pending) - len(piece) - 2))),
+                      default=0)
+        if cut:
+            count += _write_ids(tok, pending[:cut], f)
+            pending = pending[cut:]
+    return count + (_write_ids(tok, pending, f) if pending else 0)
+
+
+def _write_ids(tok, piece, f) -> int:
+    ids = np.frombuffer(piece, np.uint8) if isinstance(piece, bytes) else tok.encode(piece)
+    arr = np.asarray(ids, dtype=np.uint16)
+    f.write(arr.tobytes())
+    return len(arr)
+
+
+def _prepare_whole_text(dataset: str, data_dir: Path, source: Path | None, tok_name: str, say) -> Path:
+    """Read the text twice, streaming: once for its size (and characters), once to tokenize the first 90% into
+    train.bin and the rest into val.bin, so decode(train + val) is the source exactly."""
+    text = path = None
+    if dataset == "python_stdlib":
+        if source is not None:
+            raise DataError("python_stdlib reads this Python's standard library; it takes no --source")
+        text = python_stdlib_text()
+        src_desc = f"python {sys.version.split()[0]} stdlib: {sysconfig.get_paths()['stdlib']}/*.py"
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    else:
+        if source is not None and source.is_dir():
+            raise DataError(f"{dataset} needs one text file, got folder {source}")
+        path = local_files(source)[0] if source is not None else shakespeare_file(data_dir)
+        src_desc, digest = str(path), sha256_file(path)
+    out = data_dir / dataset
+    want = {"dataset": dataset, "tokenizer": tok_name, "sha256": digest, "val_fraction": 0.1}
+    if _up_to_date(out, want):
+        say(f"{out} is up to date (source sha256 {digest[:12]}...), nothing to do")
+        return out
+    n_chars, n_bytes, chars = 0, 0, set()
+    for chunk in _text_chunks(path, text):
+        n_chars, n_bytes = n_chars + len(chunk), n_bytes + len(chunk.encode("utf-8"))
+        if tok_name == "char":
+            chars.update(chunk)
+    if not n_chars:
+        raise DataError(f"source {src_desc} is empty")
+    tok = CharTokenizer("".join(sorted(chars))) if tok_name == "char" else get_tokenizer({"tokenizer": tok_name})
+    by_bytes = tok_name == "byte"  # split on bytes, so train + val is exactly the source's bytes
+    units = (c.encode("utf-8") for c in _text_chunks(path, text)) if by_bytes else _text_chunks(path, text)
+    rest = []
+    tmp = Path(tempfile.mkdtemp(dir=_mkdir(data_dir), prefix=f".{dataset}.tmp-"))
+    try:
+        with open(tmp / "train.bin", "wb") as train_f, open(tmp / "val.bin", "wb") as val_f:
+            n_train = _encode_pieces(_first_units(units, int(0.9 * (n_bytes if by_bytes else n_chars)), rest),
+                                     tok, train_f)
+            n_val = _encode_pieces(itertools.chain(rest, units), tok, val_f)
+        meta = {**want, "vocab_size": tok.vocab_size, "train_tokens": n_train, "val_tokens": n_val,
+                "source": src_desc, "dtype": "uint16", "eot_token": tok.eot}
+        if tok_name == "char":
+            meta["chars"] = tok.chars
+        _write_json(tmp / "meta.json", meta)
+        _commit(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say(f"{dataset}: {n_train:,} train + {n_val:,} val tokens ({tok_name}, vocab {tok.vocab_size}) -> {out}")
+    return out
+
+
+def _prepare_documents(dataset: str, data_dir: Path, source: Path | None, tok_name: str, num_proc: int,
+                       val_every: int | None, max_docs: int | None, text_field: str, say) -> Path:
+    """Hugging Face datasets (hub or local files through the same builders), tokenized in a pool."""
     if tok_name == "char":
         raise DataError("the char tokenizer needs the whole text up front; use --tokenizer gpt2 or byte")
     spec = HUB.get(dataset)
@@ -460,6 +287,7 @@ def prepare(dataset: str, data_dir=DEFAULT_DATA_DIR, source=None, *, tokenizer: 
         splits = [("train", lambda: hub_rows(spec, "train", text_field))]
         if spec.val_split:
             splits.append((spec.val_split, lambda: hub_rows(spec, spec.val_split, text_field)))
+    out = data_dir / dataset
     want = {"dataset": dataset, "tokenizer": tok_name, "source": src_desc, "sha256": digest,
             "val_every": val_every, "max_docs": max_docs}
     if _up_to_date(out, want):
@@ -523,11 +351,23 @@ class PrepareConfig:
     text_field: str = knob("text", "column holding the text in .jsonl/.parquet/hub rows")
 
 
-def main(argv=None):
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
     cfg = parse_config(PrepareConfig, argv, "prepare.py", __doc__.split("\n\n")[0])
     os.environ.setdefault("USE_TORCH", "0")  # `datasets` need not import torch (seconds) to stream text
-    prepare(cfg.dataset, cfg.data_dir, cfg.source, tokenizer=cfg.tokenizer, num_proc=cfg.num_proc,
-            val_every=cfg.val_every, max_docs=cfg.max_docs, text_field=cfg.text_field)
+    previous = signal.signal(signal.SIGTERM, interrupt)  # SIGTERM stops it as Ctrl-C does
+    try:
+        prepare(cfg.dataset, cfg.data_dir, cfg.source, tokenizer=cfg.tokenizer, num_proc=cfg.num_proc,
+                val_every=cfg.val_every, max_docs=cfg.max_docs, text_field=cfg.text_field)
+    except KeyboardInterrupt:
+        print(f"prepare.py: interrupted; nothing written to {Path(cfg.data_dir) / cfg.dataset}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-import prepare
 from files import atomic_write, write_json
+from tokenizer import get_tokenizer
 
 
 def evaluations(history: list[dict]) -> list[dict]:
@@ -47,7 +47,7 @@ def print_samples(model, meta: dict, num_samples: int, tokens: int, seed: int, c
     if num_samples < 1:
         return []
     try:
-        tokenizer = prepare.get_tokenizer(meta)
+        tokenizer = get_tokenizer(meta)
     except Exception as e:  # noqa: BLE001 - e.g. tiktoken files missing offline: train anyway, no samples
         print(f"(no samples: cannot load tokenizer {meta.get('tokenizer')!r}: {e})")
         return []

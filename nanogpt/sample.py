@@ -16,10 +16,10 @@ import torch
 
 import checkpoint
 import hardware
-import prepare
 from cli import UserError, knob, parse_config, run_main
 from hub import HUB_MODELS, gpt2_folder
 from model import GPT, GPTConfig
+from tokenizer import get_tokenizer
 
 HERE = Path(__file__).resolve().parent
 MAX_NEW_TOKENS = 1_000_000
@@ -76,9 +76,9 @@ def load_model(init_from: str, device: str = "cpu"):
         cfg = ckpt.get("config", {})
         meta_file = Path(cfg.get("data_dir", "")) / cfg.get("dataset", "") / "meta.json"
         if cfg.get("dataset") and meta_file.is_file():
-            tokenizer = prepare.get_tokenizer(json.loads(meta_file.read_text()))
+            tokenizer = get_tokenizer(json.loads(meta_file.read_text()))
         elif model.config.vocab_size >= 50257:  # GPT-2-sized vocabulary: assume the GPT-2 BPE
-            tokenizer = prepare.get_tokenizer({"tokenizer": "gpt2"})
+            tokenizer = get_tokenizer({"tokenizer": "gpt2"})
         else:
             raise UserError(f"cannot find the tokenizer: {meta_file} is missing (prepare the dataset again)")
     elif path.is_dir() or init_from in HUB_MODELS:
@@ -86,7 +86,7 @@ def load_model(init_from: str, device: str = "cpu"):
             model = GPT.from_pretrained(gpt2_folder(init_from))
         except ValueError as e:
             raise UserError(str(e).splitlines()[0]) from None
-        tokenizer = prepare.get_tokenizer({"tokenizer": "gpt2"})
+        tokenizer = get_tokenizer({"tokenizer": "gpt2"})
     else:
         raise UserError(f"--init-from {init_from!r}: no such checkpoint or directory, and not one of "
                         f"{', '.join(HUB_MODELS)}")

@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,15 +48,17 @@ class Diverged(Exception):
 
 
 class StopSignal:
-    """While active, SIGINT/SIGTERM only set a flag: the loop finishes its step, writes a resumable checkpoint
-    and exits cleanly; a second signal ends the process at once. The previous handlers come back on exit."""
+    """SIGINT/SIGTERM while armed (the training loop) only set a flag: the loop finishes its step, writes a
+    resumable checkpoint and exits cleanly. Unarmed (data preparation, setup, the final evaluation), or a
+    second signal: KeyboardInterrupt at once. The previous handlers come back on exit."""
 
     def __init__(self):
         self.name = None
+        self.armed = False
         self.previous = {}
 
     def _handle(self, signum, frame):
-        if self.name is not None:
+        if self.name is not None or not self.armed:
             raise KeyboardInterrupt
         self.name = signal.Signals(signum).name
 
@@ -261,8 +264,10 @@ def run_training(cfg: TrainConfig, ckpt: dict | None, stop: StopSignal, accum: i
                    disable=not run.master, unit="step", dynamic_ncols=True, mininterval=1.0)
     try:
         with run.bar:
+            stop.armed = True
             stopped_by = train_loop(run, state, stop)
         save(run, state, ["ckpt_last.pt"])
+        stop.armed = False
     except Diverged as e:
         keep = (f"the last good checkpoint is {run.last_good}" if run.last_good
                 else "no checkpoint of this run was written")
@@ -345,6 +350,12 @@ def train(cfg: TrainConfig, ckpt: dict | None = None) -> int:
             on_rank0(lambda: stack.enter_context(OutDirLock(cfg.out_dir)), rank, world_size)
             stop = stack.enter_context(StopSignal())
             code = run_training(cfg, ckpt, stop, accum, rank, world_size, device, dtype)
+    except KeyboardInterrupt:
+        saved = Path(cfg.out_dir) / "ckpt_last.pt"
+        print(f"train.py: interrupted; {'resume from ' + str(saved) if saved.exists() else 'nothing to resume'}",
+              file=sys.stderr)
+        return 130
+    else:
         if ddp and code == 0:
             dist.barrier()  # leave together: ranks that tear down while rank 0 still writes can hang its exit
         return code

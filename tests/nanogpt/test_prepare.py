@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 import prepare as P
+import sources
+from tokenizer import get_tokenizer
 
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
@@ -34,12 +36,12 @@ def leftovers(data_dir: Path):
 def test_python_stdlib_round_trip_and_noop(tmp_path, capsys):
     out = P.prepare("python_stdlib", tmp_path)
     meta, train, val = load(out)
-    text = P.python_stdlib_text()
+    text = sources.python_stdlib_text()
     assert meta["tokenizer"] == "byte" and meta["vocab_size"] == 256
     assert meta["sha256"] == hashlib.sha256(text.encode()).hexdigest()
     assert len(train) + len(val) == len(text.encode())
     assert len(text.encode()) > 2_000_000  # a few MB of real code
-    tok = P.get_tokenizer(meta)
+    tok = get_tokenizer(meta)
     assert tok.decode(np.concatenate([train, val])) == text
     # re-running is a no-op: files untouched
     stamp = [(out / f).stat().st_mtime_ns for f in ("train.bin", "val.bin", "meta.json")]
@@ -59,7 +61,7 @@ def test_shakespeare_from_source(tmp_path, shared_file, tiktoken_cache, dataset,
     assert meta["tokenizer"] == tokenizer and meta["sha256"] == SHAKESPEARE_SHA256
     assert (len(train), len(val)) == counts
     text = src.read_text()
-    assert P.get_tokenizer(meta).decode(np.concatenate([train, val])) == text
+    assert get_tokenizer(meta).decode(np.concatenate([train, val])) == text
     if tokenizer == "char":
         assert meta["vocab_size"] == 65 and int(train.max()) < 65
 
@@ -74,8 +76,8 @@ def test_rerun_rebuilds_when_the_source_changes(tmp_path, capsys):
     src.write_text("goodbye moon\n" * 50)
     P.prepare("shakespeare_char", tmp_path / "d", source=src)
     meta, train, val = load(out)
-    assert meta["sha256"] != first["sha256"] and meta["sha256"] == P.sha256_file(src)
-    assert P.get_tokenizer(meta).decode(np.concatenate([train, val])) == src.read_text()
+    assert meta["sha256"] != first["sha256"] and meta["sha256"] == sources.sha256_file(src)
+    assert get_tokenizer(meta).decode(np.concatenate([train, val])) == src.read_text()
     assert not [p for p in (tmp_path / "d").iterdir() if p.name.startswith(".")]  # no temp folders left
 
 
@@ -92,8 +94,8 @@ def test_local_text_file_custom_name(tmp_path, tiktoken_cache):
     P.main(["--dataset", "mycorpus", "--source", str(src), "--data-dir", str(data), "--val-every", "10000",
             "--num-proc", "1"])
     meta, train, val = load(data / "mycorpus")
-    tok = P.get_tokenizer(meta)
-    assert meta["sha256"] == P.sha256_file(src) and meta["val_rows"] == 1 and meta["train_rows"] > 5
+    tok = get_tokenizer(meta)
+    assert meta["sha256"] == sources.sha256_file(src) and meta["val_rows"] == 1 and meta["train_rows"] > 5
     assert tok.decode(np.concatenate([val, train])) == src.read_text()  # lines of running text: no EOT
     assert tok.eot not in set(train.tolist())
 
@@ -111,7 +113,7 @@ def test_jsonl_and_parquet_documents(tmp_path, tiktoken_cache):
     pq.write_table(pa.table({"text": docs[30:]}), folder / "b.parquet")
     out = P.prepare("docs", tmp_path / "data", source=folder, val_every=10, num_proc=1, verbose=False)
     meta, train, val = load(out)
-    tok = P.get_tokenizer(meta)
+    tok = get_tokenizer(meta)
     eot = tok.eot
     # every document closed by <|endoftext|>; rows 0, 10, 20, ... held out, order kept
     split = lambda ids: tok.decode(ids).split("<|endoftext|>")[:-1]  # noqa: E731
@@ -138,7 +140,7 @@ def test_wikitext2_folder_pool_matches_single_process(tmp_path, shared_file, tik
     assert 400_000 < len(train) + len(val) < 800_000  # ~2.4 MB of English
     # both files, in name order (test before valid), and nothing else
     text = "".join((folder / n).read_text() for n in ("wiki.test.tokens", "wiki.valid.tokens"))
-    tok = P.get_tokenizer(meta)
+    tok = get_tokenizer(meta)
     assert len(tok.decode(np.concatenate([train, val]))) == len(text)
 
 
@@ -174,13 +176,13 @@ def test_download_checksum_and_cache(tmp_path, http_server):
     (root / "input.txt").write_bytes(payload)
     digest = hashlib.sha256(payload).hexdigest()
     dest = tmp_path / "cache" / "input.txt"
-    assert P.download(f"{base}/input.txt", dest, digest).read_bytes() == payload
+    assert sources.download(f"{base}/input.txt", dest, digest).read_bytes() == payload
     assert len(hits) == 1
-    P.download(f"{base}/input.txt", dest, digest)  # cached: no second request
+    sources.download(f"{base}/input.txt", dest, digest)  # cached: no second request
     assert len(hits) == 1
     # wrong checksum: error naming both digests, nothing written
-    with pytest.raises(P.DataError, match="checksum mismatch") as e:
-        P.download(f"{base}/input.txt", tmp_path / "other" / "x.txt", "0" * 64)
+    with pytest.raises(sources.DataError, match="checksum mismatch") as e:
+        sources.download(f"{base}/input.txt", tmp_path / "other" / "x.txt", "0" * 64)
     assert digest in str(e.value) and not (tmp_path / "other").exists()
 
 
@@ -239,12 +241,72 @@ def test_hub_dataset_offline_is_clean(tmp_path, run_script, clean_error, tiktoke
 
 
 def test_char_vocabulary_and_non_utf8_source_are_one_line_errors(tmp_path):
-    tok = P.get_tokenizer({"tokenizer": "char", "chars": "\nab"})
+    tok = get_tokenizer({"tokenizer": "char", "chars": "\nab"})
     assert tok.decode(tok.encode("ab\nba")) == "ab\nba"
-    with pytest.raises(P.DataError, match="character 'c' is not in this char-level vocabulary"):
+    with pytest.raises(sources.DataError, match="character 'c' is not in this char-level vocabulary"):
         tok.encode("abc")  # a sample.py prompt from outside the corpus: exit 2, not a KeyError traceback
     binary = tmp_path / "latin1.txt"
     binary.write_bytes("caf\u00e9\n".encode("latin-1") * 10)
-    with pytest.raises(P.DataError, match="not UTF-8 text"):
+    with pytest.raises(sources.DataError, match="not UTF-8 text"):
         P.prepare("shakespeare_char", tmp_path / "data", source=binary, verbose=False)
     assert leftovers(tmp_path / "data") == []
+
+
+# --------------------------------------------------------------------------------------------------
+# whole text in bounded memory; interrupting a pooled preparation
+
+
+@pytest.mark.parametrize("dataset, tok_name", [("shakespeare", "gpt2"), ("shakespeare_char", "char"),
+                                               ("bytes", "byte")])
+def test_streamed_whole_text_gives_the_tokens_of_the_whole_text(tmp_path, shared_file, tiktoken_cache, monkeypatch,
+                                                                dataset, tok_name):
+    """Read in pieces of 997 characters (~1,100 pieces), the tokens equal encode(first 90%) + encode(rest)."""
+    src = shared_file("tinyshakespeare/input.txt")
+    monkeypatch.setattr(P, "CHUNK", 997)
+    name = "shakespeare_char" if dataset == "bytes" else dataset
+    meta, train, val = load(P.prepare(name, tmp_path, source=src, tokenizer=tok_name, verbose=False))
+    text = src.read_text()
+    if tok_name == "byte":
+        raw = text.encode()
+        n = int(0.9 * len(raw))
+        expect = list(raw[:n]), list(raw[n:])
+    else:
+        tok = get_tokenizer(meta)
+        n = int(0.9 * len(text))
+        expect = tok.encode(text[:n]), tok.encode(text[n:])
+    assert train.tolist() == expect[0] and val.tolist() == expect[1]
+
+
+def test_sigint_during_pooled_preparation_exits_promptly_leaving_nothing(tmp_path, shared_file, tiktoken_cache):
+    """Ctrl-C while 2 workers tokenize: the pool is terminated, the temp folder removed, one line, exit 130."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = shared_file("wikitext-2/wiki.valid.tokens").parent
+    src = tmp_path / "src"
+    src.mkdir()
+    text = "".join((folder / n).read_text() for n in ("wiki.test.tokens", "wiki.valid.tokens"))
+    for i in range(8):  # ~20 MB: many seconds of tokenizing
+        (src / f"part{i}.txt").write_text(text)
+    data = tmp_path / "data"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, str(root / "nanogpt/prepare.py"), "--dataset", "big", "--source", src,
+                             "--data-dir", data, "--num-proc", "2"], cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while not any((p / "train.bin").exists() and (p / "train.bin").stat().st_size > 0
+                      for p in data.glob(".big.tmp-*")):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert time.time() - t0 < 10
+    assert proc.returncode == 130 and err.strip().splitlines() == [f"prepare.py: interrupted; nothing written to "
+                                                                   f"{data / 'big'}"], err
+    assert leftovers(data) == []

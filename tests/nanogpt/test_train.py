@@ -14,7 +14,7 @@ import data
 import model
 import train
 from config import TrainConfig
-from helpers import STEPS_PER_EPOCH, call_main, read_log, read_records, run_args
+from helpers import call_main, read_log, read_records, run_args
 
 # --------------------------------------------------------------------------------------------------
 # bad input: exit 2, one line, before training
