@@ -106,6 +106,8 @@ def check_config(cfg: BenchConfig) -> tuple[list[str], list[int]]:
     for name in ("lam", "tol", "sklearn_tol", "max_iters", "newton_cholesky_iters", "saga_epochs", "explicit_iters"):
         if not getattr(cfg, name) > 0:  # sklearn would raise mid-run; 0 explicit iterations divide by 0
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    if cfg.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
     return solvers, threads
 
 

@@ -92,6 +92,10 @@ def check_config(cfg: DenoiseConfig) -> list[str]:
                              ("--threads", cfg.threads, 1)):
         if value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
+    if cfg.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
+    if cfg.n > 10**8:  # a few arrays of n float64 each
+        raise UserError(f"--n must be at most 1e8, got {cfg.n}")
     if not cfg.step > 0:  # a negative scale would climb the objective
         raise UserError(f"--step must be > 0, got {cfg.step:g}")
     if methods == ["all"]:  # skimage's Chambolle is isotropic TV: another objective than ours for aniso

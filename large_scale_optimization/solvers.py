@@ -52,6 +52,10 @@ class SolverOptions:
     precond_size: int = 6000  # rows drawn for the subsampled Hessian
 
 
+class Diverged(Exception):
+    """A method reached a non-finite f or gradient: its records stop there, and nothing of the run is saved."""
+
+
 # ------------------------------------------------------------------------------------------------
 # the problem, and a tracker: cost counter, clock that stops while we evaluate, one record per
 # iteration (deterministic methods) or per effective pass (stochastic ones)
@@ -109,6 +113,8 @@ class Tracker:
             self.elapsed += time.perf_counter() - self._t0
         p = self.prob
         f, g = model.loss_gradient(W, p.X, p.y, p.lam)
+        if not (np.isfinite(f) and np.all(np.isfinite(g))):
+            raise Diverged(f"{self.method} diverged: f = {f} after {self.passes:.1f} passes")
         rec = dict(method=self.method, iter=len(self.records), passes=self.passes, time=self.elapsed,
                    f=f, gap=f - p.f_star, grad_norm=float(np.linalg.norm(g)),
                    train_acc=model.accuracy(W, p.X, p.y), test_acc=model.accuracy(W, p.X_test, p.y_test),

@@ -25,10 +25,14 @@ import data
 import model
 from cli import UserError, knob, parse_config, run_main
 from files import OutDirLock, write_json, write_png
-from solvers import METHODS, SECOND_ORDER, SOLVERS, LogisticProblem, SolverOptions, Tracker, solve_reference
+from solvers import (METHODS, SECOND_ORDER, SOLVERS, Diverged, LogisticProblem, SolverOptions, Tracker,
+                     solve_reference)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
+
+
+MAX_SYNTHETIC = 1e8  # numbers in the synthetic feature matrix (0.8 GB)
 
 
 @dataclass
@@ -74,6 +78,11 @@ def check_config(cfg: TrainConfig) -> list[str]:
     for name in ("passes", "batch_size", "svrg_inner", "svrg_step", "threads", "newton_max_iters", "precond_size"):
         if not getattr(cfg, name) > 0:  # newton_max_iters 0 would make f* = f(0) and every gap wrong
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    if cfg.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
+    if not cfg.data and cfg.dataset == "synthetic" and (cfg.n * 5 // 4) * (cfg.d + 1) > MAX_SYNTHETIC:
+        raise UserError(f"--n {cfg.n} x --d {cfg.d} is too large: the synthetic features (with a quarter more for "
+                        f"the test split) may hold at most {MAX_SYNTHETIC:g} numbers")
     if cfg.newton_tol < 0:
         raise UserError(f"--newton-tol must be >= 0, got {cfg.newton_tol}")
     if cfg.precondition not in ("auto", "subsampled", "none"):
@@ -199,7 +208,13 @@ def main(argv=None):
     methods = check_config(cfg)
     out_dir = Path(cfg.out_dir)
     with OutDirLock(out_dir), threadpool_limits(cfg.threads):
-        out = run(cfg, methods)
+        try:
+            with np.errstate(all="ignore"):  # a diverging method overflows; Diverged reports it in one line
+                out = run(cfg, methods)
+        except Diverged as e:
+            print(f"train.py: error: {e} (a step too long for this problem?); nothing written to {out_dir}",
+                  file=sys.stderr)
+            return 3
         write_json(out_dir / "results.json", out)
         print(summary_table(out["methods"], out["f_star"]))
         if cfg.plots:

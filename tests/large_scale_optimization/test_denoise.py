@@ -116,6 +116,7 @@ def test_more_flags_checked_and_commas_accepted():
     an empty method list are errors."""
     assert check(["--methods", "fista,ista", "exact"]) == ["fista", "ista", "exact"]
     for args, needle in [(["--step", "-1"], "--step"), (["--crop", "-3"], "--crop"), (["--seg-len", "0"], "--seg-len"),
-                         (["--lam-sweep", "-2"], "--lam-sweep"), (["--methods", ","], "no method")]:
+                         (["--lam-sweep", "-2"], "--lam-sweep"), (["--methods", ","], "no method"),
+                         (["--seed", "-1"], "--seed"), (["--n", "1000000000"], "--n must be at most 1e8")]:
         with pytest.raises(UserError, match=needle):
             check(args)

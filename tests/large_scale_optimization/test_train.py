@@ -168,6 +168,10 @@ def bad_input_args(case, tmp_path):
     elif case == "bad_first_row":  # an empty field is not a header: the row is data, and it is refused
         (tmp_path / "gap.csv").write_text("0,,1\n1,2,3\n0,3,4\n1,5,6\n")
         return ["--data", tmp_path / "gap.csv"], ["gap.csv", "not a numeric csv", "row 0"]
+    elif case == "seed":  # was numpy's ValueError traceback
+        return ["--seed", "-1"], ["--seed", ">= 0", "-1"]
+    elif case == "synthetic_size":  # ran out of memory
+        return ["--dataset", "synthetic", "--n", "10000000000", "--d", "50"], ["--n", "too large"]
     elif case == "filetype":
         (tmp_path / "data.txt").write_text("0,1\n1,2\n")
         return ["--data", tmp_path / "data.txt"], ["unknown file type", ".csv, .npz"]
@@ -186,7 +190,8 @@ def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_
 @pytest.mark.parametrize("case", ["method", "dataset", "lam", "labels", "shapes", "nan", "flag", "filetype", "npz",
                                   "threads", "newton_max_iters", "precond_size", "empty_csv",
                                   "passes_inf", "lam_inf", "id_column", "huge_label", "single_class", "one_row",
-                                  "huge_features", "not_utf8", "bad_first_row"])
+                                  "huge_features", "not_utf8", "bad_first_row", "seed",
+                                  "synthetic_size"])
 def test_bad_input_exits_2_with_one_line(case, run_main_here, clean_error, tmp_path):
     """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
     args, needles = bad_input_args(case, tmp_path)
@@ -230,3 +235,12 @@ def test_second_run_on_a_busy_out_dir_is_refused(run_main_here, clean_error, tmp
     finally:
         live.kill()
         live.wait()
+
+
+def test_a_diverging_method_stops_the_run_before_any_output(run_main_here, tmp_path):
+    """SVRG with a step 1e8 times too long: f overflows to nan. The run stops at that record with exit 3 and
+    one line naming the method, and writes neither results.json nor a plot."""
+    r = run_main_here(train.main, ["--methods", "gd,svrg", "--svrg-step", "1e8", "--passes", "2", "--out-dir", tmp_path])
+    assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
+    assert "svrg diverged: f = nan" in r.stderr and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []
