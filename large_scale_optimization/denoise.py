@@ -30,17 +30,17 @@ from tqdm import tqdm
 
 import prox
 from cli import UserError, knob, parse_config, run_main
-from denoise_bench import bench
+from denoise_bench import run_benchmark
 from denoise_data import Source, make_data, psnr
 from denoise_plots import plot_convergence, plot_panels, plot_sweep
 from files import OutDirLock, write_json
-from first_order import PROX, SUBGRAD, MethodOptions, prox_gradient, reference, run_method
+from first_order import PROX_GRADIENT, SUBGRADIENT, MethodOptions, prox_gradient, reference, run_method
 
 PROBLEMS = ("tv1d", "tv2d", "l1")
 PROBLEM_METHODS = {
-    "tv1d": ("exact", *SUBGRAD, *PROX),
-    "tv2d": (*SUBGRAD, *PROX, "chambolle"),
-    "l1": ("exact", *SUBGRAD, *PROX),
+    "tv1d": ("exact", *SUBGRADIENT, *PROX_GRADIENT),
+    "tv2d": (*SUBGRADIENT, *PROX_GRADIENT, "chambolle"),
+    "l1": ("exact", *SUBGRADIENT, *PROX_GRADIENT),
 }
 DEFAULT_LAM = {"tv1d": 1.0, "tv2d": 0.1, "l1": 0.2}
 
@@ -87,9 +87,9 @@ def check_config(cfg: DenoiseConfig) -> list[str]:
         raise UserError(f"--lam must be a number >= 0, got {cfg.lam:g}")
     if cfg.sigma < 0:
         raise UserError(f"--sigma must be >= 0, got {cfg.sigma:g}")
-    for flag, value, low in (("--n", cfg.n, 2), ("--max-iters", cfg.max_iters, 1), ("--ref-max-iters", cfg.ref_max_iters, 1),
-                             ("--seg-len", cfg.seg_len, 1), ("--crop", cfg.crop, 0), ("--lam-sweep", cfg.lam_sweep, 0),
-                             ("--threads", cfg.threads, 1)):
+    for flag, value, low in (("--n", cfg.n, 2), ("--max-iters", cfg.max_iters, 1),
+                             ("--ref-max-iters", cfg.ref_max_iters, 1), ("--seg-len", cfg.seg_len, 1),
+                             ("--crop", cfg.crop, 0), ("--lam-sweep", cfg.lam_sweep, 0), ("--threads", cfg.threads, 1)):
         if value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
     if cfg.seed < 0:
@@ -199,7 +199,7 @@ def main(argv=None):
     methods = check_config(cfg)
     with OutDirLock(cfg.out_dir), threadpool_limits(cfg.threads):
         if cfg.bench:
-            bench(source(cfg), cfg.ref_max_iters, Path(cfg.out_dir))
+            run_benchmark(source(cfg), cfg.ref_max_iters, Path(cfg.out_dir))
         else:
             run(cfg, methods)
 

@@ -23,7 +23,7 @@ BENCH_N_1D = 1_000_000  # samples of the tv1d signal
 BENCH_ITERS_1D = 3000  # fista-restart budget for relative gap 1e-8 at n = 1e6
 
 
-def bench(src: Source, ref_iters: int, out_dir: Path) -> dict:
+def run_benchmark(src: Source, ref_iters: int, out_dir: Path) -> dict:
     """tv1d at n = 1e6 (Condat's time, KKT, fista-restart to relative gap 1e-8); tv2d on src's image at
     lam = 0.1 against skimage's denoise_tv_chambolle defaults. Writes OUT/bench.json after each part."""
     out = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",

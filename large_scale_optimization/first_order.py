@@ -26,8 +26,8 @@ import prox
 import tv
 from cli import UserError
 
-SUBGRAD = ("subgrad-sqrt", "subgrad-const", "subgrad-polyak")
-PROX = ("ista", "fista", "fista-restart")
+SUBGRADIENT = ("subgrad-sqrt", "subgrad-const", "subgrad-polyak")
+PROX_GRADIENT = ("ista", "fista", "fista-restart")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Fixtures of large_scale_optimization's tests. `large_scale_optimization/` comes first on sys.path, so `import model` is its model.py."""
+"""Fixtures of large_scale_optimization's tests. `large_scale_optimization/` comes first on sys.path, so
+`import model` is its model.py."""
 import subprocess
 import sys
 from pathlib import Path

@@ -240,7 +240,8 @@ def test_second_run_on_a_busy_out_dir_is_refused(run_main_here, clean_error, tmp
 def test_a_diverging_method_stops_the_run_before_any_output(run_main_here, tmp_path):
     """SVRG with a step 1e8 times too long: f overflows to nan. The run stops at that record with exit 3 and
     one line naming the method, and writes neither results.json nor a plot."""
-    r = run_main_here(train.main, ["--methods", "gd,svrg", "--svrg-step", "1e8", "--passes", "2", "--out-dir", tmp_path])
+    argv = ["--methods", "gd,svrg", "--svrg-step", "1e8", "--passes", "2", "--out-dir", tmp_path]
+    r = run_main_here(train.main, argv)
     assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
     assert "svrg diverged: f = nan" in r.stderr and "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
