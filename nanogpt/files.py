@@ -41,6 +41,15 @@ def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def append_line(path, line: str) -> None:
+    """Append one line to a log; a full disk or a read-only folder is one UserError line."""
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {_why(e)}") from None
+
+
 def _why(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno == errno.ENOSPC or "unexpected pos" in str(e):
         return "no space left on the device"
@@ -69,6 +78,9 @@ class OutDirLock:
     def __enter__(self):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. a file of that name, a read-only parent
+            raise UserError(f"cannot write to {self.folder}: {_why(e)}") from None
+        try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             pid = int(self.path.read_text().strip() or 0)

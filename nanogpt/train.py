@@ -39,7 +39,7 @@ import hardware
 import report
 from cli import run_main
 from config import TrainConfig, check_config, parse_save_epochs, resolve_config
-from files import OutDirLock
+from files import OutDirLock, append_line
 from session import Meter, Run, RunState, announce, compiled, get_lr, on_rank0, setup, unigram
 
 
@@ -133,8 +133,7 @@ def evaluate(run: Run, splits: dict) -> dict:
 def log(run: Run, state: RunState, rec: dict) -> None:
     state.history.append(rec)
     if run.master:
-        with open(run.out_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_line(run.out_dir / "log.jsonl", json.dumps(rec))
 
 
 def log_eval(run: Run, state: RunState, meter: Meter) -> None:

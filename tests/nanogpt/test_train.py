@@ -67,6 +67,29 @@ def test_busy_out_dir_is_refused_naming_the_pid(tiny_data, tmp_path, capsys, cle
     assert not (out / ".lock").exists()
 
 
+def test_out_dir_that_is_a_file_is_one_line(tiny_data, tmp_path, capsys, clean_error):
+    (tmp_path / "afile").write_text("x")
+    clean_error(call_main(train.main, capsys, *run_args(tiny_data, tmp_path / "afile")), "cannot write to",
+                "afile")
+
+
+def test_full_disk_while_logging_is_one_line(tiny_data, tmp_path, capsys, clean_error, monkeypatch):
+    import errno
+
+    import files
+
+    def full_disk_open(path, mode="r", *a, **k):
+        if "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return open(path, mode, *a, **k)
+
+    monkeypatch.setattr(files, "open", full_disk_open, raising=False)  # files.append_line's open
+    r = call_main(train.main, capsys, *run_args(tiny_data, tmp_path / "full", "--max-iters", 2))
+    last = r.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "error: cannot write" in last and "log.jsonl: no space left on the device" in last
+
+
 def test_read_only_out_dir_is_one_line(tiny_data, tmp_path, capsys, clean_error):
     if os.geteuid() == 0:
         pytest.skip("root writes anywhere")
@@ -229,3 +252,25 @@ def test_a_warmup_longer_than_half_the_run_is_warned_about(capsys, tiny_data, tm
     r = call_main(train.main, capsys, *run_args(tiny_data, tmp_path / "w2", "--max-iters", 12, "--warmup-iters", 5,
                                                 "--final-eval-tokens", 0))
     assert r.returncode == 0 and "warmup" not in r.stderr
+
+
+def test_no_host_sync_at_every_step(capsys, tiny_data, tmp_path, monkeypatch):
+    """The loss is checked for non-finite values on the device; the host reads it only at logged steps,
+    evaluations and saves, so a GPU never idles waiting for a step's loss (30 steps here, a handful of reads)."""
+    reads = []
+    real_item, real_tolist = torch.Tensor.item, torch.Tensor.tolist
+
+    def item(self):
+        reads.append("item")
+        return real_item(self)
+
+    def tolist(self):
+        reads.append("tolist")
+        return real_tolist(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+    r = call_main(train.main, capsys, *run_args(tiny_data, tmp_path / "sync", "--max-iters", 30, "--log-interval",
+                                                100, "--eval-interval", 100, "--final-eval-tokens", 0))
+    assert r.returncode == 0, r.stderr
+    assert len(reads) < 12, reads  # 2 evaluations x 2 splits, one sync point, one check of the weights
