@@ -48,7 +48,7 @@ def restore_checkpoint(path, model, optimizer, scaler, loader, model_args: dict)
         raise UserError(f"--resume: {path} holds a model {ckpt['model_args']}, not {model_args}")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    if "scaler" in ckpt:
+    if ckpt.get("scaler"):  # empty when saved without float16
         scaler.load_state_dict(ckpt["scaler"])
     loader.load_state_dict(ckpt["loader"])
     torch.set_rng_state(ckpt["rng"]["torch"])

@@ -227,6 +227,7 @@ class Run:
     device: str
     rank: int
     world: int
+    ddp: bool  # started by torchrun (even with one process: the nccl/gloo path runs)
     grad_accum: int
     model: GPT  # the plain module: its state_dict has no _orig_mod./module. prefixes
     compiled: torch.nn.Module  # torch.compile(model), or model
@@ -310,9 +311,9 @@ def train_step(run: Run, it: int, stop_flag: bool) -> tuple[float, float, bool]:
     run.optimizer.zero_grad(set_to_none=True)
     batches = [tuple(t.to(device, non_blocking=True) for t in run.train_loader.next_batch())
                for _ in range(run.grad_accum)]
-    loss = forward_backward(run.train_model, batches, run.autocast, run.world > 1, run.scaler)
+    loss = forward_backward(run.train_model, batches, run.autocast, run.ddp, run.scaler)
     loss_and_stop = torch.stack([loss.float(), torch.tensor(float(stop_flag), device=loss.device)])
-    if run.world > 1:  # one small all-reduce carries the mean loss and any rank's stop request
+    if run.ddp:  # one small all-reduce carries the mean loss and any rank's stop request
         dist.all_reduce(loss_and_stop)
     mean, stop = loss_and_stop[0].item() / run.world, loss_and_stop[1].item() > 0
     if not math.isfinite(mean):
@@ -370,7 +371,7 @@ def train(run: Run, stop: int, signals: StopSignal) -> str | None:
     return None
 
 
-def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int) -> Run:
+def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> Run:
     """Check everything a user can get wrong, then build the model, optimizer and loaders (nothing written)."""
     check_config(cfg, world)
     device = resolve_device(cfg.device, local_rank)
@@ -409,13 +410,13 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int) -> Run:
     if resume_path:
         start = restore_checkpoint(resume_path, model, optimizer, scaler, train_loader, model_args)
     compiled = torch.compile(model) if cfg.compile else model  # wraps `model`: same parameters
-    if world > 1:
+    if ddp:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     train_model = compiled
-    if world > 1:
+    if ddp:
         train_model = DDP(compiled, device_ids=[local_rank] if device.startswith("cuda") else None)
     precision = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, "tf32" if cfg.tf32 else "fp32")
-    return Run(cfg=cfg, device=device, rank=rank, world=world, grad_accum=grad_accum, model=model,
+    return Run(cfg=cfg, device=device, rank=rank, world=world, ddp=ddp, grad_accum=grad_accum, model=model,
                compiled=compiled, train_model=train_model, model_args=model_args, optimizer=optimizer, scaler=scaler,
                autocast=autocast_for(dtype, device), train_loader=train_loader, val_loader=val_loader,
                examples=examples, enc=enc, logger=None, ckpt_path=ckpt_path, start=start,
@@ -423,9 +424,9 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int) -> Run:
                peak=peak_flops(device_name(device), precision))
 
 
-def run_training(cfg: TrainConfig, rank: int, local_rank: int, world: int) -> int:
+def run_training(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> int:
     """Set up, train, report -> exit code (0: done or stopped by a signal, resumable; 3: diverged)."""
-    run = setup(cfg, rank, local_rank, world)
+    run = setup(cfg, rank, local_rank, world, ddp)
     with OutDirLock(cfg.out_dir) if run.master else nullcontext():
         run.logger = Logger(cfg.out_dir, run.master, run.start)
         return report(run, train_until_stopped(run))
@@ -450,7 +451,7 @@ def train_until_stopped(run: Run) -> str | int | None:
             print(f"train.py: error: {e}; stopping without saving, {keep}", file=sys.stderr, flush=True)
         return 3
     finally:
-        if world > 1:
+        if run.ddp:
             # free the DDP reducer (it holds the gloo group) before tearing the group down: torn down under it,
             # a rank can abort at exit (SIGABRT) and leave the other node's torchrun waiting in its exit barrier
             del run.train_model
@@ -479,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     rank, local_rank, world = (int(os.environ.get(k, d)) for k, d in
                                (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
     try:
-        return run_training(cfg, rank, local_rank, world)
+        return run_training(cfg, rank, local_rank, world, ddp="RANK" in os.environ)
     finally:
         if dist.is_initialized():
             dist.barrier()

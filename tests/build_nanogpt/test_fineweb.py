@@ -152,3 +152,40 @@ def test_resume_after_every_shard_gives_the_same_shards(corpus, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
     for p in ref.glob("*.npy"):
         assert (out / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_a_txt_file_in_pieces_gives_the_tokens_of_the_whole_text(shared_file, tiktoken_cache, tmp_path, monkeypatch):
+    """A .txt is read and tokenized a piece at a time (bounded memory); cut where GPT-2's pre-tokenizer never
+    joins two characters, the pieces give exactly the tokens of the whole text in one call."""
+    import tiktoken
+
+    text = shared_file("tinyshakespeare/input.txt").read_text()[:40_000]
+    text += "\n\n  trailing   spaces \n\t\n" + "x" * 3000 + "\n\nend"  # a long line with no cut inside
+    src = tmp_path / "play.txt"
+    src.write_text(text)
+    monkeypatch.setattr(fw, "TXT_PIECE", 500)
+    pieces = list(fw.txt_pieces(str(src), 500))
+    assert len(pieces) > 40 and "".join(p[0] for p in pieces) == text
+    assert [p[1] for p in pieces] == [True] + [False] * (len(pieces) - 1) and pieces[-1][2]
+    out = tmp_path / "out"
+    fw.build_shards(fw.ShardConfig(out_dir=str(out), source=str(src), shard_size=997, num_proc=1))
+    _, arrays = read_all(out)
+    want = [EOT] + tiktoken.get_encoding("gpt2").encode_ordinary(text)
+    np.testing.assert_array_equal(np.concatenate(arrays), np.array(want, dtype=np.uint16))
+    again = tmp_path / "again"  # stopped after every shard and resumed: the same shards
+    for k in range(1, 100):
+        if fw.build_shards(fw.ShardConfig(out_dir=str(again), source=str(src), shard_size=997, num_proc=1,
+                                          max_shards=k))["complete"]:
+            break
+    assert (again / "manifest.json").read_text() == (out / "manifest.json").read_text()
+
+
+def test_non_utf8_and_out_of_range_settings_are_one_line(tmp_path, run_script, clean_error):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    with pytest.raises(fw.UserError, match="latin1.txt: not UTF-8 text"):
+        fw.build_shards(fw.ShardConfig(out_dir=str(tmp_path / "o"), source=str(bad), num_proc=1))
+    with pytest.raises(fw.UserError, match="--num-proc 100000: use 1 .. 256"):
+        fw.build_shards(fw.ShardConfig(out_dir=str(tmp_path / "o"), source=str(bad), num_proc=100_000))
+    r = run_script("build_nanogpt/fineweb.py", "--source", bad, "--out-dir", tmp_path / "o", "--num-proc", 1)
+    clean_error(r, "latin1.txt", "not UTF-8")

@@ -64,3 +64,10 @@ def test_hellaswag_bad_model_folder_and_limit(shared_file, tmp_path):
         pretrained.load_weights(str(tmp_path))
     with pytest.raises(H.UserError, match="--limit 0"):
         H.main(["--model", str(tmp_path), "--limit", "0", "--data", str(shared_file("hellaswag/hellaswag_val.jsonl"))])
+
+
+def test_hellaswag_non_utf8_file_is_one_line(tmp_path):
+    bad = tmp_path / "hs.jsonl"
+    bad.write_bytes(b'{"ctx": "caf\xe9", "endings": ["a", "b", "c", "d"], "label": 0}\n')
+    with pytest.raises(H.UserError, match="hs.jsonl: not UTF-8 text"):
+        H.load_examples(str(bad))

@@ -47,13 +47,15 @@ def test_padded_ids_get_no_probability(hf_dir):
     assert logits.shape[-1] == 50304 and torch.isneginf(logits[..., 50257:]).all()
 
 
-def test_a_flag_that_contradicts_the_weights_is_refused(hf_dir, shards, tmp_path, run_script, clean_error):
+def test_a_flag_that_contradicts_the_weights_is_refused(hf_dir, shards, tmp_path):
     path, _ = hf_dir
-    r = run_script("build_nanogpt/train.py", *FINETUNE, "--init-from", path, "--n-layer", "3", "--data-dir", shards,
-                   "--out-dir", tmp_path / "x")
-    clean_error(r, "--n-layer 3 contradicts", "n_layer 2")
-    r = run_script("build_nanogpt/train.py", *FINETUNE, "--init-from", tmp_path / "nothing", "--data-dir", shards)
-    clean_error(r, "nothing", "not a file, a folder")
+    common = FINETUNE + ["--data-dir", str(shards), "--out-dir", str(tmp_path / "x")]
+    with pytest.raises(train.UserError, match="--n-layer 3 contradicts --init-from .*n_layer 2.*leave it out"):
+        train.main(common + ["--init-from", str(path), "--n-layer", "3"])
+    with pytest.raises(train.UserError, match="--block-size 256 contradicts"):  # longer than its 128 positions
+        train.main(common + ["--init-from", str(path), "--block-size", "256", "--total-batch", "512"])
+    with pytest.raises(train.UserError, match="nothing.*not a file, a folder"):
+        train.main(common + ["--init-from", str(tmp_path / "nothing")])
     assert not (tmp_path / "x").exists()
 
 
@@ -70,27 +72,25 @@ def nanogpt_checkpoint(path, bias: bool, gelu: str):
 
 
 @pytest.mark.parametrize("bias, gelu", [(True, "none"), (False, "tanh")])
-def test_hellaswag_reads_a_nanogpt_checkpoint(bias, gelu, tmp_path, shared_file, tiktoken_cache, run_script):
+def test_hellaswag_reads_a_nanogpt_checkpoint(bias, gelu, tmp_path, shared_file, tiktoken_cache, capsys):
     ref = nanogpt_checkpoint(tmp_path / "ckpt_last.pt", bias, gelu)
     loaded = pretrained.load_weights(str(tmp_path / "ckpt_last.pt")).eval()
     assert loaded.config.gelu_approximate == gelu and loaded.config.bias == bias
     x = torch.randint(0, 50257, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x)[0], ref(x)[0])
-    r = run_script("build_nanogpt/hellaswag.py", "--model", tmp_path / "ckpt_last.pt", "--limit", 4, "--device", "cpu",
-                   "--data", shared_file("hellaswag/hellaswag_val.jsonl"))
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1])["examples"] == 4
+    H.main(["--model", str(tmp_path / "ckpt_last.pt"), "--limit", "4", "--device", "cpu",
+            "--data", str(shared_file("hellaswag/hellaswag_val.jsonl"))])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 4
 
 
-def test_hellaswag_refuses_a_char_level_model_and_junk(tmp_path, shared_file, tiktoken_cache, run_script, clean_error):
-    data = shared_file("hellaswag/hellaswag_val.jsonl")
+def test_hellaswag_refuses_a_char_level_model_and_junk(tmp_path, shared_file, tiktoken_cache):
+    data = str(shared_file("hellaswag/hellaswag_val.jsonl"))
     char = M.GPT(M.GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
     torch.save({"model": char.state_dict(), "model_args": {"block_size": 16, "vocab_size": 65, "n_layer": 1,
                                                            "n_head": 2, "n_embd": 16}}, tmp_path / "char.pt")
-    clean_error(run_script("build_nanogpt/hellaswag.py", "--model", tmp_path / "char.pt", "--data", data),
-                "65-token vocabulary")
+    with pytest.raises(H.UserError, match="65-token vocabulary, not GPT-2's BPE"):
+        H.main(["--model", str(tmp_path / "char.pt"), "--data", data, "--device", "cpu"])
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    clean_error(run_script("build_nanogpt/hellaswag.py", "--model", tmp_path / "junk.pt", "--data", data),
-                "junk.pt", "not a checkpoint of train.py or nanogpt")
-    assert H.GPT2_VOCAB == 50257
+    with pytest.raises(H.UserError, match="junk.pt is not a checkpoint of train.py or nanogpt"):
+        H.main(["--model", str(tmp_path / "junk.pt"), "--data", data, "--device", "cpu"])
