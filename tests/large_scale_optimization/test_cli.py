@@ -1,0 +1,38 @@
+"""large_scale_optimization/cli.py as every script uses it: help beside each default, no abbreviations,
+"did you mean", finite floats only, one-line errors."""
+import dataclasses
+
+import pytest
+
+import bench
+import denoise
+import train
+from cli import UserError, parse_config
+
+CONFIGS = [(train.TrainConfig, "train.py"), (bench.BenchConfig, "bench.py"), (denoise.DenoiseConfig, "denoise.py")]
+
+
+@pytest.mark.parametrize("cls, prog", CONFIGS)
+def test_every_setting_has_help_and_its_default_parses(cls, prog):
+    assert all(f.metadata.get("help") for f in dataclasses.fields(cls)), cls
+    assert parse_config(cls, [], prog, "") == cls()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--lam-sw", "3"], "unknown option --lam-sw; did you mean --lam-sweep?"),  # no prefix matching
+    (["--iters", "5"], "did you mean --max-iters?"),  # the old name of the iteration budget
+    (["--sigma", "inf"], "expected a finite number, got 'inf'"),
+    (["--lam", "nan"], "expected a finite number, got 'nan'"),
+])
+def test_flags_are_exact_and_numbers_finite(argv, needle):
+    with pytest.raises(UserError, match=needle.replace("?", r"\?").replace("(", r"\(")):
+        parse_config(denoise.DenoiseConfig, argv, "denoise.py", "")
+
+
+def test_renamed_flags_point_to_their_new_names():
+    with pytest.raises(UserError, match=r"did you mean --out-dir\?"):
+        parse_config(bench.BenchConfig, ["--out", "x.json"], "bench.py", "")
+    with pytest.raises(UserError, match=r"did you mean --newton-max-iters\?"):
+        parse_config(train.TrainConfig, ["--newton-max-iter", "3"], "train.py", "")
+    cfg = parse_config(train.TrainConfig, ["--no-plots", "--hvp-float32", "false"], "train.py", "")
+    assert cfg.plots is False and cfg.hvp_float32 is False
