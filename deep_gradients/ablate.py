@@ -11,18 +11,16 @@ one after another; each keeps its own folder (results.json, ckpt.pt). Written in
 - ablation.md: the table (mean +- std over seeds) and findings stated with their numbers;
 - ablation_curves.png, ablation_acc.png, ablation_actstd.png.
 Activation statistics: std of every ReLU's input (the pre-activation) over the first --act-images test images,
-at initialisation (rebuilt from the seed exactly as train.py builds it; BN in train mode, i.e. batch
+at initialisation (model.from_config: the seeded init train.py builds; BN in train mode, i.e. batch
 statistics, as the first step sees it) and after training (the saved checkpoint, eval mode).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass
 
 import matplotlib
 
@@ -33,9 +31,13 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+import checkpoint  # noqa: E402
 import mnist  # noqa: E402
 import model as model_lib  # noqa: E402
 import train  # noqa: E402
+from cli import UserError, knob, parse_config, run_main  # noqa: E402
+from curves import save_figure  # noqa: E402
+from files import OutDirLock, write_json, write_text  # noqa: E402
 
 CONFIGS = {  # name -> (batch_norm, residual)
     "bn+res": (True, True),
@@ -47,35 +49,31 @@ CONFIGS = {  # name -> (batch_norm, residual)
 
 @dataclass
 class AblateConfig:
-    configs: str = "bn+res,bn,res,plain"  # comma list of: bn+res, bn, res, plain
-    depths: str = "8,20,56"
-    lrs: str = "0.1"  # peak learning rates (train.py's one-cycle schedule)
-    seeds: str = "0"
-    epochs: int = 2
-    train_subset: int = 0  # first N training images (0 = all)
-    dataset: str = "digits"  # digits | mnist
-    data_dir: str = ""
-    batch_size: int = 128
-    width: int = 16
-    record_every: int = 0  # > 0: every run also writes evolution.jsonl (slower)
-    act_images: int = 256  # test images for the activation statistics
-    device: str = "auto"
-    out_dir: str = "deep_gradients/out/ablation"
-    report_only: bool = False  # redraw ablation.md and the plots from an existing OUT/ablation.json
-    keep_done: bool = True  # keep the runs already in OUT/ablation.json and skip them (e.g. when adding a seed)
-
-
-class AblateError(Exception):
-    """A bad selection: one line on stderr, exit 2."""
+    configs: str = knob("bn+res,bn,res,plain", "comma list of: bn+res, bn, res, plain")
+    depths: str = knob("8,20,56", "comma list of depths (6n+2: 8, 20, 56)")
+    lrs: str = knob("0.1", "comma list of peak learning rates (train.py's one-cycle schedule)")
+    seeds: str = knob("0", "comma list of seeds")
+    max_epochs: int = knob(2, "epochs of every run")
+    train_subset: int = knob(0, "first N training images (0 = all)")
+    dataset: str = knob("digits", "digits | mnist")
+    data_dir: str = knob("", "folder of the MNIST IDX gz files")
+    batch_size: int = knob(128, "global batch of every run")
+    width: int = knob(16, "channels of the first stage of every run")
+    record_interval: int = knob(0, "> 0: every run also writes evolution.jsonl every this many steps (slower)")
+    act_images: int = knob(256, "test images for the activation statistics")
+    device: str = knob("auto", "auto | cpu | cuda | cuda:N")
+    out_dir: str = knob("deep_gradients/out/ablation", "ablation.json, ablation.md, the plots, one folder per run")
+    report_only: bool = knob(False, "redraw ablation.md and the plots from an existing OUT_DIR/ablation.json")
+    keep_done: bool = knob(True, "keep the runs already in OUT_DIR/ablation.json and skip them (e.g. to add a seed)")
 
 
 def _list(s: str, typ, flag: str) -> list:
     try:
         out = [typ(v) for v in s.split(",") if v.strip()]
     except ValueError:
-        raise AblateError(f"--{flag} {s!r} is not a comma-separated list of {typ.__name__}") from None
+        raise UserError(f"--{flag} {s!r} is not a comma-separated list of {typ.__name__}") from None
     if not out:
-        raise AblateError(f"--{flag} is empty")
+        raise UserError(f"--{flag} is empty")
     return out
 
 
@@ -84,20 +82,20 @@ def grid(cfg: AblateConfig) -> list[dict]:
     names = _list(cfg.configs, str, "configs")
     for n in names:
         if n not in CONFIGS:
-            raise AblateError(f"--configs {n!r} is not allowed; one of {', '.join(CONFIGS)}")
+            raise UserError(f"--configs {n!r} is not allowed; one of {', '.join(CONFIGS)}")
     depths = _list(cfg.depths, int, "depths")
     for d in depths:
         if d not in model_lib.DEPTHS:
-            raise AblateError(f"--depths {d} is not allowed; one of {', '.join(map(str, model_lib.DEPTHS))} (6n+2)")
+            raise UserError(f"--depths {d} is not allowed; one of {', '.join(map(str, model_lib.DEPTHS))} (6n+2)")
     lrs, seeds = _list(cfg.lrs, float, "lrs"), _list(cfg.seeds, int, "seeds")
-    if any(not lr > 0 for lr in lrs):
-        raise AblateError(f"--lrs {cfg.lrs!r}: every learning rate must be > 0")
+    if any(not 0 < lr < math.inf for lr in lrs):
+        raise UserError(f"--lrs {cfg.lrs!r}: every learning rate must be finite and > 0")
     if cfg.dataset not in mnist.DATASETS:
-        raise AblateError(f"--dataset {cfg.dataset!r} is not allowed; one of {', '.join(mnist.DATASETS)}")
-    for key, lo in (("epochs", 1), ("width", 1), ("batch_size", 2), ("act_images", 2), ("train_subset", 0),
-                    ("record_every", 0)):
+        raise UserError(f"--dataset {cfg.dataset!r} is not allowed; one of {', '.join(mnist.DATASETS)}")
+    for key, lo in (("max_epochs", 1), ("width", 1), ("batch_size", 2), ("act_images", 2), ("train_subset", 0),
+                    ("record_interval", 0)):
         if getattr(cfg, key) < lo:
-            raise AblateError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= {lo}")
+            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= {lo}")
     return [{"name": f"{c}_d{d}_lr{lr:g}_s{s}", "config": c, "depth": d, "lr": lr, "seed": s}
             for d in depths for c in names for lr in lrs for s in seeds]
 
@@ -105,8 +103,9 @@ def grid(cfg: AblateConfig) -> list[dict]:
 def train_config(cfg: AblateConfig, r: dict) -> train.Config:
     bn, res = CONFIGS[r["config"]]
     return train.Config(dataset=cfg.dataset, data_dir=cfg.data_dir, train_subset=cfg.train_subset, depth=r["depth"],
-                        width=cfg.width, batch_norm=bn, residual=res, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                        lr=r["lr"], seed=r["seed"], record_every=cfg.record_every, device=cfg.device,
+                        width=cfg.width, batch_norm=bn, residual=res, max_epochs=cfg.max_epochs,
+                        batch_size=cfg.batch_size, learning_rate=r["lr"], seed=r["seed"],
+                        record_interval=cfg.record_interval, device=cfg.device,
                         out_dir=os.path.join(cfg.out_dir, r["name"]), progress=False)
 
 
@@ -125,13 +124,15 @@ def activation_std(m: nn.Module, x: torch.Tensor, train_mode: bool) -> list[floa
     return stds
 
 
-def act_stats(tc: train.Config, x: torch.Tensor) -> dict:
-    torch.manual_seed(tc.seed)  # as train.py does right before it builds the model
-    m = model_lib.ResNet(tc.depth, tc.width, tc.batch_norm, tc.residual, zero_init_residual=tc.zero_init_residual)
+def act_stats(tc: train.Config, x: torch.Tensor, diverged: bool = False) -> dict:
+    """Pre-activation stds at init and of the trained checkpoint (all null for a run that diverged: it saved
+    no trained weights)."""
+    m = model_lib.from_config(tc)
     init = activation_std(m, x, train_mode=True)
-    ck = torch.load(os.path.join(tc.out_dir, "ckpt.pt"), map_location="cpu", weights_only=True)
-    m.load_state_dict(ck["model"])
-    trained = activation_std(m, x, train_mode=False)
+    trained = [None] * len(init)
+    if not diverged:
+        m.load_state_dict(checkpoint.load(os.path.join(tc.out_dir, "ckpt.pt"), "ablate.py")["model"])
+        trained = activation_std(m, x, train_mode=False)
     return {"init": [_finite(v) for v in init], "trained": [_finite(v) for v in trained]}  # NaN -> null in JSON
 
 
@@ -155,24 +156,33 @@ def run_all(cfg: AblateConfig, log=print) -> dict:
         log(f"{len(runs) - len(todo)} of {len(runs)} runs already in {cfg.out_dir}/ablation.json: skipped")
     out = save(cfg, done)
     for r in tqdm(todo, desc="ablation runs", dynamic_ncols=True):
-        tc = train_config(cfg, r)
-        t0 = time.time()
-        res = train.run(tc)
-        ep = res["epochs"]
-        row = dict(r, batch_norm=tc.batch_norm, residual=tc.residual, out_dir=tc.out_dir,
-                   final_test_acc=_finite(res.get("final_test_acc")),
-                   final_test_loss=_finite(ep[-1].get("test_loss")) if ep else None,
-                   final_train_loss=_finite(ep[-1].get("train_loss")) if ep else None,
-                   train_curve=[[s, _finite(v)] for s, v in res.get("train_curve", [])],
-                   seconds=time.time() - t0, act_std=act_stats(tc, x_act))
-        # failed to train: NaN, or no better than guessing among 10 classes (loss ln 10 = 2.303)
-        row["diverged"] = row["final_train_loss"] is None or row["final_train_loss"] >= math.log(10)
+        row = one_run(cfg, r, x_act)
         done.append(row)
         log(f"{r['name']}: test acc {100 * (row['final_test_acc'] or 0):.2f}%, train loss "
             f"{_loss(row['final_train_loss'])}, {row['seconds']:.0f}s")
         out = save(cfg, done)  # after every run, so a long grid that is cut short keeps what it has
     plot_all(out, cfg.out_dir)
     return out
+
+
+def one_run(cfg: AblateConfig, r: dict, x_act: torch.Tensor) -> dict:
+    """Train one cell of the grid -> its row (a run that diverged keeps its curve up to where it stopped)."""
+    tc = train_config(cfg, r)
+    t0 = time.time()
+    try:
+        res = train.run(tc)
+    except train.Diverged as e:
+        res = {"final_test_acc": None, "epochs": [], "train_curve": e.history["train_curve"], "diverged": True}
+    ep = res["epochs"]
+    row = dict(r, batch_norm=tc.batch_norm, residual=tc.residual, out_dir=tc.out_dir,
+               final_test_acc=_finite(res.get("final_test_acc")),
+               final_test_loss=_finite(ep[-1].get("test_loss")) if ep else None,
+               final_train_loss=_finite(ep[-1].get("train_loss")) if ep else None,
+               train_curve=[[s, _finite(v)] for s, v in res.get("train_curve", [])],
+               seconds=time.time() - t0, act_std=act_stats(tc, x_act, res.get("diverged", False)))
+    # failed to train: NaN, or no better than guessing among 10 classes (loss ln 10 = 2.303)
+    row["diverged"] = row["final_train_loss"] is None or row["final_train_loss"] >= math.log(10)
+    return row
 
 
 def previous_runs(cfg: AblateConfig) -> list[dict]:
@@ -182,9 +192,9 @@ def previous_runs(cfg: AblateConfig) -> list[dict]:
         return []
     with open(path) as f:
         old = json.load(f)
-    budget = ("epochs", "train_subset", "dataset", "batch_size", "width", "record_every")
+    budget = ("max_epochs", "train_subset", "dataset", "batch_size", "width", "record_interval")
     if any(old["ablate_config"].get(k) != getattr(cfg, k) for k in budget):
-        raise AblateError(f"{path} was made with another budget ({', '.join(budget)}); use another --out-dir "
+        raise UserError(f"{path} was made with another budget ({', '.join(budget)}); use another --out-dir "
                           "or --no-keep-done")
     return old["runs"]
 
@@ -192,7 +202,7 @@ def previous_runs(cfg: AblateConfig) -> list[dict]:
 def redraw(out_dir: str) -> dict:
     path = os.path.join(out_dir, "ablation.json")
     if not os.path.isfile(path):
-        raise AblateError(f"--report-only: no {path}; run the ablation first")
+        raise UserError(f"--report-only: no {path}; run the ablation first")
     with open(path) as f:
         out = json.load(f)
     out["summary"] = summarize(out["runs"])
@@ -202,12 +212,8 @@ def redraw(out_dir: str) -> dict:
 
 
 def save(cfg: AblateConfig, runs: list[dict]) -> dict:
-    out = {"ablate_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)}, "runs": runs,
-           "summary": summarize(runs)}
-    tmp = os.path.join(cfg.out_dir, "ablation.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=1, allow_nan=False)
-    os.replace(tmp, os.path.join(cfg.out_dir, "ablation.json"))
+    out = {"ablate_config": asdict(cfg), "runs": runs, "summary": summarize(runs)}
+    write_json(os.path.join(cfg.out_dir, "ablation.json"), out)
     write_markdown(out, os.path.join(cfg.out_dir, "ablation.md"))
     return out
 
@@ -272,7 +278,7 @@ def write_markdown(out: dict, path: str) -> None:
     lrs = sorted({r["lr"] for r in summary})
     s = {(r["config"], r["depth"], r["lr"]): r for r in summary}
     lines = ["# Ablation: BatchNorm x residual x depth x learning rate", "",
-             f"Dataset `{cfg['dataset']}` (train subset {cfg['train_subset'] or 'all'}), {cfg['epochs']} epoch(s), "
+             f"Dataset `{cfg['dataset']}` (train subset {cfg['train_subset'] or 'all'}), {cfg['max_epochs']} epoch(s), "
              f"batch {cfg['batch_size']}, width {cfg['width']}, seeds {sorted({r['seed'] for r in out['runs']})}; "
              "one-cycle schedule peaking at lr.",
              "Cells: final test accuracy %, mean +- std over seeds (train loss averaged over the last epoch; `div` = "
@@ -303,16 +309,11 @@ def write_markdown(out: dict, path: str) -> None:
         lines.append(f"| {r['name']} | {f(r['act_std']['init'])} | {f(r['act_std']['trained'])} |")
     lines += ["", "![loss curves](ablation_curves.png)", "", "![final accuracy](ablation_acc.png)", "",
               "![activation std](ablation_actstd.png)", ""]
-    with open(path + ".tmp", "w") as fh:
-        fh.write("\n".join(lines))
-    os.replace(path + ".tmp", path)
+    write_text(path, "\n".join(lines))
 
 
 def _save(fig, path: str) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return str(save_figure(fig, path))
 
 
 def plot_all(out: dict, out_dir: str) -> list[str]:
@@ -371,30 +372,12 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
-def parse_args(argv=None) -> AblateConfig:
-    p = train.ArgParser(prog="ablate.py", description=__doc__.splitlines()[0])
-    for f in fields(AblateConfig):
-        flag = f"--{f.name.replace('_', '-')}"
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-            continue
-        typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-        p.add_argument(flag, type=typ, default=f.default, help=f"(default {f.default})")
-    return AblateConfig(**vars(p.parse_args(argv)))
-
-
 def main(argv=None) -> None:
-    cfg = parse_args(argv)
-    try:
-        if cfg.report_only:
-            out = redraw(cfg.out_dir)
-        else:
-            out = run_all(cfg)
-    except (AblateError, train.ConfigError, mnist.DataError) as e:
-        print(f"ablate.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cfg = parse_config(AblateConfig, argv, "ablate.py", __doc__.splitlines()[0])
+    with OutDirLock(cfg.out_dir):
+        out = redraw(cfg.out_dir) if cfg.report_only else run_all(cfg)
     print(f"wrote {os.path.join(cfg.out_dir, 'ablation.json')} and ablation.md ({len(out['runs'])} runs)")
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

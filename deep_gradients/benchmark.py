@@ -2,11 +2,13 @@
 
     python deep_gradients/benchmark.py --quick      # CPU: small subset, a few hundred steps in all
     python deep_gradients/benchmark.py              # full MNIST epochs; GPU rows where CUDA exists
+    python deep_gradients/benchmark.py --rows gpu   # only the GPU rows (and the time to 99.5%)
 
 Every row is a real `python train.py ...` (or `torchrun ... train.py ...`) subprocess with evaluation off;
 its figure is the FASTEST epoch after the first (the first pays for warm-up, cuDNN autotuning and compilation;
 taking the fastest of the rest filters out interference from other work on a shared machine).
 Writes benchmark.md (table), benchmark.png (bar chart) and benchmark.json (all rows, skipped ones with why).
+The time-to-99.5% row compiles and autotunes in train.py's untimed --warmup-steps; that time is reported apart.
 
 Scaling across processes is weak scaling, as with DDP in practice: each process keeps the same per-process
 batch, so N processes run a global batch N times larger. The N-threads row is strong scaling instead: one
@@ -15,7 +17,6 @@ process, the same batch as the baseline, split over N threads. With T = throughp
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -30,8 +31,11 @@ import matplotlib
 import torch
 from tqdm import tqdm
 
+import hardware
+from cli import UserError, knob, parse_config, run_main
+from curves import save_figure
+from files import OutDirLock, write_json, write_text
 from model import DEPTHS
-from train import ArgParser, field_help
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,51 +46,47 @@ TRAIN = HERE / "train.py"
 
 @dataclass
 class BenchConfig:
-    quick: bool = False  # CPU smoke-sized: the first quick_subset training images per worker, no time-to-99.5% row
-    quick_subset: int = 1024  # training images per worker with --quick
-    dataset: str = "auto"  # auto = mnist when --data-dir holds it, else the offline digits
-    data_dir: str = ""  # MNIST IDX folder ("" = deep_gradients/data/mnist)
-    epochs: int = 3  # per row; the fastest epoch after the first is the one reported
-    batch_size: int = 128  # per worker (N processes run a global batch N x this)
-    small: str = "8x16"  # depth x width of the small network
-    big: str = ""  # ... and of the big one; "" = 20x16 (train.py's default) with --quick, else 56x32
-    workers: int = 0  # CPU processes / threads for the multi-worker rows (0 = all cores)
-    gpu: bool = True  # run the GPU rows where CUDA exists
-    timeout: int = 1800  # seconds per row; a row that runs longer is listed as skipped
-    out: str = str(HERE / "benchmark")  # writes OUT.md, OUT.png, OUT.json
-    runs_dir: str = str(HERE / "out" / "benchmark")  # one train.py output folder per row
+    quick: bool = knob(False, "CPU smoke-sized: the first --quick-subset training images per worker, no "
+                              "time-to-99.5% row")
+    quick_subset: int = knob(1024, "training images per worker with --quick")
+    dataset: str = knob("auto", "auto = mnist when --data-dir holds it, else the offline digits")
+    data_dir: str = knob("", "MNIST IDX folder (empty = deep_gradients/data/mnist)")
+    max_epochs: int = knob(3, "epochs per row; the fastest epoch after the first is the one reported")
+    batch_size: int = knob(128, "per worker (N processes run a global batch N x this)")
+    small: str = knob("8x16", "depth x width of the small network")
+    big: str = knob("", "depth x width of the big one; empty = 20x16 (train.py's default) with --quick, else 56x32")
+    num_proc: int = knob(0, "CPU processes / threads for the multi-worker rows (0 = all cores)")
+    rows: str = knob("all", "all | cpu | gpu: which rows to run (gpu rows need CUDA)")
+    timeout: int = knob(1800, "seconds per row; a row that runs longer is listed as skipped")
+    out_dir: str = knob(str(HERE), "where benchmark.md, benchmark.png and benchmark.json go")
+    runs_dir: str = knob(str(HERE / "out" / "benchmark"), "one train.py output folder per row")
 
 
-def parse_args(argv=None) -> BenchConfig:
-    p = ArgParser(prog="benchmark.py", description=__doc__.split("\n")[0],
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    comments = field_help(BenchConfig)
-    for f in dataclasses.fields(BenchConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default,
-                           help=comments.get(f.name, " "))
-        else:
-            p.add_argument(flag, dest=f.name, type={"int": int, "str": str}[f.type], default=f.default,
-                           help=comments.get(f.name, " "))
-    cfg = BenchConfig(**vars(p.parse_args(argv)))
-    # checked here, before the first row: a bad value would otherwise fail every row, one by one
+def check_bench_config(cfg: BenchConfig) -> BenchConfig:
+    """Checked before the first row: a bad value would otherwise fail every row, one by one."""
     if cfg.dataset not in ("auto", "digits", "mnist"):
-        p.error(f"--dataset {cfg.dataset!r} is not allowed; one of auto, digits, mnist")
-    for key in ("quick_subset", "epochs", "batch_size", "timeout"):
+        raise UserError(f"--dataset {cfg.dataset!r} is not allowed; one of auto, digits, mnist")
+    if cfg.rows not in ("all", "cpu", "gpu"):
+        raise UserError(f"--rows {cfg.rows!r} is not allowed; one of all, cpu, gpu")
+    for key in ("quick_subset", "max_epochs", "batch_size", "timeout"):
         if getattr(cfg, key) < 1:
-            p.error(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= 1")
-    if cfg.workers < 0:
-        p.error(f"--workers {cfg.workers} must be >= 0 (0 = all cores)")
+            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= 1")
+    if not 0 <= cfg.num_proc <= 4096:
+        raise UserError(f"--num-proc {cfg.num_proc} must be in [0, 4096] (0 = all cores)")
     cfg.big = cfg.big or ("20x16" if cfg.quick else "56x32")
     for key in ("small", "big"):
         try:
             d, w = map(int, getattr(cfg, key).split("x"))
         except ValueError:
-            p.error(f"--{key} {getattr(cfg, key)!r} must look like DEPTHxWIDTH, e.g. 20x16")
-        if d not in DEPTHS or w < 1:
-            p.error(f"--{key} {getattr(cfg, key)!r}: depth must be one of {', '.join(map(str, DEPTHS))}, width >= 1")
+            raise UserError(f"--{key} {getattr(cfg, key)!r} must look like DEPTHxWIDTH, e.g. 20x16") from None
+        if d not in DEPTHS or not 1 <= w <= 1024:
+            raise UserError(f"--{key} {getattr(cfg, key)!r}: depth must be one of {', '.join(map(str, DEPTHS))}, "
+                            "width in [1, 1024]")
     return cfg
+
+
+def parse_args(argv=None) -> BenchConfig:
+    return check_bench_config(parse_config(BenchConfig, argv, "benchmark.py", __doc__.split("\n")[0]))
 
 
 def net_args(spec: str) -> list[str]:
@@ -99,64 +99,77 @@ def mnist_available(data_dir: str) -> bool:
     return all((d / n).exists() for n in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
 
 
-def plan(cfg: BenchConfig, n_gpus: int, cores: int) -> list[dict]:
-    """The rows: {group, name, net, workers, flags, launcher} or {..., skip: reason}."""
+def plan(cfg: BenchConfig, n_gpus: int, cores: int, bf16: bool = True) -> list[dict]:
+    """The rows: {group, name, net, workers, flags, launcher} or {..., skip: reason}. `bf16`: the GPUs have
+    native bfloat16 (else their rows use float16 where bfloat16 would be)."""
     rows = []
-    n = cfg.workers or cores
+    n = cfg.num_proc or cores
 
     def row(group, name, net, flags=(), workers=1, launcher="python", threads=1, baseline=False, **extra):
         rows.append(dict(group=group, name=name, net=net, flags=list(flags), workers=workers, launcher=launcher,
                          threads=threads, baseline=baseline, **extra))
 
     for net in (cfg.small, cfg.big):
-        g = "cpu"
-        row(g, "1 process, 1 thread, fp32 (baseline)", net, ["--device", "cpu"], baseline=True)
-        row(g, "+ channels_last", net, ["--device", "cpu", "--channels-last"])
-        row(g, "+ bf16 autocast", net, ["--device", "cpu", "--amp", "bf16"])
-        row(g, "+ channels_last + bf16", net, ["--device", "cpu", "--channels-last", "--amp", "bf16"])
-        if n > 1:
-            row(g, f"1 process, {n} threads", net, ["--device", "cpu"], threads=n, scale=n)
-            row(g, f"{n} processes (DDP, gloo), 1 thread each", net, ["--device", "cpu"], workers=n,
-                launcher="torchrun", scale=n)
-        else:
-            rows.append(dict(group=g, name="N processes (DDP, gloo)", net=net, skip="only 1 CPU core"))
+        if cfg.rows != "gpu":
+            cpu_rows(row, rows, net, n)
         g = "gpu"
-        if not cfg.gpu:
-            rows.append(dict(group=g, name="GPU rows", net=net, skip="--no-gpu"))
+        if cfg.rows == "cpu":
+            rows.append(dict(group=g, name="GPU rows", net=net, skip="--rows cpu"))
             continue
         if n_gpus == 0:
             rows.append(dict(group=g, name="1 GPU and all GPUs, each CUDA optimisation", net=net,
                              skip="no CUDA device on this machine"))
             continue
-        cuda = ["--device", "cuda"]
-        best = ["--amp", "bf16", "--channels-last", "--cudnn-benchmark"]
-        row(g, "1 GPU, fp32/TF32, data on GPU (baseline)", net, cuda, baseline=True)
-        row(g, "- data on GPU (host copy per batch)", net, cuda + ["--no-data-on-device"])
-        row(g, "+ bf16 autocast", net, cuda + ["--amp", "bf16"])
-        row(g, "+ fp16 autocast + GradScaler", net, cuda + ["--amp", "fp16"])
-        row(g, "+ channels_last", net, cuda + ["--channels-last"])
-        row(g, "+ cudnn.benchmark", net, cuda + ["--cudnn-benchmark"])
-        row(g, "+ bf16 + channels_last + cudnn.benchmark", net, cuda + best)
-        row(g, "+ all + torch.compile", net, cuda + best + ["--compile"])
-        row(g, "+ all + compile reduce-overhead (CUDA graphs)", net, cuda + best + ["--compile", "--compile-mode",
-                                                                                     "reduce-overhead"])
-        if n_gpus > 1:
-            row(g, f"{n_gpus} GPUs (DDP, nccl), all optimisations", net, cuda + best, workers=n_gpus,
-                launcher="torchrun", scale=n_gpus, ref="+ bf16 + channels_last + cudnn.benchmark")
-        else:
-            rows.append(dict(group=g, name="all GPUs (DDP, nccl)", net=net, skip="only 1 GPU"))
-    if cfg.gpu and n_gpus and not cfg.quick:  # the headline: wall-clock training time to 99.5% on one GPU
+        gpu_rows(row, rows, net, n_gpus, "bfloat16" if bf16 else "float16")
+    if cfg.rows != "cpu" and n_gpus and not cfg.quick:  # the headline: wall-clock training time to 99.5% on one GPU
         row("gpu", "time to 99.5% test accuracy (default net, all optimisations)", "20x16",
-            ["--device", "cuda", "--amp", "bf16", "--channels-last", "--cudnn-benchmark", "--compile"],
-            eval=True, epochs=6)
+            ["--device", "cuda", "--dtype", "bfloat16" if bf16 else "float16", "--channels-last", "--cudnn-benchmark", "--compile",
+             "--warmup-steps", "30"], eval=True, epochs=6)
     return rows
 
 
+def cpu_rows(row, rows: list, net: str, n: int) -> None:
+    g = "cpu"
+    row(g, "1 process, 1 thread, fp32 (baseline)", net, ["--device", "cpu"], baseline=True)
+    row(g, "+ channels_last", net, ["--device", "cpu", "--channels-last"])
+    row(g, "+ bf16 autocast", net, ["--device", "cpu", "--dtype", "bfloat16"])
+    row(g, "+ channels_last + bf16", net, ["--device", "cpu", "--channels-last", "--dtype", "bfloat16"])
+    if n > 1:
+        row(g, f"1 process, {n} threads", net, ["--device", "cpu"], threads=n, scale=n)
+        row(g, f"{n} processes (DDP, gloo), 1 thread each", net, ["--device", "cpu"], workers=n,
+            launcher="torchrun", scale=n)
+    else:
+        rows.append(dict(group=g, name="N processes (DDP, gloo)", net=net, skip="only 1 CPU core"))
+
+
+def gpu_rows(row, rows: list, net: str, n_gpus: int, half: str) -> None:
+    g, cuda = "gpu", ["--device", "cuda"]
+    best = ["--dtype", half, "--channels-last", "--cudnn-benchmark"]
+    row(g, "1 GPU, fp32/TF32, data on GPU (baseline)", net, cuda, baseline=True)
+    row(g, "- data on GPU (host copy per batch)", net, cuda + ["--no-data-on-device"])
+    if half == "bfloat16":
+        row(g, "+ bf16 autocast", net, cuda + ["--dtype", "bfloat16"])
+    else:
+        rows.append(dict(group=g, name="+ bf16 autocast", net=net, skip="no native bfloat16 on this GPU"))
+    row(g, "+ fp16 autocast + GradScaler", net, cuda + ["--dtype", "float16"])
+    row(g, "+ channels_last", net, cuda + ["--channels-last"])
+    row(g, "+ cudnn.benchmark", net, cuda + ["--cudnn-benchmark"])
+    row(g, f"+ {half[0]}{half[-2:]} + channels_last + cudnn.benchmark", net, cuda + best)
+    row(g, "+ all + torch.compile", net, cuda + best + ["--compile"])
+    row(g, "+ all + compile reduce-overhead (CUDA graphs)", net, cuda + best + ["--compile", "--compile-mode",
+                                                                                 "reduce-overhead"])
+    if n_gpus > 1:
+        row(g, f"{n_gpus} GPUs (DDP, nccl), all optimisations", net, cuda + best, workers=n_gpus,
+            launcher="torchrun", scale=n_gpus, ref=f"+ {half[0]}{half[-2:]} + channels_last + cudnn.benchmark")
+    else:
+        rows.append(dict(group=g, name="all GPUs (DDP, nccl)", net=net, skip="only 1 GPU"))
+
+
 def run_row(r: dict, cfg: BenchConfig, dataset: str, run_dir: Path) -> dict:
-    epochs = r.get("epochs", cfg.epochs)
-    args = [*net_args(r["net"]), *r["flags"], "--dataset", dataset, "--epochs", str(epochs),
+    epochs = r.get("epochs", cfg.max_epochs)
+    args = [*net_args(r["net"]), *r["flags"], "--dataset", dataset, "--max-epochs", str(epochs),
             "--batch-size", str(cfg.batch_size * r["workers"]), "--threads", str(r["threads"]),
-            "--out-dir", str(run_dir), "--no-progress", "--log-every", "0"]
+            "--out-dir", str(run_dir), "--no-progress", "--log-interval", "0", "--record-interval", "0"]
     if not r.get("eval"):
         args.append("--no-eval")
     if cfg.data_dir:
@@ -183,7 +196,8 @@ def run_row(r: dict, cfg: BenchConfig, dataset: str, run_dir: Path) -> dict:
     fastest = max(timed, key=lambda e: e["images_per_s"])
     out = {**r, "cmd": " ".join(cmd[1:]), "wall_s": wall, "images_per_s": fastest["images_per_s"],
            "epoch_time_s": fastest["epoch_time_s"], "peak_mem_mb": fastest.get("peak_mem_mb"),
-           "gpu_util": fastest.get("gpu_util"), "mfu": fastest.get("mfu"), "steps_per_epoch": res["steps_per_epoch"]}
+           "gpu_util": fastest.get("gpu_util"), "mfu": fastest.get("mfu"), "steps_per_epoch": res["steps_per_epoch"],
+           "gpu_util_problem": res.get("gpu_util_problem"), "warmup_s": res.get("warmup_s", 0.0)}
     if r.get("eval"):
         t, hit = 0.0, None
         for e in res["epochs"]:
@@ -232,15 +246,14 @@ def machine_line() -> str:
 
 
 def write_report(rows: list[dict], cfg: BenchConfig, dataset: str, header: dict) -> None:
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.out_dir) / "benchmark"
     lines = [
         "# deep_gradients benchmark", "",
         f"- machine: {header['machine']}",
         f"- load average (1 min) at start / end: {header['load_start']:.1f} / {header['load_end']:.1f}",
         f"- date: {header['date']}; data: {dataset}"
         + (f" (first {cfg.quick_subset} images per worker, --quick)" if cfg.quick else "")
-        + f"; {cfg.epochs} epochs per row, the fastest after the first reported; per-worker batch {cfg.batch_size}",
+        + f"; {cfg.max_epochs} epochs per row, the fastest after the first reported; per-worker batch {cfg.batch_size}",
         "- images/s = training images per second over the measured epoch (no evaluation); speed-up = over the"
         " baseline row of the same group and network",
         "- scaling efficiency = T_N / (N * T_1), T = images/s, N = workers; processes: weak scaling (per-process"
@@ -261,11 +274,13 @@ def write_report(rows: list[dict], cfg: BenchConfig, dataset: str, header: dict)
             t = r["time_to_995_s"]
             lines += ["", f"Time to 99.5% test accuracy on one GPU: "
                           f"{'not reached' if t is None else f'{t:.1f} s of training'} "
-                          f"(final {100 * r['final_test_acc']:.2f}%)."]
+                          f"(final {100 * r['final_test_acc']:.2f}%), not counting {r['warmup_s']:.1f} s of "
+                          "compilation and cuDNN autotuning in untimed warm-up steps before epoch 1."]
+    problems = sorted({r["gpu_util_problem"] for r in rows if r.get("gpu_util_problem")})
+    lines += [f"- GPU util % not measured: {p}" for p in problems]
     lines += ["", "Commands: every row's exact command line is in benchmark.json (`cmd`)."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"header": header, "config": dataclasses.asdict(cfg), "rows": rows},
-                                                   indent=1))
+    write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_json(out.with_suffix(".json"), {"header": header, "config": dataclasses.asdict(cfg), "rows": rows})
     plot(rows, out.with_suffix(".png"), header)
 
 
@@ -285,16 +300,20 @@ def plot(rows, path: Path, header: dict) -> None:
                  fontsize=8)  # the whole machine line: a cut one read as "Python 3"
     for i, r in enumerate(done):
         ax.text(r["images_per_s"], i, f" {r['images_per_s']:.0f}", va="center", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
-def main(argv=None) -> list[dict]:
+def main(argv=None) -> int:
     cfg = parse_args(argv)
+    with OutDirLock(cfg.runs_dir):  # one benchmark at a time: rows would disturb each other's timing
+        measure(cfg)
+    return 0
+
+
+def measure(cfg: BenchConfig) -> list[dict]:
     dataset = cfg.dataset if cfg.dataset != "auto" else ("mnist" if mnist_available(cfg.data_dir) else "digits")
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    rows = plan(cfg, n_gpus, os.cpu_count() or 1)
+    rows = plan(cfg, n_gpus, os.cpu_count() or 1, n_gpus > 0 and hardware.native_bf16(torch.device("cuda", 0)))
     header = {"machine": machine_line(), "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                                time.gmtime())}
     todo = [r for r in rows if "skip" not in r]
@@ -309,9 +328,9 @@ def main(argv=None) -> list[dict]:
     derive(rows)
     header["load_end"] = os.getloadavg()[0]
     write_report(rows, cfg, dataset, header)
-    print(Path(cfg.out).with_suffix(".md").read_text())
+    print((Path(cfg.out_dir) / "benchmark.md").read_text())
     return rows
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -14,13 +14,15 @@ import hashlib
 import http.client
 import os
 import struct
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from cli import UserError
+from files import atomic_write
 
 MNIST_FILES = {  # split -> (file name, published md5)
     "train_images": ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
@@ -37,8 +39,8 @@ DATASETS = ("digits", "mnist")
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data" / "mnist"  # git-ignored
 
 
-class DataError(Exception):
-    """A problem with the user's data (missing, corrupt, offline): train.py prints it as one line, exit 2."""
+class DataError(UserError):
+    """A problem with the user's data (missing, corrupt, offline): one line on stderr, exit 2."""
 
 
 def md5sum(path: Path) -> str:
@@ -95,24 +97,23 @@ def download(data_dir: str | os.PathLike, mirrors: tuple[str, ...] | None = None
         errors = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + name
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
-                    while chunk := r.read(1 << 20):
-                        f.write(chunk)
-                got = md5sum(tmp)
-                if got != md5:
-                    errors.append(f"{url}: md5 {got} != {md5}")
-                    continue
-                os.replace(tmp, path)  # never leave a half-written file under the real name
+            try:  # never leaves a half-written file under the real name
+                atomic_write(path, lambda tmp, url=url: _fetch(url, tmp, md5, timeout))
                 break
-            except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:  # incl. a cut-off body
-                errors.append(f"{url}: {getattr(e, 'reason', e)}")
-            finally:
-                tmp.unlink(missing_ok=True)
+            except (UserError, ValueError, http.client.HTTPException) as e:  # incl. a cut-off body
+                errors.append(f"{url}: {e}")
         else:
             raise DataError(f"could not download {name} (offline?); put the 4 IDX gz files in {data_dir} instead: "
                             + "; ".join(map(str, errors)))
+
+
+def _fetch(url: str, tmp: Path, md5: str, timeout: float) -> None:
+    with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
+        while chunk := r.read(1 << 20):
+            f.write(chunk)
+    got = md5sum(tmp)
+    if got != md5:
+        raise ValueError(f"md5 {got} != {md5}")
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, download_missing: bool = False):

@@ -9,8 +9,11 @@ with hand-written backprop and copies these weights by name.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 DEPTHS = {8: 1, 20: 3, 56: 9}  # depth -> n blocks per stage (depth = 6n + 2)
 
@@ -133,3 +136,33 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             h.remove()
         model.train(was_training)
     return total
+
+
+def from_config(config) -> ResNet:
+    """The network at initialisation, exactly as train.py builds it: the run's seed, then ResNet. `config` is a
+    train.py Config or the "config" dict of its results.json (missing keys take train.py's defaults)."""
+    get = config.get if isinstance(config, dict) else lambda key, default: getattr(config, key, default)
+    torch.manual_seed(int(get("seed", 0)))
+    return ResNet(int(get("depth", 20)), int(get("width", 16)), bool(get("batch_norm", True)),
+                  bool(get("residual", True)), zero_init_residual=bool(get("zero_init_residual", False)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device="cpu", autocast=nullcontext,
+             channels_last: bool = False, batch_size: int = 1000) -> torch.Tensor:
+    """-> float64 tensor [summed cross-entropy, number correct, count] over (x, y); all-reduce it over ranks."""
+    was_training = model.training
+    model.eval()
+    acc = torch.zeros(3, device=device, dtype=torch.float64)
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        yb = y[i:i + batch_size].to(device, non_blocking=True)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(xb)  # (b, 10)
+        acc[0] += F.cross_entropy(logits.float(), yb, reduction="sum")
+        acc[1] += (logits.argmax(1) == yb).sum()
+        acc[2] += len(yb)
+    model.train(was_training)
+    return acc

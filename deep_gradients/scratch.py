@@ -9,23 +9,21 @@ copies here; nothing records a graph.
 
 `ScratchResNet.from_state_dict(model.ResNet(...).state_dict())` builds the same network by parameter name
 (`stem.0.weight`, `stages.1.0.conv1.weight`, ..., `fc.bias`), so a test can check loss, every gradient and
-the BN running statistics against autograd. `python deep_gradients/scratch.py --steps 200` trains it with
+the BN running statistics against autograd. `python deep_gradients/scratch.py --max-iters 200` trains it with
 hand-written SGD on the offline digits set and prints the loss.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 import mnist
 import model as model_lib
-from train import ArgParser
+from cli import UserError, knob, parse_config, run_main
 
 # --------------------------------------------------------------------------------------------------
 # layers: forward returns (out, cache); backward takes d(loss)/d(out) and returns the input gradients
@@ -294,20 +292,36 @@ class SGD:
 
 @dataclass
 class ScratchConfig:
-    dataset: str = "digits"  # digits (offline, sklearn) or mnist
-    data_dir: str = ""  # for mnist; empty = mnist.py's default
-    steps: int = 200
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    depth: int = 8
-    width: int = 8
-    batch_norm: bool = True
-    residual: bool = True
-    seed: int = 0
-    log_every: int = 10
+    dataset: str = knob("digits", "digits (offline, sklearn) | mnist")
+    data_dir: str = knob("", "for mnist; empty = mnist.py's default folder")
+    max_iters: int = knob(200, "hand-written SGD steps")
+    batch_size: int = knob(64, "images per step (>= 2: batch norm needs a batch)")
+    learning_rate: float = knob(0.05, "SGD learning rate")
+    momentum: float = knob(0.9, "SGD momentum, in [0, 1)")
+    nesterov: bool = knob(True, "Nesterov momentum, as train.py uses")
+    weight_decay: float = knob(5e-4, "L2 weight decay, >= 0")
+    depth: int = knob(8, "6n+2: 8, 20 or 56")
+    width: int = knob(8, "channels of the first stage, in [1, 256]")
+    batch_norm: bool = knob(True, "off: no BatchNorm, the convs get biases")
+    residual: bool = knob(True, "off: no shortcuts")
+    seed: int = knob(0, "fixes the init and the order of the batches")
+    log_interval: int = knob(10, "print the loss every this many steps")
+
+
+def check_config(cfg: ScratchConfig) -> ScratchConfig:
+    """UserError for the first value out of its allowed set or range."""
+    if cfg.dataset not in mnist.DATASETS:
+        raise UserError(f"--dataset {cfg.dataset!r} is not supported; allowed: {', '.join(mnist.DATASETS)}")
+    if cfg.depth not in model_lib.DEPTHS:
+        raise UserError(f"--depth {cfg.depth} is not supported; allowed: {sorted(model_lib.DEPTHS)}")
+    for key, lo, hi in (("max_iters", 1, 10**7), ("batch_size", 2, 1 << 16), ("width", 1, 256),
+                        ("log_interval", 1, 10**7), ("seed", 0, 2**31 - 1)):
+        if not lo <= getattr(cfg, key) <= hi:
+            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= {lo} and <= {hi}")
+    if not cfg.learning_rate > 0 or not 0 <= cfg.momentum < 1 or cfg.weight_decay < 0:
+        raise UserError(f"--learning-rate {cfg.learning_rate} must be > 0, --momentum {cfg.momentum} in [0, 1), "
+                        f"--weight-decay {cfg.weight_decay} >= 0")
+    return cfg
 
 
 def train(cfg: ScratchConfig, log=print) -> list[float]:
@@ -316,21 +330,21 @@ def train(cfg: ScratchConfig, log=print) -> list[float]:
     x_train, y_train, x_test, y_test = mnist.load(cfg.dataset, data_dir=cfg.data_dir or None)
     ref = model_lib.ResNet(depth=cfg.depth, width=cfg.width, batch_norm=cfg.batch_norm, residual=cfg.residual)
     net = ScratchResNet.from_state_dict(ref.state_dict())
-    opt = SGD(net, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+    opt = SGD(net, cfg.learning_rate, cfg.momentum, cfg.weight_decay, cfg.nesterov)
     g = torch.Generator().manual_seed(cfg.seed)
     perm, pos = torch.randperm(len(x_train), generator=g), 0  # walk a permutation; reshuffle when it runs out
     losses, t0 = [], time.time()
-    for step in range(cfg.steps):
+    for step in range(cfg.max_iters):
         if pos + cfg.batch_size > len(perm):
             perm, pos = torch.randperm(len(x_train), generator=g), 0
         idx = perm[pos:pos + cfg.batch_size]
         pos += cfg.batch_size
         loss, _ = net.loss_and_grads(x_train[idx], y_train[idx])
         if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr (now {cfg.lr})")
+            raise UserError(f"loss became {loss.item()} at step {step}; lower --learning-rate (now {cfg.learning_rate})")
         opt.step()
         losses.append(loss.item())
-        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+        if step % cfg.log_interval == 0 or step == cfg.max_iters - 1:
             log(f"step {step:5d} | loss {loss.item():.4f} | {time.time() - t0:.1f}s")
     net.train = False
     correct = 0
@@ -341,40 +355,14 @@ def train(cfg: ScratchConfig, log=print) -> list[float]:
 
 
 def parse_args(argv=None) -> ScratchConfig:
-    p = ArgParser(prog="scratch.py", description=__doc__.splitlines()[0])
-    for f in fields(ScratchConfig):
-        flag = f"--{f.name.replace('_', '-')}"
-        if f.type in (bool, "bool"):  # --batch-norm / --no-batch-norm, as in train.py
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            typ = {"int": int, "float": float, "str": str}[f.type if isinstance(f.type, str) else f.type.__name__]
-            p.add_argument(flag, type=typ, default=f.default, help=f"(default {f.default})")
-    cfg = ScratchConfig(**vars(p.parse_args(argv)))
-    bad = None
-    if cfg.dataset not in ("digits", "mnist"):
-        bad = f"--dataset {cfg.dataset!r} is not supported; allowed: digits, mnist"
-    elif cfg.depth not in model_lib.DEPTHS:
-        bad = f"--depth {cfg.depth} is not supported; allowed: {sorted(model_lib.DEPTHS)}"
-    elif small := [(k, lo) for k, lo in (("steps", 1), ("batch_size", 2), ("width", 1), ("log_every", 1))
-                   if getattr(cfg, k) < lo]:
-        k, lo = small[0]
-        bad = f"--{k.replace('_', '-')} {getattr(cfg, k)} must be >= {lo}"
-    elif not cfg.lr > 0:
-        bad = f"--lr {cfg.lr} must be > 0"
-    if bad:
-        p.exit(2, f"scratch.py: error: {bad}\n")
-    return cfg
+    return check_config(parse_config(ScratchConfig, argv, "scratch.py", __doc__.splitlines()[0]))
 
 
 def main(argv=None) -> None:
     cfg = parse_args(argv)
     torch.set_grad_enabled(False)  # proof that nothing here leans on autograd
-    try:
-        train(cfg)
-    except (mnist.DataError, FloatingPointError) as e:
-        print(f"scratch.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    train(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

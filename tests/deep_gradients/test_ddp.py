@@ -5,26 +5,36 @@ process. Without BatchNorm that makes the weights equal up to float summation or
 statistics are per rank (SyncBatchNorm has no CPU kernel), so there we check that the replicas stay identical.
 """
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import weights
+
+import model
+import train
+from distributed import state_checksum
 
 pytestmark = pytest.mark.distributed
 
 # 3 ranks x 32 = 96 global batch; 288 images = 3 steps per epoch; no augmentation noise needed, but it is
 # drawn per global batch, so leaving it on also checks that ranks shift their slice like one process would
-ARGS = ("--depth", "8", "--width", "4", "--train-subset", "288", "--batch-size", "96", "--epochs", "2",
-        "--no-progress", "--lr", "0.2")
+ARGS = ("--depth", "8", "--width", "4", "--train-subset", "288", "--batch-size", "96", "--max-epochs", "2",
+        "--no-progress", "--learning-rate", "0.2", "--device", "cpu")  # gloo on CPU, also on a GPU machine
 
 
-def weights(out_dir):
-    return torch.load(out_dir / "ckpt.pt", weights_only=True)["model"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def single_process(tr, out_dir, **kw):
-    cfg = tr.Config(depth=8, width=4, train_subset=288, batch_size=96, epochs=2, progress=False, lr=0.2,
-                    out_dir=str(out_dir), **kw)
-    return tr.run(cfg)
+def single_process(out_dir, **kw):
+    cfg = train.Config(depth=8, width=4, train_subset=288, batch_size=96, max_epochs=2, progress=False,
+                       learning_rate=0.2, device="cpu", out_dir=str(out_dir), **kw)
+    return train.run(cfg)
 
 
 def assert_same_training(a, b, init):
@@ -40,19 +50,13 @@ def check_ok(results):
 
 
 @pytest.fixture(scope="module")
-def tr(load_module):
-    return load_module("deep_gradients", "train")
+def init_no_bn():
+    return model.from_config({"depth": 8, "width": 4, "batch_norm": False}).state_dict()
 
 
-@pytest.fixture(scope="module")
-def init_no_bn(load_module):
-    torch.manual_seed(0)
-    return load_module("deep_gradients", "model").ResNet(8, 4, batch_norm=False).state_dict()
-
-
-def test_two_processes_match_one_process(torchrun, tr, tmp_path, init_no_bn):
+def test_two_processes_match_one_process(torchrun, tmp_path, init_no_bn):
     check_ok(torchrun("deep_gradients/train.py", *ARGS, "--no-batch-norm", "--out-dir", tmp_path / "ddp", nproc=2))
-    single_process(tr, tmp_path / "one", batch_norm=False)
+    single_process(tmp_path / "one", batch_norm=False)
     assert_same_training(weights(tmp_path / "ddp"), weights(tmp_path / "one"), init_no_bn)
     res = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert res["world_size"] == 2 and len(set(res["rank_checksums"])) == 1
@@ -68,33 +72,63 @@ def same_train_loss(ddp, one):
     assert len(a) == len(b) == 2 and a == pytest.approx(b, rel=1e-4), (a, b)
 
 
-def test_three_nodes_match_one_process(torchrun, tr, tmp_path, init_no_bn):
+def test_three_nodes_match_one_process(torchrun, tmp_path, init_no_bn):
     results = torchrun("deep_gradients/train.py", *ARGS, "--no-batch-norm", "--out-dir", tmp_path / "ddp",
                        nproc=1, nnodes=3)
     check_ok(results)
     res = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert res["world_size"] == 3
     assert len(res["rank_checksums"]) == 3 and len(set(res["rank_checksums"])) == 1  # identical on every rank
-    one = single_process(tr, tmp_path / "one", batch_norm=False)
+    one = single_process(tmp_path / "one", batch_norm=False)
     assert_same_training(weights(tmp_path / "ddp"), weights(tmp_path / "one"), init_no_bn)
     same_train_loss(res, one)
 
 
-def test_batch_norm_replicas_stay_identical(torchrun, tr, tmp_path):
+def test_batch_norm_replicas_stay_identical(torchrun, tmp_path):
     check_ok(torchrun("deep_gradients/train.py", *ARGS, "--out-dir", tmp_path / "ddp", nproc=2))
     res = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert len(res["rank_checksums"]) == 2 and len(set(res["rank_checksums"])) == 1  # params AND BN buffers
-    assert res["rank_checksums"][0] == tr.state_checksum(_loaded_resnet(tr, tmp_path / "ddp"))
+    assert res["rank_checksums"][0] == state_checksum(_loaded_resnet(tmp_path / "ddp"))
     assert res["final_test_acc"] is not None
     # the saved BN running statistics are the AVERAGE of the ranks' (not their sum): close to what one process
     # with the same global batch records (not equal: each rank normalised with its own half-batch statistics)
-    single_process(tr, tmp_path / "one")
+    single_process(tmp_path / "one")
     ddp, one = weights(tmp_path / "ddp"), weights(tmp_path / "one")
     ratios = torch.cat([ddp[k] / one[k] for k in one if k.endswith("running_var")])
     assert ratios.min() > 0.75 and ratios.max() < 1.33, (ratios.min(), ratios.max())
 
 
-def _loaded_resnet(tr, out_dir):
-    net = tr.ResNet(8, 4)
+def _loaded_resnet(out_dir):
+    net = model.ResNet(8, 4)
     net.load_state_dict(weights(out_dir))
     return net
+
+
+def test_signal_to_one_rank_stops_all_ranks_at_the_same_step(tmp_path, init_no_bn):
+    """SIGTERM to one worker: both ranks stop at the same step, rank 0 saves; --resume then ends where one
+    uninterrupted process does."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "deep_gradients/train.py"), *ARGS, "--no-batch-norm", "--out-dir", str(tmp_path / "ddp")]
+    launcher = subprocess.Popen(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert launcher.stdout.readline().startswith("ResNet-8")  # both ranks are past their handler set-up
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    workers = [int(c) for c in children if "train.py" in Path(f"/proc/{c}/cmdline").read_text()]
+    assert len(workers) == 2, children
+    os.kill(workers[-1], signal.SIGTERM)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, err
+    assert "stopped by" in out and "continue with --resume" in out, out
+    ck = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)
+    assert (ck["epoch"], ck["progress"]["step"]) in ((0, 3), (1, 0)) or ck["progress"]["step"] > 0
+    time.sleep(0.1)
+    results = torchrun_resume(tmp_path / "ddp")
+    assert results.returncode == 0, results.stderr
+    single_process(tmp_path / "one", batch_norm=False)
+    assert_same_training(weights(tmp_path / "ddp"), weights(tmp_path / "one"), init_no_bn)
+
+
+def torchrun_resume(out_dir):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "deep_gradients/train.py"), *ARGS, "--no-batch-norm", "--out-dir", str(out_dir), "--resume"]
+    return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=180)

@@ -6,13 +6,11 @@ import torch
 import torch.nn as nn
 
 
-@pytest.fixture(scope="module")
-def m(load_module):
-    return load_module("deep_gradients", "model")
+import model as m
 
 
 @pytest.mark.parametrize("depth,width", [(8, 4), (8, 16), (20, 8), (56, 4)])
-def test_shapes_and_layer_count(m, depth, width):
+def test_shapes_and_layer_count(depth, width):
     torch.manual_seed(0)
     net = m.ResNet(depth, width)
     x = torch.randn(3, 1, 28, 28)
@@ -27,17 +25,17 @@ def test_shapes_and_layer_count(m, depth, width):
     assert net.fc.in_features == 4 * width
 
 
-def test_resnet20_parameter_count(m):
+def test_resnet20_parameter_count():
     # He et al. report 0.27M for CIFAR ResNet-20 (option A); ours has 1 input channel and two 1x1 projections
     assert sum(p.numel() for p in m.ResNet(20, 16).parameters()) == 272_186
 
 
-def test_bad_depth_names_allowed_values(m):
+def test_bad_depth_names_allowed_values():
     with pytest.raises(ValueError, match="8, 20, 56"):
         m.ResNet(depth=18)
 
 
-def test_module_names_are_the_contract(m):
+def test_module_names_are_the_contract():
     names = dict(m.ResNet(8, 4).named_modules())
     for key, typ in [("stem.0", nn.Conv2d), ("stem.1", nn.BatchNorm2d), ("stem.2", nn.ReLU),
                      ("stages.0.0.conv1", nn.Conv2d), ("stages.0.0.bn2", nn.BatchNorm2d),
@@ -50,7 +48,7 @@ def test_module_names_are_the_contract(m):
     assert names["stages.1.0.conv1"].stride == (2, 2) and names["stages.1.0.conv2"].stride == (1, 1)
 
 
-def test_no_batch_norm_switch(m):
+def test_no_batch_norm_switch():
     net = m.ResNet(20, 4, batch_norm=False)
     assert not any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in net.modules())
     convs = [mod for mod in net.modules() if isinstance(mod, nn.Conv2d)]
@@ -59,7 +57,7 @@ def test_no_batch_norm_switch(m):
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_no_residual_switch(m):
+def test_no_residual_switch():
     torch.manual_seed(0)
     plain = m.ResNet(8, 4, residual=False)
     blocks = [mod for mod in plain.modules() if isinstance(mod, m.BasicBlock)]
@@ -76,7 +74,7 @@ def test_no_residual_switch(m):
     assert torch.allclose(rb(x), torch.relu(b.bn2(b.conv2(b.relu1(b.bn1(b.conv1(x))))) + x))
 
 
-def test_init(m):
+def test_init():
     torch.manual_seed(0)
     net = m.ResNet(20, 16)
     w = net.stages[2][1].conv1.weight  # 64 out channels, 3x3: fan_out = 576
@@ -92,7 +90,7 @@ def test_init(m):
             assert mod.eps == 1e-5 and mod.momentum == 0.1
 
 
-def test_zero_init_residual_makes_blocks_identity(m):
+def test_zero_init_residual_makes_blocks_identity():
     net = m.ResNet(8, 4, zero_init_residual=True).eval()
     b = net.stages[0][0]
     assert torch.all(b.bn2.weight == 0)
@@ -100,7 +98,7 @@ def test_zero_init_residual_makes_blocks_identity(m):
     assert torch.allclose(b(x), x)  # relu(0 + x) with x >= 0
 
 
-def test_count_flops_matches_hand_count(m):
+def test_count_flops_matches_hand_count():
     w = 16
     net = m.ResNet(8, w)
     hw = [28 * 28, 14 * 14, 7 * 7]

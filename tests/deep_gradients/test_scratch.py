@@ -7,14 +7,10 @@ import torch.nn.functional as F
 TOL = 1e-8
 
 
-@pytest.fixture(scope="module")
-def S(load_module):
-    return load_module("deep_gradients", "scratch")
-
-
-@pytest.fixture(scope="module")
-def M(load_module):
-    return load_module("deep_gradients", "model")
+import mnist
+import model as M
+import scratch as S
+from cli import UserError
 
 
 def rand(*shape, seed=0):
@@ -55,7 +51,7 @@ def close(a, b, tol=TOL):
     (1, 0, 3, True, 5), (1, 1, 3, False, 5), (2, 1, 3, True, 6), (2, 0, 1, True, 7), (3, 2, 3, False, 7),
     (2, 1, 3, True, 5),
 ])
-def test_conv2d_matches_fd_and_autograd(S, stride, padding, k, bias, hw):
+def test_conv2d_matches_fd_and_autograd(stride, padding, k, bias, hw):
     x, w, R = rand(2, 3, hw, hw, seed=1), rand(4, 3, k, k, seed=2), None
     b = rand(4, seed=3) if bias else None
     out, cache = S.conv2d_forward(x, w, b, stride, padding)
@@ -78,7 +74,7 @@ def test_conv2d_matches_fd_and_autograd(S, stride, padding, k, bias, hw):
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_batchnorm_matches_fd_autograd_and_running_stats(S, train):
+def test_batchnorm_matches_fd_autograd_and_running_stats(train):
     x, gamma, beta = rand(4, 3, 3, 3, seed=1) * 2 + 0.5, rand(3, seed=2), rand(3, seed=3)
     rm0, rv0 = rand(3, seed=4) * 0.1, rand(3, seed=5).abs() + 0.5
     rm, rv = rm0.clone(), rv0.clone()
@@ -104,7 +100,7 @@ def test_batchnorm_matches_fd_autograd_and_running_stats(S, train):
         close(mine, a)
 
 
-def test_relu_add_gap_linear_softmax_ce(S):
+def test_relu_add_gap_linear_softmax_ce():
     # ReLU (inputs kept away from the kink so finite differences are exact)
     x = rand(3, 4, 2, 2, seed=1)
     x = x + 0.1 * x.sign()  # no input within 2h of the kink
@@ -149,7 +145,7 @@ def test_relu_add_gap_linear_softmax_ce(S):
     close(d, autograd_grads(lambda t: F.cross_entropy(t, y), logits)[1][0])
 
 
-def _perturbed_resnet(M, batch_norm, residual, seed=0):
+def _perturbed_resnet(batch_norm, residual, seed=0):
     torch.manual_seed(seed)
     net = M.ResNet(depth=8, width=4, batch_norm=batch_norm, residual=residual).double()
     with torch.no_grad():  # non-trivial BN parameters and running statistics
@@ -165,8 +161,8 @@ def _perturbed_resnet(M, batch_norm, residual, seed=0):
 
 
 @pytest.mark.parametrize("batch_norm,residual", [(True, True), (False, True), (True, False), (False, False)])
-def test_network_matches_autograd(S, M, batch_norm, residual):
-    net = _perturbed_resnet(M, batch_norm, residual)
+def test_network_matches_autograd(batch_norm, residual):
+    net = _perturbed_resnet(batch_norm, residual)
     scratch = S.ScratchResNet.from_state_dict(net.state_dict())
     x, y = rand(6, 1, 28, 28, seed=1), torch.tensor([0, 1, 2, 3, 4, 5])
     # train mode: loss, every parameter gradient, the input gradient, and the running-statistics update
@@ -195,11 +191,10 @@ def test_network_matches_autograd(S, M, batch_norm, residual):
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_hand_written_sgd_matches_torch_and_lowers_loss(S, M, load_module, nesterov):
-    mnist = load_module("deep_gradients", "mnist")
+def test_hand_written_sgd_matches_torch_and_lowers_loss(nesterov):
     x_train, y_train, _, _ = mnist.load("digits")
     x, y = x_train[:64].double(), y_train[:64]
-    net = _perturbed_resnet(M, True, True, seed=1)
+    net = _perturbed_resnet(True, True, seed=1)
     scratch = S.ScratchResNet.from_state_dict(net.state_dict())
     opt = torch.optim.SGD(net.parameters(), lr=0.2, momentum=0.9, weight_decay=1e-4, nesterov=nesterov)
     sopt = S.SGD(scratch, lr=0.2, momentum=0.9, weight_decay=1e-4, nesterov=nesterov)
@@ -216,7 +211,7 @@ def test_hand_written_sgd_matches_torch_and_lowers_loss(S, M, load_module, neste
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < losses[0] - 0.1, losses
 
 
-def test_train_loop_lowers_the_loss_and_beats_chance(S, monkeypatch):
+def test_train_loop_lowers_the_loss_and_beats_chance(monkeypatch):
     """scratch.train itself (batching, SGD step, eval): 30 hand-written steps must learn something, each on
     the next 32 images of a shuffled pass (30 x 32 < the training set: no image twice)."""
     logs, seen = [], []
@@ -227,7 +222,7 @@ def test_train_loop_lowers_the_loss_and_beats_chance(S, monkeypatch):
         return real(self, x, y)
 
     monkeypatch.setattr(S.ScratchResNet, "loss_and_grads", spy)
-    losses = S.train(S.ScratchConfig(steps=30, batch_size=32, width=4, lr=0.1), log=logs.append)
+    losses = S.train(S.ScratchConfig(max_iters=30, batch_size=32, width=4, learning_rate=0.1), log=logs.append)
     assert len(losses) == 30
     assert len(seen) == 30 * 32 and len(set(seen)) >= 30 * 32 - 10  # (the digits hold a few duplicate images)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
@@ -237,7 +232,7 @@ def test_train_loop_lowers_the_loss_and_beats_chance(S, monkeypatch):
 
 
 def test_cli_trains(run_script):
-    r = run_script("deep_gradients/scratch.py", "--steps", "12", "--batch-size", "32", "--log-every", "4",
+    r = run_script("deep_gradients/scratch.py", "--max-iters", "12", "--batch-size", "32", "--log-interval", "4",
                    "--width", "4")
     assert r.returncode == 0, r.stderr
     losses = [float(line.split("loss")[1].split("|")[0]) for line in r.stdout.splitlines() if "| loss" in line]
@@ -246,12 +241,19 @@ def test_cli_trains(run_script):
 
 
 @pytest.mark.parametrize("argv,needles", [(["--depth", "9"], ("--depth 9", "20")),
-                                          (["--steps", "abc"], ("--steps", "'abc'")),
+                                          (["--max-iters", "abc"], ("--max-iters", "'abc'")),
                                           (["--batch-size", "1"], ("--batch-size 1", ">= 2")),
+                                          (["--learning-rate", "inf"], ("--learning-rate", "finite")),
+                                          (["--momentum", "nan"], ("--momentum", "finite")),
+                                          (["--steps", "5"], ("unknown option --steps",)),
                                           (["--bogus"], ("--bogus",))])
-def test_cli_rejects_bad_depth_in_one_line(S, capsys, argv, needles):
-    with pytest.raises(SystemExit) as e:
+def test_cli_rejects_bad_values_in_one_line(argv, needles):
+    with pytest.raises(UserError) as e:
         S.parse_args(argv)
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and "usage" not in err, err
+    err = str(e.value)
+    assert len(err.splitlines()) == 1 and "usage" not in err, err
     assert all(n in err for n in needles), err
+
+
+def test_cli_bad_value_exit_2(run_script, clean_error):
+    clean_error(run_script("deep_gradients/scratch.py", "--width", "0"), "--width 0")

@@ -1,81 +1,77 @@
-"""deep_gradients/train.py: schedule, batching, learning, checkpoint/exact resume, results, CLI errors."""
-import json
+"""deep_gradients/train.py: learning, results, checkpoint and exact resume, the CLI and its one-line errors."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from helpers import TINY_ARGS, config, results, weights
 
-TINY = dict(depth=8, width=4, train_subset=256, batch_size=64, progress=False)
+import checkpoint
+import cli
+import mnist
+import model
+import schedule
+import train
+from cli import UserError
 
-
-@pytest.fixture(scope="module")
-def tr(load_module):
-    return load_module("deep_gradients", "train")
-
-
-def cfg(tr, tmp_path, name="run", **kw):
-    return tr.Config(**{**TINY, "out_dir": str(tmp_path / name), **kw})
-
-
-def test_onecycle_and_cosine_schedules(tr):
-    c = tr.Config(lr=0.4, warmup_frac=0.2)
-    lrs = [tr.lr_at(s, 100, c) for s in range(100)]
-    assert max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 19  # peak at the end of warm-up
-    assert lrs[0] == pytest.approx(0.4 / 20) and lrs[-1] < 0.4 * 0.02
-    assert all(a <= b for a, b in zip(lrs[:20], lrs[1:20])) and all(a >= b for a, b in zip(lrs[20:], lrs[21:]))
-    c.schedule = "cosine"
-    cos = [tr.lr_at(s, 100, c) for s in range(100)]
-    assert cos[20] == pytest.approx(0.4) and cos[60] == pytest.approx(0.2) and cos[-1] < 1e-3
-    c.schedule = "constant"
-    assert {tr.lr_at(s, 100, c) for s in range(100)} == {0.4}
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_epoch_batches_shard_the_global_batch(tr):
-    one = tr.epoch_batches(100, 24, seed=0, epoch=3)  # (4, 24), last 4 images dropped
-    assert one.shape == (4, 24) and len(set(one.flatten().tolist())) == 96
-    shards = [tr.epoch_batches(100, 24, seed=0, epoch=3, rank=r, world=3) for r in range(3)]
-    assert all(s.shape == (4, 8) for s in shards)
-    assert torch.equal(torch.cat(shards, dim=1), one)  # the ranks' slices make up exactly the global batch
-    for a in range(3):
-        for b in range(a + 1, 3):
-            assert not set(shards[a].flatten().tolist()) & set(shards[b].flatten().tolist())  # disjoint
-    assert not torch.equal(tr.epoch_batches(100, 24, 0, 4), one)  # reshuffled every epoch
-    assert torch.equal(tr.epoch_batches(100, 24, 0, 3), one)  # ... reproducibly
+def run_main(argv, capsys):
+    """train.py's command line in this process -> (exit code, stderr)."""
+    with pytest.raises(SystemExit) as e:
+        cli.run_main(train.main, argv)
+    return e.value.code, capsys.readouterr().err.strip()
 
 
-def test_learns_digits_and_writes_results(tr, tmp_path):
-    c = cfg(tr, tmp_path, train_subset=512, epochs=4, width=8, batch_size=32, lr=0.1, augment=0, log_every=2)
-    res = tr.run(c)
+def test_learns_digits_and_writes_results(tmp_path):
+    c = config(tmp_path / "run", train_subset=512, max_epochs=4, width=8, batch_size=32, learning_rate=0.1,
+               augment=0, log_interval=2)
+    res = train.run(c)
     ep = res["epochs"]
     assert [e["epoch"] for e in ep] == [1, 2, 3, 4]
     assert ep[-1]["train_loss"] < 0.6 * ep[0]["train_loss"]
     assert res["final_test_acc"] > 0.5  # 10 classes: chance is 0.1 (this tiny run reaches ~0.8)
     for key in ("train_loss", "test_loss", "test_acc", "images_per_s", "epoch_time_s", "peak_mem_mb"):
         assert isinstance(ep[0][key], float), key
-    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    on_disk = results(tmp_path / "run")
     assert on_disk["final_test_acc"] == res["final_test_acc"] and on_disk["config"]["width"] == 8
-    steps = [s for s, _ in on_disk["train_curve"]]
-    assert steps[0] == 0 and steps == sorted(steps) and len(steps) >= 4 * 16 // 2
+    assert [s for s, _ in on_disk["train_curve"]] == list(range(4 * 16))  # the loss of every step
+    # the epoch's train loss is the mean of its steps' losses
+    assert ep[0]["train_loss"] == pytest.approx(sum(v for _, v in on_disk["train_curve"][:16]) / 16, rel=1e-5)
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
     ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
-    assert ck["epoch"] == 4 and ck["config"]["depth"] == 8 and set(ck) >= {"model", "optimizer", "rng", "history"}
+    assert ck["epoch"] == 4 and ck["config"]["depth"] == 8 and set(ck) >= {"model", "optimizer", "rng", "progress"}
     group = ck["optimizer"]["param_groups"][0]  # SGD with Nesterov momentum and L2, as the README states
     assert group["nesterov"] is True and group["momentum"] == 0.9 and group["weight_decay"] == 5e-4
     # the recorded test figures are those of the saved weights on the whole held-out split (not train data)
-    net = tr.ResNet(8, 8)
+    net = model.ResNet(8, 8)
     net.load_state_dict(ck["model"])
-    _, _, x_test, y_test = tr.mnist.load("digits")
+    _, _, x_test, y_test = mnist.load("digits")
     with torch.no_grad():
         logits = net.eval()(x_test)
     assert ep[-1]["test_acc"] == (logits.argmax(1) == y_test).sum().item() / len(y_test) == res["final_test_acc"]
-    assert ep[-1]["test_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y_test).item(), rel=1e-5)
+    assert ep[-1]["test_loss"] == pytest.approx(F.cross_entropy(logits, y_test).item(), rel=1e-5)
 
 
-def test_resume_is_bitwise_exact(tr, tmp_path):
-    full = tr.run(cfg(tr, tmp_path, "full", epochs=3))
-    tr.run(cfg(tr, tmp_path, "part", epochs=3, stop_after=1))  # "preempted" after one epoch
-    part = tr.run(cfg(tr, tmp_path, "part", epochs=3, resume=True))
-    a = torch.load(tmp_path / "full" / "ckpt.pt", weights_only=True)
-    b = torch.load(tmp_path / "part" / "ckpt.pt", weights_only=True)
+def test_model_and_optimizer_built_once_from_the_seed():
+    c = config("unused", seed=3, optimizer="adamw", learning_rate=0.01)
+    net, opt, flops = train.build_model_and_optimizer(c, torch.device("cpu"))
+    again = model.from_config({"seed": 3, "depth": 8, "width": 4})  # what analyze.py and ablate.py rebuild
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == 0.01
+    assert flops == model.count_flops(again, (1, 1, 28, 28))
+
+
+def test_resume_is_bitwise_exact(tmp_path):
+    full = train.run(config(tmp_path / "full", max_epochs=3))
+    train.run(config(tmp_path / "part", max_epochs=3, stop_after=1))  # "preempted" after one epoch
+    part = train.run(config(tmp_path / "part", max_epochs=3, resume="last"))
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in ("full", "part"))
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
@@ -84,168 +80,234 @@ def test_resume_is_bitwise_exact(tr, tmp_path):
     assert part["train_curve"] == full["train_curve"]
 
 
-def test_resume_rejects_flags_that_change_the_steps(tr, tmp_path):
-    tr.run(cfg(tr, tmp_path, epochs=3, stop_after=1, eval=False))
-    for change, needle in [(dict(batch_size=32), "batch_size=64"), (dict(epochs=4), "epochs=3"),
+def test_resume_from_a_given_file(tmp_path):
+    train.run(config(tmp_path / "a", max_epochs=2, stop_after=1))
+    res = train.run(config(tmp_path / "b", max_epochs=2, resume=str(tmp_path / "a" / "ckpt.pt")))
+    assert [e["epoch"] for e in res["epochs"]] == [1, 2] and res["finished"]
+
+
+def test_resume_rejects_flags_that_change_the_steps(tmp_path):
+    train.run(config(tmp_path / "run", max_epochs=3, stop_after=1, eval=False))
+    for change, needle in [(dict(batch_size=32), "batch_size=64"), (dict(max_epochs=4), "max_epochs=3"),
                            (dict(train_subset=128), "train_subset=256"), (dict(width=8), "width=4"),
                            (dict(seed=1), "seed=0")]:
-        with pytest.raises(tr.ConfigError, match=needle):  # would silently re-index the steps and the LR schedule
-            tr.run(cfg(tr, tmp_path, **{"epochs": 3, "resume": True, "eval": False, **change}))
+        with pytest.raises(UserError, match=needle):  # would silently re-index the steps and the LR schedule
+            train.run(config(tmp_path / "run", **{"max_epochs": 3, "resume": "last", "eval": False, **change}))
 
 
-def test_resume_unreadable_checkpoint_one_line(tr, tmp_path, capsys):
+class Payload:  # a pickled object: torch.load(weights_only=True) must refuse it without running anything
+    pass
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"half a checkpoint", "cannot read"), ({"weights": 1}, "not a deep_gradients train.py checkpoint"),
+    (Payload(), "cannot read")])
+def test_damaged_or_foreign_checkpoint_is_one_line(tmp_path, capsys, content, needle):
     (tmp_path / "o").mkdir()
-    (tmp_path / "o" / "ckpt.pt").write_bytes(b"half a checkpoint")
-    code, err = run_main(tr, ["--out-dir", str(tmp_path / "o"), "--resume", "--depth", "8"], capsys)
-    assert code == 2 and "cannot read" in err and len(err.splitlines()) == 1, err
+    path = tmp_path / "o" / "ckpt.pt"
+    path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+    code, err = run_main(["--out-dir", str(tmp_path / "o"), "--resume", "--depth", "8", "--device", "cpu"], capsys)
+    assert code == 2 and needle in err and len(err.splitlines()) == 1 and "weights_only" not in err, err
 
 
-def test_architecture_switches_reach_the_model(tr, tmp_path, monkeypatch, capsys):
-    seen = {}
+def test_architecture_switches_and_recorder_hook_order(tmp_path, monkeypatch, capsys):
+    seen = {"steps": []}
 
     class FakeRecorder:  # stands in for evolution.Recorder: check the hook order train.py promises
-        def __init__(self, model, out_dir, every, resume=False):
+        def __init__(self, model, out_dir, every, resume=False, **kw):
             seen["init"] = (type(model).__name__, every, resume)
-            seen["steps"] = []
+            self.params = list(model.parameters())
 
         def on_step(self, step, epoch, lr):
-            p = next(iter(self.model_params))
-            seen["steps"].append((step, epoch, lr, p.grad is not None))
+            seen["steps"].append((step, epoch, lr, self.params[0].grad is not None))
 
-        def close(self):
-            seen["closed"] = True
+        def close(self, final_histograms=True):
+            seen["closed"] = final_histograms
 
-    orig_init = FakeRecorder.__init__
-
-    def init(self, model, out_dir, every, resume=False):
-        orig_init(self, model, out_dir, every, resume)
-        self.model_params = list(model.parameters())
-
-    FakeRecorder.__init__ = init
-    monkeypatch.setattr(tr, "Recorder", FakeRecorder)
-    res = tr.run(cfg(tr, tmp_path, epochs=2, batch_norm=False, residual=False, record_every=3, eval=False))
+    monkeypatch.setattr(train, "Recorder", FakeRecorder)
+    res = train.run(config(tmp_path / "run", max_epochs=2, batch_norm=False, residual=False, record_interval=3,
+                           eval=False))
     assert seen["init"] == ("ResNet", 3, False) and seen["closed"]
     assert [s[0] for s in seen["steps"]] == list(range(8)) and all(s[3] for s in seen["steps"])  # after backward
     assert seen["steps"][4][1] == 1 and seen["steps"][0][2] > 0
-    c = cfg(tr, tmp_path, epochs=2)  # the LR of every step is the schedule over ALL epochs' steps (2 x 4)
-    assert [s[2] for s in seen["steps"]] == [tr.lr_at(s, 8, c) for s in range(8)]
-    sd = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["model"]
+    c = config(tmp_path, max_epochs=2)  # the LR of every step is the schedule over ALL epochs' steps (2 x 4)
+    assert [s[2] for s in seen["steps"]] == [schedule.lr_at(s, 8, c) for s in range(8)]
+    sd = weights(tmp_path / "run")
     assert not any("bn" in k or "shortcut" in k or "stem.1" in k for k in sd)
     assert res["final_test_acc"] is None  # --no-eval
     assert "no evaluation (--no-eval) -> " in capsys.readouterr().out  # still says where the run went
 
 
-def run_main(tr, argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        tr.main(argv)
-    err = capsys.readouterr().err
-    return e.value.code, err.strip()
-
-
 @pytest.mark.parametrize("argv,needles", [
     (["--depth", "18"], ("--depth 18", "8, 20, 56")),
-    (["--amp", "fp8"], ("--amp", "none, bf16, fp16")),
-    (["--amp", "fp16", "--device", "cpu"], ("fp16", "bf16")),
-    (["--sync-bn", "--device", "cpu"], ("--sync-bn", "cuda")),
+    (["--dtype", "fp8"], ("--dtype", "float32, bfloat16, float16")),
+    (["--dtype", "float16"], ("float16", "bfloat16")),
+    (["--sync-bn"], ("--sync-bn", "cuda")),
     (["--schedule", "step"], ("--schedule", "onecycle")),
-    (["--batch-size", "0"], ("--batch-size 0", ">= 1")),
-    (["--momentum", "-0.9"], ("--momentum -0.9", ">= 0")),
-    (["--epochs", "many"], ("--epochs", "many")),
+    (["--batch-size", "0"], ("--batch-size 0", "[1,")),
+    (["--momentum", "-0.9"], ("--momentum -0.9", "[0, 1)")),
+    (["--max-epochs", "many"], ("--max-epochs", "many")),
     (["--resume"], ("--resume", "no checkpoint")),
     (["--dataset", "cifar10"], ("--dataset", "digits, mnist")),
+    (["--learning-rate", "nan"], ("--learning-rate", "finite")),
+    (["--learning-rate", "inf"], ("--learning-rate", "finite")),
+    (["--learning-rate", "-1"], ("--learning-rate -1", "must be in")),
+    (["--momentum", "nan"], ("--momentum", "finite")),
+    (["--weight-decay", "nan"], ("--weight-decay", "finite")),
+    (["--width", "100000"], ("--width 100000", "1024")),
+    (["--width", "1e5"], ("--width", "'1e5'")),
+    (["--seed", "-1"], ("--seed -1",)),
+    (["--lr", "0.1"], ("--lr", "did you mean --learning-rate?")),
+    (["--epochs", "3"], ("--epochs", "did you mean --max-epochs?")),
+    (["--out", "x"], ("--out",)),
 ])
-def test_bad_flags_one_line_exit_2(tr, tmp_path, capsys, argv, needles):
-    base = ["--out-dir", str(tmp_path / "o"), "--train-subset", "64", "--batch-size", "32", "--depth", "8"]
-    code, err = run_main(tr, [*base, *argv], capsys)  # argv last: it overrides the base flags
+def test_bad_flags_one_line_exit_2(tmp_path, capsys, argv, needles):
+    base = ["--out-dir", str(tmp_path / "o"), "--train-subset", "64", "--batch-size", "32", "--depth", "8",
+            "--device", "cpu"]
+    code, err = run_main([*base, *argv], capsys)  # argv last: it overrides the base flags
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     for n in needles:
         assert n.lower() in err.lower(), (n, err)
+    assert not (tmp_path / "o" / "ckpt.pt").exists()
 
 
-def test_help_lists_the_switches(tr, capsys):
+def test_help_lists_the_switches_with_their_defaults(capsys):
     with pytest.raises(SystemExit) as e:
-        tr.main(["--help"])
+        train.main(["--help"])
     out = capsys.readouterr().out
     assert e.value.code == 0
-    for flag in ("--no-batch-norm", "--no-residual", "--channels-last", "--amp", "--sync-bn", "--compile", "--resume"):
+    for flag in ("--batch-norm [BOOL]", "--residual [BOOL]", "--channels-last", "--dtype", "--sync-bn", "--compile",
+                 "--resume", "--learning-rate", "--max-epochs", "--out-dir", "--record-interval"):
         assert flag in out, flag
     flat = " ".join(out.split())  # argparse wraps the help column
-    # every option shows its default and what it does (the Config comments), as the README promises
-    for text in ("--epochs EPOCHS passes over", "(default: 6)", "peak learning rate (default: 0.1)",
-                 "none | bf16 | fp16", "(default: deep_gradients/out)", "(Goyal et al. 2017) (default: False)"):
+    for text in ("--max-epochs MAX_EPOCHS passes over", "(default: 6)", "peak learning rate (default: 0.1)",
+                 "float32 | bfloat16 | float16", "(default: deep_gradients/out)", "(Goyal et al. 2017) (default: False)"):
         assert text in flat, text
-    assert set(tr.field_help(tr.Config)) == {f.name for f in tr.dataclasses.fields(tr.Config)}  # none left bare
+    assert "source" not in flat and "comment" not in flat  # the help is complete, it points nowhere else
+    no_bn = cli.parse_config(train.Config, ["--no-batch-norm", "--residual", "false"], "train.py", "")
+    assert no_bn.batch_norm is False and no_bn.residual is False
 
 
 def test_cli_end_to_end(run_script, tmp_path):
-    r = run_script("deep_gradients/train.py", "--depth", "8", "--width", "4", "--train-subset", "128",
-                   "--batch-size", "64", "--epochs", "1", "--channels-last", "--amp", "bf16",
-                   "--out-dir", tmp_path / "o", timeout=120)
+    r = run_script("deep_gradients/train.py", *TINY_ARGS, "--train-subset", "128", "--max-epochs", "1",
+                   "--channels-last", "--dtype", "bfloat16", "--out-dir", tmp_path / "o", timeout=120)
     assert r.returncode == 0, r.stderr
-    res = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert res["config"]["amp"] == "bf16" and res["config"]["channels_last"] and len(res["epochs"]) == 1
+    res = results(tmp_path / "o")
+    assert res["config"]["dtype"] == "bfloat16" and res["config"]["channels_last"] and len(res["epochs"]) == 1
     assert 0 <= res["final_test_acc"] <= 1 and "final test accuracy" in r.stdout
 
 
-@pytest.mark.gpu
-def test_gpu_run_reports_utilization_memory_and_mfu(tr, tmp_path):
-    res = tr.run(cfg(tr, tmp_path, epochs=2, device="cuda", amp="bf16", channels_last=True, cudnn_benchmark=True))
-    ep = res["epochs"][-1]
-    assert res["device"].startswith("cuda") and ep["peak_mem_mb"] > 0 and "gpu_util" in ep and "mfu" in ep
-    assert ep["train_loss"] < res["epochs"][0]["train_loss"] + 1.0 and 0 <= res["final_test_acc"] <= 1
-    host = tr.run(cfg(tr, tmp_path, "host", epochs=2, device="cuda", data_on_device=False))
-    assert len(host["epochs"]) == 2
-    tr.run(cfg(tr, tmp_path, "fp16", epochs=1, device="cuda", amp="fp16", record_every=1))
-    rows = [json.loads(line) for line in (tmp_path / "fp16" / "evolution.jsonl").read_text().splitlines()]
-    g = [r["params"]["fc.weight"]["g_norm"] for r in rows if r["params"]["fc.weight"]["g_norm"] is not None]
-    assert g and max(g) < 100  # the recorder sees unscaled gradients (the GradScaler's factor starts at 65536)
+# --------------------------------------------------------------------------------------------------
+# faults: a diverged model is never saved, one run per out dir, unwritable out dir
 
 
-def test_benchmark_plan_and_scaling_formula(load_module):
-    bench = load_module("deep_gradients", "benchmark")
-    cfg = bench.parse_args(["--quick"])
-    rows = bench.plan(cfg, n_gpus=0, cores=2)
-    skipped = [r for r in rows if "skip" in r]
-    assert skipped and all(r["group"] == "gpu" and "no CUDA" in r["skip"] for r in skipped)
-    names = [r["name"] for r in rows if r["group"] == "cpu" and r["net"] == cfg.small]
-    assert names[0].endswith("(baseline)") and any("2 processes" in n for n in names)
-    gpu_rows = bench.plan(cfg, n_gpus=4, cores=16)
-    assert any(r.get("launcher") == "torchrun" and r["workers"] == 4 and r["group"] == "gpu" for r in gpu_rows)
-    fake = [dict(group="cpu", net="8x16", name="base", baseline=True, images_per_s=100.0),
-            dict(group="cpu", net="8x16", name="2 procs", scale=2, images_per_s=150.0)]
-    bench.derive(fake)
-    assert fake[1]["speedup"] == pytest.approx(1.5) and fake[1]["scaling_eff"] == pytest.approx(0.75)  # T_N/(N*T_1)
+def poison_weights_after(monkeypatch, epoch: int):
+    """Make the weights non-finite at the end of epoch `epoch` (1-based), as a diverging run would."""
+    real = train.train_epoch
+
+    def poisoned(t, p, stop):
+        stopped = real(t, p, stop)
+        if p.epoch + 1 == epoch:
+            with torch.no_grad():
+                next(t.raw_model.parameters()).fill_(float("nan"))
+        return stopped
+
+    monkeypatch.setattr(train, "train_epoch", poisoned)
 
 
-def test_benchmark_row_that_times_out_is_skipped_not_fatal(load_module, tmp_path, monkeypatch):
-    bench = load_module("deep_gradients", "benchmark")
-    cfg = bench.parse_args(["--quick", "--timeout", "7"])
-
-    def too_slow(cmd, **kw):
-        raise bench.subprocess.TimeoutExpired(cmd, kw["timeout"])
-
-    monkeypatch.setattr(bench.subprocess, "run", too_slow)
-    row = bench.plan(cfg, n_gpus=0, cores=1)[0]
-    out = bench.run_row(row, cfg, "digits", tmp_path)  # the rows measured before it are kept
-    assert "timed out after 7 s" in out["skip"] and "images_per_s" not in out
-    with pytest.raises(SystemExit) as e:
-        bench.parse_args(["--small", "18x16"])
-    assert e.value.code == 2
+def test_non_finite_weights_never_replace_the_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "o"
+    poison_weights_after(monkeypatch, epoch=2)
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "3", "--no-eval", "--out-dir", str(out)], capsys)
+    assert code == 3 and "weights are not finite after epoch 2" in err, err
+    assert f"the last good checkpoint is {out / 'ckpt.pt'} (epoch 1, step 0)" in err and len(err.splitlines()) == 1
+    ck = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ck["epoch"] == 1 and checkpoint.finite(_net(ck))
+    assert not (out / "results.json").exists()  # no results from a diverged model either
 
 
-@pytest.mark.parametrize("argv,needle", [(["--epochs", "0"], "--epochs 0"), (["--dataset", "cifar"], "'cifar'"),
-                                         (["--workers", "-1"], "--workers -1"), (["--batch-size", "x"], "'x'"),
-                                         (["--quick-subset", "0"], "--quick-subset 0")])
-def test_benchmark_bad_option_is_one_line_before_any_row(load_module, capsys, argv, needle):
-    bench = load_module("deep_gradients", "benchmark")
-    with pytest.raises(SystemExit) as e:  # parse_args runs before the first row: no row is started
-        bench.parse_args(["--quick", *argv])
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and len(err.splitlines()) == 1 and needle in err, err
+def test_diverged_first_epoch_says_no_checkpoint(tmp_path, monkeypatch, capsys):
+    poison_weights_after(monkeypatch, epoch=1)
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "2", "--out-dir", str(tmp_path / "o")], capsys)
+    assert code == 3 and "no checkpoint was written" in err and not (tmp_path / "o" / "ckpt.pt").exists(), err
 
 
-def test_benchmark_help_shows_defaults(load_module, capsys):
-    with pytest.raises(SystemExit):
-        load_module("deep_gradients", "benchmark").parse_args(["--help"])
-    flat = " ".join(capsys.readouterr().out.split())
-    assert "training images per worker with --quick (default: 1024)" in flat and "(default: 8x16)" in flat
+def test_non_finite_loss_stops_at_the_next_log_step(tmp_path, monkeypatch, capsys):
+    real = train.train_step
+
+    def nan_at_step_5(t, xb, yb, step, epoch, lr):
+        loss = real(t, xb, yb, step, epoch, lr)
+        return loss * float("nan") if step == 5 else loss
+
+    monkeypatch.setattr(train, "train_step", nan_at_step_5)
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "3", "--log-interval", "1", "--out-dir", str(tmp_path / "o")],
+                         capsys)
+    assert code == 3 and "training loss is nan at step 5" in err and "(epoch 1, step 0)" in err, err
+    assert torch.load(tmp_path / "o" / "ckpt.pt", weights_only=True)["epoch"] == 1
+
+
+def _net(ck):
+    net = model.ResNet(8, 4)
+    net.load_state_dict(ck["model"])
+    return net
+
+
+def test_second_run_on_a_busy_out_dir_is_refused(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    other = subprocess.Popen(["sleep", "30"])  # a live process holding the lock
+    try:
+        (out / ".lock").write_text(str(other.pid))
+        code, err = run_main([*TINY_ARGS, "--max-epochs", "1", "--out-dir", str(out)], capsys)
+        assert code == 2 and f"in use by another run (pid {other.pid})" in err and len(err.splitlines()) == 1, err
+    finally:
+        other.kill()
+        other.wait()
+    (out / "ckpt.pt.tmp.999999999").write_bytes(b"left by a killed run")
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "1", "--out-dir", str(out)], capsys)  # stale lock: taken over
+    assert code == 0, err
+    assert not (out / ".lock").exists() and not list(out.glob("*.tmp.*"))
+
+
+def test_unwritable_out_dir_and_full_disk_are_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "1", "--out-dir", str(tmp_path / "file")], capsys)
+    assert code == 2 and str(tmp_path / "file") in err and len(err.splitlines()) == 1, err
+
+    def full_disk(obj, f, *a, **kw):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "1", "--record-interval", "0", "--out-dir",
+                          str(tmp_path / "o")], capsys)
+    assert code == 2 and "no space left" in err and "ckpt.pt" in err and len(err.splitlines()) == 1, err
+    assert not list((tmp_path / "o").glob("ckpt.pt*"))  # no partial file left
+
+
+# --------------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig):
+    args = [*TINY_ARGS, "--train-subset", "512", "--batch-size", "32", "--max-epochs", "2", "--log-interval", "0"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "deep_gradients/train.py"), *args, "--out-dir",
+                             str(tmp_path / "cut")], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout.readline().startswith("ResNet-8")  # built: the signal handler is in place
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"stopped by {sig} at epoch 1, step " in out and "continue with --resume" in out, out
+    ck = torch.load(tmp_path / "cut" / "ckpt.pt", weights_only=True)
+    assert ck["epoch"] == 0 and 0 < ck["progress"]["step"] < 16  # mid-epoch
+    kw = dict(train_subset=512, batch_size=32, max_epochs=2, log_interval=0)
+    resumed = train.run(config(tmp_path / "cut", resume="last", **kw))
+    whole = train.run(config(tmp_path / "whole", **kw))
+    assert resumed["train_curve"] == whole["train_curve"]
+    assert [e["train_loss"] for e in resumed["epochs"]] == [e["train_loss"] for e in whole["epochs"]]
+    assert [e["test_loss"] for e in resumed["epochs"]] == [e["test_loss"] for e in whole["epochs"]]
+    a, b = weights(tmp_path / "cut"), weights(tmp_path / "whole")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-MNIST_ARGS = ("--dataset", "mnist", "--depth", "8", "--width", "4", "--epochs", "1", "--no-progress")
+import mnist as mn
 
-
-@pytest.fixture(scope="module")
-def mn(load_module):
-    return load_module("deep_gradients", "mnist")
+MNIST_ARGS = ("--dataset", "mnist", "--depth", "8", "--width", "4", "--max-epochs", "1", "--no-progress",
+              "--device", "cpu")
 
 
 def write_idx(path, arr: np.ndarray, magic: bytes | None = None):
@@ -28,7 +26,7 @@ def write_idx(path, arr: np.ndarray, magic: bytes | None = None):
     return path
 
 
-def test_parse_synthetic_idx(mn, tmp_path):
+def test_parse_synthetic_idx(tmp_path):
     imgs = np.random.default_rng(0).integers(0, 256, (5, 3, 4), dtype=np.uint8)
     labels = np.array([3, 1, 4, 1, 5], dtype=np.uint8)
     assert np.array_equal(mn.parse_idx(write_idx(tmp_path / "i.gz", imgs)), imgs)
@@ -36,7 +34,7 @@ def test_parse_synthetic_idx(mn, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["bad_magic", "short_data", "long_data", "truncated_gzip", "not_gzip", "empty"])
-def test_parse_rejects_broken_files(mn, tmp_path, case):
+def test_parse_rejects_broken_files(tmp_path, case):
     path = tmp_path / "x.gz"
     arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     if case == "bad_magic":
@@ -55,7 +53,7 @@ def test_parse_rejects_broken_files(mn, tmp_path, case):
         mn.parse_idx(path)
 
 
-def test_parse_shared_test_set(mn, shared_file):
+def test_parse_shared_test_set(shared_file):
     labels = mn.parse_idx(shared_file("mnist/t10k-labels-idx1-ubyte.gz"))
     images = mn.parse_idx(shared_file("mnist/t10k-images-idx3-ubyte.gz"))
     assert images.shape == (10000, 28, 28) and images.dtype == np.uint8 and labels.shape == (10000,)
@@ -65,7 +63,7 @@ def test_parse_shared_test_set(mn, shared_file):
     assert images[:, :4].mean() < 0.02 * images[:, 10:18, 10:18].mean()
 
 
-def test_load_mnist_shared_standardized(mn, shared_file):
+def test_load_mnist_shared_standardized(shared_file):
     d = shared_file("mnist/train-images-idx3-ubyte.gz").parent
     xtr, ytr, xte, yte = mn.load("mnist", d)
     assert xtr.shape == (60000, 1, 28, 28) and xte.shape == (10000, 1, 28, 28)
@@ -75,7 +73,7 @@ def test_load_mnist_shared_standardized(mn, shared_file):
     assert xtr.min().item() == pytest.approx(-0.1307 / 0.3081, abs=1e-5)
 
 
-def test_md5_mismatch_and_truncation_named(mn, tmp_path, shared_file):
+def test_md5_mismatch_and_truncation_named(tmp_path, shared_file):
     src = shared_file("mnist/t10k-labels-idx1-ubyte.gz")
     name, md5 = mn.MNIST_FILES["test_labels"]
     (tmp_path / name).write_bytes(src.read_bytes()[:1000])
@@ -102,7 +100,7 @@ def make_bad_dir(shared_file, tmp_path, kind):
     return d
 
 
-def test_corrupt_file_named(mn, shared_file, tmp_path):
+def test_corrupt_file_named(shared_file, tmp_path):
     d = make_bad_dir(shared_file, tmp_path, "corrupt")  # one flipped byte, same size
     with pytest.raises(mn.DataError, match="md5 mismatch .*t10k-labels.*corrupt"):
         mn.load("mnist", d)
@@ -135,7 +133,7 @@ def dead_url():
         return f"http://127.0.0.1:{s.getsockname()[1]}/"
 
 
-def test_download_from_local_mirror(mn, shared_file, tmp_path):
+def test_download_from_local_mirror(shared_file, tmp_path):
     src = shared_file("mnist/train-images-idx3-ubyte.gz").parent
     server, url = serve(src)
     try:
@@ -151,7 +149,7 @@ def test_download_from_local_mirror(mn, shared_file, tmp_path):
         server.shutdown()
 
 
-def test_download_rejects_wrong_content(mn, tmp_path):
+def test_download_rejects_wrong_content(tmp_path):
     bad = tmp_path / "bad_mirror"
     bad.mkdir()
     for name, _ in mn.MNIST_FILES.values():
@@ -175,7 +173,7 @@ def test_download_offline_one_line_error(run_script, clean_error, tmp_path):
 # offline digits and the on-device shift augmentation
 
 
-def test_digits_framed_standardized_and_split_fixed(mn):
+def test_digits_framed_standardized_and_split_fixed():
     xtr, ytr, xte, yte = mn.load("digits")
     assert xtr.shape[1:] == (1, 28, 28) and len(xtr) + len(xte) == 1797 and len(xte) == 359
     assert abs(xtr.mean().item()) < 1e-4 and abs(xtr.std().item() - 1) < 1e-4
@@ -186,12 +184,12 @@ def test_digits_framed_standardized_and_split_fixed(mn):
     assert torch.equal(again[3], yte) and torch.equal(again[2], xte)
 
 
-def test_unknown_dataset(mn):
+def test_unknown_dataset():
     with pytest.raises(mn.DataError, match="digits, mnist"):
         mn.load("cifar")
 
 
-def test_random_shift_moves_each_image_by_its_offset(mn):
+def test_random_shift_moves_each_image_by_its_offset():
     x = torch.randn(3, 1, 10, 10)
     s = 2
     offsets = torch.tensor([[2, 0, 4], [2, 3, 1]])  # rows: dy, dx as indices into the 2-pixel padded image

@@ -1,0 +1,85 @@
+"""deep_gradients/ablate.py: the ablation grid, its bookkeeping, report and errors."""
+import json
+import math
+import re
+
+import pytest
+
+import ablate
+from cli import UserError
+
+DEPTH8_RELUS = 7  # stem + 3 blocks x 2
+
+
+def test_two_configs_one_seed(tmp_path):
+    cfg = ablate.AblateConfig(configs="bn+res,plain", depths="8", lrs="0.1", seeds="0", max_epochs=1,
+                              train_subset=128, batch_size=32, width=4, act_images=64, out_dir=str(tmp_path),
+                              device="cpu")
+    logged = []
+    out = ablate.run_all(cfg, log=logged.append)
+    assert [r["name"] for r in out["runs"]] == ["bn+res_d8_lr0.1_s0", "plain_d8_lr0.1_s0"]
+    done = [line for line in logged if line.startswith("plain_d8_lr0.1_s0: test acc")]
+    assert done and re.search(r"train loss (\d+\.\d{3}|NaN), \d+s$", done[0]), logged  # rounded, not 2.2957334518...
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert len(saved["runs"]) == 2 and len(saved["summary"]) == 2
+    for r in saved["runs"]:
+        assert 0 <= r["final_test_acc"] <= 1 and r["train_curve"]
+        assert len(r["act_std"]["init"]) == len(r["act_std"]["trained"]) == DEPTH8_RELUS
+        assert (tmp_path / r["name"] / "ckpt.pt").exists()
+    bn_run, plain_run = saved["runs"]
+    # with BN (train mode, gamma 1, beta 0) every pre-activation at init has unit std; without it, it drifts
+    assert bn_run["act_std"]["init"][0] == pytest.approx(1.0, abs=1e-3)
+    assert abs(plain_run["act_std"]["init"][-1] - 1.0) > 0.05
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| bn+res | 8 |" in md and "| plain | 8 |" in md
+    for name in ("ablation_curves.png", "ablation_acc.png", "ablation_actstd.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    # a second call over the same folder keeps what is done and reruns nothing
+    again = ablate.run_all(ablate.AblateConfig(**{**cfg.__dict__, "configs": "plain"}), log=lambda *a: None)
+    assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in saved["runs"]]
+    for key, value in (("width", 8), ("batch_size", 16), ("train_subset", 64)):  # another budget: not mixed in
+        with pytest.raises(UserError, match="another budget"):
+            ablate.run_all(ablate.AblateConfig(**{**cfg.__dict__, key: value}), log=lambda *a: None)
+
+
+def test_diverged_flag_and_summary_over_seeds(tmp_path, monkeypatch):
+    """run_all's bookkeeping with train.run stubbed: divergence (NaN, or loss >= ln 10, or train.py stopping a
+    diverged run) and mean/std over seeds."""
+    final = {("bn+res", 0): (0.9, 0.3), ("bn+res", 1): (0.7, 0.5), ("plain", 0): (0.1, math.log(10) + 1e-3),
+             ("plain", 1): None}  # (test acc, last-epoch train loss); None: train.py stops it as diverged
+
+    def fake_run(tc):
+        got = final[(next(c for c, v in ablate.CONFIGS.items() if v == (tc.batch_norm, tc.residual)), tc.seed)]
+        if got is None:
+            raise ablate.train.Diverged("loss is nan", {"epochs": [], "train_curve": [[0, 2.3], [1, float("nan")]]})
+        return {"final_test_acc": got[0], "epochs": [{"train_loss": got[1], "test_loss": 1.0}],
+                "train_curve": [[0, 2.3]]}
+
+    monkeypatch.setattr(ablate.train, "run", fake_run)
+    monkeypatch.setattr(ablate, "act_stats", lambda tc, x, diverged=False: {"init": [1.0], "trained": [1.0]})
+    cfg = ablate.AblateConfig(configs="bn+res,plain", depths="8", lrs="0.1", seeds="0,1", out_dir=str(tmp_path))
+    out = ablate.run_all(cfg, log=lambda *a: None)
+    assert [(r["config"], r["seed"], r["diverged"]) for r in out["runs"]] == [
+        ("bn+res", 0, False), ("bn+res", 1, False), ("plain", 0, True), ("plain", 1, True)]
+    assert out["runs"][3]["train_curve"] == [[0, 2.3], [1, None]]  # kept up to where it stopped
+    s = {r["config"]: r for r in out["summary"]}
+    assert s["bn+res"]["n_seeds"] == 2 and s["bn+res"]["diverged"] == 0 and s["plain"]["diverged"] == 2
+    assert s["bn+res"]["acc_mean"] == pytest.approx(0.8) and s["bn+res"]["acc_std"] == pytest.approx(0.1)
+    assert s["bn+res"]["train_loss_mean"] == pytest.approx(0.4) and s["plain"]["train_loss_mean"] is None
+    assert "| bn+res | 8 | 80.00 +- 10.00 (0.400) |" in (tmp_path / "ablation.md").read_text()
+
+
+def test_rejects_bad_selection(run_script, clean_error):
+    with pytest.raises(UserError, match="depths"):
+        ablate.grid(ablate.AblateConfig(depths="8,9"))
+    clean_error(run_script("deep_gradients/ablate.py", "--configs", "bn+res,wide"), "--configs", "wide", "plain")
+    with pytest.raises(UserError, match="--act-images 1 must be >= 2"):  # names the bad value
+        ablate.grid(ablate.AblateConfig(act_images=1))
+    with pytest.raises(UserError, match="--lrs"):
+        ablate.grid(ablate.AblateConfig(lrs="0.1,inf"))
+
+
+@pytest.mark.parametrize("argv,needle", [(["--max-epochs", "two"], "'two'"), (["--bogus"], "--bogus"),
+                                         (["--epochs", "2"], "--max-epochs")])
+def test_bad_option_is_one_line(run_script, clean_error, argv, needle):
+    clean_error(run_script("deep_gradients/ablate.py", *argv), needle)

@@ -1,0 +1,111 @@
+"""deep_gradients/analyze.py: the report of a run (every figure with its caption, the numbers) and its errors."""
+import json
+
+import pytest
+import torch
+from helpers import TINY_ARGS, read_jsonl
+
+import analyze
+import features
+from cli import UserError
+
+PNGS = ["loss.png", "evolution_params.png", "evolution_relu.png", "evolution_bn.png", "hist_weight.png",
+        "hist_grad.png", "hist_act.png", "filters.png", "feature_maps.png", "top_activating.png",
+        "saliency_gradcam.png"]
+
+
+def test_plots_a_run_without_evaluation(tmp_path):
+    res = {"train_curve": [[0, 2.3], [5, 1.9]], "epochs": [{"epoch": 1, "train_loss": 2.0}], "final_test_acc": None}
+    assert analyze.plot_loss(res, str(tmp_path / "loss.png"))  # train.py --no-eval: no test accuracy, no crash
+    assert analyze._pct(None) == "n/a" and analyze._pct(0.9912) == "99.12%"
+
+
+def test_writes_the_whole_report_with_captions(recorded_run, tmp_path):
+    report = analyze.make_report(str(recorded_run), analyze.AnalyzeConfig(out_dir=str(tmp_path), n_images=200),
+                                 log=lambda *a: None)
+    text = open(report).read()
+    for name in PNGS:
+        path = tmp_path / name
+        assert path.exists() and path.stat().st_size > 1000, name
+        figure = text.index(f"({name})")
+        assert analyze.CAPTIONS[name][:40] in text[figure:figure + 400], name  # the caption right under it
+    results = json.loads((recorded_run / "results.json").read_text())
+    assert f"{100 * results['final_test_acc']:.2f}%" in text
+    assert "ablate.py" in text  # where BN and residual blocks are compared
+    rows = read_jsonl(recorded_run / "evolution.jsonl")
+    a, b = rows[0]["params"]["stages.2.0.conv2.weight"], rows[-1]["params"]["stages.2.0.conv2.weight"]
+    assert (f"| stages.2.0.conv2.weight | {a['update_ratio']:.2f} -> {b['update_ratio']:.2f} "
+            f"| {a['g_norm']:.2e} -> {b['g_norm']:.2e} | {a['w_norm']:.2f} -> {b['w_norm']:.2f} "
+            f"| {b['rel_change']:.3f} |") in text  # first -> last recorded step, as recorded
+
+
+def test_layer_plots_name_every_layer(recorded_run, tmp_path, monkeypatch):
+    """The per-layer line plots carry a colour bar whose ticks are the layer names, all of them."""
+    bars = []
+    real = analyze._layer_lines
+
+    def spy(fig, axes, rows, section, panels, names):
+        real(fig, axes, rows, section, panels, names)
+        bars.append(([t.get_text() for t in fig.axes[-1].get_yticklabels()], names))
+
+    monkeypatch.setattr(analyze, "_layer_lines", spy)
+    rows = read_jsonl(recorded_run / "evolution.jsonl")
+    analyze.plot_param_curves(rows, str(tmp_path / "p.png"))
+    analyze.plot_relu_curves(rows, str(tmp_path / "r.png"))
+    analyze.plot_bn_curves(rows, str(tmp_path / "b.png"))
+    assert len(bars) == 3
+    for labels, names in bars:
+        assert labels == names and len(names) >= 7
+
+
+def test_filters_show_init_trained_and_change(recorded_run, tmp_path, monkeypatch):
+    titles = []
+    real = features._grid
+    monkeypatch.setattr(features, "_grid", lambda ax, imgs, ncol, title="", shared=False: (
+        titles.append((title, shared)), real(ax, imgs, ncol, title, shared))[1])
+    state = torch.load(recorded_run / "ckpt.pt", weights_only=True)["model"]
+    init = torch.load(recorded_run / "init.pt", weights_only=True)["model"]
+    features.plot_filters(state, init, str(tmp_path / "f.png"))
+    assert [t for t, _ in titles] == ["first-layer filters, at initialisation", "first-layer filters, trained",
+                                      "first-layer filters, trained - init"]
+    assert all(shared for _, shared in titles)  # one signed colour scale: structure and sign stay visible
+
+
+def test_default_train_then_analyze_gives_every_figure(run_script, tmp_path):
+    """train.py with its default recording (a tiny budget), then analyze.py: every picture of the README."""
+    r = run_script("deep_gradients/train.py", *TINY_ARGS, "--max-epochs", "2", "--out-dir", tmp_path / "run",
+                   timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = run_script("deep_gradients/analyze.py", tmp_path / "run", "--n-images", "100", timeout=120)
+    assert r.returncode == 0, r.stderr
+    for name in PNGS:
+        assert (tmp_path / "run" / "report" / name).stat().st_size > 1000, name
+
+
+def test_bad_run_dir(run_script, clean_error, tmp_path):
+    clean_error(run_script("deep_gradients/analyze.py", str(tmp_path / "nope")), "RUN_DIR", "nope")
+    with pytest.raises(UserError, match="ckpt.pt"):  # a folder, but not a run
+        analyze.load_run(str(tmp_path))
+    (tmp_path / "results.json").write_text("{")
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read"):
+        analyze.load_run(str(tmp_path))
+
+
+@pytest.mark.parametrize("content", [b"\x80\x02damaged", "foreign"])
+def test_damaged_or_foreign_checkpoint_is_one_line(run_script, clean_error, tmp_path, content):
+    (tmp_path / "results.json").write_text("{}")
+    if content == "foreign":
+        torch.save({"state": 1}, tmp_path / "ckpt.pt")
+    else:
+        (tmp_path / "ckpt.pt").write_bytes(content)
+    clean_error(run_script("deep_gradients/analyze.py", tmp_path), "ckpt.pt")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["RUN", "--n-images", "x"], "'x'"), (["RUN", "--digit-index", "2000"], "--digit-index 2000"),
+    (["RUN", "--n-images", "5"], "--n-images 5"), ([], "RUN_DIR"), (["RUN", "--out", "x"], "--out-dir")])
+def test_bad_option_is_one_line(argv, needle):
+    with pytest.raises(UserError) as e:  # argparse's own errors too: no usage block
+        analyze.parse_args(argv)
+    assert len(str(e.value).splitlines()) == 1 and needle in str(e.value), str(e.value)

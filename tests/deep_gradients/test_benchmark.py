@@ -1,0 +1,73 @@
+"""deep_gradients/benchmark.py: the plan of rows (CPU and GPU selection), the scaling formula, its errors."""
+import subprocess
+
+import pytest
+
+import benchmark
+from cli import UserError
+
+
+def test_plan_and_scaling_formula():
+    cfg = benchmark.parse_args(["--quick"])
+    rows = benchmark.plan(cfg, n_gpus=0, cores=2)
+    skipped = [r for r in rows if "skip" in r]
+    assert skipped and all(r["group"] == "gpu" and "no CUDA" in r["skip"] for r in skipped)
+    names = [r["name"] for r in rows if r["group"] == "cpu" and r["net"] == cfg.small]
+    assert names[0].endswith("(baseline)") and any("2 processes" in n for n in names)
+    gpu_rows = benchmark.plan(cfg, n_gpus=4, cores=16)
+    assert any(r.get("launcher") == "torchrun" and r["workers"] == 4 and r["group"] == "gpu" for r in gpu_rows)
+    fake = [dict(group="cpu", net="8x16", name="base", baseline=True, images_per_s=100.0),
+            dict(group="cpu", net="8x16", name="2 procs", scale=2, images_per_s=150.0)]
+    benchmark.derive(fake)
+    assert fake[1]["speedup"] == pytest.approx(1.5) and fake[1]["scaling_eff"] == pytest.approx(0.75)  # T_N/(N*T_1)
+
+
+def test_rows_gpu_runs_only_the_gpu_rows():
+    rows = benchmark.plan(benchmark.parse_args(["--rows", "gpu"]), n_gpus=1, cores=16)
+    run = [r for r in rows if "skip" not in r]
+    assert run and all(r["group"] == "gpu" and "--device" in r["flags"] and "cuda" in r["flags"] for r in run)
+    assert any("time to 99.5%" in r["name"] for r in run)
+    cpu_only = benchmark.plan(benchmark.parse_args(["--rows", "cpu"]), n_gpus=1, cores=16)
+    assert all(r["group"] == "cpu" or "skip" in r for r in cpu_only)
+
+
+def test_time_to_995_row_warms_up_outside_the_timed_epochs():
+    row = next(r for r in benchmark.plan(benchmark.parse_args([]), n_gpus=1, cores=2) if "99.5%" in r["name"])
+    assert "--compile" in row["flags"] and "--warmup-steps" in row["flags"]
+    assert int(row["flags"][row["flags"].index("--warmup-steps") + 1]) > 0
+
+
+def test_gpu_rows_without_native_bf16_use_float16():
+    rows = benchmark.plan(benchmark.parse_args(["--rows", "gpu"]), n_gpus=1, cores=2, bf16=False)
+    run = [r for r in rows if "skip" not in r]
+    assert run and not any("bfloat16" in r["flags"] for r in run)
+    assert any(r["name"] == "+ bf16 autocast" and "no native bfloat16" in r["skip"] for r in rows if "skip" in r)
+
+
+def test_row_that_times_out_is_skipped_not_fatal(tmp_path, monkeypatch):
+    cfg = benchmark.parse_args(["--quick", "--timeout", "7"])
+
+    def too_slow(cmd, **kw):
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(benchmark.subprocess, "run", too_slow)
+    row = benchmark.plan(cfg, n_gpus=0, cores=1)[0]
+    out = benchmark.run_row(row, cfg, "digits", tmp_path)  # the rows measured before it are kept
+    assert "timed out after 7 s" in out["skip"] and "images_per_s" not in out
+
+
+@pytest.mark.parametrize("argv,needle", [(["--max-epochs", "0"], "--max-epochs 0"), (["--dataset", "cifar"], "'cifar'"),
+                                         (["--num-proc", "-1"], "--num-proc -1"), (["--batch-size", "x"], "'x'"),
+                                         (["--quick-subset", "0"], "--quick-subset 0"), (["--small", "18x16"], "18x16"),
+                                         (["--rows", "tpu"], "--rows 'tpu'"), (["--out", "x"], "--out-dir")])
+def test_bad_option_is_one_line_before_any_row(argv, needle):
+    with pytest.raises(UserError) as e:  # parse_args runs before the first row: no row is started
+        benchmark.parse_args(["--quick", *argv])
+    assert len(str(e.value).splitlines()) == 1 and needle in str(e.value), str(e.value)
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--help"])
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "training images per worker with --quick (default: 1024)" in flat and "(default: 8x16)" in flat

@@ -1,0 +1,98 @@
+"""deep_gradients/evolution.py: the Recorder inside real tiny train.py runs (definitions, every layer, resume)."""
+import json
+import math
+
+import pytest
+import torch
+from helpers import read_jsonl
+
+import evolution
+import model
+import train
+from conftest import RECORDED
+
+HIST_STEPS = [0, 2, 4, 6, 7, 9, 11, 12]  # epoch starts 0, 6; six spread over 0..11; 12 = the final weights
+
+
+def test_relu_stats_definitions():
+    out = torch.zeros(2, 2, 1, 2)  # (B, C, H, W)
+    out[0, 0, 0, 0] = 1.0  # channel 0: one live unit (for one example); channel 1 dead everywhere
+    s = evolution.relu_stats(out - 0.5, out)
+    assert s["zero_frac"] == pytest.approx(7 / 8)
+    assert s["dead_frac"] == pytest.approx(3 / 4)  # units (c, h, w) zero for every example
+    assert s["dead_channels"] == pytest.approx(1 / 2)
+
+
+def test_recorder_writes_every_layer(recorded_run):
+    rows = read_jsonl(recorded_run / "evolution.jsonl")
+    assert [r["step"] for r in rows] == list(range(0, 12, 2))
+    net = model.ResNet(depth=8, width=4)
+    names = [n for n, _ in net.named_parameters()]
+    relus = [n for n, m in net.named_modules() if isinstance(m, torch.nn.ReLU)]
+    bns = [n for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for r in rows:
+        assert list(r["params"]) == names and list(r["act"]) == relus and list(r["bn"]) == bns
+        for n in names:
+            p = r["params"][n]
+            assert p["w_norm"] > 0 or n.endswith("bias")
+            assert p["g_norm"] > 0
+        for a in r["act"].values():
+            assert 0 <= a["dead_frac"] <= a["zero_frac"] <= 1
+            assert a["pre_std"] > 0
+    first, last = rows[0]["params"]["stem.0.weight"], rows[-1]["params"]["stem.0.weight"]
+    assert first["rel_change"] == 0 and last["rel_change"] > 0  # recorded before the first optimizer step
+    # update ratio is log10(lr * |g| / |w|)
+    assert first["update_ratio"] == pytest.approx(math.log10(rows[0]["lr"] * first["g_norm"] / first["w_norm"]))
+    assert rows[0]["bn"]["stem.1"]["gamma_mean"] == pytest.approx(1.0)  # BN gamma starts at 1
+    hists = read_jsonl(recorded_run / "histograms.jsonl")
+    assert {h["epoch"] for h in hists} == {0, 1} and {h["kind"] for h in hists} == {"weight", "grad", "act"}
+    assert sorted({h["step"] for h in hists if h["kind"] == "grad"}) == HIST_STEPS[:-1]  # over the run, not step 0
+    for h in hists:
+        assert len(h["edges"]) == len(h["counts"]) + 1 and sum(h["counts"]) > 0
+    # activations come from the last TRAINING batch (32 images), never from an evaluation pass (359 images)
+    stem_act = [h for h in hists if h["kind"] == "act" and h["name"] == "stem.2"]
+    assert [h["step"] for h in stem_act] == HIST_STEPS and all(sum(h["counts"]) == 32 * 4 * 28 * 28 for h in stem_act)
+    # init.pt holds the weights before any step: the same as a model built from the run's seed
+    init = torch.load(recorded_run / "init.pt", weights_only=True)["model"]
+    ref = model.from_config(RECORDED).state_dict()
+    for k, v in ref.items():
+        assert torch.equal(init[k], v), k
+
+
+def test_stats_match_a_direct_computation():
+    """The one-sync gathering of _host returns the same numbers as computing each one on its own."""
+    torch.manual_seed(0)
+    inp = torch.randn(4, 3, 5, 5)
+    out = inp.relu()
+    s = evolution.relu_stats(inp, out)
+    assert s["pre_std"] == pytest.approx(inp.std().item()) and s["mean"] == pytest.approx(out.mean().item())
+    assert s["zero_frac"] == pytest.approx((out <= 0).float().mean().item())
+
+
+def _resume_records(tmp_path, junk_from=None):
+    """A run stopped after epoch 1 (optionally with records past its checkpoint appended, as a run killed by
+    kill -9 mid-epoch leaves them, and a torn last line), then resumed -> its out dir."""
+    train.run(train.Config(**RECORDED, out_dir=str(tmp_path), stop_after=1))
+    if junk_from is not None:
+        for name in ("evolution.jsonl", "histograms.jsonl"):
+            extra = [json.dumps(r) for r in read_jsonl(junk_from / name) if 6 <= r["step"] < 10]  # after the ckpt
+            with open(tmp_path / name, "a") as f:
+                f.write("\n".join(extra) + '\n{"step": 8, "ep')
+    train.run(train.Config(**RECORDED, out_dir=str(tmp_path), resume="last"))
+    return tmp_path
+
+
+def test_resumed_run_continues_the_records(recorded_run, tmp_path):
+    out = _resume_records(tmp_path)
+    init, ref = (torch.load(d / "init.pt", weights_only=True)["model"] for d in (out, recorded_run))
+    assert all(torch.equal(init[k], ref[k]) for k in ref)  # still the weights before the first step
+    rows, ref_rows = (read_jsonl(d / "evolution.jsonl") for d in (out, recorded_run))
+    assert [r["step"] for r in rows] == list(range(0, 12, 2))  # both invocations' records, none twice
+    assert rows == ref_rows  # same numbers as the uninterrupted run: rel_change is still measured from init
+
+
+def test_resume_after_kill_does_not_duplicate_records(recorded_run, tmp_path):
+    out = _resume_records(tmp_path, junk_from=recorded_run)
+    assert read_jsonl(out / "evolution.jsonl") == read_jsonl(recorded_run / "evolution.jsonl")
+    hists, ref = (read_jsonl(d / "histograms.jsonl") for d in (out, recorded_run))
+    assert [(h["step"], h["kind"], h["name"]) for h in hists] == [(h["step"], h["kind"], h["name"]) for h in ref]

@@ -1,0 +1,50 @@
+"""deep_gradients/hardware.py: device resolution, the MFU peak table by exact GPU name, NVML availability."""
+import pytest
+import torch
+
+import hardware
+from cli import UserError
+
+
+@pytest.mark.parametrize("name,dtype,peak", [
+    ("NVIDIA L4", "bfloat16", 121e12), ("NVIDIA L40S", "bfloat16", 362.05e12),  # L4 is not an L40S
+    ("NVIDIA A10", "float16", 125e12), ("NVIDIA A10G", "bfloat16", None),  # an A10 is not an A10G
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989.5e12), ("NVIDIA H100 NVL", "bfloat16", 835.5e12),
+    ("NVIDIA H100 PCIe", "float32", 378e12), ("NVIDIA H200", "bfloat16", 989.5e12),
+    ("NVIDIA GH200 480GB", "bfloat16", 989.5e12), ("NVIDIA A100-SXM4-80GB", "float32", 156e12),
+    ("Tesla T4", "float16", None), ("NVIDIA GeForce RTX 4090", "bfloat16", None),
+])
+def test_peak_flops_by_whole_gpu_name(name, dtype, peak):
+    assert hardware.peak_flops(name, dtype) == peak
+
+
+def test_resolve_device():
+    assert hardware.resolve_device("auto") == torch.device("cpu")  # the suite hides CUDA
+    assert hardware.resolve_device("cpu") == torch.device("cpu")
+    for bad, needle in (("gpu", "not allowed"), ("cuda:x", "not allowed"), ("cuda", "no CUDA device")):
+        with pytest.raises(UserError, match=needle):
+            hardware.resolve_device(bad)
+
+
+def test_missing_nvidia_ml_py_is_said_not_swallowed(monkeypatch):
+    def no_pynvml(device=None):
+        raise ModuleNotFoundError("pynvml does not seem to be installed or it can't be imported.")
+
+    monkeypatch.setattr(torch.cuda, "utilization", no_pynvml)
+    problem = hardware.nvml_problem(torch.device("cuda", 0))
+    assert "nvidia-ml-py is not installed" in problem
+    sampler = hardware.UtilSampler(torch.device("cuda", 0))
+    assert sampler.problem == problem
+    sampler.start()
+    assert sampler.stop() is None  # no column made up
+    monkeypatch.setattr(torch.cuda, "utilization", lambda device=None: 37)
+    assert hardware.nvml_problem(torch.device("cuda", 0)) is None
+
+
+def test_native_bf16(monkeypatch):
+    assert hardware.native_bf16(torch.device("cpu"))
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # T4: emulated only
+    assert not hardware.native_bf16(torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    assert hardware.native_bf16(torch.device("cuda", 0))
