@@ -30,13 +30,18 @@ from model import GPT, GPTConfig, flops_per_token  # noqa: E402
 # name, what changes, why it helps
 MILESTONES = [
     ("float32", {}, "baseline: everything in float32, explicit softmax attention, vocabulary 50,257"),
-    ("TF32", {"tf32": True}, "float32 matmuls on tensor cores with a 10-bit mantissa: ~8x peak FLOP/s, same memory"),
-    ("bf16 autocast", {"bf16": True}, "matmuls/activations in bfloat16: 2x tensor-core peak over TF32, half the memory traffic"),
-    ("torch.compile", {"compile": True}, "fuses elementwise ops (GELU, LayerNorm, residual adds) into few kernels: fewer round trips to memory"),
-    ("flash attention", {"flash": True}, "attention in one kernel with online softmax: the (T, T) matrix never reaches memory"),
+    ("TF32", {"tf32": True},
+     "float32 matmuls on tensor cores with a 10-bit mantissa: ~8x peak FLOP/s, same memory"),
+    ("bf16 autocast", {"bf16": True},
+     "matmuls/activations in bfloat16: 2x tensor-core peak over TF32, half the memory traffic"),
+    ("torch.compile", {"compile": True},
+     "fuses elementwise ops (GELU, LayerNorm, residual adds) into few kernels: fewer round trips to memory"),
+    ("flash attention", {"flash": True},
+     "attention in one kernel with online softmax: the (T, T) matrix never reaches memory"),
     ("vocab 50,304", {"vocab": 50304}, "50,304 = 128 * 393: matmul tiles divide evenly, no slow remainder kernels"),
     ("fused AdamW", {"fused": True}, "one kernel updates all parameters instead of a launch per tensor (and op)"),
-    ("micro-batch x2", {"batch_mult": 2}, "flash attention frees the memory for twice the micro-batch: bigger, more efficient matmuls"),
+    ("micro-batch x2", {"batch_mult": 2},
+     "flash attention frees the memory for twice the micro-batch: bigger, more efficient matmuls"),
 ]
 CUDA_ONLY = {"TF32": "TF32 is a CUDA tensor-core mode", "fused AdamW": "fused AdamW is a CUDA kernel"}
 SIZES = {

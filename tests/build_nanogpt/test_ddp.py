@@ -3,15 +3,21 @@ RANK 1 has LOCAL_RANK 0: data sharding must follow the global rank): the same lo
 same global batch (gradient accumulation 4 on 1 process, 2 on each of 2 ranks, so no_sync matters), the same
 HellaSwag counts (each rank scores half the examples; the counts are summed), and identical weights on both ranks."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import shakespeare_shards
-
 import train
+from helpers import TINY, shakespeare_shards
 
-TINY = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+ROOT = Path(__file__).resolve().parents[2]
+DDP = ["--preset", "tiny", "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
         "--batch-size", "2", "--total-batch", "128", "--warmup-iters", "2", "--eval-iters", "2",
         "--num-samples", "2", "--sample-tokens", "4", "--hellaswag-limit", "5", "--eval-interval", "2",
         "--max-iters", "4", "--learning-rate", "1e-2"]
@@ -29,7 +35,7 @@ def log(out):
 @pytest.mark.distributed
 def test_ddp_two_ranks_match_one_process(torchrun, shards, shared_file, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    tiny = TINY + ["--hellaswag-data", str(shared_file("hellaswag/hellaswag_val.jsonl"))]
+    tiny = DDP + ["--hellaswag-data", str(shared_file("hellaswag/hellaswag_val.jsonl"))]
     nodes = torchrun("build_nanogpt/train.py", *tiny, "--data-dir", shards, "--out-dir", two,
                      nproc=1, nnodes=2, timeout=240)
     for r in nodes:
@@ -57,3 +63,43 @@ def test_ddp_two_ranks_match_one_process(torchrun, shards, shared_file, tmp_path
     w2 = torch.load(two / "ckpt.pt", weights_only=True)["model"]
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=1e-4)
+
+
+def worker_with_rank(parent: int, rank: str) -> int | None:
+    """The pid of torchrun's worker process (a child of `parent`) whose RANK is `rank` (Linux /proc)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            env = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in env:
+            return int(stat.parent.name)
+    return None
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker through /proc")
+def test_sigterm_on_one_rank_stops_every_rank_after_the_same_iter(shards, tmp_path):
+    out = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "build_nanogpt/train.py"), *TINY, "--data-dir", str(shards), "--out-dir", str(out),
+           "--max-iters", "200", "--eval-interval", "100", "--ckpt-interval", "0"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            logfile = out / "log.jsonl"
+            if logfile.exists() and logfile.read_text().count('"train"') >= 3:
+                break
+            time.sleep(0.05)
+        os.kill(worker_with_rank(proc.pid, "1"), signal.SIGTERM)  # rank 1 only: rank 0 hears of it in the all-reduce
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopped by a signal on another rank; continue with --resume" in stdout
+    step = torch.load(out / "ckpt.pt", weights_only=True)["step"]
+    assert 3 <= step < 200
+    assert [r["iter"] for r in log(out) if r["kind"] == "train"] == list(range(step))
