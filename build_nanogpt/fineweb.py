@@ -280,10 +280,9 @@ class ShardWriter:
 
     def finish(self) -> None:
         """The remainder becomes a last, shorter shard; the manifest is marked complete."""
-        self.bar.close()
         if self.fill:
             self._write(self.buf[:self.fill], self.docs_done, 0)
-            self.bar.close()
+        self.bar.close()
         self.manifest["complete"] = True
         self.manifest["total_tokens"] = sum(s["tokens"] for s in self.shards)
         write_json(os.path.join(self.out_dir, MANIFEST), self.manifest)
@@ -308,32 +307,38 @@ def build_shards(cfg: ShardConfig) -> dict:
         print(f"{cfg.out_dir}: already {len(shards)} shards (--max-shards {cfg.max_shards}); rerun without it")
         return manifest
     created = not os.path.exists(cfg.out_dir)
-    with OutDirLock(cfg.out_dir):
-        writer = ShardWriter(cfg.out_dir, manifest, cfg.max_shards)
-        if shards:
-            print(f"resuming after shard {len(shards) - 1}: skipping {writer.docs_done:,} documents "
-                  f"(+{writer.skip:,} tokens)")
-        # "spawn" everywhere (the only start method on Windows, the default on macOS): workers re-import
-        # this module, so it must not do anything at import time
-        pool = mp.get_context("spawn").Pool(cfg.num_proc) if cfg.num_proc > 1 else None
-        try:
-            for tokens, last in tokenized(iter_pieces(cfg, writer.docs_done), pool, cfg.num_proc):
-                writer.add(tokens, last)
-                if writer.full:
-                    writer.bar.close()
-                    print(f"stopped after {len(shards)} shards (--max-shards); rerun to continue")
-                    return manifest
-        finally:
-            if pool:
-                pool.terminate()
-        empty = not shards and not writer.fill
-        if not empty:
-            writer.finish()
+    try:
+        with OutDirLock(cfg.out_dir):
+            return write_all(cfg, manifest)
+    except UserError:
+        if created and os.path.isdir(cfg.out_dir) and not os.listdir(cfg.out_dir):
+            os.rmdir(cfg.out_dir)  # a source refused before the first shard leaves nothing behind
+        raise
+
+
+def write_all(cfg: ShardConfig, manifest: dict) -> dict:
+    """Tokenize the source (in a pool) into a ShardWriter, from where the manifest stands."""
+    shards = manifest["shards"]
+    writer = ShardWriter(cfg.out_dir, manifest, cfg.max_shards)
+    if shards:
+        print(f"resuming after shard {len(shards) - 1}: skipping {writer.docs_done:,} documents "
+              f"(+{writer.skip:,} tokens)")
+    # "spawn" everywhere (the only start method on Windows, the default on macOS): workers re-import
+    # this module, so it must not do anything at import time
+    pool = mp.get_context("spawn").Pool(cfg.num_proc) if cfg.num_proc > 1 else None
+    try:
+        for tokens, last in tokenized(iter_pieces(cfg, writer.docs_done), pool, cfg.num_proc):
+            writer.add(tokens, last)
+            if writer.full:
+                print(f"stopped after {len(shards)} shards (--max-shards); rerun to continue")
+                return manifest
+    finally:
         writer.bar.close()
-    if empty:
-        if created:
-            os.rmdir(cfg.out_dir)
+        if pool:
+            pool.terminate()
+    if not shards and not writer.fill:
         raise UserError(f"source {source_id(cfg)!r} holds no text (no non-empty document)")
+    writer.finish()
     print(f"wrote {len(shards)} shard{'s' * (len(shards) > 1)}, {manifest['total_tokens']:,} tokens, "
           f"to {cfg.out_dir}")
     return manifest

@@ -71,10 +71,10 @@ def test_resume_after_crash_gives_the_same_shards(corpus, tmp_path, monkeypatch)
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["file"] for s in manifest["shards"]] == ["val_000000.npy", "train_000001.npy"]
     assert not manifest["complete"]
-    assert not (out / "train_000002.npy").exists()  # the partial shard only ever existed as a .tmp
+    assert not (out / "train_000002.npy").exists()  # the partial shard only ever existed as a temp file
 
     fw.build_shards(fw.ShardConfig(out_dir=str(out), source=str(path), shard_size=97, num_proc=1))
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob("*.tmp*"))
     assert (out / "manifest.json").read_text() == (ref / "manifest.json").read_text()
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in ref.iterdir())
     for p in ref.glob("*.npy"):
@@ -185,6 +185,7 @@ def test_non_utf8_and_out_of_range_settings_are_one_line(tmp_path, run_script, c
     bad.write_bytes("caf\u00e9 au lait".encode("latin-1"))
     with pytest.raises(fw.UserError, match="latin1.txt: not UTF-8 text"):
         fw.build_shards(fw.ShardConfig(out_dir=str(tmp_path / "o"), source=str(bad), num_proc=1))
+    assert not (tmp_path / "o").exists()  # nothing left behind
     with pytest.raises(fw.UserError, match="--num-proc 100000: use 1 .. 256"):
         fw.build_shards(fw.ShardConfig(out_dir=str(tmp_path / "o"), source=str(bad), num_proc=100_000))
     r = run_script("build_nanogpt/fineweb.py", "--source", bad, "--out-dir", tmp_path / "o", "--num-proc", 1)
