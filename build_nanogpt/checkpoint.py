@@ -7,6 +7,7 @@ damaged, truncated or from another program is refused in one line.
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import asdict
 
 import torch
@@ -23,7 +24,10 @@ def read_checkpoint(path, keys=KEYS) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}") from None
-    except Exception as e:  # noqa: BLE001 - truncated zip, pickled code refused by weights_only, not torch
+    except pickle.UnpicklingError:  # weights_only refused an object that is not a tensor or a number
+        raise UserError(f"{path} holds pickled objects besides tensors; refused, since loading it could run "
+                        "code (a checkpoint of this train.py never does)") from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file
         first = (str(e).strip().splitlines() or [""])[0][:100]
         raise UserError(f"{path} is not a readable checkpoint (damaged or from another program: "
                         f"{type(e).__name__}: {first})") from None

@@ -121,6 +121,11 @@ def test_damaged_shards_are_refused_at_start(damage, needle, shards, tmp_path):
     assert last.name in str(e.value) and not (tmp_path / "o").exists()
 
 
+class Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
 def test_damaged_or_foreign_checkpoint_on_resume(shards, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
@@ -130,7 +135,11 @@ def test_damaged_or_foreign_checkpoint_on_resume(shards, tmp_path):
     torch.save({"weights": torch.zeros(3)}, out / "other.pt")
     with pytest.raises(train.UserError, match="other.pt is not a checkpoint of this train.py"):
         run_tiny(shards, out, "--resume", str(out / "other.pt"))
-    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "other.pt"]  # nothing else written
+    torch.save({"model": {}, "payload": Payload()}, out / "tampered.pt")  # an object that would run code
+    with pytest.raises(train.UserError, match="tampered.pt holds pickled objects besides tensors; refused") as e:
+        run_tiny(shards, out, "--resume", str(out / "tampered.pt"))
+    assert "weights_only" not in str(e.value)  # no advice to load it unsafely
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "other.pt", "tampered.pt"]  # nothing else written
 
 
 def test_offline_without_the_tokenizer_cache(shards, tmp_path, run_script, clean_error):
