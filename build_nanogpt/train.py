@@ -40,8 +40,8 @@ from checkpoint import restore_checkpoint, save_checkpoint
 from cli import UserError, knob, parse_config, run_main
 from files import OutDirLock
 from hardware import autocast_for, device_name, peak_flops, pick_dtype, resolve_device
+from evaluation import Diverged, evaluate
 from hellaswag import download as download_hellaswag
-from hellaswag import evaluate_all as hellaswag_evaluate
 from hellaswag import load_examples
 from loader import ShardLoader
 from logs import Logger
@@ -169,53 +169,6 @@ def forward_backward(model, batches, autocast=nullcontext, ddp: bool = False, sc
     return loss_accum
 
 
-@torch.no_grad()
-def val_loss(model, loader: ShardLoader, steps: int, device: str, autocast, world: int) -> float:
-    """Mean loss over the first `steps` val batches of every rank (a fixed set: the loader is reset)."""
-    loader.reset()
-    total = torch.zeros((), device=device)
-    for _ in range(steps):
-        x, y = loader.next_batch()
-        with autocast():
-            _, loss = model(x.to(device), y.to(device))
-        total += loss.float() / steps
-    if world > 1:
-        dist.all_reduce(total)  # gloo has no AVG
-    return total.item() / world
-
-
-@torch.no_grad()
-def samples(model, enc, cfg: TrainConfig, it: int, device: str, autocast, rank: int, world: int) -> list[str]:
-    """`num_samples` continuations of the prompt, split across ranks, gathered on every rank."""
-    mine = list(range(rank, cfg.num_samples, world))
-    texts = []
-    if mine:
-        gen = torch.Generator(device=device).manual_seed(cfg.seed + 1000 * it + rank)
-        ids = enc.encode(cfg.sample_prompt) or [enc.eot_token]  # an empty prompt: start a new document
-        prompt = torch.tensor(ids, dtype=torch.long, device=device)
-        prompt = prompt[-model.config.block_size:].unsqueeze(0).repeat(len(mine), 1)  # (n, t)
-        with autocast():
-            out = model.generate(prompt, cfg.sample_tokens, generator=gen)  # (n, t + sample_tokens)
-        texts = [enc.decode([t for t in row if t < enc.n_vocab]) for row in out.tolist()]
-    if world > 1:
-        parts = [None] * world
-        dist.all_gather_object(parts, texts)
-        texts = [t for p in parts for t in p]
-    return texts
-
-
-def replica_max_diff(model, world: int) -> float:
-    """Largest difference between rank 0's and any rank's per-tensor parameter sums (0.0 = in sync)."""
-    if world == 1:
-        return 0.0
-    fp = torch.stack([p.detach().double().sum() for p in model.parameters()])  # on the model's device
-    if dist.get_backend() != "nccl":
-        fp = fp.cpu()  # gloo gathers CPU tensors; nccl gathers CUDA tensors
-    parts = [torch.zeros_like(fp) for _ in range(world)]
-    dist.all_gather(parts, fp)
-    return max((p.cpu() - parts[0].cpu()).abs().max().item() for p in parts)
-
-
 # --------------------------------------------------------------------------------------------------
 # the run
 
@@ -256,10 +209,6 @@ class Run:
         return self.cfg.max_iters if self.cfg.stop_at < 0 else min(self.cfg.stop_at, self.cfg.max_iters)
 
 
-class Diverged(Exception):
-    """A non-finite loss or weight: the run stops before it saves anything."""
-
-
 class StopSignal:
     """While active, SIGINT/SIGTERM only set a flag: the loop finishes its iter, writes a resumable
     checkpoint and exits cleanly. A second signal stops at once. The previous handlers come back on exit."""
@@ -280,29 +229,6 @@ class StopSignal:
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-
-
-def evaluate(run: Run, it: int) -> None:
-    """Val loss (the compiled module), HellaSwag and samples (the eager one: variable shapes); the plot."""
-    cfg, model = run.cfg, run.model
-    model.eval()
-    vl = val_loss(run.compiled, run.val_loader, cfg.eval_iters, run.device, run.autocast, run.world)
-    if not math.isfinite(vl):
-        raise Diverged(f"val loss is {vl} at iter {it}")
-    diff = replica_max_diff(model, run.world)
-    run.logger.log({"kind": "val", "iter": it, "val_loss": vl, "replica_max_diff": diff},
-                   f"iter {it:5d} | val loss {vl:.4f} | replicas max diff {diff:.3g}")
-    if run.examples:
-        n, c, cn = hellaswag_evaluate(model, run.examples, run.enc, run.device, 8, run.autocast, run.rank,
-                                      run.world)
-        run.logger.log({"kind": "hellaswag", "iter": it, "n": n, "acc": c / n, "acc_norm": cn / n},
-                       f"iter {it:5d} | hellaswag acc_norm {cn / n:.4f} acc {c / n:.4f} ({n} examples)")
-    if cfg.num_samples > 0:
-        texts = samples(model, run.enc, cfg, it, run.device, run.autocast, run.rank, run.world)
-        run.logger.log({"kind": "sample", "iter": it, "texts": texts},
-                       "\n".join(f"iter {it:5d} | sample {i}: {t!r}" for i, t in enumerate(texts)))
-    run.logger.plot()
-    model.train()
 
 
 def train_step(run: Run, it: int, stop_flag: bool) -> tuple[float, float, bool]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import evaluation
 import train
 from helpers import TINY, records
 
@@ -39,7 +40,7 @@ def test_non_finite_stops_before_any_save(where, shards, tmp_path, monkeypatch, 
     elif where == "weights":
         monkeypatch.setattr(train, "train_step", inf_weight)
     else:
-        monkeypatch.setattr(train, "val_loss", lambda *args: float("nan"))
+        monkeypatch.setattr(evaluation, "val_loss", lambda *args: float("nan"))
     capsys.readouterr()
     assert run_tiny(shards, out, "--resume", "--ckpt-interval", "2") == 3
     err = capsys.readouterr().err.strip()
@@ -51,7 +52,7 @@ def test_non_finite_stops_before_any_save(where, shards, tmp_path, monkeypatch, 
 
 
 def test_diverged_without_a_checkpoint_says_so(shards, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train, "val_loss", lambda *a: float("inf"))
+    monkeypatch.setattr(evaluation, "val_loss", lambda *a: float("inf"))
     assert run_tiny(shards, tmp_path / "x") == 3
     assert "no checkpoint was written" in capsys.readouterr().err
     assert not (tmp_path / "x" / "ckpt.pt").exists()
