@@ -58,7 +58,7 @@ def _why(e: BaseException) -> str:
     return str(e).splitlines()[0]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -84,7 +84,7 @@ class OutDirLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             pid = int(self.path.read_text().strip() or 0)
-            if pid and pid != os.getpid() and _alive(pid):
+            if pid and pid != os.getpid() and alive(pid):
                 raise UserError(f"{self.folder} is in use by another run (pid {pid}); "
                                 "wait for it or choose another --out-dir") from None
             self.path.unlink(missing_ok=True)  # left by a run that died: take it over
@@ -95,7 +95,7 @@ class OutDirLock:
             f.write(str(os.getpid()))
         for tmp in self.folder.glob(f"*{TMP_MARK}*"):  # temp files of killed runs
             pid = tmp.name.rsplit(TMP_MARK, 1)[1]
-            if not (pid.isdigit() and _alive(int(pid))):
+            if not (pid.isdigit() and alive(int(pid))):
                 tmp.unlink(missing_ok=True)
         return self
 

@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import knob, parse_config, run_main
+from files import alive
 from sources import (HUB, DataError, hub_rows, local_files, local_rows, python_stdlib_text, sha256_file,
                      sha256_files, shakespeare_file)
 from tokenizer import CharTokenizer, get_tokenizer
@@ -60,6 +61,7 @@ def _load_tokenizer(meta: dict):
 
 def _init_worker(meta: dict):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # and pool.terminate() ends a worker without a word
     _load_tokenizer(meta)
 
 
@@ -248,7 +250,7 @@ def _prepare_whole_text(dataset: str, data_dir: Path, source: Path | None, tok_n
     by_bytes = tok_name == "byte"  # split on bytes, so train + val is exactly the source's bytes
     units = (c.encode("utf-8") for c in _text_chunks(path, text)) if by_bytes else _text_chunks(path, text)
     rest = []
-    tmp = Path(tempfile.mkdtemp(dir=_mkdir(data_dir), prefix=f".{dataset}.tmp-"))
+    tmp = _temp_folder(data_dir, dataset)
     try:
         with open(tmp / "train.bin", "wb") as train_f, open(tmp / "val.bin", "wb") as val_f:
             n_train = _encode_pieces(_first_units(units, int(0.9 * (n_bytes if by_bytes else n_chars)), rest),
@@ -295,7 +297,7 @@ def _prepare_documents(dataset: str, data_dir: Path, source: Path | None, tok_na
         return out
     tok_meta = {"tokenizer": tok_name}
     tok = get_tokenizer(tok_meta)
-    tmp = Path(tempfile.mkdtemp(dir=_mkdir(data_dir), prefix=f".{dataset}.tmp-"))
+    tmp = _temp_folder(data_dir, dataset)
     try:
         counts = {"train_tokens": 0, "val_tokens": 0, "train_rows": 0, "val_rows": 0}
         with open(tmp / "train.bin", "wb") as train_f, open(tmp / "val.bin", "wb") as val_f:
@@ -328,9 +330,14 @@ def _prepare_documents(dataset: str, data_dir: Path, source: Path | None, tok_na
     return out
 
 
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+def _temp_folder(data_dir: Path, dataset: str) -> Path:
+    """A fresh DATA_DIR/.NAME.tmp-PID-xxxx folder; those of runs that died (their pid is gone) are removed."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for old in data_dir.glob(f".{dataset}.tmp-*"):
+        pid = old.name.split(".tmp-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{dataset}.tmp-{os.getpid()}-"))
 
 
 def _write_json(path: Path, obj: dict):

@@ -310,3 +310,18 @@ def test_sigint_during_pooled_preparation_exits_promptly_leaving_nothing(tmp_pat
     assert proc.returncode == 130 and err.strip().splitlines() == [f"prepare.py: interrupted; nothing written to "
                                                                    f"{data / 'big'}"], err
     assert leftovers(data) == []
+
+
+def test_temp_folders_of_dead_runs_are_removed(tmp_path):
+    """A preparation killed with -9 leaves its temp folder; the next one removes it (a live run's stays)."""
+    import os
+
+    dead = tmp_path / ".shakespeare_char.tmp-999999999-abcd"
+    live = tmp_path / f".shakespeare_char.tmp-{os.getppid()}-efgh"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "train.bin").write_bytes(b"\0" * 10)
+    src = tmp_path / "t.txt"
+    src.write_text("hello world\n" * 50)
+    P.prepare("shakespeare_char", tmp_path, source=src, verbose=False)
+    assert not dead.exists() and live.exists()
