@@ -80,6 +80,7 @@ def weights_sha256(state_dict: dict) -> str:
     """sha256 over every tensor's name and float32 bytes: equal for identical weights (e.g. on all DDP ranks)."""
     h = hashlib.sha256()
     for name, p in sorted(clean_state_dict(state_dict).items()):
+        p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP's shards, gathered (every rank calls)
         h.update(name.encode())
         h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()

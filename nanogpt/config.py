@@ -76,6 +76,12 @@ class TrainConfig:
     tf32: bool = knob(True, "TF32 matmuls on Ampere or newer GPUs")
     vocab_multiple: int = knob(64, "pad a BPE vocabulary (> 256 tokens) up to a multiple of this (50257 -> 50304)")
     seed: int = knob(1337, "seed of init, data order, eval batches, dropout and samples")
+    fsdp: bool = knob(False, "under torchrun, shard weights, gradients and AdamW state over the ranks (FSDP2) "
+                             "instead of replicating them (DDP): for models that do not fit one GPU")
+    # experiment tracking (rank 0)
+    wandb: bool = knob(False, "log every evaluation and logged training step to Weights & Biases")
+    wandb_project: str = knob("nanogpt", "W&B project")
+    wandb_run_name: str = knob("", "W&B run name ('' = W&B's generated name)")
 
 
 # named presets: overrides of the defaults above ("demo" is what `python nanogpt/train.py` runs)
@@ -113,6 +119,7 @@ PRESETS: dict[str, dict] = {
 }
 
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # fixed by a checkpoint when resuming
+LAUNCH_KEYS = ("fsdp",)  # how this launch runs, not taken from the checkpoint: FSDP, DDP and one process resume
 
 
 def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, dict | None]:
@@ -136,7 +143,7 @@ def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, dict 
         raise UserError(f"no checkpoint to resume from at {path}")
     ckpt = checkpoint.load(path, resumable=True)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    base = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
+    base = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known and k not in LAUNCH_KEYS})
     for k in MODEL_KEYS:  # the architecture is the checkpoint's
         if k in overrides and getattr(base, k) != overrides[k]:
             raise UserError(f"--{k.replace('_', '-')} {overrides[k]} differs from the checkpoint's "

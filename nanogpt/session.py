@@ -20,12 +20,14 @@ from tqdm import tqdm
 
 import checkpoint
 import data
+import fsdp
 import hardware
 from cli import UserError
 from config import TrainConfig
 from files import write_text
 from hub import gpt2_folder
 from model import GPT, GPTConfig
+from tracking import Tracker
 
 
 @dataclass
@@ -66,12 +68,13 @@ class Run:
     meta: dict
     identity: dict
     model: torch.nn.Module  # compiled and/or DDP-wrapped
-    raw_model: GPT  # never wrapped: its state_dict has no _orig_mod./module. prefix
+    raw_model: GPT  # never wrapped (sharded in place with --fsdp): its state_dict has no _orig_mod./module. prefix
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     out_dir: Path
     last_good: Path | None = None  # the newest checkpoint this run's weights are known good in
     bar: tqdm | None = None
+    tracker: Tracker = field(default_factory=Tracker)  # W&B with --wandb (rank 0)
 
     @property
     def master(self) -> bool:
@@ -206,18 +209,19 @@ def setup(cfg: TrainConfig, ckpt: dict | None, accum: int, rank: int, world_size
     train_data, val_data, meta, identity = data.load_dataset(cfg.dataset, cfg.data_dir)
     plan = make_plan(cfg, accum, world_size, len(train_data), len(val_data))
     state = resumed_state(cfg, plan, identity, ckpt) if ckpt is not None else RunState()
-    raw_model = build_model(cfg, meta, ckpt).to(device)
+    raw_model = build_model(cfg, meta, ckpt)
+    raw_model = fsdp.shard(raw_model, device, dtype) if cfg.fsdp else raw_model.to(device)
     device_type = torch.device(device).type
     optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                                device_type, eps=cfg.eps)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # float16 needs loss scaling
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        fsdp.load_optimizer(raw_model, optimizer, ckpt["optimizer"])
         if ckpt["scaler"]:  # empty when the checkpoint's run had no float16 (GradScaler disabled)
             scaler.load_state_dict(ckpt["scaler"])
         checkpoint.set_rng_state(ckpt["rng"])
     model = torch.compile(raw_model) if compiled(cfg, device) else raw_model
-    if dist.is_initialized():
+    if dist.is_initialized() and not cfg.fsdp:
         model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
     run = Run(cfg, plan, rank, world_size, device, dtype, hardware.autocast(device, dtype), train_data, val_data,
               meta, identity, model, raw_model, optimizer, scaler, Path(cfg.out_dir),
@@ -226,7 +230,7 @@ def setup(cfg: TrainConfig, ckpt: dict | None, accum: int, rank: int, world_size
 
 
 def compiled(cfg: TrainConfig, device: str) -> bool:
-    return cfg.compile if cfg.compile is not None else device.startswith("cuda")
+    return cfg.compile if cfg.compile is not None else device.startswith("cuda") and not cfg.fsdp
 
 
 def announce(run: Run, state: RunState, ckpt: dict | None) -> None:
@@ -249,7 +253,7 @@ def announce(run: Run, state: RunState, ckpt: dict | None) -> None:
     print(f"model {run.raw_model.get_num_params() / 1e6:.2f}M params; {run.world_size} rank(s) x {plan.accum} "
           f"micro-step(s) x {cfg.batch_size} x {cfg.block_size} = {plan.tokens_per_step:,} tokens/step; "
           f"{plan.steps_per_epoch} steps/epoch; {plan.total_iters} steps; device {run.device} {run.dtype}"
-          f"{' compiled' if compiled(cfg, run.device) else ''}")
+          f"{' compiled' if compiled(cfg, run.device) else ''}{' FSDP' if cfg.fsdp else ''}")
     if run.device == "cpu" and run.raw_model.config.vocab_size >= 50000:
         print(f"note: on CPU the output layer over {run.raw_model.config.vocab_size:,} tokens dominates the step "
               f"(about 25-50x slower than a byte or char-level model of the same size)")

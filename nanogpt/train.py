@@ -35,12 +35,14 @@ from tqdm import tqdm
 
 import checkpoint
 import data
+import fsdp
 import hardware
 import report
 from cli import run_main
 from config import TrainConfig, check_config, parse_save_epochs, resolve_config
 from files import OutDirLock, append_line
 from session import Meter, Run, RunState, announce, compiled, get_lr, on_rank0, setup, unigram
+from tracking import Tracker
 
 
 class Diverged(Exception):
@@ -88,7 +90,7 @@ def train_step(run: Run, state: RunState, order: np.ndarray, shift: int) -> torc
         x, y = data.get_batch(run.train_data, windows[micro], cfg.block_size, run.device, shift)
         # DDP all-reduces gradients in backward; only the last micro-step needs it
         last = not run.ddp or micro == accum - 1
-        with contextlib.nullcontext() if last else run.model.no_sync():
+        with contextlib.nullcontext() if last else fsdp.no_sync(run.model):
             with run.ctx:
                 _, loss = run.model(x, y)
                 loss = loss / accum  # the step's gradient is the mean over its micro-steps
@@ -113,12 +115,14 @@ def evaluate(run: Run, splits: dict) -> dict:
     for name, (tokens, windows) in splits.items():
         mine = windows[run.rank :: run.world_size]
         total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of window losses, windows)
-        for i in range(0, len(mine), run.cfg.batch_size):
-            x, y = data.get_batch(tokens, mine[i : i + run.cfg.batch_size], run.cfg.block_size, run.device)
+        per_rank = -(-len(windows) // run.world_size)  # FSDP: every rank runs as many forwards (collectives)
+        for i in range(0, per_rank, run.cfg.batch_size):
+            chunk = mine[i : i + run.cfg.batch_size]  # empty on a rank short of windows: a forward, weight 0
+            x, y = data.get_batch(tokens, chunk if len(chunk) else windows[:1], run.cfg.block_size, run.device)
             with run.ctx:
                 _, loss = model(x, y)
-            total[0] += loss.double() * len(x)
-            total[1] += len(x)
+            total[0] += loss.double() * len(chunk)
+            total[1] += len(chunk)
         if run.world_size > 1:
             dist.all_reduce(total)
         out[name] = (total[0] / total[1]).item()
@@ -134,6 +138,7 @@ def log(run: Run, state: RunState, rec: dict) -> None:
     state.history.append(rec)
     if run.master:
         append_line(run.out_dir / "log.jsonl", json.dumps(rec))
+        run.tracker.log(rec)
 
 
 def log_eval(run: Run, state: RunState, meter: Meter) -> None:
@@ -185,12 +190,12 @@ def sync_point(run: Run, state: RunState, loss: torch.Tensor, first_bad: torch.T
 
 def save(run: Run, state: RunState, names: list[str]) -> None:
     """Write a checkpoint, after checking that the weights are finite (a diverged model never replaces one)."""
-    finite = torch.stack([p.detach().isfinite().all() for p in run.raw_model.parameters()]).all()
-    if not finite.item():
+    if not fsdp.all_finite(run.raw_model):
         raise Diverged(f"the weights are not finite at iter {state.iter_num}")
+    model_state, optimizer_state = fsdp.full_state(run.raw_model, run.optimizer)  # FSDP: gathered to rank 0
     if not run.master:
         return
-    ckpt = {"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
+    ckpt = {"model": model_state, "optimizer": optimizer_state,
             "scaler": run.scaler.state_dict(), "model_args": dataclasses.asdict(run.raw_model.config),
             "config": dataclasses.asdict(run.cfg), **dataclasses.asdict(state),
             "schedule": {"iter": state.iter_num, "lr": get_lr(state.iter_num, run.cfg, run.plan.decay_iters),
@@ -254,8 +259,9 @@ def train_loop(run: Run, state: RunState, stop: StopSignal) -> str | None:
 
 
 def run_training(cfg: TrainConfig, ckpt: dict | None, stop: StopSignal, accum: int, rank: int, world_size: int,
-                 device: str, dtype: str) -> int:
+                 device: str, dtype: str, tracker: Tracker) -> int:
     run, state = setup(cfg, ckpt, accum, rank, world_size, device, dtype)
+    run.tracker = tracker
     if run.master:
         announce(run, state, ckpt)
     del ckpt  # read once; the weights and optimizer state now live in the model and optimizer
@@ -293,9 +299,10 @@ def finish(run: Run, state: RunState) -> int:
     if run.world_size > 1:  # every rank must hold the same weights
         replicas = [None] * run.world_size
         dist.all_gather_object(replicas, checkpoint.weights_sha256(run.raw_model.state_dict()))
+    sampler = fsdp.unsharded(run.raw_model, run.device)  # FSDP: a plain copy on rank 0
     if not run.master:
         return 0
-    samples = report.print_samples(run.raw_model, run.meta, cfg.num_samples, cfg.sample_tokens, cfg.seed, run.ctx,
+    samples = report.print_samples(sampler, run.meta, cfg.num_samples, cfg.sample_tokens, cfg.seed, run.ctx,
                                    run.device)
     evals = report.evaluations(state.history)
     # epoch-end evaluations (not r["epoch"] == int(r["epoch"]): rounded to 4 places, a step just before the
@@ -340,6 +347,7 @@ def train(cfg: TrainConfig, ckpt: dict | None = None) -> int:
     accum = check_config(cfg, world_size)
     device = hardware.resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", -1)) if ddp else -1)
     dtype = hardware.resolve_dtype(cfg.dtype, device)
+    fsdp.check(cfg.fsdp, ddp, dtype, cfg.compile)
     if ddp:
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
@@ -348,7 +356,8 @@ def train(cfg: TrainConfig, ckpt: dict | None = None) -> int:
         with contextlib.ExitStack() as stack:
             on_rank0(lambda: stack.enter_context(OutDirLock(cfg.out_dir)), rank, world_size)
             stop = stack.enter_context(StopSignal())
-            code = run_training(cfg, ckpt, stop, accum, rank, world_size, device, dtype)
+            tracker = stack.enter_context(Tracker(cfg, rank == 0))
+            code = run_training(cfg, ckpt, stop, accum, rank, world_size, device, dtype, tracker)
     except KeyboardInterrupt:
         saved = Path(cfg.out_dir) / "ckpt_last.pt"
         print(f"train.py: interrupted; {'resume from ' + str(saved) if saved.exists() else 'nothing to resume'}",
