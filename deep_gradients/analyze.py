@@ -172,8 +172,8 @@ def plot_bn_curves(rows: list[dict], path: str) -> str | None:
         mean, std = (_series(rows[-1:], "bn", f"{what}_{k}", names)[1][0] for k in ("mean", "std"))
         ax.errorbar(range(len(names)), mean, yerr=std, fmt="o", ms=3, capsize=2)
         ax.axhline(ref, color="grey", ls=":", lw=1)
-        ax.set(title=f"{what} per layer at step {rows[-1]['step']} (bar = +-1 std over channels; dotted = init)",
-               xlabel="BN layer (input -> output)")
+        ax.set_title(f"{what} per layer at step {rows[-1]['step']} (bar: +-1 std over channels)", fontsize=9)
+        ax.set_xlabel("BN layer (input -> output); dotted: the init")
     return _save(fig, path)
 
 

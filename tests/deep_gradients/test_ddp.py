@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -104,11 +103,10 @@ def _loaded_resnet(out_dir):
     return net
 
 
-def test_signal_to_one_rank_stops_all_ranks_at_the_same_step(tmp_path, init_no_bn):
-    """SIGTERM to one worker: both ranks stop at the same step, rank 0 saves; --resume then ends where one
-    uninterrupted process does."""
+def test_signal_to_one_rank_stops_all_ranks_at_the_same_step(tmp_path):
+    """SIGTERM to one worker: both ranks stop at the same step (identical replicas), rank 0 saves there."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "deep_gradients/train.py"), *ARGS, "--no-batch-norm", "--out-dir", str(tmp_path / "ddp")]
+           str(ROOT / "deep_gradients/train.py"), *ARGS, "--max-epochs", "3", "--out-dir", str(tmp_path / "ddp")]
     launcher = subprocess.Popen(cmd, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert launcher.stdout.readline().startswith("ResNet-8")  # both ranks are past their handler set-up
@@ -119,16 +117,7 @@ def test_signal_to_one_rank_stops_all_ranks_at_the_same_step(tmp_path, init_no_b
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, err
     assert "stopped by" in out and "continue with --resume" in out, out
+    res = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert not res["finished"] and len(set(res["rank_checksums"])) == 1  # the same step on both ranks
     ck = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)
-    assert (ck["epoch"], ck["progress"]["step"]) in ((0, 3), (1, 0)) or ck["progress"]["step"] > 0
-    time.sleep(0.1)
-    results = torchrun_resume(tmp_path / "ddp")
-    assert results.returncode == 0, results.stderr
-    single_process(tmp_path / "one", batch_norm=False)
-    assert_same_training(weights(tmp_path / "ddp"), weights(tmp_path / "one"), init_no_bn)
-
-
-def torchrun_resume(out_dir):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "deep_gradients/train.py"), *ARGS, "--no-batch-norm", "--out-dir", str(out_dir), "--resume"]
-    return subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=180)
+    assert ck["epoch"] < 3 and state_checksum(_loaded_resnet(tmp_path / "ddp")) == res["rank_checksums"][0]

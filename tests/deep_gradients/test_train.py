@@ -80,6 +80,17 @@ def test_resume_is_bitwise_exact(tmp_path):
     assert part["train_curve"] == full["train_curve"]
 
 
+def test_warmup_steps_are_untimed_and_leave_the_run_unchanged(tmp_path):
+    """--warmup-steps (where compile and cuDNN autotuning happen) runs before epoch 1 and is undone: the same
+    steps and weights as without it, its time reported apart from the epochs'."""
+    plain = train.run(config(tmp_path / "plain", max_epochs=1))
+    warm = train.run(config(tmp_path / "warm", max_epochs=1, warmup_steps=3))
+    assert warm["warmup_s"] > 0 and plain["warmup_s"] == 0
+    assert warm["train_curve"] == plain["train_curve"]
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "warm")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_from_a_given_file(tmp_path):
     train.run(config(tmp_path / "a", max_epochs=2, stop_after=1))
     res = train.run(config(tmp_path / "b", max_epochs=2, resume=str(tmp_path / "a" / "ckpt.pt")))
@@ -290,9 +301,18 @@ def test_unwritable_out_dir_and_full_disk_are_one_line(tmp_path, capsys, monkeyp
 # Ctrl-C and SIGTERM
 
 
+SIGNAL_RUN = dict(train_subset=256, batch_size=32, max_epochs=2, log_interval=0)  # 8 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    return train.run(config(out, **SIGNAL_RUN)), weights(out)
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig):
-    args = [*TINY_ARGS, "--train-subset", "512", "--batch-size", "32", "--max-epochs", "2", "--log-interval", "0"]
+def test_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig, whole_run):
+    args = [*TINY_ARGS, "--train-subset", "256", "--batch-size", "32", "--max-epochs", "2", "--log-interval", "0"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "deep_gradients/train.py"), *args, "--out-dir",
                              str(tmp_path / "cut")], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -302,12 +322,11 @@ def test_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig):
     assert proc.returncode == 0, err
     assert f"stopped by {sig} at epoch 1, step " in out and "continue with --resume" in out, out
     ck = torch.load(tmp_path / "cut" / "ckpt.pt", weights_only=True)
-    assert ck["epoch"] == 0 and 0 < ck["progress"]["step"] < 16  # mid-epoch
-    kw = dict(train_subset=512, batch_size=32, max_epochs=2, log_interval=0)
-    resumed = train.run(config(tmp_path / "cut", resume="last", **kw))
-    whole = train.run(config(tmp_path / "whole", **kw))
+    assert ck["epoch"] == 0 and 0 < ck["progress"]["step"] < 8  # mid-epoch
+    resumed = train.run(config(tmp_path / "cut", resume="last", **SIGNAL_RUN))
+    whole, whole_weights = whole_run
     assert resumed["train_curve"] == whole["train_curve"]
     assert [e["train_loss"] for e in resumed["epochs"]] == [e["train_loss"] for e in whole["epochs"]]
     assert [e["test_loss"] for e in resumed["epochs"]] == [e["test_loss"] for e in whole["epochs"]]
-    a, b = weights(tmp_path / "cut"), weights(tmp_path / "whole")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], whole_weights[k]) for k in a)
