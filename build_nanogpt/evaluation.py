@@ -77,7 +77,8 @@ def evaluate(run, it: int) -> None:
     run.logger.log({"kind": "val", "iter": it, "val_loss": vl, "replica_max_diff": diff},
                    f"iter {it:5d} | val loss {vl:.4f} | replicas max diff {diff:.3g}")
     if run.examples:
-        n, c, cn = evaluate_all(model, run.examples, run.enc, run.device, 8, run.autocast, run.rank, run.world)
+        n, c, cn = evaluate_all(model, run.examples, run.enc, run.device, 8, run.autocast, run.rank,
+                                run.world)
         run.logger.log({"kind": "hellaswag", "iter": it, "n": n, "acc": c / n, "acc_norm": cn / n},
                        f"iter {it:5d} | hellaswag acc_norm {cn / n:.4f} acc {c / n:.4f} ({n} examples)")
     if cfg.num_samples > 0:

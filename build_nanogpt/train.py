@@ -120,7 +120,8 @@ def check_config(cfg: TrainConfig, world: int) -> int:
             raise UserError(f"--{name.replace('_', '-')} {value}: use 1 .. {top:,}")
     if cfg.vocab_size < GPT2_VOCAB:  # the shards hold GPT-2 token ids: a smaller table cannot embed them
         raise UserError(f"--vocab-size {cfg.vocab_size}: must be >= {GPT2_VOCAB} (the GPT-2 tokens)")
-    for name, low, high in (("learning_rate", 0, 10), ("min_lr_ratio", 0, 1), ("beta1", 0, 1), ("beta2", 0, 1),
+    for name, low, high in (("learning_rate", 0, 10), ("min_lr_ratio", 0, 1), ("beta1", 0, 1),
+                            ("beta2", 0, 1),
                             ("eps", 0, 1), ("weight_decay", 0, 10), ("grad_clip", 0, 1e6)):
         if not low <= getattr(cfg, name) <= high:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: use {low} .. {high}")
@@ -284,7 +285,8 @@ def train(run: Run, stop: int, signals: StopSignal) -> str | None:
             run.logger.log({"kind": "train", "iter": it, "loss": loss, "lr": lr, "norm": norm,
                             "dt_ms": 1000 * dt, "tok_per_s": tok_s, "mfu": mfu},
                            f"iter {it:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | "
-                           f"dt {1000 * dt:.2f}ms | tok/sec {tok_s:,.0f}" + (f" | mfu {100 * mfu:.1f}%" if mfu else ""))
+                           f"dt {1000 * dt:.2f}ms | tok/sec {tok_s:,.0f}"
+                           + (f" | mfu {100 * mfu:.1f}%" if mfu else ""))
             bar.set_postfix_str(f"loss {loss:.4f} {tok_s:,.0f} tok/s", refresh=False)
             bar.update(1)
             done = it + 1
@@ -298,7 +300,7 @@ def train(run: Run, stop: int, signals: StopSignal) -> str | None:
 
 
 def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> Run:
-    """Check everything a user can get wrong, then build the model, optimizer and loaders (nothing written)."""
+    """Check what a user can get wrong, then build the model, optimizer and loaders (nothing written)."""
     check_config(cfg, world)
     device = resolve_device(cfg.device, local_rank)
     if device.startswith("cuda"):
@@ -329,7 +331,8 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
     if cfg.tf32 and device.startswith("cuda"):
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
     model.to(device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), cfg.eps,
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                           cfg.eps,
                                            fused=cfg.fused_adamw and device.startswith("cuda"))
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     start = 0
@@ -343,7 +346,8 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
         train_model = DDP(compiled, device_ids=[local_rank] if device.startswith("cuda") else None)
     precision = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, "tf32" if cfg.tf32 else "fp32")
     return Run(cfg=cfg, device=device, rank=rank, world=world, ddp=ddp, grad_accum=grad_accum, model=model,
-               compiled=compiled, train_model=train_model, model_args=model_args, optimizer=optimizer, scaler=scaler,
+               compiled=compiled, train_model=train_model, model_args=model_args, optimizer=optimizer,
+               scaler=scaler,
                autocast=autocast_for(dtype, device), train_loader=train_loader, val_loader=val_loader,
                examples=examples, enc=enc, logger=None, ckpt_path=ckpt_path, start=start,
                flops_iter=flops_per_token(model.config, model.num_params()) * cfg.total_batch,
@@ -363,7 +367,8 @@ def train_until_stopped(run: Run) -> str | int | None:
     cfg, world = run.cfg, run.world
     if run.master:
         print(f"{run.model.num_params():,} parameters | device {device_name(run.device)} | world {world} | "
-              f"grad accumulation {run.grad_accum} | {cfg.total_batch:,} tokens/iter | start iter {run.start}")
+              f"grad accumulation {run.grad_accum} | {cfg.total_batch:,} tokens/iter | "
+              f"start iter {run.start}")
         if cfg.device == "auto" and run.device == "cpu" and run.model.num_params() > 20e6:
             print("note: no GPU found, so this model trains on the CPU (very slowly); "
                   "--preset tiny is sized for a CPU")
@@ -378,8 +383,8 @@ def train_until_stopped(run: Run) -> str | int | None:
         return 3
     finally:
         if run.ddp:
-            # free the DDP reducer (it holds the gloo group) before tearing the group down: torn down under it,
-            # a rank can abort at exit (SIGABRT) and leave the other node's torchrun waiting in its exit barrier
+            # free the DDP reducer (it holds the gloo group) before the group is torn down: torn down under
+            # it, a rank can abort at exit (SIGABRT) and leave the other node's torchrun in its exit barrier
             del run.train_model
             gc.collect()
 
