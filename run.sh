@@ -2,6 +2,7 @@
 # The two commands of the README:
 #   bash run.sh demo   set up .venv, then train nanoGPT on its offline default (python nanogpt/train.py)
 #   bash run.sh test   set up .venv, then run the whole test suite (what CI runs), one project at a time
+#   bash run.sh gpu    every CUDA path on one GPU (--dry-run: the same steps on CPU; --measure: the GPU figures)
 # Setup is idempotent: it reinstalls only when requirements.txt has changed.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -53,8 +54,14 @@ case "${1:-}" in
         echo "${passed} passed, ${failed} failed, ${skipped} skipped"
         exit $rc
         ;;
+    gpu)
+        # Every CUDA path on one GPU with the Python this machine has (no venv set-up; see gpu_check.sh).
+        shift
+        [ -z "${PYTHON:-}" ] && [ -x "$VENV/bin/python" ] && export PYTHON=$VENV/bin/python
+        exec bash gpu_check.sh "$@"
+        ;;
     *)
-        echo "usage: bash run.sh demo|test [extra args]" >&2
+        echo "usage: bash run.sh demo|test|gpu [extra args]" >&2
         exit 2
         ;;
 esac

@@ -25,7 +25,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 import checkpoint  # noqa: E402
 import evolution  # noqa: E402
@@ -307,7 +306,8 @@ def feature_figures(run: dict, cfg: AnalyzeConfig, out: str) -> tuple[list, dict
         run["init_state"] = model_lib.from_config(conf).state_dict()
         init_note = "rebuilt from the run's seed (no init.pt)"
     try:
-        _, _, x_test, y_test = mnist.load(conf.get("dataset", "digits"), data_dir=cfg.data_dir or conf.get("data_dir") or None)
+        data_dir = cfg.data_dir or conf.get("data_dir") or None
+        _, _, x_test, y_test = mnist.load(conf.get("dataset", "digits"), data_dir=data_dir)
     except mnist.DataError as e:
         raise UserError(f"cannot load the run's test data: {e}") from None
     x, y = x_test[:cfg.n_images].float(), y_test[:cfg.n_images]
@@ -359,7 +359,8 @@ def make_report(run_dir: str, cfg: AnalyzeConfig, log=print) -> str:
         log("plotted the training curves")
         more, nums = feature_figures(run, cfg, out)
         log("plotted the features")
-        return str(write_text(os.path.join(out, "report.md"), "\n".join(report_lines(run_dir, run, figs + more, nums)) + "\n"))
+        text = "\n".join(report_lines(run_dir, run, figs + more, nums)) + "\n"
+        return str(write_text(os.path.join(out, "report.md"), text))
 
 
 def parse_args(argv=None) -> tuple[str, AnalyzeConfig]:

@@ -123,8 +123,8 @@ def plan(cfg: BenchConfig, n_gpus: int, cores: int, bf16: bool = True) -> list[d
         gpu_rows(row, rows, net, n_gpus, "bfloat16" if bf16 else "float16")
     if cfg.rows != "cpu" and n_gpus and not cfg.quick:  # the headline: wall-clock training time to 99.5% on one GPU
         row("gpu", "time to 99.5% test accuracy (default net, all optimisations)", "20x16",
-            ["--device", "cuda", "--dtype", "bfloat16" if bf16 else "float16", "--channels-last", "--cudnn-benchmark", "--compile",
-             "--warmup-steps", "30"], eval=True, epochs=6)
+            ["--device", "cuda", "--dtype", "bfloat16" if bf16 else "float16", "--channels-last",
+             "--cudnn-benchmark", "--compile", "--warmup-steps", "30"], eval=True, epochs=6)
     return rows
 
 

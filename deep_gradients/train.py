@@ -107,7 +107,8 @@ def check_config(cfg: Config) -> None:
     """Every flag in its allowed set or range, before anything is built (UserError names the first bad one)."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
-            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)!r} is not allowed; one of {', '.join(allowed)}")
+            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)!r} is not allowed; "
+                            f"one of {', '.join(allowed)}")
     if cfg.depth not in DEPTHS:
         raise UserError(f"--depth {cfg.depth} is not allowed; one of {', '.join(map(str, DEPTHS))} (6n+2)")
     for key, (lo, hi) in LIMITS.items():
@@ -233,7 +234,8 @@ def epoch_plan(t: Trainer, epoch: int):
     cfg, r = t.cfg, t.ranks
     batches = schedule.epoch_batches(len(t.data[0]), cfg.batch_size, cfg.seed, epoch, r.rank, r.world)
     b = cfg.batch_size // r.world
-    offsets = schedule.shift_offsets(t.steps_per_epoch, cfg.batch_size, cfg.augment, cfg.seed, epoch)[:, :, r.rank * b:(r.rank + 1) * b]
+    offsets = schedule.shift_offsets(t.steps_per_epoch, cfg.batch_size, cfg.augment, cfg.seed, epoch)
+    offsets = offsets[:, :, r.rank * b:(r.rank + 1) * b]  # (steps, 2, b): this rank's slice
     if cfg.data_on_device:  # index tensors too, so a step issues no host-to-device copy at all
         batches, offsets = batches.to(r.device), offsets.to(r.device)
     return batches, offsets
@@ -475,7 +477,7 @@ def run(cfg: Config) -> dict:
         return results
     finally:
         if dist.is_initialized():
-            gc.collect()  # free the DDP reducer (it holds the group) first: a gloo group torn down under it can abort the exit
+            gc.collect()  # free the DDP reducer (it holds the group) before the group: else the exit can abort
             dist.destroy_process_group()
 
 

@@ -84,19 +84,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def load_module():
-    """Transitional: ``load_module(project, name)`` -> ``import name`` (the project's folder is on sys.path)."""
-    import importlib
-
-    def load(project: str, name: str):
-        module = importlib.import_module(name)
-        assert Path(module.__file__).resolve().parent == ROOT / project, (project, name, module.__file__)
-        return module
-
-    return load
-
-
 # --------------------------------------------------------------------------------------------------
 # running the real command lines
 
