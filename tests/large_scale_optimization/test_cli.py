@@ -7,7 +7,7 @@ import pytest
 import bench
 import denoise
 import train
-from cli import UserError, parse_config
+from cli import UserError, parse_config, run_main
 
 CONFIGS = [(train.TrainConfig, "train.py"), (bench.BenchConfig, "bench.py"), (denoise.DenoiseConfig, "denoise.py")]
 
@@ -36,3 +36,13 @@ def test_renamed_flags_point_to_their_new_names():
         parse_config(train.TrainConfig, ["--newton-max-iter", "3"], "train.py", "")
     cfg = parse_config(train.TrainConfig, ["--no-plots", "--hvp-float32", "false"], "train.py", "")
     assert cfg.plots is False and cfg.hvp_float32 is False
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    def main():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_:
+        run_main(main)
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err.strip().endswith(": interrupted")
