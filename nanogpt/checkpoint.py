@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,15 +53,28 @@ def save(state: dict, out_dir: Path, names: list[str]) -> Path:
     return Path(out_dir) / names[-1]
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+LEGACY_MAGIC = b"l\xfc\x9cF\xf9 j\xa8P\x19"  # the older one: a pickle that starts with torch's magic number
+
+
 def load(path, resumable: bool = False) -> dict:
     """A nanogpt checkpoint, read with weights_only=True; with resumable, it must hold the training state."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if not (head.startswith(ZIP_MAGIC) or LEGACY_MAGIC in head):
+        raise UserError(f"{path} is not a PyTorch checkpoint (a file written by torch.save)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not the user's business
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
         raise UserError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - UnpicklingError for unsafe content, others for damaged files
         why = ("it holds objects other than tensors and plain data" if "weights_only" in str(e)
-               else f"the file is damaged or not a torch checkpoint ({type(e).__name__})")
+               else f"the file is damaged, e.g. truncated ({type(e).__name__})")
         raise UserError(f"refusing to load checkpoint {path}: {why}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise UserError(f"{path} is not a nanogpt checkpoint (no 'model' / 'model_args')")

@@ -107,11 +107,16 @@ def parse_config(cls, argv: list[str] | None, prog: str, description: str,
 
 
 def run_main(main, *args) -> None:
-    """Call main(*args); a UserError becomes `PROG: error: MESSAGE` (one line) on stderr and exit code 2."""
+    """Call main(*args); a UserError becomes `PROG: error: MESSAGE` (one line) on stderr and exit code 2, a
+    Ctrl-C that main did not handle itself `PROG: interrupted` and exit code 130 (no traceback)."""
+    prog = Path(sys.argv[0]).name
     try:
         code = main(*args)
     except UserError as e:
         message = " ".join(str(e).split())
-        print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
     sys.exit(code or 0)

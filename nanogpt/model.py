@@ -363,14 +363,20 @@ def _checkpoint_files(path: Path) -> tuple[Path, Path]:
     raise ValueError(f"{path} is not a GPT-2 checkpoint: no model.safetensors or pytorch_model.bin")
 
 
+# Hugging Face's activation_function -> nn.GELU's approximate: GPT-2's weights use the tanh form, models
+# trained from scratch here (and exported by export.py) the exact one
+GELUS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
 def _config_from_hf(hf: dict, where) -> GPTConfig:
     if hf.get("model_type") != "gpt2":
         raise ValueError(f"{where} is not a GPT-2 config: model_type is {hf.get('model_type')!r}, expected 'gpt2'")
     n_embd = hf.get("n_embd", 768)
     if hf.get("n_inner") not in (None, 4 * n_embd):
         raise ValueError(f"{where}: n_inner={hf['n_inner']} is not supported (only 4 * n_embd = {4 * n_embd})")
-    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"{where}: activation_function={hf['activation_function']!r} is not supported (gelu_new)")
+    activation = hf.get("activation_function", "gelu_new")
+    if activation not in GELUS:
+        raise ValueError(f"{where}: activation_function={activation!r} is not supported ({', '.join(GELUS)})")
     if hf.get("scale_attn_by_inverse_layer_idx", False) or not hf.get("scale_attn_weights", True):
         raise ValueError(f"{where}: non-standard attention scaling is not supported")
     return GPTConfig(
@@ -382,7 +388,7 @@ def _config_from_hf(hf: dict, where) -> GPTConfig:
         dropout=0.0,
         bias=True,  # GPT-2 always has biases
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-        gelu_approximate="tanh",
+        gelu_approximate=GELUS[activation],
     )
 
 

@@ -61,3 +61,24 @@ def test_weights_sha256_ignores_prefixes_and_sees_one_bit():
     assert checkpoint.weights_sha256({"_orig_mod." + k: v for k, v in sd.items()}) == h
     sd["b"][1] = 1e-30
     assert checkpoint.weights_sha256(sd) != h
+
+
+@pytest.mark.parametrize("content", [b"step,loss\n1,2.5\n", bytes(np.random.default_rng(0).integers(0, 256, 4096,
+                                     dtype=np.uint8)), b"", b"\x80\x04K\x01."])  # text, random, empty, a pickle
+def test_a_file_that_is_not_a_pytorch_checkpoint_says_so(content, capsys, clean_error, tmp_path):
+    """Whatever torch.load would make of it (a KeyError, advice about weights_only, an EOFError): one line."""
+    bad = tmp_path / "notes.pt"
+    bad.write_bytes(content)
+    with pytest.raises(UserError, match=f"^{bad} is not a PyTorch checkpoint"):
+        checkpoint.load(bad)
+    r = call_main(train.main, capsys, "--resume", bad)
+    clean_error(r, f"{bad} is not a PyTorch checkpoint")
+    assert "weights_only" not in r.stderr
+
+
+def test_a_truncated_checkpoint_is_damaged(tmp_path):
+    good = checkpoint.save({"model": {"w": torch.ones(1000)}, "model_args": {}}, tmp_path, ["good.pt"])
+    assert checkpoint.load(good)["model"]["w"].sum() == 1000
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(UserError, match="cut.pt: the file is damaged"):
+        checkpoint.load(tmp_path / "cut.pt")

@@ -1,6 +1,7 @@
 """nanogpt/config.py and cli.py: presets, precedence, the config file, the checks, and the command line's rules
 (no prefix matching, "did you mean", finite floats)."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,18 @@ def test_save_epochs_parsing():
     assert config.parse_save_epochs("all") is None and config.parse_save_epochs("") == set()
     with pytest.raises(UserError, match="save_epochs"):
         config.parse_save_epochs("1,x")
+
+
+def test_ctrl_c_that_reaches_run_main_is_one_line_exit_130(capsys):
+    """The fallback for every script: a KeyboardInterrupt that main did not handle becomes `PROG: interrupted`."""
+    import sys
+
+    import cli
+
+    def interrupted_main():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as e:
+        cli.run_main(interrupted_main)
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and err == f"{Path(sys.argv[0]).name}: interrupted\n"

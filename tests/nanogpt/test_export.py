@@ -48,20 +48,25 @@ def bpe_data(shared_file, tiktoken_cache, tmp_path_factory):
     return root / "data"
 
 
-@pytest.fixture(scope="module")
-def bpe_ckpt(bpe_data, tmp_path_factory):
+def make_bpe_ckpt(folder, data_dir, gelu: str):
     """(checkpoint file, model): vocab padded to 50304, 32 positions, every parameter random."""
     torch.manual_seed(0)
-    config = GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, gelu_approximate="tanh")
+    config = GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, gelu_approximate=gelu)
     model = GPT(config)
     with torch.no_grad():
         for p in model.parameters():  # LayerNorm weights and biases too, not just their 1 / 0 init
             p.normal_(0.0, 0.5)
-    file = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
+    file = folder / "ckpt.pt"
     torch.save({"model": {"_orig_mod." + k: v for k, v in model.state_dict().items()},
                 "model_args": dataclasses.asdict(config),
-                "config": {"dataset": "shakespeare", "data_dir": str(bpe_data)}}, file)
+                "config": {"dataset": "shakespeare", "data_dir": str(data_dir)}}, file)
     return file, model
+
+
+@pytest.fixture(scope="module")
+def bpe_ckpt(bpe_data, tmp_path_factory):
+    """A model with GPT-2's tanh GELU, as fine-tuned from GPT-2's weights."""
+    return make_bpe_ckpt(tmp_path_factory.mktemp("ckpt"), bpe_data, "tanh")
 
 
 @pytest.fixture(scope="module")
@@ -126,19 +131,38 @@ def test_char_export_matches_transformers_logits(char_run, tiny_data, tmp_path):
     assert prepare.get_tokenizer(meta).decode(prepare.get_tokenizer(meta).encode("To be, or")) == "To be, or"
 
 
-def test_init_from_the_exported_folder_gives_the_same_logits(bpe_ckpt, bpe_export, bpe_data, capsys, tmp_path):
-    """train.py --init-from OUT_DIR, learning rate 0: the checkpoint it writes holds the exported model."""
-    r = call_main(train, capsys, *run_args(bpe_data, tmp_path, "--dataset", "shakespeare", "--init-from",
-                                           bpe_export, "--block-size", 32, "--max-iters", 1, "--learning-rate", 0,
+def init_from_export_logits_diff(model, folder, data_dir, capsys, out) -> float:
+    """train.py --init-from folder, learning rate 0: the largest logit difference between the checkpoint it
+    writes and model."""
+    r = call_main(train, capsys, *run_args(data_dir, out, "--dataset", "shakespeare", "--init-from", folder,
+                                           "--block-size", 32, "--max-iters", 1, "--learning-rate", 0,
                                            "--final-eval-tokens", 0))
     assert r.returncode == 0, r.stderr
-    ckpt = torch.load(tmp_path / "ckpt_last.pt", weights_only=True)
+    ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
     back = GPT(GPTConfig(**ckpt["model_args"]))
     back.load_state_dict(ckpt["model"])
-    assert back.config.vocab_size == 50257
+    assert back.config.vocab_size == 50257 and back.config.gelu_approximate == model.config.gelu_approximate
     idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(3))
-    diff = our_logits(back, idx, 50257) - our_logits(bpe_ckpt[1], idx, 50257)
-    assert diff.abs().max().item() < TOL
+    return (our_logits(back, idx, 50257) - our_logits(model, idx, 50257)).abs().max().item()
+
+
+def test_init_from_the_exported_folder_gives_the_same_logits(bpe_ckpt, bpe_export, bpe_data, capsys, tmp_path):
+    """GPT-2's tanh GELU ("gelu_new"): a model fine-tuned from GPT-2 weights comes back as it was."""
+    assert init_from_export_logits_diff(bpe_ckpt[1], bpe_export, bpe_data, capsys, tmp_path) < TOL
+
+
+def test_a_from_scratch_model_round_trips_with_its_exact_gelu(bpe_data, capsys, tmp_path):
+    """The exact GELU of a model trained from scratch is exported as "gelu" and read back as exact: the
+    tanh form would be ~1e-3 off, far outside the tolerance, with these weights (std 0.5)."""
+    file, model = make_bpe_ckpt(tmp_path, bpe_data, "none")
+    folder = export.export(file, tmp_path / "hf-exact")
+    assert json.loads((folder / "config.json").read_text())["activation_function"] == "gelu"
+    idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(4))
+    assert (hf_logits(folder, idx) - our_logits(model, idx, 50257)).abs().max().item() < TOL
+    assert init_from_export_logits_diff(model, folder, bpe_data, capsys, tmp_path / "back") < TOL
+    tanh = GPT.from_pretrained(folder)  # the same weights with the other GELU: visibly different logits
+    tanh.transformer.h.apply(lambda m: setattr(m, "approximate", "tanh") if isinstance(m, torch.nn.GELU) else None)
+    assert (our_logits(tanh, idx, 50257) - our_logits(model, idx, 50257)).abs().max().item() > 100 * TOL
 
 
 def test_existing_out_dir_is_refused_unless_force(bpe_ckpt, capsys, clean_error, tmp_path):
@@ -167,7 +191,7 @@ def test_missing_checkpoint_exits_2(run_script, clean_error, tmp_path):
 
 
 @pytest.mark.parametrize("content, needle", [
-    ("text", "refusing to load checkpoint"), ("list", "not a nanogpt checkpoint"),
+    ("text", "is not a PyTorch checkpoint"), ("list", "not a nanogpt checkpoint"),
     ("code", "objects other than tensors"), ("no-meta", "meta.json")])
 def test_foreign_files_exit_2(bpe_ckpt, content, needle, capsys, clean_error, tmp_path):
     bad = tmp_path / "bad.pt"

@@ -89,3 +89,31 @@ def test_sample_dtype_follows_the_device(capsys, tmp_path, monkeypatch):
     r = call_main(sample.main, capsys, "--init-from", tmp_path / "b.pt", "--device", "cpu", "--num-samples", 1,
                   "--max-new-tokens", 3)
     assert r.returncode == 0 and r.stdout.rstrip().endswith("(KV cache, cpu, float32)"), r.stdout
+
+
+def test_ctrl_c_while_sampling_is_one_line_exit_130(tmp_path):
+    """Ctrl-C in the middle of sampling: `sample.py: interrupted`, exit 130, no traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "data" / "b").mkdir(parents=True)
+    (tmp_path / "data" / "b" / "meta.json").write_text(json.dumps({"tokenizer": "byte", "vocab_size": 256}))
+    torch.save({"model": tiny_gpt(vocab_size=256).state_dict(), "model_args": dict(
+        block_size=32, vocab_size=256, n_layer=2, n_head=2, n_embd=32), "config": {
+        "dataset": "b", "data_dir": str(tmp_path / "data")}}, tmp_path / "b.pt")
+    root = Path(__file__).resolve().parents[2]
+    args = ["--init-from", tmp_path / "b.pt", "--device", "cpu", "--num-samples", 1000, "--max-new-tokens", 100]
+    proc = subprocess.Popen([sys.executable, str(root / "nanogpt/sample.py"), *map(str, args)], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""})
+    try:
+        while proc.stdout.readline() != "---------------\n":  # the first sample is out: sampling goes on
+            assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines() == ["sample.py: interrupted"], err
