@@ -18,22 +18,22 @@ from files import atomic_write
 KEYS = ("model", "optimizer", "step", "loader", "config", "model_args", "rng")
 
 
-def read_checkpoint(path, keys=KEYS) -> dict:
+def read_checkpoint(path, keys=KEYS, what: str = "this train.py") -> dict:
     """The checkpoint at `path` as a dict holding `keys`; one UserError line for anything else."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}") from None
-    except pickle.UnpicklingError:  # weights_only refused an object that is not a tensor or a number
-        raise UserError(f"{path} holds pickled objects besides tensors; refused, since loading it could run "
-                        "code (a checkpoint of this train.py never does)") from None
-    except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file
-        first = (str(e).strip().splitlines() or [""])[0][:100]
-        raise UserError(f"{path} is not a readable checkpoint (damaged or from another program: "
-                        f"{type(e).__name__}: {first})") from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file, an object weights_only refuses
+        if "Unsupported global" in str(e) or "Unsupported class" in str(e):
+            raise UserError(f"{path} holds pickled objects besides tensors; refused, since loading it could "
+                            f"run code (a checkpoint of {what} never does)") from None
+        first = "" if isinstance(e, pickle.UnpicklingError) else (str(e).strip().splitlines() or [""])[0][:100]
+        raise UserError(f"{path} is not a readable checkpoint (damaged, truncated or another kind of file: "
+                        f"{type(e).__name__}{': ' + first if first else ''})") from None
     missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise UserError(f"{path} is not a checkpoint of this train.py (no {', '.join(missing)})")
+        raise UserError(f"{path} is not a checkpoint of {what} (no {', '.join(missing)})")
     return ckpt
 
 

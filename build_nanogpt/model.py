@@ -166,9 +166,7 @@ class GPT(nn.Module):
         linear layers as `Conv1D` with (in, out) weights, so those are transposed.
         """
         with open(os.path.join(path, "config.json")) as f:
-            hf = json.load(f)
-        config = GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
-                           n_head=hf["n_head"], n_embd=hf["n_embd"])
+            config = config_from_hf(json.load(f))
         st_file = os.path.join(path, "model.safetensors")
         if os.path.exists(st_file):
             sd_hf = load_file(st_file)
@@ -191,6 +189,26 @@ class GPT(nn.Module):
                 assert w.shape == sd[k].shape, f"{k}: {tuple(w.shape)} vs {tuple(sd[k].shape)}"
                 sd[k].copy_(w)
         return model
+
+
+HF_GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}  # transformers' name -> nn.GELU's
+
+
+def config_from_hf(hf: dict) -> GPTConfig:
+    """A Hugging Face GPT-2 config.json -> GPTConfig; ValueError for a setting this model does not have.
+    The GELU is the config's: GPT-2's is tanh ("gelu_new"); an export of a model trained with the exact
+    GELU (nanogpt's default) says "gelu"."""
+    act = hf.get("activation_function", "gelu_new")
+    unsupported = {"model_type": hf.get("model_type") != "gpt2", "activation_function": act not in HF_GELU,
+                   "n_inner": hf.get("n_inner") not in (None, 4 * hf["n_embd"]),
+                   "layer_norm_epsilon": hf.get("layer_norm_epsilon", 1e-5) != 1e-5,
+                   "scale_attn_by_inverse_layer_idx": bool(hf.get("scale_attn_by_inverse_layer_idx")),
+                   "scale_attn_weights": not hf.get("scale_attn_weights", True)}
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ValueError(f"{bad[0]} {hf.get(bad[0])!r} is not what this GPT-2 model implements")
+    return GPTConfig(block_size=hf["n_positions"], vocab_size=hf["vocab_size"], n_layer=hf["n_layer"],
+                     n_head=hf["n_head"], n_embd=hf["n_embd"], gelu_approximate=HF_GELU[act])
 
 
 def flops_per_token(config: GPTConfig, n_params: int) -> float:

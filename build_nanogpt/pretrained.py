@@ -16,8 +16,10 @@ import os
 
 import torch
 
+from checkpoint import read_checkpoint
 from cli import UserError
 from model import GPT, GPTConfig
+from tokens import GPT2_VOCAB
 
 HUB = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 SHAPE = ("n_layer", "n_head", "n_embd", "block_size")
@@ -34,22 +36,48 @@ def _strip(state: dict) -> dict:
     return {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
 
 
-def from_checkpoint(path: str) -> GPT:
-    """A train.py or nanogpt checkpoint -> GPT (nanogpt's model_args mapped onto this model's)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        args, state = dict(ckpt["model_args"]), _strip(ckpt["model"])
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
-        raise UserError(f"{path} is not a checkpoint of train.py or nanogpt ({type(e).__name__})") from None
+def _config_of(path: str, model_args: dict) -> GPTConfig:
+    """The GPTConfig a checkpoint's model_args describe; nanogpt's fields mapped onto this model's."""
+    args = dict(model_args)
+    nanogpt = "layer_norm_eps" in args  # nanogpt records it; train.py's model_args never do
     args.pop("dropout", None)  # training-time only
     if args.pop("layer_norm_eps", 1e-5) != 1e-5:
         raise UserError(f"{path}: a layer_norm_eps other than 1e-5 is not supported by this model")
-    args.setdefault("gelu_approximate", "none" if "layer_norm_eps" in ckpt["model_args"] else "tanh")
+    if nanogpt:
+        args.setdefault("gelu_approximate", "none")  # nanogpt's default: the exact GELU
+        if args.get("vocab_size", 0) > GPT2_VOCAB:  # GPT-2's table padded (50,304): its export crops the
+            args.setdefault("n_real_tokens", GPT2_VOCAB)  # padding, so the padded ids get probability 0 here
     unknown = set(args) - {f.name for f in dataclasses.fields(GPTConfig)}
     if unknown:
         raise UserError(f"{path}: model settings {sorted(unknown)} are not supported by this model")
-    model = GPT(GPTConfig(**args))
-    missing, extra = model.load_state_dict(state, strict=False)
+    try:
+        config = GPTConfig(**args)
+        ok = min(config.n_layer, config.n_head, config.n_embd, config.block_size, config.vocab_size) >= 1
+    except TypeError:
+        ok = False
+    if not ok or config.n_embd % config.n_head:
+        raise UserError(f"{path}: model_args {model_args} do not describe a GPT") from None
+    return config
+
+
+def from_checkpoint(path: str) -> GPT:
+    """A train.py or nanogpt checkpoint -> GPT; one UserError line for any file that is not one."""
+    what = "train.py or nanogpt"
+    folder = os.path.dirname(os.path.abspath(path))
+    if path.endswith((".safetensors", "config.json")) and os.path.exists(os.path.join(folder, "config.json")):
+        raise UserError(f"{path} is part of a Hugging Face folder: pass the folder, {folder}")
+    ckpt = read_checkpoint(path, keys=("model", "model_args"), what=what)
+    args, state = ckpt["model_args"], ckpt["model"]
+    if not (isinstance(args, dict) and isinstance(state, dict)
+            and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise UserError(f"{path} is not a checkpoint of {what} ('model' is not a state dict "
+                        "or 'model_args' not a dict of settings)")
+    try:
+        model = GPT(_config_of(path, args))
+        missing, extra = model.load_state_dict(_strip(state), strict=False)
+    except RuntimeError as e:  # tensors of other shapes
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()[:200]
+        raise UserError(f"{path}: the weights do not fit the model its model_args describe ({first})") from None
     if missing or extra:
         raise UserError(f"{path}: weights do not fit the model it describes "
                         f"(missing {missing[:3]}, extra {extra[:3]})")
@@ -66,8 +94,9 @@ def load_weights(spec: str) -> GPT:
         try:
             return GPT.from_hf(spec)
         except Exception as e:  # noqa: BLE001 - no weights file, not a GPT-2 config, keys that do not match
+            first = (str(e).strip().splitlines() or [""])[0][:160]
             raise UserError(f"folder {spec!r} is not a Hugging Face GPT-2 checkpoint "
-                            f"({type(e).__name__}: {e})") from None
+                            f"({type(e).__name__}: {first})") from None
     if spec in HUB or spec.startswith("openai-community/"):
         try:
             from huggingface_hub import snapshot_download  # noqa: PLC0415 - only needed for hub names

@@ -1,6 +1,7 @@
 """build_nanogpt/pretrained.py: fine-tuning from a Hugging Face GPT-2 (the step-0 val loss is the one transformers
-computes on the same tokens, with the table padded 50,257 -> 50,304), a contradicting shape flag refused, and
-nanogpt checkpoints (compile prefixes, exact GELU, no biases) read for HellaSwag."""
+computes on the same tokens, with the table padded 50,257 -> 50,304), a contradicting shape flag refused,
+nanogpt checkpoints (compile prefixes, exact GELU, no biases, padded table) read for HellaSwag with the scores
+of their Hugging Face export, and any other file refused in one line."""
 import json
 
 import pytest
@@ -78,19 +79,110 @@ def test_hellaswag_reads_a_nanogpt_checkpoint(bias, gelu, tmp_path, shared_file,
     assert loaded.config.gelu_approximate == gelu and loaded.config.bias == bias
     x = torch.randint(0, 50257, (2, 12))
     with torch.no_grad():
-        torch.testing.assert_close(loaded(x)[0], ref(x)[0])
+        got = loaded(x)[0]
+        torch.testing.assert_close(got[..., :50257], ref(x)[0][..., :50257])
+    assert torch.isneginf(got[..., 50257:]).all()  # nanogpt's padded GPT-2 table: the padding is never predicted
     H.main(["--model", str(tmp_path / "ckpt_last.pt"), "--limit", "4", "--device", "cpu",
             "--data", str(shared_file("hellaswag/hellaswag_val.jsonl"))])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 4
 
 
-def test_hellaswag_refuses_a_char_level_model_and_junk(tmp_path, shared_file, tiktoken_cache):
+def nanogpt_pair(tmp_path):
+    """One tiny model in the two forms nanogpt writes: the Hugging Face folder of its export.py (exact GELU,
+    "gelu"; 50,257 tokens) and its training checkpoint (50,304-token table whose 47 padded rows were trained,
+    so are not zero; torch.compile's key prefixes; nanogpt's model_args and training state). Weights larger
+    than GPT-2's init make the GELU variant and the padded rows visible in the scores."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(2)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=16, n_layer=2, n_head=2,
+                                    activation_function="gelu", initializer_range=0.3)).eval()
+    hf.save_pretrained(tmp_path / "export")
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    state = {k: (v.t() if k.endswith(conv1d) else v).contiguous() for k, v in hf.state_dict().items()
+             if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    wte = torch.cat([state["transformer.wte.weight"], 3 * torch.randn(47, 16)])
+    state["transformer.wte.weight"] = state["lm_head.weight"] = wte
+    args = dict(block_size=64, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True,
+                flash=True, layer_norm_eps=1e-5, gelu_approximate="none")
+    torch.save({"model": {"_orig_mod." + k: v for k, v in state.items()}, "model_args": args,
+                "optimizer": {"state": {}, "param_groups": []}, "iter_num": 5, "config": {"dataset": "x"},
+                "rng": {"python": (3, (1, 2), None)}}, tmp_path / "ckpt_last.pt")
+    return hf
+
+
+def test_a_nanogpt_checkpoint_scores_as_its_hf_export(tmp_path, shared_file, tiktoken_cache, capsys):
+    import tiktoken
+
+    hf = nanogpt_pair(tmp_path)
+    enc = tiktoken.get_encoding("gpt2")
+    data = str(shared_file("hellaswag/hellaswag_val.jsonl"))
+    rows, masks = [], []
+    for ex in H.load_examples(data, limit=4):
+        r, m = H.render(ex, enc, 64)
+        rows, masks = rows + r, masks + m
+    scores = {}
+    for form in ("export", "ckpt_last.pt"):
+        model = pretrained.load_weights(str(tmp_path / form)).eval()
+        scores[form] = torch.stack(H.ending_losses(model, rows, masks, "cpu"))  # (2: sum, mean, 16 endings)
+    want = []
+    for r, m in zip(rows, masks):  # transformers itself, one ending at a time
+        with torch.no_grad():
+            loss = F.cross_entropy(hf(torch.tensor([r])).logits[0, :-1], torch.tensor(r[1:]), reduction="none")
+        sel = torch.tensor(m[1:]).bool()
+        want.append((loss[sel].sum(), loss[sel].mean()))
+    want = torch.tensor(want).T
+    torch.testing.assert_close(scores["export"], want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scores["ckpt_last.pt"], want, atol=1e-5, rtol=1e-5)
+    results = []
+    for form in ("export", "ckpt_last.pt"):
+        H.main(["--model", str(tmp_path / form), "--data", data, "--limit", "12", "--device", "cpu"])
+        results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert results[0]["examples"] == 12
+    assert {k: v for k, v in results[0].items() if k != "model"} == {k: v for k, v in results[1].items() if k != "model"}
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+WRONG = {  # file name -> (what it holds, the message)
+    "junk.pt": (b"not a torch file", "junk.pt is not a readable checkpoint"),
+    "empty.pt": (b"", "empty.pt is not a readable checkpoint"),
+    "list.pt": ([1, 2, 3], "list.pt is not a checkpoint of train.py or nanogpt \\(no model, model_args\\)"),
+    "args.pt": ({"model": {}, "model_args": "gpt2"}, "args.pt is not a checkpoint.*'model_args' not a dict"),
+    "heads.pt": ({"model": {}, "model_args": dict(block_size=8, vocab_size=50304, n_layer=1, n_head=3,
+                                                   n_embd=16)}, "heads.pt: model_args .* do not describe a GPT"),
+    "shape.pt": ({"model": {"transformer.wte.weight": torch.zeros(50304, 8)},
+                  "model_args": dict(block_size=8, vocab_size=50304, n_layer=1, n_head=2, n_embd=16)},
+                 "shape.pt: the weights do not fit .*size mismatch for transformer.wte.weight"),
+    "tampered.pt": ({"model": {}, "model_args": {}, "x": Payload()}, "tampered.pt holds pickled objects"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_a_wrong_file_is_refused_in_one_line(name, tmp_path, capsys):
+    content, needle = WRONG[name]
+    path = tmp_path / name
+    path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+    with pytest.raises(H.UserError, match=needle) as e:
+        pretrained.load_weights(str(path))
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
+    assert capsys.readouterr().out == ""  # the payload never ran
+
+
+def test_hellaswag_refuses_a_char_level_model_a_file_of_a_folder_and_a_list(tmp_path, shared_file, tiktoken_cache,
+                                                                           run_script, clean_error):
     data = str(shared_file("hellaswag/hellaswag_val.jsonl"))
     char = M.GPT(M.GPTConfig(block_size=16, vocab_size=65, n_layer=1, n_head=2, n_embd=16))
     torch.save({"model": char.state_dict(), "model_args": {"block_size": 16, "vocab_size": 65, "n_layer": 1,
                                                            "n_head": 2, "n_embd": 16}}, tmp_path / "char.pt")
     with pytest.raises(H.UserError, match="65-token vocabulary, not GPT-2's BPE"):
         H.main(["--model", str(tmp_path / "char.pt"), "--data", data, "--device", "cpu"])
-    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(H.UserError, match="junk.pt is not a checkpoint of train.py or nanogpt"):
-        H.main(["--model", str(tmp_path / "junk.pt"), "--data", data, "--device", "cpu"])
+    nanogpt_pair(tmp_path)
+    with pytest.raises(H.UserError, match="model.safetensors is part of a Hugging Face folder: pass the folder"):
+        H.main(["--model", str(tmp_path / "export" / "model.safetensors"), "--data", data, "--device", "cpu"])
+    torch.save([1, 2, 3], tmp_path / "list.pt")  # was a bare "(TypeError)"
+    r = run_script("build_nanogpt/hellaswag.py", "--model", tmp_path / "list.pt", "--data", data)
+    clean_error(r, "list.pt is not a checkpoint of train.py or nanogpt (no model, model_args)")
