@@ -7,7 +7,8 @@ Each setting is declared once, its help beside its default:
 `parse_config(Config, argv)` returns a Config built from the defaults, then `--preset`, then the flags
 given. Flags are never abbreviated (`--lr 5` is not `--lr-decay-iters 5`); an unknown flag is refused with
 a suggestion; a float flag must be finite. A user mistake raises UserError, and `run_main` prints it as
-one line, `PROG: error: ...`, and exits with code 2.
+one line, `PROG: error: ...`, and exits with code 2; a Ctrl-C that reaches it is one line,
+`PROG: interrupted`, and exit code 130 (train.py first saves a resumable checkpoint on its own).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import signal
 import sys
 import typing
 from pathlib import Path
@@ -106,12 +108,25 @@ def parse_config(cls, argv: list[str] | None, prog: str, description: str,
     return cls(**{**preset, **flags})
 
 
+def stop_on_sigterm() -> None:
+    """From now on SIGTERM (a scheduler's or `kill`'s stop) ends the script as Ctrl-C does: cleanup runs,
+    then `run_main` prints one line. For scripts without a resumable state of their own (train.py has one)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_main(main, *args) -> None:
-    """Call main(*args); a UserError becomes `PROG: error: MESSAGE` (one line) on stderr and exit code 2."""
+    """Call main(*args); a UserError becomes `PROG: error: MESSAGE` (one line) on stderr and exit code 2;
+    a Ctrl-C (KeyboardInterrupt) that reaches here becomes `PROG: interrupted` and exit code 130."""
+    prog = Path(sys.argv[0]).name
     try:
         code = main(*args)
     except UserError as e:
         message = " ".join(str(e).split())
-        print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        print(f"{prog}: interrupted" + (f" ({e.args[0]})" if e.args else ""), file=sys.stderr, flush=True)
+        sys.exit(130)
     sys.exit(code or 0)

@@ -23,13 +23,14 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import signal
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, knob, parse_config, run_main, stop_on_sigterm
 from files import OutDirLock, atomic_write, write_json
 from tokens import EOT, gpt2_encoding
 
@@ -316,6 +317,12 @@ def build_shards(cfg: ShardConfig) -> dict:
         raise
 
 
+def ignore_sigint() -> None:
+    """In each pool worker: Ctrl-C reaches the whole process group, and only the parent acts on it (it
+    terminates the pool and removes its temp file), so no worker prints a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def write_all(cfg: ShardConfig, manifest: dict) -> dict:
     """Tokenize the source (in a pool) into a ShardWriter, from where the manifest stands."""
     shards = manifest["shards"]
@@ -325,7 +332,7 @@ def write_all(cfg: ShardConfig, manifest: dict) -> dict:
               f"(+{writer.skip:,} tokens)")
     # "spawn" everywhere (the only start method on Windows, the default on macOS): workers re-import
     # this module, so it must not do anything at import time
-    pool = mp.get_context("spawn").Pool(cfg.num_proc) if cfg.num_proc > 1 else None
+    pool = mp.get_context("spawn").Pool(cfg.num_proc, ignore_sigint) if cfg.num_proc > 1 else None
     try:
         for tokens, last in tokenized(iter_pieces(cfg, writer.docs_done), pool, cfg.num_proc):
             writer.add(tokens, last)
@@ -351,4 +358,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":  # the pool's workers re-import this module: nothing may run at import time
+    stop_on_sigterm()  # SIGTERM as Ctrl-C: the pool is terminated, the temp file removed, one line
     run_main(main)

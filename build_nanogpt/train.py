@@ -260,7 +260,7 @@ def save(run: Run, done: int) -> None:
     if not all(torch.isfinite(p).all() for p in run.model.parameters()):
         raise Diverged(f"a weight is not finite after iter {done - 1}")
     if run.master:
-            save_checkpoint(run.ckpt_path, done, run.model, run.optimizer, run.scaler, run.train_loader,
+        save_checkpoint(run.ckpt_path, done, run.model, run.optimizer, run.scaler, run.train_loader,
                         run.cfg, run.model_args)
 
 

@@ -12,6 +12,11 @@ import logs
 def test_curves_show_every_train_iter_and_a_binomial_band(tmp_path, monkeypatch):
     drawn = {}
     real_fill, real_axhline = matplotlib.axes.Axes.fill_between, matplotlib.axes.Axes.axhline
+    real_plot = matplotlib.axes.Axes.plot
+
+    def plot(self, *args, label=None, **kw):
+        drawn.setdefault("series", {})[label] = (list(args[0]), list(args[1]))
+        return real_plot(self, *args, label=label, **kw)
 
     def fill(self, x, low, high, **kw):
         drawn["band"] = (list(x), list(low), list(high))
@@ -22,10 +27,15 @@ def test_curves_show_every_train_iter_and_a_binomial_band(tmp_path, monkeypatch)
         return real_axhline(self, y, **kw)
     monkeypatch.setattr(matplotlib.axes.Axes, "fill_between", fill)
     monkeypatch.setattr(matplotlib.axes.Axes, "axhline", hline)
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
     records = [{"kind": "train", "iter": i, "loss": 5 - i / 10} for i in range(20)]
+    records += [{"kind": "val", "iter": i, "val_loss": 6 - i / 10} for i in (0, 10, 19)]
     records += [{"kind": "hellaswag", "iter": i, "n": 100, "acc_norm": p, "acc": p} for i, p in ((0, 0.25), (10, 0.3))]
     logs.plot_curves(records, str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 10_000
+    series = drawn["series"]
+    assert series["train loss (every iter)"] == (list(range(20)), [5 - i / 10 for i in range(20)])
+    assert series["val loss"] == ([0, 10, 19], [6, 5, 6 - 1.9])
     x, low, high = drawn["band"]
     assert x == [0, 10]
     for p, lo, hi in zip((0.25, 0.3), low, high):

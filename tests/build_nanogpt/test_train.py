@@ -1,4 +1,15 @@
-"""build_nanogpt/train.py: exact (bitwise) resume on CPU float32, loss going down, outputs, clean errors."""
+"""build_nanogpt/train.py: exact (bitwise) resume on CPU float32, loss going down, outputs, clean errors, the
+progress bar."""
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -7,7 +18,6 @@ import model as M
 import pretrained
 import train
 from helpers import TINY, records
-
 
 
 def test_exact_resume_is_bitwise(shards, tmp_path, capsys):
@@ -132,3 +142,28 @@ def test_no_sync_on_all_but_the_last_micro_batch():
     train.forward_backward(model, [(x, x)] * 4, ddp=True)
     assert model.seen == [False, False, False, True]
 
+
+
+def test_progress_bar_on_a_terminal_shows_loss_tokens_per_second_and_eta(shards, tmp_path):
+    """On a terminal (stderr a pty) the bar shows iter/total, elapsed<ETA, the loss and tokens/s."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns (0: no bar)
+    proc = subprocess.Popen([sys.executable, "build_nanogpt/train.py", *TINY, "--data-dir", str(shards),
+                             "--out-dir", str(tmp_path / "o"), "--max-iters", "6"],
+                            cwd=Path(__file__).resolve().parents[2], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    assert proc.wait(timeout=120) == 0, seen[-2000:]
+    bar = seen.decode(errors="replace").replace("\r", "\n").splitlines()
+    final = [line for line in bar if re.search(r"\b6/6 \[\d\d:\d\d<\d\d:\d\d", line)]  # elapsed<ETA
+    assert final and re.search(r"loss \d+\.\d{4} [\d,]+ tok/s", final[-1]), bar[-5:]
