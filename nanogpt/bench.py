@@ -35,6 +35,7 @@ import data
 import hardware
 import train  # --recipe runs train.py itself
 from cli import UserError, knob, parse_config, run_main
+from config import MAX_SEED
 from model import GPT, GPTConfig
 
 
@@ -378,9 +379,12 @@ def check_bench_config(cfg: BenchConfig) -> list[int]:
         raise UserError(f"--dtype {cfg.dtype!r}: one of {', '.join(hardware.DTYPES)}")
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"--n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}")
+    hardware.check_model_fits(cfg.n_layer, cfg.n_embd, cfg.block_size)
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise UserError(f"--seed {cfg.seed}: must be in [0, {MAX_SEED}]")
     seeds = parse_seeds(cfg.seeds)
-    if cfg.recipe and not seeds:
-        raise UserError(f"--seeds {cfg.seeds!r}: comma-separated integers, e.g. 1337,1,2")
+    if cfg.recipe and not (seeds and all(0 <= s <= MAX_SEED for s in seeds)):
+        raise UserError(f"--seeds {cfg.seeds!r}: comma-separated integers in [0, {MAX_SEED}], e.g. 1337,1,2")
     return seeds
 
 

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import re
 import sys
 import typing
 from pathlib import Path
@@ -56,6 +57,8 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, **kwargs):
         super().__init__(allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        # a value, not a flag: -1e-8 and -inf too, not only argparse's -1 and -0.5 (then the type judges it)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
 
     def error(self, message: str):
         if message.startswith("unrecognized arguments:"):

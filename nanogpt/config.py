@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import checkpoint
+import hardware
 from cli import UserError, build_parser, knob
 from hub import HUB_MODELS
 
@@ -191,6 +192,7 @@ def check_config(cfg: TrainConfig, world_size: int) -> int:
         raise UserError("n_layer, n_head, n_embd, block_size and batch_size must all be >= 1")
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
+    hardware.check_model_fits(cfg.n_layer, cfg.n_embd, cfg.block_size)
     if not 0.0 <= cfg.dropout < 1.0:
         raise UserError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if min(cfg.max_epochs, cfg.eval_interval, cfg.eval_iters, cfg.log_interval) < 1 or cfg.max_iters < 0:

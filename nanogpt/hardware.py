@@ -65,6 +65,25 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(torch.device(device))
 
 
+def host_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_fits(n_layer: int, n_embd: int, block_size: int) -> None:
+    """Refuse a model whose float32 weights alone exceed this machine's memory (it is built there first), before
+    an allocation fails with a traceback. Counts 12 * n_layer * n_embd^2 + block_size * n_embd (no vocabulary)."""
+    n = 12 * n_layer * n_embd**2 + block_size * n_embd
+    have = host_memory()
+    if have and 4 * n > have:
+        raise UserError(f"n_layer {n_layer}, n_embd {n_embd}, block_size {block_size} make about {n:.2g} parameters, "
+                        f"{4 * n / 2**30:,.0f} GiB in float32, more than this machine's {have / 2**30:,.0f} GiB of "
+                        "memory; choose a smaller model")
+
+
 def describe(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))

@@ -42,10 +42,13 @@ def test_full_val_loss_is_the_mean_over_every_window(folder):
     assert bench.full_val_loss(gpt, val, 16) == pytest.approx(sum(each) / n, rel=1e-6)
 
 
-def test_speed_bench_runs_and_reports(capsys):
+def test_speed_bench_runs_and_reports(capsys, monkeypatch):
+    synced = []  # every timer waits on the device the bench runs on (on a GPU: cuda:N, not the current one)
+    monkeypatch.setattr(bench.hardware, "synchronize", synced.append)
     r = call_main(bench.main, capsys, "--iters", "1", "--rounds", "1", "--warmup", "0", "--n-layer", "1",
                   "--threads", "1")
     assert r.returncode == 0, r.stderr
+    assert len(synced) >= 6 and set(synced) == {"cpu"}
     result = json.loads(r.stdout.strip().splitlines()[-1])
     tokens = result["batch_size"] * result["block_size"]
     for name in ("ours", "nanogpt_ref"):  # both models timed, figures consistent with each other
@@ -77,6 +80,9 @@ def test_generate_compares_the_cache_in_float32(capsys, monkeypatch):
 
 @pytest.mark.parametrize("args", [["--recipe", "--seeds", "a,b"], ["--dtype", "int8"], ["--n-embd", "30"],
                                   ["--n-head", "0"], ["--batch-size", "0"], ["--threads", "-1"],
-                                  ["--device", "tpu"], ["--iters", "x"], ["--max-new-tokens", "1000000000000"]])
+                                  ["--device", "tpu"], ["--iters", "x"], ["--max-new-tokens", "1000000000000"],
+                                  ["--seed", "-1"], ["--seed", str(2**64)], ["--seed", "1e20"],
+                                  ["--recipe", "--seeds", f"1,{2**64 - 1}"], ["--max-new-tokens", "1e12"],
+                                  ["--n-layer", "1000000"]])
 def test_bad_arguments_exit_2(capsys, clean_error, args):
     clean_error(call_main(bench.main, capsys, *args), args[-1])  # one line naming the bad value

@@ -80,6 +80,14 @@ def test_grad_accumulation_from_batch_tokens():
     (["--grad-clip", "-1"], ["grad_clip must be >= 0", "-1"]),
     (["--seed", str(2**64 - 1)], ["seed must be in", str(2**64 - 1)]),
     (["--seed", "-1"], ["seed must be >= 0"]),
+    (["--seed", "1e20"], ["--seed", "invalid int value", "1e20"]),
+    (["--block-size", "1e8"], ["--block-size", "invalid int value", "1e8"]),
+    (["--eps", "nan"], ["--eps", "finite"]),
+    (["--eps", "-1e-8"], ["eps must be >= 0"]),
+    (["--learning-rate", "-0.1"], ["learning_rate", "must be >= 0"]),
+    (["--beta1", "1.5"], ["beta1 and beta2 must be in [0, 1)", "1.5"]),
+    (["--beta2", "inf"], ["--beta2", "finite"]),
+    (["--weight-decay", "-inf"], ["--weight-decay", "finite", "-inf"]),  # a value, not an unknown flag
 ])
 def test_flags_are_exact_finite_and_in_range(capsys, clean_error, argv, needles):
     """Prefix matching is off: `--lr 5` was silently `--lr-decay-iters 5`. Every mistake is one line, exit 2."""

@@ -66,6 +66,8 @@ def test_sample_script_skips_padding_ids_and_rejects_unknown_characters(tmp_path
     (["--top-p", "2"], "--top-p 2.0"), (["--top-k", "0"], "--top-k 0"), (["--temperature", "-1"], "--temperature -1.0"),
     (["--max-new-tokens", "0"], "--max-new-tokens 0"), (["--num-samples", "x"], "'x'"),
     (["--max-new-tokens", str(10**12)], str(10**12)), (["--temperature", "nan"], "nan"), (["--seed", "-1"], "-1"),
+    (["--max-new-tokens", "1e12"], "'1e12'"), (["--seed", "1e20"], "'1e20'"),
+    (["--seed", str(2**64 - 1)], str(2**64 - 1)),
     (["--tempreature", "1"], "did you mean --temperature?"),
 ])
 def test_sample_bad_option_names_the_value(capsys, clean_error, args, needle):
@@ -86,9 +88,12 @@ def test_sample_dtype_follows_the_device(capsys, tmp_path, monkeypatch):
     torch.save({"model": tiny_gpt(vocab_size=256).state_dict(), "model_args": dict(
         block_size=32, vocab_size=256, n_layer=2, n_head=2, n_embd=32), "config": {
         "dataset": "b", "data_dir": str(tmp_path / "data")}}, tmp_path / "b.pt")
-    r = call_main(sample.main, capsys, "--init-from", tmp_path / "b.pt", "--device", "cpu", "--num-samples", 1,
+    synced = []  # the timer waits on the device in use
+    monkeypatch.setattr(sample.hardware, "synchronize", synced.append)
+    r = call_main(sample.main, capsys, "--init-from", tmp_path / "b.pt", "--device", "cpu", "--num-samples", 2,
                   "--max-new-tokens", 3)
     assert r.returncode == 0 and r.stdout.rstrip().endswith("(KV cache, cpu, float32)"), r.stdout
+    assert synced == ["cpu", "cpu"]
 
 
 def test_ctrl_c_while_sampling_is_one_line_exit_130(tmp_path):

@@ -37,6 +37,8 @@ from helpers import call_main, read_log, read_records, run_args
     (["--batch-tokens", -64], ["batch_tokens must be >= 0"]),
     (["--beta2", 1.5], ["beta2", "1.5"]),
     (["--learning-rate", -1], ["learning_rate"]),
+    (["--n-layer", 100_000, "--n-embd", 4096], ["n_layer 100000", "GiB in float32", "more than this machine"]),
+    (["--block-size", 10**12], ["block_size 1000000000000", "more than this machine"]),  # not "larger than the data"
 ])
 def test_bad_config_exits_2_with_one_line(tiny_data, tmp_path, capsys, clean_error, args, needles):
     r = call_main(train.main, capsys, *run_args(tiny_data, tmp_path / "out"), *args)
@@ -67,6 +69,17 @@ def test_busy_out_dir_is_refused_naming_the_pid(tiny_data, tmp_path, capsys, cle
     assert not (out / ".lock").exists()
 
 
+def test_temp_files_of_killed_runs_are_removed_at_the_next_start(tiny_data, tmp_path, capsys):
+    """A run killed mid-save leaves NAME.tmp.PID; the next run on the folder removes it, a live process's stays."""
+    out = tmp_path / "stale"
+    out.mkdir()
+    dead, live = out / "ckpt_last.pt.tmp.999999999", out / f"results.json.tmp.{os.getppid()}"
+    for f in (dead, live):
+        f.write_bytes(b"\0" * 1000)
+    assert call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", 1)).returncode == 0
+    assert not dead.exists() and live.exists()
+
+
 def test_out_dir_that_is_a_file_is_one_line(tiny_data, tmp_path, capsys, clean_error):
     (tmp_path / "afile").write_text("x")
     clean_error(call_main(train.main, capsys, *run_args(tiny_data, tmp_path / "afile")), "cannot write to",
@@ -88,6 +101,21 @@ def test_full_disk_while_logging_is_one_line(tiny_data, tmp_path, capsys, clean_
     last = r.stderr.strip().splitlines()[-1]  # after the progress bar
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "error: cannot write" in last and "log.jsonl: no space left on the device" in last
+
+
+def test_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_partial_file(tiny_data, tmp_path, capsys,
+                                                                                   monkeypatch):
+    def full_disk(obj, f, *a, **k):  # what torch.save does when the disk fills up: a partial file, then this
+        open(f, "wb").write(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "full"
+    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", 2))
+    last = r.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert last.endswith(f": error: cannot write {out / 'ckpt_last.pt'}: no space left on the device")
+    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl"]
 
 
 def test_read_only_out_dir_is_one_line(tiny_data, tmp_path, capsys, clean_error):

@@ -77,3 +77,43 @@ def test_a_diverging_learning_rate_writes_nothing(capsys, tiny_data, tmp_path):
     assert "not finite" in r.stderr and "no checkpoint of this run was written" in r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["log.jsonl"]
     assert "sample 1" not in r.stdout
+
+
+@pytest.fixture
+def inf_weights_after_eval_at(monkeypatch):
+    """inf_weights_after_eval_at(it): a weight becomes inf right after the evaluation at iter `it`."""
+    def arm(it: int):
+        real = train.log_eval
+
+        def log_eval(run, state, meter):
+            real(run, state, meter)
+            if state.iter_num == it:
+                with torch.no_grad():
+                    run.raw_model.transformer.ln_f.weight[0] = float("inf")
+
+        monkeypatch.setattr(train, "log_eval", log_eval)
+    return arm
+
+
+def test_non_finite_weights_at_the_end_of_the_run_are_not_saved(capsys, tiny_data, tmp_path, inf_weights_after_eval_at):
+    """The budget ends mid-epoch (iter 5): its evaluation, then the end-of-run save, which must not happen."""
+    inf_weights_after_eval_at(5)
+    out = tmp_path / "end"
+    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", 5, "--num-samples", 1))
+    assert r.returncode == 3, r.stderr
+    assert "weights are not finite at iter 5" in r.stderr and "no checkpoint of this run was written" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["log.jsonl"] and "sample 1" not in r.stdout
+
+
+def test_a_resumed_run_names_the_checkpoint_it_resumed_from(capsys, tiny_data, tmp_path, inf_weights_after_eval_at):
+    out = tmp_path / "resumed"
+    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", STEPS_PER_EPOCH, "--save-epochs", "1"))
+    assert r.returncode == 0, r.stderr
+    epoch1 = out / "ckpt_epoch1.pt"
+    before = epoch1.read_bytes()
+    inf_weights_after_eval_at(STEPS_PER_EPOCH + 5)
+    r = call_main(train.main, capsys, "--resume", epoch1, "--out-dir", out, "--max-epochs", 2, "--max-iters",
+                  STEPS_PER_EPOCH + 5)
+    assert r.returncode == 3, r.stderr
+    assert f"the last good checkpoint is {epoch1}" in r.stderr and epoch1.read_bytes() == before
+    assert torch.load(out / "ckpt_last.pt", weights_only=True)["iter_num"] == STEPS_PER_EPOCH

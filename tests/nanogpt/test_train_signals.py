@@ -1,0 +1,122 @@
+"""nanogpt/train.py and Ctrl-C / SIGTERM in every phase of a run.
+
+In the training loop a first signal finishes the step and writes a resumable checkpoint (test_train_resume.py);
+a second one, or one outside the loop (automatic data preparation, the final exact evaluation, the samples),
+ends the run at once: one line, exit 130, nothing written from the unfinished phase.
+
+Signals are sent from here to this very process (in-process runs) or to a train.py subprocess."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import report
+import train
+from helpers import call_main, read_log, read_records, run_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)  # the handler runs at once; a run that ignored it would carry on from here
+
+
+def test_ctrl_c_during_the_final_evaluation_ends_the_run(capsys, tiny_data, tmp_path, monkeypatch):
+    real = train.evaluate
+
+    def evaluate(run, splits):
+        if list(splits) == ["val"]:  # the exact evaluation over val.bin after the loop
+            ctrl_c()
+        return real(run, splits)
+
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    out = tmp_path / "eval"
+    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", 3))
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"train.py: interrupted; resume from {out / 'ckpt_last.pt'}"
+    assert "Traceback" not in r.stderr and not (out / "results.json").exists() and not (out / ".lock").exists()
+
+
+def test_ctrl_c_during_the_samples_ends_the_run(capsys, tiny_data, tmp_path, monkeypatch):
+    real, calls = report.print_samples, []
+
+    def print_samples(*args):
+        calls.append(1)
+        ctrl_c()
+        return real(*args)
+
+    monkeypatch.setattr(report, "print_samples", print_samples)
+    out = tmp_path / "samples"
+    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", 3, "--num-samples", 1))
+    assert calls and r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("train.py: interrupted")
+    assert "sample 1" not in r.stdout and not (out / "results.json").exists()
+
+
+def test_a_second_ctrl_c_in_the_loop_ends_the_run_at_once(capsys, tiny_data, tmp_path, monkeypatch):
+    """The first Ctrl-C asks for a checkpoint at the end of the step; a second one in that step does not wait."""
+    real, calls = train.train_step, []
+
+    def train_step(*args):
+        calls.append(1)
+        if len(calls) == 7:
+            ctrl_c()
+            ctrl_c()
+        return real(*args)
+
+    monkeypatch.setattr(train, "train_step", train_step)
+    out = tmp_path / "twice"
+    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", 20, "--log-interval", 1))
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "train.py: interrupted; nothing to resume"
+    assert len(calls) == 7 and max(rec["iter"] for rec in read_records(out)) == 6  # step 7 never finished
+    assert not (out / "ckpt_last.pt").exists()
+
+
+def test_one_ctrl_c_in_the_loop_saves_and_stops_cleanly(capsys, tiny_data, tmp_path, monkeypatch):
+    real, calls = train.train_step, []
+
+    def train_step(*args):
+        calls.append(1)
+        if len(calls) == 7:
+            ctrl_c()
+        return real(*args)
+
+    monkeypatch.setattr(train, "train_step", train_step)
+    out = tmp_path / "once"
+    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", 20))
+    assert r.returncode == 0 and "stopped by SIGINT at iter 10" in r.stdout, r.stdout + r.stderr
+    assert read_log(out)[-1]["iter"] == 10  # the step of the signal, up to the next sync point, then a save
+
+
+def test_sigterm_during_automatic_preparation_stops_it_promptly(tmp_path, shared_file, tiktoken_cache):
+    """train.py preparing a ~20 MB GPT-2 BPE dataset with 2 workers: SIGTERM ends it within seconds, the pool
+    terminated and its temp folder removed, one line, exit 130."""
+    folder = shared_file("wikitext-2/wiki.valid.tokens").parent
+    src = tmp_path / "src"
+    src.mkdir()
+    text = "".join((folder / n).read_text() for n in ("wiki.test.tokens", "wiki.valid.tokens"))
+    for i in range(8):
+        (src / f"part{i}.txt").write_text(text)
+    data = tmp_path / "data"
+    args = ["--dataset", "big", "--data-source", src, "--data-dir", data, "--out-dir", tmp_path / "out",
+            "--device", "cpu", "--max-iters", 1]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "nanogpt/train.py"), *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not any((p / "train.bin").exists() and (p / "train.bin").stat().st_size > 0
+                      for p in data.glob(".big.tmp-*")):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert time.time() - t0 < 15
+    assert proc.returncode == 130 and err.strip().splitlines() == ["train.py: interrupted; nothing to resume"], err
+    assert sorted(p.name for p in data.iterdir()) == [] and not (tmp_path / "out" / ".lock").exists()
