@@ -118,4 +118,4 @@ def run_main(main, *args) -> None:
         message = " ".join(str(e).split())
         print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
-    sys.exit(code or 0)
+    sys.exit(code if isinstance(code, int) else 0)  # main may return its results: that is success
