@@ -96,8 +96,11 @@ def grid(cfg: AblateConfig) -> list[dict]:
                     ("record_interval", 0)):
         if getattr(cfg, key) < lo:
             raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= {lo}")
-    return [{"name": f"{c}_d{d}_lr{lr:g}_s{s}", "config": c, "depth": d, "lr": lr, "seed": s}
+    runs = [{"name": f"{c}_d{d}_lr{lr:g}_s{s}", "config": c, "depth": d, "lr": lr, "seed": s}
             for d in depths for c in names for lr in lrs for s in seeds]
+    for r in runs:  # every run's train.py settings in range before the first run starts (--width 1e5, --lrs 1e3)
+        train.check_config(train_config(cfg, r))
+    return runs
 
 
 def train_config(cfg: AblateConfig, r: dict) -> train.Config:

@@ -154,7 +154,7 @@ def plot_param_curves(rows: list[dict], path: str) -> str:
 def plot_relu_curves(rows: list[dict], path: str) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4), layout="constrained")
     panels = [("zero_frac", "ReLU outputs that are 0 (per activation)", "linear"),
-              ("dead_frac", "dead units (0 for the whole batch)", "linear"), ("pre_std", "pre-activation std", "log")]
+              ("dead_frac", "dead units (0 for every image of the sample)", "linear"), ("pre_std", "pre-activation std", "log")]
     _layer_lines(fig, axes, rows, "act", panels, list(rows[0]["act"]) if rows else [])
     return _save(fig, path)
 
@@ -164,15 +164,16 @@ def plot_bn_curves(rows: list[dict], path: str) -> str | None:
     names = list(rows[0]["bn"]) if rows else []
     if not names:
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(13, 7), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5), layout="constrained", height_ratios=(1, 1.3))
     _layer_lines(fig, axes[0], rows, "bn", [("gamma_mean", "BN gamma (scale), mean over channels", "linear"),
                                              ("beta_mean", "BN beta (shift), mean over channels", "linear")], names)
     for ax, what, ref in zip(axes[1], ("gamma", "beta"), (1.0, 0.0)):
         mean, std = (_series(rows[-1:], "bn", f"{what}_{k}", names)[1][0] for k in ("mean", "std"))
-        ax.errorbar(range(len(names)), mean, yerr=std, fmt="o", ms=3, capsize=2)
-        ax.axhline(ref, color="grey", ls=":", lw=1)
-        ax.set_title(f"{what} per layer at step {rows[-1]['step']} (bar: +-1 std over channels)", fontsize=9)
-        ax.set_xlabel("BN layer (input -> output); dotted: the init")
+        ax.errorbar(range(len(names)), mean, yerr=std, fmt="o", ms=4, capsize=2)
+        ax.axhline(ref, color="grey", ls=":", lw=1, label=f"at init ({ref:g})")
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=max(5, min(8, int(300 / len(names)))))
+        ax.set_title(f"{what} of every BN layer at step {rows[-1]['step']} (bar: +-1 std over its channels)")
+        ax.legend(fontsize=8)
     return _save(fig, path)
 
 
@@ -184,8 +185,8 @@ def plot_histograms(hists: list[dict], kind: str, path: str, max_layers: int = 4
     pick = sorted({0, len(names) // 3, (2 * len(names)) // 3, len(names) - 1})[:max_layers]
     names = [names[i] for i in pick]
     steps = sorted({h["step"] for h in rows})
-    if len(steps) > 5:  # at most 5 snapshots, spread over the run
-        steps = [steps[i] for i in np.linspace(0, len(steps) - 1, 5).round().astype(int)]
+    if len(steps) > 5:  # at most 5 snapshots, those nearest to 5 evenly spaced steps (not 2 neighbours)
+        steps = sorted({min(steps, key=lambda s: abs(s - t)) for t in np.linspace(steps[0], steps[-1], 5)})
     colors = plt.cm.plasma(np.linspace(0, 0.85, len(steps)))
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.4), squeeze=False)
     for ax, n in zip(axes[0], names):
@@ -260,19 +261,23 @@ CAPTIONS = {  # under each figure of report.md: what it shows and what to look f
                         "init (1 and 0). Gammas that fall towards 0 switch channels (or whole residual branches) "
                         "off; a wide spread means the channels were given very different weights.",
     "hist_weight.png": "Weight distributions of four layers (first, two middle, last) at up to five points spread "
-                       "over the run. Look for how far training moves them from the initial Gaussian; weight decay "
-                       "pulls them in.",
+                       "over the run, the last after the final update. Look for how far training moves them from "
+                       "the initial Gaussian: the middle layers, with many weights each, hardly change in a short "
+                       "run, while the first conv and the classifier move most (compare the relative-change panel "
+                       "above); weight decay pulls them in.",
     "hist_grad.png": "Gradient distributions of the same layers at the same steps (log counts). They narrow as the "
                      "loss falls; a layer whose gradients are orders of magnitude smaller than the others' learns "
                      "slowly.",
     "hist_act.png": "Distributions of ReLU inputs (pre-activations) of the last training batch at those steps. The "
                     "part below 0 is what the ReLU zeroes; a distribution that drifts entirely below 0 is a dead "
                     "ReLU.",
-    "filters.png": "The first layer's 3x3 filters at init, trained, and the difference, on one colour scale per "
-                   "panel (red > 0 > blue). A 3x3 filter has only 9 weights, and after a short run it has moved a "
-                   "few percent (see the relative-change column of stem.0.weight): trained filters then still look "
-                   "like their random init, which is why the difference panel is there. Longer training shows edge "
-                   "detectors: one side red, the other blue.",
+    "filters.png": "The first layer's 3x3 filters at init, trained, and the difference (trained - init), each "
+                   "panel on one signed colour scale (red > 0 > blue). A 3x3 filter has only 9 weights: it cannot "
+                   "draw the smooth oriented edges of an ImageNet network's 7x7 or 11x11 first layer, so at init "
+                   "(random) and still after training the filters look like noise to the eye. The difference panel "
+                   "shows what training added: a filter whose change runs from red on one side to blue on the other "
+                   "became an edge (stroke-border) detector in that direction; a uniform change shifts its "
+                   "brightness response.",
     "feature_maps.png": "One test digit after the stem and after each stage (first channels, each scaled to its own "
                         "range). Early maps are shifted copies and edges of the digit; later stages, at 14x14 and "
                         "7x7, keep only where class-relevant strokes are.",

@@ -7,7 +7,7 @@ Each setting is declared once, its help beside its default:
 `parse_config(Config, argv)` returns a Config built from the defaults, then `--preset`, then the flags
 given. Flags are never abbreviated (`--lr 5` is not `--lr-decay-iters 5`); an unknown flag is refused with
 a suggestion; a float flag must be finite. A user mistake raises UserError, and `run_main` prints it as
-one line, `PROG: error: ...`, and exits with code 2.
+one line, `PROG: error: ...`, and exits with code 2 (a Ctrl-C: `PROG: interrupted`, exit code 130).
 """
 from __future__ import annotations
 
@@ -109,11 +109,17 @@ def parse_config(cls, argv: list[str] | None, prog: str, description: str,
 
 
 def run_main(main, *args) -> None:
-    """Call main(*args); a UserError becomes `PROG: error: MESSAGE` (one line) on stderr and exit code 2."""
+    """Call main(*args); a UserError becomes `PROG: error: MESSAGE` (one line) on stderr and exit code 2, a
+    Ctrl-C that reaches here (train.py saves a checkpoint on the first one; this is the fallback) the line
+    `PROG: interrupted` and exit code 130."""
+    prog = Path(sys.argv[0]).name
     try:
         code = main(*args)
     except UserError as e:
         message = " ".join(str(e).split())
-        print(f"{Path(sys.argv[0]).name}: error: {message}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
     sys.exit(code or 0)

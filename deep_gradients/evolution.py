@@ -11,21 +11,24 @@ each layer moved from its initialisation, and dead ReLUs. train.py drives it:
     rec.close()
 
 All numbers of one record are gathered into one tensor and copied to the host once, so a record costs a few
-small kernels and one sync (train.py's default stride keeps that under 2% of the training time).
+small kernels and one sync. What recording cost a run is in train.py's results.json (`record_s`); the
+default stride and the five histogram snapshots keep it under 2% of the training time (README).
 
 Written files (JSON lines, one object per line, flushed as they are written):
 - OUT/evolution.jsonl: every `every` steps, {"step", "epoch", "lr",
   "params": {name: {w_norm, g_norm, update_ratio, rel_change}},
   "bn": {module: {gamma_mean, gamma_std, beta_mean, beta_std}},
   "act": {relu module: {pre_mean, pre_std, mean, std, zero_frac, dead_frac, dead_channels}}}.
-- OUT/histograms.jsonl: at the steps in `hist_steps` (train.py: every epoch's first step and six steps spread
-  over the run), and of the final weights
-  and last batch's activations at close() (step = last step + 1, no gradients), one line per
-  (kind, layer) with kind in weight | grad | act: {"step", "epoch", "kind", "name", "edges", "counts"}.
+- OUT/histograms.jsonl: at the steps in `hist_steps` (train.py: `spread(total steps)`, five steps from the
+  first to the last), and of the final weights and last batch's activations at close() (step = last step + 1,
+  no gradients), one line per (kind, layer) with kind in weight | grad | act:
+  {"step", "epoch", "kind", "name", "edges", "counts"}.
 
-Definitions of the ReLU numbers (from the last training batch's forward pass, seen by forward hooks):
+Definitions of the ReLU numbers (from the last training batch's forward pass, seen by forward hooks, on
+its first SAMPLE_IMAGES images: plenty for these fractions and a 60-bin histogram, and a quarter of the cost
+of a batch of 128):
 - zero_frac: fraction of all ReLU outputs (example x channel x position) that are exactly zero.
-- dead_frac: fraction of units (channel x position) that are zero for EVERY example of the batch.
+- dead_frac: fraction of units (channel x position) that are zero for EVERY example of the sample.
 - dead_channels: fraction of channels that are zero for every example and every position.
 "pre_*" describe the ReLU input (the pre-activation), and the activation histograms are of that input,
 because the output's histogram is mostly a spike at zero.
@@ -35,12 +38,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from files import atomic_write, write_text
+from cli import UserError
+from files import atomic_write, why_failed, write_text
+
+SAMPLE_IMAGES = 32  # the ReLU numbers and activation histograms: of the batch's first this many images
 
 
 def _num(v: float) -> float | None:
@@ -58,24 +65,46 @@ def _host(stats: dict) -> dict:
 
 def keep_before(path: str, step: int) -> None:
     """Drop the records of steps >= step (and a torn last line) that an interrupted run left in a .jsonl file."""
-    if not os.path.isfile(path):
-        return
-    kept = []
+    if os.path.isfile(path):
+        kept = [r for r in read_jsonl(path) if isinstance(r, dict) and isinstance(r.get("step"), int)
+                and r["step"] < step]
+        write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def read_jsonl(path: str) -> list:
+    """The records of a .jsonl file; a line that does not parse (the torn last line of a killed run) is skipped."""
+    rows = []
     for line in Path(path).read_text().splitlines():
         try:
-            if json.loads(line)["step"] < step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
+            rows.append(json.loads(line))
+        except ValueError:
             continue
-    write_text(path, "".join(kept))
+    return rows
+
+
+def _append(f, text: str) -> None:
+    """Write and flush records; a full disk is one UserError line, not a traceback in the middle of training."""
+    try:
+        f.write(text)
+        f.flush()
+    except OSError as e:
+        raise UserError(f"cannot write {f.name}: {why_failed(e)}") from None
+
+
+def spread(total: int, n: int = 5) -> set[int]:
+    """n steps spread evenly over steps 0 .. total-1, the first and the last included."""
+    return {round(k * (total - 1) / (n - 1)) for k in range(n)}
 
 
 def histogram(t: torch.Tensor, bins: int) -> tuple[list[float], list[int]]:
+    """-> (bins + 1 edges spanning the finite values, counts); non-finite values are left out."""
     t = t.detach().float().flatten()
-    t = t[torch.isfinite(t)]
-    if t.numel() == 0:
-        return [0.0, 1.0], [0]
-    lo, hi = t.min().item(), t.max().item()
+    lo, hi = torch.stack(torch.aminmax(t)).tolist() if t.numel() else (math.nan, math.nan)
+    if not (math.isfinite(lo) and math.isfinite(hi)):  # a NaN or inf somewhere: histogram the rest
+        t = t[torch.isfinite(t)]
+        if t.numel() == 0:
+            return [0.0, 1.0], [0]
+        lo, hi = t.min().item(), t.max().item()
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     counts = torch.histc(t, bins=bins, min=lo, max=hi)
@@ -125,6 +154,7 @@ class Recorder:
                 keep_before(path, start_step)
         self.evo, self.hist = (open(path, "a" if resume else "w") for path in paths)
         self.calls = 0
+        self.seconds = 0.0  # spent recording (this invocation): its cost, reported in train.py's results.json
 
     def _hook(self, name: str):
         def hook(module, inputs, output):
@@ -132,18 +162,20 @@ class Recorder:
                 inp = inputs[0]
                 if getattr(module, "inplace", False):
                     inp = output  # the input was overwritten; only the output is left
-                self.acts[name] = (inp.detach(), output.detach())
+                self.acts[name] = (inp.detach()[:SAMPLE_IMAGES], output.detach()[:SAMPLE_IMAGES])  # views
         return hook
 
     @torch.no_grad()
     def on_step(self, step: int, epoch: int, lr: float) -> None:
         """Call after loss.backward() and before optimizer.step(): grads are fresh, weights not yet moved."""
+        t0 = time.perf_counter()
         self.calls += 1
         self.last_step, self.last_epoch = step, epoch
         if step % self.every == 0:  # step 0 included; the same steps whether or not the run was resumed
             self._write_stats(step, epoch, lr)
         if step in self.hist_steps:
             self._write_histograms(step, epoch)
+        self.seconds += time.perf_counter() - t0
 
     def _write_stats(self, step: int, epoch: int, lr: float) -> None:
         tensors = {}
@@ -164,8 +196,7 @@ class Recorder:
                         "beta_std": m.bias.std()} for n, m in self.bns.items() if m.weight is not None})
         act = _host({n: _relu_tensors(i, o) for n, (i, o) in self.acts.items()})
         row = {"step": int(step), "epoch": int(epoch), "lr": float(lr), "params": params, "bn": bn, "act": act}
-        self.evo.write(json.dumps(row) + "\n")
-        self.evo.flush()
+        _append(self.evo, json.dumps(row) + "\n")
 
     @torch.no_grad()
     def _write_histograms(self, step: int, epoch: int, grads: bool = True) -> None:
@@ -177,24 +208,22 @@ class Recorder:
             if grads and p.grad is not None:
                 rows.append(("grad", n, p.grad))
         rows += [("act", n, i) for n, (i, _) in self.acts.items()]
+        lines = []
         for kind, name, t in rows:
             edges, counts = histogram(t, self.bins)
-            self.hist.write(json.dumps({"step": int(step), "epoch": int(epoch), "kind": kind, "name": name,
-                                        "edges": edges, "counts": counts}) + "\n")
-        self.hist.flush()
+            lines.append(json.dumps({"step": int(step), "epoch": int(epoch), "kind": kind, "name": name,
+                                     "edges": edges, "counts": counts}) + "\n")
+        _append(self.hist, "".join(lines))
 
     def close(self, final_histograms: bool = True) -> None:
         """Removes the hooks and writes the final weight and activation histograms (after the last update)."""
+        t0 = time.perf_counter()
         if final_histograms and self.calls and not self.hist.closed:
             self._write_histograms(self.last_step + 1, self.last_epoch, grads=False)
+        self.seconds += time.perf_counter() - t0
         for h in self.hooks:
             h.remove()
         self.hooks, self.acts = [], {}
         for f in (self.evo, self.hist):
             if not f.closed:
                 f.close()
-
-
-def read_jsonl(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]

@@ -28,7 +28,7 @@ def atomic_write(path, write) -> Path:
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) or "enforce fail" in str(e):  # torch.save reports a full disk as RuntimeError
-            raise UserError(f"cannot write {path}: {_why(e)}") from None
+            raise UserError(f"cannot write {path}: {why_failed(e)}") from None
         raise
     return path
 
@@ -41,7 +41,7 @@ def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def _why(e: BaseException) -> str:
+def why_failed(e: BaseException) -> str:
     if isinstance(e, OSError) and e.errno == errno.ENOSPC or "unexpected pos" in str(e):
         return "no space left on the device"
     if isinstance(e, OSError) and e.strerror:
@@ -70,7 +70,7 @@ class OutDirLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # e.g. a file of that name, or a read-only parent
-            raise UserError(f"cannot write to {self.folder}: {_why(e)}") from None
+            raise UserError(f"cannot write to {self.folder}: {why_failed(e)}") from None
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -82,7 +82,7 @@ class OutDirLock:
             self.path.unlink(missing_ok=True)  # left by a run that died: take it over
             return self.__enter__()
         except OSError as e:
-            raise UserError(f"cannot write to {self.folder}: {_why(e)}") from None
+            raise UserError(f"cannot write to {self.folder}: {why_failed(e)}") from None
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         for tmp in self.folder.glob(f"*{TMP_MARK}*"):  # temp files of killed runs

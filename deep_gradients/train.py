@@ -32,6 +32,7 @@ from tqdm import tqdm
 import checkpoint
 import curves
 import distributed
+import evolution
 import hardware
 import mnist
 import model as model_lib
@@ -84,7 +85,7 @@ class Config:
     out_dir: str = knob("deep_gradients/out", "results.json, ckpt.pt, curves.png and the recorder's files")
     log_interval: int = knob(10, "show the loss on the progress bar every this many steps (0 = never; the "
                                   "loss of every step goes into results.json's train_curve regardless)")
-    record_interval: int = knob(25, "per-layer statistics for analyze.py (evolution.py) every this many steps "
+    record_interval: int = knob(10, "per-layer statistics for analyze.py (evolution.py) every this many steps "
                                     "(0 = off); the default costs under 2 percent of the training time")
     eval: bool = knob(True, "evaluate on the test set after every epoch")
     resume: str = knob("", "continue a run: bare --resume = OUT_DIR/ckpt.pt, or --resume FILE", nargs="?",
@@ -235,19 +236,27 @@ def epoch_plan(t: Trainer, epoch: int):
     batches = schedule.epoch_batches(len(t.data[0]), cfg.batch_size, cfg.seed, epoch, r.rank, r.world)
     b = cfg.batch_size // r.world
     offsets = schedule.shift_offsets(t.steps_per_epoch, cfg.batch_size, cfg.augment, cfg.seed, epoch)
-    offsets = offsets[:, :, r.rank * b:(r.rank + 1) * b]  # (steps, 2, b): this rank's slice
-    if cfg.data_on_device:  # index tensors too, so a step issues no host-to-device copy at all
-        batches, offsets = batches.to(r.device), offsets.to(r.device)
-    return batches, offsets
+    offsets = offsets[:, :, r.rank * b:(r.rank + 1) * b].to(r.device)  # (steps, 2, b): this rank's slice
+    if cfg.data_on_device:  # the indices too, so a step issues no host-to-device copy at all
+        batches = batches.to(r.device)
+    return batches, offsets  # with --no-data-on-device the indices stay on the host, where the images are
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch gathered in host memory -> `device`; to a GPU through pinned memory, so the copy is
+    asynchronous (a copy from pageable memory waits for the GPU to finish its queue)."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)
 
 
 def batch(t: Trainer, idx: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The images (b, 1, 28, 28), shifted and in the run's memory layout, and labels (b,) at indices idx."""
     device = t.ranks.device
-    xb = mnist.random_shift(t.data[0][idx].to(device, non_blocking=True), t.cfg.augment, offsets)
+    xb = mnist.random_shift(to_device(t.data[0][idx], device), t.cfg.augment, offsets)
     if t.cfg.channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
-    return xb, t.data[1][idx].to(device, non_blocking=True)
+    return xb, to_device(t.data[1][idx], device)
 
 
 def train_epoch(t: Trainer, p: checkpoint.Progress, stop: StopSignal) -> bool:
@@ -370,9 +379,8 @@ def build(cfg: Config, ranks: Ranks, out: Path) -> tuple[Trainer, checkpoint.Pro
     steps_per_epoch = len(data[0]) // cfg.batch_size
     recorder = None
     if cfg.record_interval and ranks.master:
-        total = cfg.max_epochs * steps_per_epoch  # histograms: each epoch's first step, 6 steps spread over the run
-        hists = {e * steps_per_epoch for e in range(cfg.max_epochs)} | {round(k * (total - 1) / 5) for k in range(6)}
-        recorder = Recorder(raw_model, str(out), every=cfg.record_interval, resume=bool(cfg.resume), hist_steps=hists,
+        recorder = Recorder(raw_model, str(out), every=cfg.record_interval, resume=bool(cfg.resume),
+                            hist_steps=evolution.spread(cfg.max_epochs * steps_per_epoch),
                             start_step=progress.epoch * steps_per_epoch + progress.step)
     t = Trainer(cfg, ranks, data, n_test, raw_model, wrap(cfg, raw_model, ranks), optimizer, scaler, recorder,
                 hardware.UtilSampler(ranks.device), 3 * fwd_flops, steps_per_epoch, saved)
@@ -438,6 +446,7 @@ def outputs(t: Trainer, p: checkpoint.Progress, out: Path, stopped: str | None, 
         "flops_per_image_train": t.flops_per_image, "warmup_s": warmup_s, "epochs": history["epochs"],
         "train_curve": history["train_curve"], "final_test_acc": last.get("test_acc"), "finished": not stopped,
         "rank_checksums": checksums, "gpu_util_problem": t.sampler.problem if r.device.type == "cuda" else None,
+        "record_s": t.recorder.seconds if t.recorder is not None else 0.0,  # evolution.py's cost, this invocation
     }
     if r.master:
         write_json(out / "results.json", results)

@@ -72,6 +72,10 @@ def test_diverged_flag_and_summary_over_seeds(tmp_path, monkeypatch):
 def test_rejects_bad_selection(run_script, clean_error):
     with pytest.raises(UserError, match="depths"):
         ablate.grid(ablate.AblateConfig(depths="8,9"))
+    for bad, needle in ((dict(lrs="0.1,1000"), "--learning-rate 1000"), (dict(width=100000), "--width 100000"),
+                        (dict(seeds="0,-1"), "--seed -1")):  # the last runs' settings refused before the first runs
+        with pytest.raises(UserError, match=needle):
+            ablate.grid(ablate.AblateConfig(**bad))
     clean_error(run_script("deep_gradients/ablate.py", "--configs", "bn+res,wide"), "--configs", "wide", "plain")
     with pytest.raises(UserError, match="--act-images 1 must be >= 2"):  # names the bad value
         ablate.grid(ablate.AblateConfig(act_images=1))

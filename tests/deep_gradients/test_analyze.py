@@ -72,14 +72,20 @@ def test_filters_show_init_trained_and_change(recorded_run, tmp_path, monkeypatc
 
 
 def test_default_train_then_analyze_gives_every_figure(run_script, tmp_path):
-    """train.py with its default recording (a tiny budget), then analyze.py: every picture of the README."""
-    r = run_script("deep_gradients/train.py", *TINY_ARGS, "--max-epochs", "2", "--out-dir", tmp_path / "run",
-                   timeout=120)
+    """train.py with its default recording (a tiny budget: 3 epochs of 8 steps), then analyze.py: every picture
+    of the README, the evolution ones drawn from several records, the histograms from several steps."""
+    r = run_script("deep_gradients/train.py", *TINY_ARGS, "--batch-size", "32", "--max-epochs", "3", "--out-dir",
+                   tmp_path / "run", timeout=120)
     assert r.returncode == 0, r.stderr
+    assert [row["step"] for row in read_jsonl(tmp_path / "run" / "evolution.jsonl")] == [0, 10, 20]  # stride 10
+    grad_steps = {h["step"] for h in read_jsonl(tmp_path / "run" / "histograms.jsonl") if h["kind"] == "grad"}
+    assert grad_steps == {0, 6, 12, 17, 23}  # five spread over the 24 steps, not only step 0
     r = run_script("deep_gradients/analyze.py", tmp_path / "run", "--n-images", "100", timeout=120)
     assert r.returncode == 0, r.stderr
     for name in PNGS:
         assert (tmp_path / "run" / "report" / name).stat().st_size > 1000, name
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert all(f"]({name})" in report for name in PNGS)
 
 
 def test_bad_run_dir(run_script, clean_error, tmp_path):
@@ -109,3 +115,28 @@ def test_bad_option_is_one_line(argv, needle):
     with pytest.raises(UserError) as e:  # argparse's own errors too: no usage block
         analyze.parse_args(argv)
     assert len(str(e.value).splitlines()) == 1 and needle in str(e.value), str(e.value)
+
+
+def figure_of(monkeypatch):
+    """Keep the figure a plot function saves (analyze._save still writes it)."""
+    figs, real = [], analyze._save
+    monkeypatch.setattr(analyze, "_save", lambda fig, path: (figs.append(fig), real(fig, path))[1])
+    return figs
+
+
+def test_bn_plot_names_every_layer_on_its_axis(recorded_run, tmp_path, monkeypatch):
+    figs = figure_of(monkeypatch)
+    rows = read_jsonl(recorded_run / "evolution.jsonl")
+    analyze.plot_bn_curves(rows, str(tmp_path / "bn.png"))
+    names = list(rows[0]["bn"])
+    for ax in figs[0].axes[2:4]:  # the per-layer panels: one tick per BN layer, named
+        assert [t.get_text() for t in ax.get_xticklabels()] == names
+
+
+def test_histograms_show_five_snapshots_spread_over_the_run(tmp_path, monkeypatch):
+    figs = figure_of(monkeypatch)
+    hists = [{"step": s, "epoch": 0, "kind": "weight", "name": "w", "edges": [0, 1, 2], "counts": [1, 2]}
+             for s in (0, 16, 32, 49, 65, 66)]  # 66: the final weights, one step after the last recorded one
+    analyze.plot_histograms(hists, "weight", str(tmp_path / "h.png"))
+    labels = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
+    assert [int(t.split()[1]) for t in labels] == [0, 16, 32, 49, 66]  # not both 65 and 66

@@ -1,4 +1,5 @@
 """deep_gradients/benchmark.py: the plan of rows (CPU and GPU selection), the scaling formula, its errors."""
+import json
 import subprocess
 
 import pytest
@@ -71,3 +72,14 @@ def test_help_shows_defaults(capsys):
         benchmark.parse_args(["--help"])
     flat = " ".join(capsys.readouterr().out.split())
     assert "training images per worker with --quick (default: 1024)" in flat and "(default: 8x16)" in flat
+
+
+def test_gpu_util_that_could_not_be_read_is_explained_in_the_report(tmp_path):
+    cfg = benchmark.parse_args(["--out-dir", str(tmp_path)])
+    why = "nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+    rows = [dict(group="gpu", net="8x16", name="1 GPU, fp32 (baseline)", baseline=True, images_per_s=5000.0,
+                 epoch_time_s=1.0, gpu_util=None, mfu=0.1, peak_mem_mb=300.0, gpu_util_problem=why)]
+    benchmark.write_report(rows, cfg, "digits", dict(machine="m", load_start=0.0, load_end=0.0, date="d"))
+    text = (tmp_path / "benchmark.md").read_text()
+    assert f"GPU util % not measured: {why}" in text  # not a silently empty column
+    assert json.loads((tmp_path / "benchmark.json").read_text())["rows"][0]["gpu_util_problem"] == why

@@ -9,9 +9,10 @@ from helpers import read_jsonl
 import evolution
 import model
 import train
+from cli import UserError
 from conftest import RECORDED
 
-HIST_STEPS = [0, 2, 4, 6, 7, 9, 11, 12]  # epoch starts 0, 6; six spread over 0..11; 12 = the final weights
+HIST_STEPS = [0, 3, 6, 8, 11, 12]  # five spread over steps 0..11, first and last included; 12 = the final weights
 
 
 def test_relu_stats_definitions():
@@ -44,6 +45,8 @@ def test_recorder_writes_every_layer(recorded_run):
     # update ratio is log10(lr * |g| / |w|)
     assert first["update_ratio"] == pytest.approx(math.log10(rows[0]["lr"] * first["g_norm"] / first["w_norm"]))
     assert rows[0]["bn"]["stem.1"]["gamma_mean"] == pytest.approx(1.0)  # BN gamma starts at 1
+    res = json.loads((recorded_run / "results.json").read_text())  # the recorder's cost, part of the epochs' time
+    assert 0 < res["record_s"] < sum(e["epoch_time_s"] for e in res["epochs"])
     hists = read_jsonl(recorded_run / "histograms.jsonl")
     assert {h["epoch"] for h in hists} == {0, 1} and {h["kind"] for h in hists} == {"weight", "grad", "act"}
     assert sorted({h["step"] for h in hists if h["kind"] == "grad"}) == HIST_STEPS[:-1]  # over the run, not step 0
@@ -52,11 +55,30 @@ def test_recorder_writes_every_layer(recorded_run):
     # activations come from the last TRAINING batch (32 images), never from an evaluation pass (359 images)
     stem_act = [h for h in hists if h["kind"] == "act" and h["name"] == "stem.2"]
     assert [h["step"] for h in stem_act] == HIST_STEPS and all(sum(h["counts"]) == 32 * 4 * 28 * 28 for h in stem_act)
+    assert evolution.spread(12) == set(HIST_STEPS[:-1]) and evolution.spread(1) == {0}
     # init.pt holds the weights before any step: the same as a model built from the run's seed
     init = torch.load(recorded_run / "init.pt", weights_only=True)["model"]
     ref = model.from_config(RECORDED).state_dict()
     for k, v in ref.items():
         assert torch.equal(init[k], v), k
+
+
+def test_histogram_leaves_out_non_finite_values():
+    edges, counts = evolution.histogram(torch.tensor([0.0, 1.0, 2.0, float("nan"), float("inf")]), bins=4)
+    assert edges[0] == 0.0 and edges[-1] == 2.0 and sum(counts) == 3
+    assert evolution.histogram(torch.tensor([float("nan")]), bins=4) == ([0.0, 1.0], [0])
+    edges, counts = evolution.histogram(torch.tensor([3.0, 3.0]), bins=2)  # one value: a unit-wide range around it
+    assert edges == [2.5, 3.0, 3.5] and counts == [0, 2]
+
+
+def test_activation_numbers_come_from_a_sample_of_the_batch(tmp_path):
+    net = model.ResNet(depth=8, width=4).train()
+    rec = evolution.Recorder(net, str(tmp_path), every=1)
+    net(torch.randn(40, 1, 28, 28))
+    assert rec.acts and all(len(i) == len(o) == evolution.SAMPLE_IMAGES == 32 for i, o in rec.acts.values())
+    net.eval()(torch.randn(50, 1, 28, 28))  # an evaluation pass leaves them alone
+    assert all(len(i) == 32 for i, _ in rec.acts.values())
+    rec.close(final_histograms=False)
 
 
 def test_stats_match_a_direct_computation():
@@ -96,3 +118,27 @@ def test_resume_after_kill_does_not_duplicate_records(recorded_run, tmp_path):
     assert read_jsonl(out / "evolution.jsonl") == read_jsonl(recorded_run / "evolution.jsonl")
     hists, ref = (read_jsonl(d / "histograms.jsonl") for d in (out, recorded_run))
     assert [(h["step"], h["kind"], h["name"]) for h in hists] == [(h["step"], h["kind"], h["name"]) for h in ref]
+
+
+class FullDisk:
+    name = "OUT/evolution.jsonl"
+    closed = False
+
+    def write(self, text):
+        raise OSError(28, "No space left on device")
+
+
+def test_full_disk_while_recording_is_one_line(tmp_path):
+    net = model.ResNet(depth=8, width=4).train()
+    rec = evolution.Recorder(net, str(tmp_path), every=1, hist_steps={0})
+    torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 28, 28)), torch.arange(4)).backward()
+    rec.evo = rec.hist = FullDisk()
+    with pytest.raises(UserError, match="^cannot write OUT/evolution.jsonl: no space left on the device$"):
+        rec.on_step(0, 0, 0.1)
+
+
+def test_torn_last_line_of_a_killed_run_is_skipped(tmp_path):
+    (tmp_path / "e.jsonl").write_text('{"step": 0}\n{"step": 10}\n{"step": 2')
+    assert evolution.read_jsonl(str(tmp_path / "e.jsonl")) == [{"step": 0}, {"step": 10}]
+    evolution.keep_before(str(tmp_path / "e.jsonl"), 10)
+    assert (tmp_path / "e.jsonl").read_text() == '{"step": 0}\n'

@@ -12,6 +12,8 @@ from helpers import TINY_ARGS, config, results, weights
 
 import checkpoint
 import cli
+import distributed
+import files
 import mnist
 import model
 import schedule
@@ -128,6 +130,7 @@ def test_architecture_switches_and_recorder_hook_order(tmp_path, monkeypatch, ca
         def __init__(self, model, out_dir, every, resume=False, **kw):
             seen["init"] = (type(model).__name__, every, resume)
             self.params = list(model.parameters())
+            self.seconds = 0.0
 
         def on_step(self, step, epoch, lr):
             seen["steps"].append((step, epoch, lr, self.params[0].grad is not None))
@@ -290,6 +293,19 @@ def test_unwritable_out_dir_and_full_disk_are_one_line(tmp_path, capsys, monkeyp
             fh.write(b"partial")
         raise OSError(28, "No space left on device")
 
+    real_open = files.os.open
+
+    def read_only(path, *args, **kw):  # as root a chmod does not stop a write: refuse the lock file instead
+        if str(path).endswith(".lock"):
+            raise OSError(30, "Read-only file system")
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(files.os, "open", read_only)
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "1", "--out-dir", str(tmp_path / "ro")], capsys)
+    assert code == 2 and err.endswith(f"cannot write to {tmp_path / 'ro'}: read-only file system"), err
+    assert len(err.splitlines()) == 1
+    monkeypatch.setattr(files.os, "open", real_open)
+
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
     code, err = run_main([*TINY_ARGS, "--max-epochs", "1", "--record-interval", "0", "--out-dir",
                           str(tmp_path / "o")], capsys)
@@ -330,3 +346,36 @@ def test_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig, whole_run
     assert [e["test_loss"] for e in resumed["epochs"]] == [e["test_loss"] for e in whole["epochs"]]
     a = weights(tmp_path / "cut")
     assert all(torch.equal(a[k], whole_weights[k]) for k in a)
+
+
+def test_host_batches_reach_the_gpu_through_pinned_memory(monkeypatch):
+    """--no-data-on-device: each batch gathered on the host is pinned, then copied with non_blocking."""
+    calls, real_to = [], torch.Tensor.to
+
+    def fake_to(x, *args, **kw):  # this CPU build has no CUDA: record the copy instead of making it
+        if args and isinstance(args[0], torch.device) and args[0].type == "cuda":
+            calls.append(("to", args[0].type, kw.get("non_blocking")))
+            return x
+        return real_to(x, *args, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda x, *a: (calls.append("pin"), x)[1])
+    monkeypatch.setattr(torch.Tensor, "to", fake_to)
+    train.to_device(torch.zeros(2, 1, 28, 28), torch.device("cuda", 0))
+    assert calls == ["pin", ("to", "cuda", True)]
+    calls.clear()
+    train.to_device(torch.zeros(2), torch.device("cpu"))
+    assert calls == []  # on the CPU nothing to pin
+
+
+def test_bfloat16_only_where_the_gpu_has_it_natively(monkeypatch):
+    """A GPU below compute capability 8 (T4, V100) emulates bfloat16 slowly: refused, float16 (with the
+    GradScaler) suggested and accepted; an Ampere or newer GPU takes bfloat16."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla T4")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))
+    ranks = distributed.Ranks(0, 0, 1, torch.device("cuda", 0))
+    with pytest.raises(UserError, match="Tesla T4 has no native bfloat16.*use --dtype float16"):
+        train.check_for_device(config("unused", dtype="bfloat16"), ranks)
+    train.check_for_device(config("unused", dtype="float16"), ranks)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
+    train.check_for_device(config("unused", dtype="bfloat16"), ranks)
