@@ -4,10 +4,12 @@
   `path`: a reader never sees half a file, and a full disk or a read-only folder is one UserError line.
 - `OutDirLock(folder)` claims a folder for one run (a second live run on it is refused, naming its pid; a lock
   left by a dead run is taken over) and removes temp files that killed runs left behind.
+- `sha256_of(path)`: a file's sha256, read 1 MB at a time.
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -33,6 +35,15 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def sha256_of(path) -> str:
+    """The sha256 of a file, read 1 MB at a time (a 200 MB shard never sits in memory twice)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def write_text(path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
@@ -42,7 +53,9 @@ def write_json(path, obj) -> Path:
 
 
 def _why(e: BaseException) -> str:
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC or "unexpected pos" in str(e):
+    # torch.save says "unexpected pos", numpy "N requested and M written" (no errno): a short write
+    short = "unexpected pos" in str(e) or isinstance(e, OSError) and e.errno is None and "written" in str(e)
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or short:
         return "no space left on the device"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror.lower()
@@ -67,11 +80,14 @@ class OutDirLock:
         self.path = self.folder / ".lock"
 
     def __enter__(self):
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UserError(f"cannot write to {self.folder}: it is a file, not a folder")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            pid = int(self.path.read_text().strip() or 0)
+            text = self.path.read_text().strip()
+            pid = int(text) if text.isdigit() else 0  # an empty or damaged lock: taken over
             if pid and pid != os.getpid() and _alive(pid):
                 raise UserError(f"{self.folder} is in use by another run (pid {pid}); "
                                 "wait for it or choose another --out-dir") from None

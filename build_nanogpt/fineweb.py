@@ -18,7 +18,6 @@ FineWeb-Edu: Penedo et al. 2024, "The FineWeb Datasets" (HuggingFaceFW/fineweb-e
 from __future__ import annotations
 
 import glob
-import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -31,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import UserError, knob, parse_config, run_main, stop_on_sigterm
-from files import OutDirLock, atomic_write, write_json
+from files import OutDirLock, atomic_write, sha256_of, write_json
 from tokens import EOT, gpt2_encoding
 
 MANIFEST = "manifest.json"
@@ -269,8 +268,7 @@ class ShardWriter:
     def _write(self, tokens: np.ndarray, docs_end: int, doc_offset: int) -> None:
         name = shard_name(len(self.shards))
         path = atomic_write(os.path.join(self.out_dir, name), lambda tmp: _save_npy(tmp, tokens))
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
+        digest = sha256_of(path)
         self.shards.append({"file": name, "split": "val" if len(self.shards) == 0 else "train",
                             "tokens": int(len(tokens)), "sha256": digest, "docs_end": docs_end,
                             "doc_offset": doc_offset})

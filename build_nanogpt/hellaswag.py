@@ -12,7 +12,6 @@ endings. Reference figures (validation set, 10,042 examples, acc_norm): GPT-2 12
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.request
@@ -24,7 +23,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from cli import UserError, knob, parse_config, run_main
-from files import atomic_write
+from files import atomic_write, sha256_of
 from hardware import autocast_for, pick_dtype, resolve_device
 from pretrained import load_weights
 from tokens import GPT2_VOCAB, gpt2_encoding
@@ -46,14 +45,6 @@ class EvalConfig:
 
 # --------------------------------------------------------------------------------------------------
 # data
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download(cache_dir: str = CACHE_DIR, hint: str = "pass a local copy with --data PATH") -> str:

@@ -49,7 +49,12 @@ from model import GPT, GPTConfig, flops_per_token
 from pretrained import init_model
 from tokens import GPT2_VOCAB, gpt2_encoding
 
-LIMITS = {"n_layer": 1024, "n_head": 1024, "n_embd": 65536, "block_size": 1 << 20, "batch_size": 1 << 20}
+MANY = 1 << 40
+RANGES = {  # integer settings: (lowest, highest) allowed
+    "n_layer": (1, 1024), "n_head": (1, 1024), "n_embd": (1, 65536), "block_size": (1, 1 << 20),
+    "vocab_size": (1, 1 << 20), "batch_size": (1, 1 << 20), "total_batch": (1, MANY), "max_iters": (1, MANY),
+    "warmup_iters": (0, MANY), "eval_interval": (0, MANY), "eval_iters": (1, MANY), "ckpt_interval": (0, MANY),
+    "num_samples": (0, 1024), "sample_tokens": (1, 1 << 16)}
 
 
 @dataclass
@@ -82,7 +87,8 @@ class TrainConfig:
     eps: float = knob(1e-8, "AdamW eps")
     grad_clip: float = knob(1.0, "clip the global gradient norm (0: off)")
     # evaluation and checkpoints
-    eval_interval: int = knob(250, "val loss, HellaSwag and samples every N iters (and at the end)")
+    eval_interval: int = knob(250, "val loss, HellaSwag and samples every N iters (and at the end; 0: at the "
+                                   "end only)")
     eval_iters: int = knob(20, "val batches per rank per evaluation (always the same ones)")
     hellaswag_limit: int = knob(-1, "HellaSwag examples per evaluation (-1: all 10,042; 0: off)")
     hellaswag_data: str = knob("", "hellaswag_val.jsonl; empty: download once (sha256-checked)")
@@ -113,11 +119,9 @@ PRESETS = {
 
 def check_config(cfg: TrainConfig, world: int) -> int:
     """Refuse settings that cannot run; return the gradient accumulation steps."""
-    for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "batch_size", "max_iters",
-                 "eval_iters"):
-        value, top = getattr(cfg, name), LIMITS.get(name, 1 << 40)
-        if not 1 <= value <= top:
-            raise UserError(f"--{name.replace('_', '-')} {value}: use 1 .. {top:,}")
+    for name, (low, top) in RANGES.items():
+        if not low <= getattr(cfg, name) <= top:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: use {low} .. {top:,}")
     if cfg.vocab_size < GPT2_VOCAB:  # the shards hold GPT-2 token ids: a smaller table cannot embed them
         raise UserError(f"--vocab-size {cfg.vocab_size}: must be >= {GPT2_VOCAB} (the GPT-2 tokens)")
     for name, low, high in (("learning_rate", 0, 10), ("min_lr_ratio", 0, 1), ("beta1", 0, 1),

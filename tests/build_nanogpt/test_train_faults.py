@@ -65,6 +65,11 @@ def test_diverged_without_a_checkpoint_says_so(shards, tmp_path, monkeypatch, ca
     ("--beta2", "1.5", "use 0 .. 1"),
     ("--n-layer", "1000000", "use 1 .. 1,024"),
     ("--block-size", "100000000", "use 1 .. 1,048,576"),
+    ("--sample-tokens", "1000000000000", "use 1 .. 65,536"),  # sampling would never end
+    ("--num-samples", "100000", "use 0 .. 1,024"),
+    ("--warmup-iters", "-5", "use 0 .."),
+    ("--ckpt-interval", "-3", "use 0 .."),
+    ("--vocab-size", "1000000000", "use 1 .. 1,048,576"),
     ("--seed", "-1", "use 0 .. 2**63 - 1"),
     ("--device", "tpu", "use auto, cpu, cuda, cuda:N or mps"),
     ("--dtype", "fp8", "use float32, bfloat16, float16"),
