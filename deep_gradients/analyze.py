@@ -246,16 +246,20 @@ def evolution_table(rows: list[dict]) -> list[str]:
 CAPTIONS = {  # under each figure of report.md: what it shows and what to look for
     "loss.png": "Training loss of every step (faint), its moving average, and the test loss after each epoch "
                 "(log scale); right: test accuracy per epoch. Look for the training loss falling steeply while the "
-                "learning rate warms up, then flattening as it decays; a test loss that rises while the training "
-                "loss still falls is overfitting.",
+                "learning rate warms up, then flattening as it decays. Near the peak learning rate the test loss "
+                "can sit far above the training loss: evaluation uses BatchNorm's running statistics, which lag "
+                "behind weights that move fast; it comes down as the rate decays. A test loss that rises late, "
+                "while the training loss still falls, is overfitting.",
     "evolution_params.png": "One line per conv/linear layer, coloured by depth (the colour bar names them). Look at "
                             "the update/weight ratio: around -3 (dashed) is the usual healthy rate; far above it a "
                             "layer is being kicked around by too large a learning rate, far below it barely learns. "
                             "The relative change says how far each layer travelled from its initialisation.",
-    "evolution_relu.png": "Per ReLU (colour bar): the share of outputs that are zero, of units dead for a whole "
-                          "batch, and the std of the ReLU input. Dead fractions that climb during training are "
-                          "units that stopped learning; input stds that shrink or grow with depth show signals "
-                          "vanishing or exploding (BatchNorm keeps them near 1).",
+    "evolution_relu.png": "Per ReLU (colour bar), on the first 32 images of the training batch: the share of "
+                          "outputs that are zero, the share of units that are zero for all 32 images (dead), and the "
+                          "std of the ReLU input. Dead fractions that climb during training are units that stopped "
+                          "learning; input stds that shrink or grow with depth show signals vanishing or exploding. "
+                          "BatchNorm keeps a block's first ReLU input near std 1; its second ReLU sees the BN output "
+                          "plus the shortcut, hence the higher lines.",
     "evolution_bn.png": "Top: each BatchNorm's mean scale (gamma) and shift (beta) over the steps. Bottom: every "
                         "layer's gamma and beta at the last record, bar = spread over its channels, dotted = the "
                         "init (1 and 0). Gammas that fall towards 0 switch channels (or whole residual branches) "
@@ -265,12 +269,13 @@ CAPTIONS = {  # under each figure of report.md: what it shows and what to look f
                        "the initial Gaussian: the middle layers, with many weights each, hardly change in a short "
                        "run, while the first conv and the classifier move most (compare the relative-change panel "
                        "above); weight decay pulls them in.",
-    "hist_grad.png": "Gradient distributions of the same layers at the same steps (log counts). They narrow as the "
-                     "loss falls; a layer whose gradients are orders of magnitude smaller than the others' learns "
-                     "slowly.",
-    "hist_act.png": "Distributions of ReLU inputs (pre-activations) of the last training batch at those steps. The "
-                    "part below 0 is what the ReLU zeroes; a distribution that drifts entirely below 0 is a dead "
-                    "ReLU.",
+    "hist_grad.png": "Gradient distributions of the same layers at the same steps (log counts), from step 0 to the "
+                     "last step. Their width follows the gradient-norm panel above: wide while the loss is high, "
+                     "narrow once it has fallen; a layer whose gradients are orders of magnitude smaller than the "
+                     "others' learns slowly.",
+    "hist_act.png": "Distributions of ReLU inputs (pre-activations), of the first 32 images of the training batch "
+                    "at those steps. The part below 0 is what the ReLU zeroes; a distribution that drifts entirely "
+                    "below 0 is a dead ReLU.",
     "filters.png": "The first layer's 3x3 filters at init, trained, and the difference (trained - init), each "
                    "panel on one signed colour scale (red > 0 > blue). A 3x3 filter has only 9 weights: it cannot "
                    "draw the smooth oriented edges of an ImageNet network's 7x7 or 11x11 first layer, so at init "

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+import checkpoint
 from cli import UserError
 from files import atomic_write, why_failed, write_text
 
@@ -138,7 +139,9 @@ class Recorder:
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.init = {n: p.detach().clone() for n, p in self.params.items()}
         if resume and os.path.isfile(init_path):  # the model holds trained weights: w0 is the saved init
-            saved = torch.load(init_path, map_location="cpu", weights_only=True)["model"]
+            saved = checkpoint.load(init_path, "--resume", keys={"model"})["model"]
+            if any(n not in saved or saved[n].shape != p.shape for n, p in self.params.items()):
+                raise UserError(f"--resume: {init_path} does not hold this model's initial weights")
             self.init = {n: saved[n].to(p.device, p.dtype) for n, p in self.params.items()}
         elif save_init:  # analyze.py draws the first-layer filters at init next to the trained ones
             init = {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}

@@ -83,7 +83,11 @@ class UtilSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.period):
-            self.samples.append(torch.cuda.utilization(self.device))
+            try:
+                self.samples.append(torch.cuda.utilization(self.device))
+            except Exception as e:  # NVML gave up mid-run: say so (results.json) rather than go quiet
+                self.problem = f"NVML stopped answering during the run ({type(e).__name__}: {e})"
+                return
 
     def stop(self) -> float | None:
         if self._thread is not None:

@@ -142,3 +142,14 @@ def test_torn_last_line_of_a_killed_run_is_skipped(tmp_path):
     assert evolution.read_jsonl(str(tmp_path / "e.jsonl")) == [{"step": 0}, {"step": 10}]
     evolution.keep_before(str(tmp_path / "e.jsonl"), 10)
     assert (tmp_path / "e.jsonl").read_text() == '{"step": 0}\n'
+
+
+@pytest.mark.parametrize("damage,needle", [(b"torn", "cannot read"), ({"model": {"stem.0.weight": torch.zeros(1)}},
+                                                                        "does not hold this model's initial weights")])
+def test_damaged_init_pt_on_resume_is_one_line(tmp_path, damage, needle):
+    train.run(train.Config(**RECORDED, out_dir=str(tmp_path), stop_after=1))
+    init = tmp_path / "init.pt"
+    init.write_bytes(damage) if isinstance(damage, bytes) else torch.save(damage, init)
+    with pytest.raises(UserError, match=needle) as e:
+        train.run(train.Config(**RECORDED, out_dir=str(tmp_path), resume="last"))
+    assert str(init) in str(e.value) and len(str(e.value).splitlines()) == 1

@@ -48,3 +48,21 @@ def test_native_bf16(monkeypatch):
     assert not hardware.native_bf16(torch.device("cuda", 0))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
     assert hardware.native_bf16(torch.device("cuda", 0))
+
+
+def test_nvml_failing_during_the_run_is_said(monkeypatch):
+    calls = []
+
+    def first_call_only(device=None):
+        calls.append(device)
+        if len(calls) > 1:
+            raise RuntimeError("NVML_ERROR_GPU_IS_LOST")
+        return 50
+
+    monkeypatch.setattr(torch.cuda, "utilization", first_call_only)
+    sampler = hardware.UtilSampler(torch.device("cuda", 0), period=0.001)
+    assert sampler.problem is None  # NVML answered the first question
+    sampler.start()
+    sampler._thread.join(timeout=30)  # the sampling thread ends itself at the failure
+    assert sampler.stop() is None
+    assert sampler.problem == "NVML stopped answering during the run (RuntimeError: NVML_ERROR_GPU_IS_LOST)"

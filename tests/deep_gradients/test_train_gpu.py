@@ -15,7 +15,7 @@ def max_diff(a: dict, b: dict) -> float:
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def test_bf16_channels_last_cudnn_benchmark_reports_memory_util_and_mfu(tmp_path):
+def test_bf16_channels_last_cudnn_benchmark_reports_memory_util_and_mfu(tmp_path, monkeypatch):
     if not hardware.native_bf16(torch.device("cuda")):
         pytest.skip("this GPU has no native bfloat16")
     res = train.run(config(tmp_path / "bf16", max_epochs=2, dtype="bfloat16", channels_last=True,
@@ -25,8 +25,11 @@ def test_bf16_channels_last_cudnn_benchmark_reports_memory_util_and_mfu(tmp_path
     assert (ep["gpu_util"] is None) == (res["gpu_util_problem"] is not None)  # a missing NVML is said
     assert all(torch.isfinite(torch.tensor(v)) for _, v in res["train_curve"])
     assert ep["train_loss"] < res["epochs"][0]["train_loss"] + 1.0 and 0 <= res["final_test_acc"] <= 1
+    pinned, pin = [], torch.Tensor.pin_memory
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda x, *a: (pinned.append(x.shape), pin(x, *a))[1])
     host = train.run(config(tmp_path / "host", max_epochs=2, data_on_device=False, **GPU))
     assert len(host["epochs"]) == 2
+    assert len(pinned) == 2 * 8  # --no-data-on-device: images and labels of all 8 steps copied from pinned memory
 
 
 def test_fp16_with_grad_scaler_trains_and_the_recorder_sees_true_gradients(tmp_path):
