@@ -189,7 +189,8 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> None:
+    """Run the milestones; the table goes to stdout, the results to OUT_DIR/bench.json and bench.png."""
     cfg = parse_config(BenchConfig, argv, "bench.py", "\n\n".join(__doc__.split("\n\n")[:2]))
     result = run_bench(cfg)
     result["bench_config"] = asdict(cfg)
@@ -197,7 +198,6 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(os.path.join(cfg.out_dir, "bench.json"), result)
     plot(result, os.path.join(cfg.out_dir, "bench.png"))
     print(f"wrote {cfg.out_dir}/bench.json and bench.png")
-    return result
 
 
 if __name__ == "__main__":
