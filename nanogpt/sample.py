@@ -69,7 +69,7 @@ def load_model(init_from: str, device: str = "cpu"):
     """-> (model in eval mode on device, tokenizer) from a checkpoint (dir or file) or GPT-2 weights."""
     path = Path(init_from)
     ckpt_file = path / "ckpt_last.pt" if path.is_dir() else path
-    if ckpt_file.is_file() and ckpt_file.suffix == ".pt":
+    if ckpt_file.is_file():  # whatever its name: checkpoint.load says what it is not
         ckpt = checkpoint.load(ckpt_file)
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict(checkpoint.clean_state_dict(ckpt["model"]))

@@ -13,6 +13,10 @@ def test_sample_cli_wrong_checkpoint_is_clean_error(tmp_path, run_script, clean_
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (tmp_path / "model.safetensors").write_bytes(b"")
     clean_error(run_script("nanogpt/sample.py", "--init-from", tmp_path, "--device", "cpu"), "model_type", "llama")
+    notes = tmp_path / "notes.txt"  # a file that is no checkpoint, whatever its name
+    notes.write_text("loss 1.9 at step 2000\n")
+    clean_error(run_script("nanogpt/sample.py", "--init-from", notes, "--device", "cpu"),
+                f"{notes} is not a PyTorch checkpoint")
 
 
 def test_sample_script_from_training_checkpoint(tmp_path, run_script):
