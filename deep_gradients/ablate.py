@@ -176,6 +176,8 @@ def one_run(cfg: AblateConfig, r: dict, x_act: torch.Tensor) -> dict:
         res = train.run(tc)
     except train.Diverged as e:
         res = {"final_test_acc": None, "epochs": [], "train_curve": e.history["train_curve"], "diverged": True}
+    if not res.get("finished", True):  # Ctrl-C / SIGTERM stopped train.py mid-run: not a result, stop the grid
+        raise KeyboardInterrupt  # the runs done so far are in ablation.json; the same command continues
     ep = res["epochs"]
     row = dict(r, batch_norm=tc.batch_norm, residual=tc.residual, out_dir=tc.out_dir,
                final_test_acc=_finite(res.get("final_test_acc")),

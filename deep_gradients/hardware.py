@@ -1,5 +1,6 @@
-"""What the machine offers: the device to train on, native bfloat16, a GPU's peak FLOP/s (the denominator of
-MFU, model FLOPs utilisation) and its utilisation, sampled through NVML (the nvidia-ml-py package).
+"""What the machine offers: the device to train on, native bfloat16, asynchronous host-to-GPU copies (pinned
+memory), a GPU's peak FLOP/s (the denominator of MFU, model FLOPs utilisation) and its utilisation, sampled
+through NVML (the nvidia-ml-py package).
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ def native_bf16(device: torch.device) -> bool:
     """bfloat16 at full speed: any CPU (autocast), or a GPU of compute capability >= 8 (Ampere and newer).
     Not torch.cuda.is_bf16_supported(), which also says yes to the slow emulation on V100 / T4."""
     return device.type != "cuda" or torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch gathered in host memory -> `device`; to a GPU through pinned memory, so the copy is
+    asynchronous (a copy from pageable memory waits for the GPU to finish its queue)."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)
 
 
 def peak_flops(device_name: str, dtype: str) -> float | None:

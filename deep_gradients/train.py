@@ -242,21 +242,14 @@ def epoch_plan(t: Trainer, epoch: int):
     return batches, offsets  # with --no-data-on-device the indices stay on the host, where the images are
 
 
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch gathered in host memory -> `device`; to a GPU through pinned memory, so the copy is
-    asynchronous (a copy from pageable memory waits for the GPU to finish its queue)."""
-    if device.type == "cuda" and x.device.type == "cpu":
-        x = x.pin_memory()
-    return x.to(device, non_blocking=True)
-
 
 def batch(t: Trainer, idx: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The images (b, 1, 28, 28), shifted and in the run's memory layout, and labels (b,) at indices idx."""
     device = t.ranks.device
-    xb = mnist.random_shift(to_device(t.data[0][idx], device), t.cfg.augment, offsets)
+    xb = mnist.random_shift(hardware.to_device(t.data[0][idx], device), t.cfg.augment, offsets)
     if t.cfg.channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
-    return xb, to_device(t.data[1][idx], device)
+    return xb, hardware.to_device(t.data[1][idx], device)
 
 
 def train_epoch(t: Trainer, p: checkpoint.Progress, stop: StopSignal) -> bool:

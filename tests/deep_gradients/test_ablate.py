@@ -87,3 +87,25 @@ def test_rejects_bad_selection(run_script, clean_error):
                                          (["--epochs", "2"], "--max-epochs")])
 def test_bad_option_is_one_line(run_script, clean_error, argv, needle):
     clean_error(run_script("deep_gradients/ablate.py", *argv), needle)
+
+
+def test_ctrl_c_stops_the_grid_and_keeps_the_runs_done(tmp_path, monkeypatch):
+    """train.py ends a run stopped by Ctrl-C with finished=False: that run is not recorded as a result, the grid
+    stops (run_main: one line, exit 130) and ablation.json holds the runs before it, which a rerun skips."""
+    calls = []
+
+    def fake_run(tc):
+        calls.append(tc.seed)
+        return {"final_test_acc": 0.9, "epochs": [{"train_loss": 0.3, "test_loss": 0.4}], "train_curve": [[0, 2.3]],
+                "finished": calls != [0, 1]}  # the second run of the first invocation is interrupted
+
+    monkeypatch.setattr(ablate.train, "run", fake_run)
+    monkeypatch.setattr(ablate, "act_stats", lambda tc, x, diverged=False: {"init": [1.0], "trained": [1.0]})
+    cfg = ablate.AblateConfig(configs="bn+res", depths="8", lrs="0.1", seeds="0,1,2", out_dir=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        ablate.run_all(cfg, log=lambda *a: None)
+    assert calls == [0, 1]
+    assert [r["seed"] for r in json.loads((tmp_path / "ablation.json").read_text())["runs"]] == [0]
+    calls.clear()
+    ablate.run_all(cfg, log=lambda *a: None)
+    assert calls == [1, 2]

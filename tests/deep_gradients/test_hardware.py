@@ -66,3 +66,22 @@ def test_nvml_failing_during_the_run_is_said(monkeypatch):
     sampler._thread.join(timeout=30)  # the sampling thread ends itself at the failure
     assert sampler.stop() is None
     assert sampler.problem == "NVML stopped answering during the run (RuntimeError: NVML_ERROR_GPU_IS_LOST)"
+
+
+def test_host_batches_reach_the_gpu_through_pinned_memory(monkeypatch):
+    """--no-data-on-device: each batch gathered on the host is pinned, then copied with non_blocking."""
+    calls, real_to = [], torch.Tensor.to
+
+    def fake_to(x, *args, **kw):  # this CPU build has no CUDA: record the copy instead of making it
+        if args and isinstance(args[0], torch.device) and args[0].type == "cuda":
+            calls.append(("to", args[0].type, kw.get("non_blocking")))
+            return x
+        return real_to(x, *args, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda x, *a: (calls.append("pin"), x)[1])
+    monkeypatch.setattr(torch.Tensor, "to", fake_to)
+    hardware.to_device(torch.zeros(2, 1, 28, 28), torch.device("cuda", 0))
+    assert calls == ["pin", ("to", "cuda", True)]
+    calls.clear()
+    hardware.to_device(torch.zeros(2), torch.device("cpu"))
+    assert calls == []  # on the CPU nothing to pin

@@ -348,25 +348,6 @@ def test_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig, whole_run
     assert all(torch.equal(a[k], whole_weights[k]) for k in a)
 
 
-def test_host_batches_reach_the_gpu_through_pinned_memory(monkeypatch):
-    """--no-data-on-device: each batch gathered on the host is pinned, then copied with non_blocking."""
-    calls, real_to = [], torch.Tensor.to
-
-    def fake_to(x, *args, **kw):  # this CPU build has no CUDA: record the copy instead of making it
-        if args and isinstance(args[0], torch.device) and args[0].type == "cuda":
-            calls.append(("to", args[0].type, kw.get("non_blocking")))
-            return x
-        return real_to(x, *args, **kw)
-
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda x, *a: (calls.append("pin"), x)[1])
-    monkeypatch.setattr(torch.Tensor, "to", fake_to)
-    train.to_device(torch.zeros(2, 1, 28, 28), torch.device("cuda", 0))
-    assert calls == ["pin", ("to", "cuda", True)]
-    calls.clear()
-    train.to_device(torch.zeros(2), torch.device("cpu"))
-    assert calls == []  # on the CPU nothing to pin
-
-
 def test_bfloat16_only_where_the_gpu_has_it_natively(monkeypatch):
     """A GPU below compute capability 8 (T4, V100) emulates bfloat16 slowly: refused, float16 (with the
     GradScaler) suggested and accepted; an Ampere or newer GPU takes bfloat16."""
@@ -379,3 +360,16 @@ def test_bfloat16_only_where_the_gpu_has_it_natively(monkeypatch):
     train.check_for_device(config("unused", dtype="float16"), ranks)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
     train.check_for_device(config("unused", dtype="bfloat16"), ranks)
+
+
+def test_second_signal_ends_the_run_at_once():
+    """The first Ctrl-C / SIGTERM only asks the loop to stop after its step; a second one raises at once
+    (run_main turns it into `interrupted`, exit 130); the previous handlers come back afterwards."""
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with distributed.StopSignal() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.name == "SIGTERM"  # only noted
+            os.kill(os.getpid(), signal.SIGINT)
+            pytest.fail("the second signal did not interrupt")
+    assert signal.getsignal(signal.SIGINT) is before
