@@ -122,4 +122,4 @@ def run_main(main, *args) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
-    sys.exit(code or 0)
+    sys.exit(code if isinstance(code, int) else 0)  # main may return its results: that is success
