@@ -1,6 +1,10 @@
 """deep_gradients/evolution.py: the Recorder inside real tiny train.py runs (definitions, every layer, resume)."""
 import json
 import math
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +16,7 @@ import train
 from cli import UserError
 from conftest import RECORDED
 
+ROOT = Path(__file__).resolve().parents[2]
 HIST_STEPS = [0, 3, 6, 8, 11, 12]  # five spread over steps 0..11, first and last included; 12 = the final weights
 
 
@@ -153,3 +158,28 @@ def test_damaged_init_pt_on_resume_is_one_line(tmp_path, damage, needle):
     with pytest.raises(UserError, match=needle) as e:
         train.run(train.Config(**RECORDED, out_dir=str(tmp_path), resume="last"))
     assert str(init) in str(e.value) and len(str(e.value).splitlines()) == 1
+
+
+def test_resume_after_a_real_kill_9_mid_epoch(tmp_path, recorded_run):
+    """kill -9 once the first checkpoint exists (the run is then somewhere in epoch 2, its records past the
+    checkpoint on disk, in most tries), then --resume: every step recorded exactly once, as in the uninterrupted
+    run (test_resume_after_kill_does_not_duplicate_records makes those leftover records for certain)."""
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in RECORDED.items() if not isinstance(v, bool)]
+    cmd = [sys.executable, str(ROOT / "deep_gradients/train.py"), *args, "--no-progress", "--out-dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # poll for the epoch-1 checkpoint (at most 2 minutes)
+            if (tmp_path / "ckpt.pt").exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+    assert (tmp_path / "ckpt.pt").exists(), proc.stderr.read()
+    assert (tmp_path / ".lock").exists()  # left by the killed run: the resumed run takes it over
+    train.run(train.Config(**RECORDED, out_dir=str(tmp_path), resume="last"))
+    rows, ref = (read_jsonl(d / "evolution.jsonl") for d in (tmp_path, recorded_run))
+    assert [r["step"] for r in rows] == [r["step"] for r in ref] == list(range(0, 12, 2))
+    hists, ref = (read_jsonl(d / "histograms.jsonl") for d in (tmp_path, recorded_run))
+    assert [(h["step"], h["kind"], h["name"]) for h in hists] == [(h["step"], h["kind"], h["name"]) for h in ref]
