@@ -118,8 +118,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         raise UserError(f"--skip {sorted(unknown)}: unknown milestone; use {', '.join(keys[1:])}")
     if keys[0] in skip:  # "vs fp32" would silently be measured against another milestone
         raise UserError(f"--skip {keys[0]}: it is the baseline of every speed-up; skip any of {', '.join(keys[1:])}")
-    if cfg.batch_size == 0 or cfg.batch_size < -1:
-        raise UserError(f"--batch-size {cfg.batch_size}: use -1 (the size's default) or N >= 1")
+    if cfg.batch_size == 0 or not -1 <= cfg.batch_size <= 4096:
+        raise UserError(f"--batch-size {cfg.batch_size}: use -1 (the size's default) or 1 .. 4096")
     if cfg.iters < 1 or cfg.warmup < 0:
         raise UserError(f"--iters {cfg.iters} must be >= 1 and --warmup {cfg.warmup} >= 0")
     size = SIZES[size_name]

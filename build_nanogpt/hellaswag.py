@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(EvalConfig, argv, "hellaswag.py", "\n\n".join(__doc__.split("\n\n")[:2]))
     if cfg.limit == 0 or cfg.limit < -1:
         raise UserError(f"--limit {cfg.limit}: use -1 (all examples) or N >= 1")
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size {cfg.batch_size}: must be >= 1")
+    if not 1 <= cfg.batch_size <= 1024:  # x4 rows of logits over 50k tokens: more would not fit any GPU
+        raise UserError(f"--batch-size {cfg.batch_size}: use 1 .. 1024")
     device = resolve_device(cfg.device)
     dtype, note = pick_dtype("bfloat16" if cfg.dtype == "auto" and device.startswith("cuda") else
                              "float32" if cfg.dtype == "auto" else cfg.dtype, device)

@@ -69,3 +69,5 @@ def test_skip_by_setting_name(monkeypatch):
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="float32"))
     with pytest.raises(bench.UserError, match="--batch-size 0: use -1"):  # not silently the default
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", batch_size=0))
+    with pytest.raises(bench.UserError, match="--batch-size 100000: use -1 .* 1 .. 4096"):
+        bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", batch_size=100_000))

@@ -64,6 +64,8 @@ def test_hellaswag_bad_model_folder_and_limit(shared_file, tmp_path):
         pretrained.load_weights(str(tmp_path))
     with pytest.raises(H.UserError, match="--limit 0"):
         H.main(["--model", str(tmp_path), "--limit", "0", "--data", str(shared_file("hellaswag/hellaswag_val.jsonl"))])
+    with pytest.raises(H.UserError, match="--batch-size 1000000: use 1 .. 1024"):
+        H.main(["--model", str(tmp_path), "--batch-size", "1000000"])
 
 
 def test_hellaswag_non_utf8_file_is_one_line(tmp_path):

@@ -1,5 +1,6 @@
 """build_nanogpt/train.py stopped by Ctrl-C (SIGINT) and then SIGTERM while it runs: each time it finishes the
-iter, writes a resumable ckpt.pt and exits 0; resumed twice, it ends with the losses of an uninterrupted run."""
+iter, writes a resumable ckpt.pt and exits 0; resumed twice, it ends with the losses of an uninterrupted run.
+A second Ctrl-C ends the run at once, in one line."""
 import json
 import signal
 import subprocess
@@ -53,3 +54,23 @@ def test_sigint_then_sigterm_then_resume_gives_the_same_losses(shards, tmp_path)
     assert [r["iter"] for r in b] == list(range(60))
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise: CPU float32
     assert records(full, "val") == records(cut, "val")
+
+
+def test_a_second_ctrl_c_stops_at_once_in_one_line(shards, shared_file, tmp_path):
+    """The first Ctrl-C waits for the iter to end; a second one, here during the first HellaSwag evaluation
+    (a few seconds), ends the run at once: one line, exit code 130, the lock released, no temp file."""
+    out = tmp_path / "o"
+    hellaswag = ["--hellaswag-data", str(shared_file("hellaswag/hellaswag_val.jsonl")), "--hellaswag-limit", "2000"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "build_nanogpt/train.py"), *TINY, *hellaswag, "--data-dir",
+                             str(shards), "--out-dir", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "log.jsonl").exists() and '"val"' in (out / "log.jsonl").read_text()):
+        time.sleep(0.05)  # the val loss of iter 0 is logged: HellaSwag runs now
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "train.py: interrupted\n"
+    assert '"hellaswag"' not in (out / "log.jsonl").read_text()  # it did not wait for the evaluation to end
+    assert not (out / ".lock").exists() and not list(out.glob("*.tmp.*")) and not (out / "ckpt.pt").exists()
