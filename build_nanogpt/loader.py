@@ -10,6 +10,7 @@ the next, so within an epoch every token is used once; only the epoch's last < B
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 
 import numpy as np
@@ -50,6 +51,16 @@ def check_shard(path: str) -> int:
     return len(tokens)
 
 
+def fingerprint(files: list[str], sizes: list[int]) -> str:
+    """The identity of a set of shards: a sha256 over each one's name, token count and first MB."""
+    h = hashlib.sha256()
+    for path, size in zip(files, sizes):
+        h.update(f"{os.path.basename(path)}:{size}:".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+    return h.hexdigest()
+
+
 def shuffle_documents(tokens: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The same tokens with their documents (runs starting at <|endoftext|>) in a random order."""
     starts = np.flatnonzero(tokens == EOT)
@@ -71,6 +82,8 @@ class ShardLoader:
         if sum(sizes) < need:
             raise UserError(f"{split} shards in {data_dir!r} hold {sum(sizes):,} tokens, fewer than one "
                             f"batch needs ({need:,} = B*T*world + 1)")
+        self.data_dir, self.tokens = data_dir, sum(sizes)
+        self.identity = fingerprint(self.files, sizes)  # a resume checks it: the same data, or refused
         self.reset()
 
     def shard_order(self, epoch: int) -> np.ndarray:
@@ -110,11 +123,16 @@ class ShardLoader:
         return x, y
 
     def state_dict(self) -> dict:
-        # plain ints and a tensor: loadable with torch.load(weights_only=True)
+        # plain ints, strings and a tensor: loadable with torch.load(weights_only=True)
         return {"epoch": self.epoch, "cursor": self.cursor, "pos": self.pos,
-                "carry": torch.from_numpy(self.carry.astype(np.int32))}
+                "carry": torch.from_numpy(self.carry.astype(np.int32)), "identity": self.identity,
+                "files": len(self.files), "tokens": self.tokens}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("identity", self.identity) != self.identity:  # (checkpoints before it was recorded: trusted)
+            raise UserError(f"--resume: the checkpoint was trained on other shards ({state['files']} files, "
+                            f"{state['tokens']:,} tokens) than those in {self.data_dir} ({len(self.files)} files, "
+                            f"{self.tokens:,} tokens); resume with its --data-dir, or start a new run")
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
         self.carry = state["carry"].numpy().astype(np.uint16)
         self._load()

@@ -142,6 +142,18 @@ def test_a_nanogpt_checkpoint_scores_as_its_hf_export(tmp_path, shared_file, tik
     assert {k: v for k, v in results[0].items() if k != "model"} == {k: v for k, v in results[1].items() if k != "model"}
 
 
+def test_finetuning_from_a_nanogpt_checkpoint_starts_where_its_export_does(tmp_path):
+    nanogpt_pair(tmp_path)
+    models = [pretrained.init_model(train.TrainConfig(init_from=str(tmp_path / form), block_size=32))[0].eval()
+              for form in ("export", "ckpt_last.pt")]
+    x = torch.randint(0, 50257, (2, 32))
+    with torch.no_grad():
+        a, b = (m(x)[0] for m in models)
+    assert a.shape == b.shape == (2, 32, 50304)  # padded to --vocab-size, positions cropped to 32
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.isneginf(b[..., 50257:]).all()
+
+
 class Payload:
     def __reduce__(self):
         return (print, ("this ran",))

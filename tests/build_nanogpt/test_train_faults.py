@@ -156,3 +156,21 @@ def test_offline_without_the_tokenizer_cache(shards, tmp_path, run_script, clean
     r = run_script("build_nanogpt/train.py", *TINY, "--data-dir", shards, "--out-dir", tmp_path / "o", env=env)
     clean_error(r, "cannot load the GPT-2 tokenizer", "TIKTOKEN_CACHE_DIR")
     assert os.listdir(empty) == []
+
+
+def test_resume_on_other_shards_is_refused(shards, tmp_path):
+    out = tmp_path / "o"
+    assert run_tiny(shards, out, "--stop-at", "2") == 0
+    good = (out / "ckpt.pt").read_bytes()
+    moved, other = tmp_path / "moved", tmp_path / "other"
+    shutil.copytree(shards, moved)
+    shutil.copytree(shards, other)
+    first = sorted(other.glob("train_*.npy"))[0]
+    tokens = np.load(first)
+    tokens[5] = (int(tokens[5]) + 1) % 50257  # one token of another corpus
+    np.save(first, tokens)
+    with pytest.raises(train.UserError, match="--resume: the checkpoint was trained on other shards .* "
+                                              "resume with its --data-dir"):
+        run_tiny(other, out, "--resume")
+    assert (out / "ckpt.pt").read_bytes() == good
+    assert run_tiny(moved, out, "--resume") == 0  # the same shards in another folder: resumed
