@@ -109,9 +109,9 @@ def parse_config(cls, argv: list[str] | None, prog: str, description: str,
 
 
 def run_main(main, *args) -> None:
-    """Call main(*args); a UserError becomes `PROG: error: MESSAGE` (one line) on stderr and exit code 2, a
-    Ctrl-C that reaches here (train.py saves a checkpoint on the first one; this is the fallback) the line
-    `PROG: interrupted` and exit code 130."""
+    """Call main(*args) and exit: with main's int, else 0; a UserError becomes `PROG: error: MESSAGE` (one
+    line) on stderr and exit code 2; a Ctrl-C that reaches here (train.py saves a checkpoint on the first one;
+    this is the fallback) the line `PROG: interrupted` and exit code 130."""
     prog = Path(sys.argv[0]).name
     try:
         code = main(*args)
@@ -122,4 +122,4 @@ def run_main(main, *args) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
-    sys.exit(code or 0)
+    sys.exit(code if isinstance(code, int) else 0)  # an int is the exit code; a result of any other kind is 0

@@ -30,6 +30,8 @@ def test_user_error_and_ctrl_c_are_one_line(capsys, monkeypatch):
     assert exit_of(mistake, capsys) == (2, "x.py: error: --width 0 must be in [1, 1024]\n")
     assert exit_of(ctrl_c, capsys) == (130, "x.py: interrupted\n")
     assert exit_of(lambda: 3, capsys) == (3, "")
+    assert exit_of(lambda: {"final_test_acc": 0.9}, capsys) == (0, "")  # a result is not an exit code
+    assert exit_of(lambda: None, capsys) == (0, "")
 
 
 def test_sigint_to_a_running_script_ends_it_in_one_line():
