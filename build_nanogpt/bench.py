@@ -151,13 +151,15 @@ def run_bench(cfg: BenchConfig) -> dict:
                    precision=precision, mfu=mfu, speedup_prev=tok_s / prev if prev else 1.0, speedup_fp32=tok_s / base)
         prev = tok_s
         rows.append(row)
-        print(f"{milestone:16s} {1000 * dt:9.1f} ms/step {tok_s:11,.0f} tok/s  MFU {f'{100 * mfu:.1f}%' if mfu else 'n/a'}")
+        shown = f"{100 * mfu:.1f}%" if mfu else "n/a"
+        print(f"{milestone:16s} {1000 * dt:9.1f} ms/step {tok_s:11,.0f} tok/s  MFU {shown}")
     return {"device": name, "size": size_name, "config": size, "micro_batch": B0, "iters": cfg.iters,
             "torch": torch.__version__, "milestones": rows}
 
 
 def table(result: dict) -> str:
-    lines = [f"device: {result['device']} | model: {result['size']} {result['config']} | micro-batch {result['micro_batch']}",
+    lines = [f"device: {result['device']} | model: {result['size']} {result['config']} | "
+             f"micro-batch {result['micro_batch']}",
              f"{'milestone':16s} {'ms/step':>9s} {'tokens/s':>11s} {'MFU':>6s} {'vs prev':>8s} {'vs fp32':>8s}"]
     for r in result["milestones"]:
         if not r["applies"]:
@@ -183,7 +185,8 @@ def plot(result: dict, path: str) -> None:
     ax.set_xticks(list(xs), [r["milestone"] for r in rows], rotation=20)
     ax.set(xlabel="milestone (each adds to the ones before; bar label: speed-up over float32)",
            ylabel="training tokens / s",
-           title=f"build-nanogpt milestones on {result['device']} ({result['size']}, micro-batch {result['micro_batch']})")
+           title=f"build-nanogpt milestones on {result['device']} ({result['size']}, "
+                 f"micro-batch {result['micro_batch']})")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

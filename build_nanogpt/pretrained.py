@@ -56,7 +56,7 @@ def _config_of(path: str, model_args: dict) -> GPTConfig:
     except TypeError:
         ok = False
     if not ok or config.n_embd % config.n_head:
-        raise UserError(f"{path}: model_args {model_args} do not describe a GPT") from None
+        raise UserError(f"{path}: model_args {model_args} do not describe a GPT")
     return config
 
 
@@ -72,15 +72,14 @@ def from_checkpoint(path: str) -> GPT:
             and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise UserError(f"{path} is not a checkpoint of {what} ('model' is not a state dict "
                         "or 'model_args' not a dict of settings)")
+    model = GPT(_config_of(path, args))
     try:
-        model = GPT(_config_of(path, args))
         missing, extra = model.load_state_dict(_strip(state), strict=False)
+        why = f"missing {missing[:3]}, extra {extra[:3]}" if missing or extra else ""
     except RuntimeError as e:  # tensors of other shapes
-        first = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()[:200]
-        raise UserError(f"{path}: the weights do not fit the model its model_args describe ({first})") from None
-    if missing or extra:
-        raise UserError(f"{path}: weights do not fit the model it describes "
-                        f"(missing {missing[:3]}, extra {extra[:3]})")
+        why = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()[:200]
+    if why:
+        raise UserError(f"{path}: the weights do not fit the model its model_args describe ({why})")
     return model
 
 
