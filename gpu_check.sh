@@ -8,8 +8,8 @@
 #   bash run.sh gpu --dry-run    the same check steps on CPU (cuda -> cpu, compile off, tiny sizes): part of CI
 #
 # Data comes from $DATA_DIR (default ../shared/data: tinyshakespeare, mnist, hellaswag, tiktoken_cache).
-# Writes to $OUT (default out/gpu_check): summary.tsv (step, exit code, seconds, recompiles, and the figures
-# each step's results.json holds: tok/s, MFU, peak memory, accuracy), logs/STEP.log, results.tgz.
+# Writes to $OUT (default out/gpu_check): summary.tsv (step, exit code, seconds, recompiles, the GPU memory peak
+# (nvidia-smi), and the figures the step reported: tok/s, MFU, memory, accuracy), logs/STEP.log, results.tgz.
 # A run cut short still leaves its log. PROJECTS="ng bn dg" selects nanogpt / build_nanogpt / deep_gradients.
 set -u -o pipefail
 cd "$(dirname "$0")"
@@ -41,20 +41,27 @@ export TORCH_LOGS="recompiles,graph_breaks"
 figures() {
     "$PY" - "$1" "$2" <<'EOF'
 import json, pathlib, sys
-keys = ("tokens_per_s", "mfu", "peak_mem", "images_per_s", "gpu_util", "test_acc", "val_loss", "time_to", "compile_s",
+keys = ("tokens_per_s", "tok_per_s", "acc_norm", "mfu", "peak_mem", "images_per_s", "gpu_util", "test_acc", "val_loss", "time_to", "compile_s",
         "ms_per_iter", "speedup")
 found = {}
 def walk(x, prefix=""):
     if isinstance(x, dict):
         for k, v in x.items():
             walk(v, k)
-    elif isinstance(x, list) and x:
-        walk(x[-1], prefix)
+    elif isinstance(x, list):  # every item: the last that has a figure wins
+        for item in x:
+            walk(item, prefix)
     elif isinstance(x, (int, float)) and any(k in prefix for k in keys):
         found[prefix] = round(x, 4) if isinstance(x, float) else x
-docs = [p.read_text() for p in sorted(pathlib.Path(sys.argv[1]).glob("**/results.json"))] if sys.argv[1] != "-" else \
-    [line for line in pathlib.Path(sys.argv[2]).read_text(errors="replace").splitlines() if line.startswith("{")][-1:]
-for doc in docs:  # the results.json files under DIR, else the last JSON line the step printed
+def lines(p):
+    return [line for line in p.read_text(errors="replace").splitlines() if line.startswith("{")]
+if sys.argv[1] != "-":  # results.json / bench.json under DIR, or a log.jsonl's records (the last of each key wins)
+    d = pathlib.Path(sys.argv[1])
+    docs = [p.read_text() for p in sorted([*d.glob("**/results.json"), *d.glob("**/bench.json")])]
+    docs += [line for p in sorted(d.glob("**/log.jsonl")) for line in lines(p)]
+else:  # the last JSON line the step printed
+    docs = lines(pathlib.Path(sys.argv[2]))[-1:]
+for doc in docs:
     try:
         walk(json.loads(doc))
     except ValueError:
@@ -70,11 +77,20 @@ step() {
     local log=$OUT/logs/$name.log s=$SECONDS
     [ "$GPU" = 0 ] && t=$((t * 3))   # a 2-core CPU running the dry run is slower than the GPU it stands in for
     echo "=== $*" >"$log"
+    local smi=""  # the GPU's memory in use, sampled every 200 ms while the step runs: its peak goes in the summary
+    if [ "$GPU" = 1 ] && command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 -lms 200 >"$log.mem" 2>/dev/null &
+        smi=$!
+    fi
     if declare -F "$1" >/dev/null; then timeout "$t" bash -c '"$@"' _ "$@" >>"$log" 2>&1
     else timeout "$t" "$@" >>"$log" 2>&1; fi
-    local rc=$?
+    local rc=$? mem=""
+    if [ -n "$smi" ]; then
+        kill "$smi" 2>/dev/null; wait "$smi" 2>/dev/null
+        mem="gpu_mem_peak_mib=$(sort -n "$log.mem" | tail -n 1) "; rm -f "$log.mem"
+    fi
     local recompiles; recompiles=$(grep -c "Recompiling function" "$log")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" $((SECONDS - s)) "$recompiles" "$(figures "$dir" "$log")" | tee -a "$SUM"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" $((SECONDS - s)) "$recompiles" "$mem$(figures "$dir" "$log")" | tee -a "$SUM"
     [ "$rc" = 0 ] || tail -n 5 "$log" | sed 's/^/    /'
 }
 gpu_step() { if [ "$GPU" = 1 ]; then step "$@"; else printf '%s\tskipped (dry run)\n' "$1" | tee -a "$SUM"; fi; }
