@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from cli import UserError, knob, parse_config, run_main  # noqa: E402
-from files import atomic_write, write_json  # noqa: E402
+from cli import UserError, knob, parse_config, run_main, stop_on_sigterm  # noqa: E402
+from files import OutDirLock, atomic_write, write_json  # noqa: E402
 from hardware import device_name, native_bf16, peak_flops, resolve_device  # noqa: E402
 from model import GPT, GPTConfig, flops_per_token  # noqa: E402
 
@@ -105,7 +105,8 @@ def time_milestone(settings: dict, size: dict, B: int, device: str, iters: int, 
     return dt, model.num_params()
 
 
-def run_bench(cfg: BenchConfig) -> dict:
+def check_config(cfg: BenchConfig) -> tuple[str, str, set[str]]:
+    """Refuse settings that cannot run -> (device, size name, milestones to skip)."""
     device = resolve_device(cfg.device)
     cuda = device.startswith("cuda")
     size_name = cfg.size if cfg.size != "auto" else ("124m" if cuda else "small")
@@ -122,6 +123,12 @@ def run_bench(cfg: BenchConfig) -> dict:
         raise UserError(f"--batch-size {cfg.batch_size}: use -1 (the size's default) or 1 .. 4096")
     if cfg.iters < 1 or cfg.warmup < 0:
         raise UserError(f"--iters {cfg.iters} must be >= 1 and --warmup {cfg.warmup} >= 0")
+    return device, size_name, skip
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    device, size_name, skip = check_config(cfg)
+    cuda = device.startswith("cuda")
     size = SIZES[size_name]
     B0 = cfg.batch_size if cfg.batch_size > 0 else {"124m": 16, "small": 4, "tiny": 2}[size_name]
     name = device_name(device)
@@ -195,13 +202,16 @@ def plot(result: dict, path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run the milestones; the table goes to stdout, the results to OUT_DIR/bench.json and bench.png."""
     cfg = parse_config(BenchConfig, argv, "bench.py", "\n\n".join(__doc__.split("\n\n")[:2]))
-    result = run_bench(cfg)
-    result["bench_config"] = asdict(cfg)
-    print(table(result))
-    write_json(os.path.join(cfg.out_dir, "bench.json"), result)
-    plot(result, os.path.join(cfg.out_dir, "bench.png"))
+    check_config(cfg)  # before anything is written
+    with OutDirLock(cfg.out_dir):  # one run per --out-dir, taken before the minutes of timing
+        result = run_bench(cfg)
+        result["bench_config"] = asdict(cfg)
+        print(table(result))
+        write_json(os.path.join(cfg.out_dir, "bench.json"), result)
+        plot(result, os.path.join(cfg.out_dir, "bench.png"))
     print(f"wrote {cfg.out_dir}/bench.json and bench.png")
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # SIGTERM as Ctrl-C: temp files removed, one line
     run_main(main)

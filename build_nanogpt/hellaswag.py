@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, knob, parse_config, run_main, stop_on_sigterm
 from files import atomic_write, sha256_of
 from hardware import autocast_for, pick_dtype, resolve_device
 from pretrained import load_weights
@@ -194,4 +194,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    stop_on_sigterm()  # SIGTERM as Ctrl-C: temp files removed, one line
     run_main(main)

@@ -71,3 +71,18 @@ def test_skip_by_setting_name(monkeypatch):
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", batch_size=0))
     with pytest.raises(bench.UserError, match="--batch-size 100000: use -1 .* 1 .. 4096"):
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", batch_size=100_000))
+
+
+def test_a_busy_out_dir_is_refused_before_timing(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr(bench, "time_milestone", lambda *a: pytest.fail("timed on a busy out dir"))
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / ".lock").write_text(str(other.pid))
+        with pytest.raises(bench.UserError, match=f"in use by another run \\(pid {other.pid}\\)"):
+            bench.main(["--device", "cpu", "--size", "tiny", "--out-dir", str(tmp_path)])
+    finally:
+        other.kill()
+        other.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
