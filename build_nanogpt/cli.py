@@ -129,4 +129,4 @@ def run_main(main, *args) -> None:
     except KeyboardInterrupt as e:
         print(f"{prog}: interrupted" + (f" ({e.args[0]})" if e.args else ""), file=sys.stderr, flush=True)
         sys.exit(130)
-    sys.exit(code or 0)
+    sys.exit(code if isinstance(code, int) else 0)  # main may return its results: that is success

@@ -90,3 +90,52 @@ def test_tests_need_no_module_juggling():
         if path.name == "conftest.py":  # a test may still hide a module with monkeypatch.setitem(sys.modules, ...)
             assert "sys.modules" not in text, path
         assert not re.search(r"^\s*(from|import) test_", text, re.M), path
+
+
+# ---- the size and idiom rules of the redesign (issues 14 and 15) ------------------------------------------
+MAX_FUNCTION_LINES = 80
+MAX_FILE_LINES = {"nanogpt/train.py": 450}  # nanogpt's train.py reads in one sitting, like nanoGPT's
+DEFAULT_MAX_FILE_LINES = 500
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_functions_and_files_stay_short(project):
+    for path in project_files(project):
+        src = path.read_text()
+        rel = str(path.relative_to(ROOT))
+        limit = MAX_FILE_LINES.get(rel, DEFAULT_MAX_FILE_LINES)
+        assert src.count("\n") <= limit, f"{rel} has {src.count(chr(10))} lines (at most {limit})"
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                assert n <= MAX_FUNCTION_LINES, f"{rel}:{node.lineno} {node.name}() is {n} lines"
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_one_command_line_idiom_per_folder(project):
+    """One argparse subclass per folder, in its cli.py; every script parses through it."""
+    subclasses = [(p.name, node.name) for p in project_files(project) for node in ast.walk(ast.parse(p.read_text()))
+                  if isinstance(node, ast.ClassDef) and any("ArgumentParser" in ast.unparse(b) for b in node.bases)]
+    assert subclasses == [("cli.py", "Parser")], subclasses
+    for path in project_files(project):
+        if path.name != "cli.py":
+            assert "argparse.ArgumentParser(" not in path.read_text(), f"{path.name} builds its own parser"
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_run_main_exit_codes(project):
+    """The same contract in every folder: 0 for a result of any kind, an int is the code, a user mistake 2 with
+    one line, Ctrl-C 130 with one line."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import cli\n"
+            "def main(kind):\n"
+            "    if kind == 'dict': return {'a': 1}\n"
+            "    if kind == 'three': return 3\n"
+            "    if kind == 'user': raise cli.UserError('bad --x 5; allowed: 1..4')\n"
+            "    if kind == 'ctrl-c': raise KeyboardInterrupt\n"
+            "cli.run_main(main, sys.argv[2])\n")
+    for kind, rc, stderr in [("dict", 0, ""), ("three", 3, ""), ("none", 0, ""),
+                             ("user", 2, "error: bad --x 5; allowed: 1..4"), ("ctrl-c", 130, "interrupted")]:
+        out = subprocess.run([sys.executable, "-c", code, str(ROOT / project), kind], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+        assert out.returncode == rc, (kind, out.returncode, out.stderr)
+        assert stderr in out.stderr and len(out.stderr.strip().splitlines()) == (1 if stderr else 0), (kind, out.stderr)
