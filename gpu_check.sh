@@ -33,7 +33,9 @@ export TIKTOKEN_CACHE_DIR="$W/tiktoken" TORCHINDUCTOR_CACHE_DIR="$W/inductor"
 SUM=$OUT/summary.tsv
 printf 'step\texit\tseconds\trecompiles\tfigures\n' >"$SUM"
 GPU=1 COMPILE=true
-if [ "$DEV" = cpu ]; then GPU=0 COMPILE=false; export CUDA_VISIBLE_DEVICES=""; fi
+if [ "$DEV" = cpu ]; then   # one BLAS thread per process: two thrash on a busy 2-core machine
+    GPU=0 COMPILE=false; export CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+fi
 PROJECTS=" ${PROJECTS:-ng bn dg} "; want() { [[ "$PROJECTS" == *" $1 "* ]]; }
 export TORCH_LOGS="recompiles,graph_breaks"
 
@@ -165,7 +167,7 @@ fi
 
 if want bn; then
 BN=$W/bn
-step bn-shards 120 "$W" "$PY" build_nanogpt/fineweb.py --source "$DATA/tinyshakespeare/input.txt" \
+step bn-shards 120 "$BN/shards" "$PY" build_nanogpt/fineweb.py --source "$DATA/tinyshakespeare/input.txt" \
     --out-dir "$BN/shards" --shard-size 100000 --num-proc 2
 BNS=(--n-layer 4 --n-head 4 --n-embd 256 --block-size 256 --batch-size 8 --total-batch 4096)
 [ "$GPU" = 0 ] && BNS=(--n-layer 2 --n-head 2 --n-embd 64 --block-size 64 --batch-size 4 --total-batch 512)
