@@ -1,6 +1,8 @@
 """Helpers of nanogpt's tests: a tiny model and dataset, and ways to run a script's main and read what it wrote."""
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +62,34 @@ def tiny_gpt(**kw):
     args.update(kw)
     torch.manual_seed(0)
     return model.GPT(model.GPTConfig(**args)).eval()
+
+
+def big_wikitext_source(tmp_path: Path, shared_file) -> Path:
+    """A folder of ~20 MB of WikiText-2 text: many seconds of GPT-2 BPE tokenizing with a pool."""
+    folder = shared_file("wikitext-2/wiki.valid.tokens").parent
+    src = tmp_path / "src"
+    src.mkdir()
+    text = "".join((folder / n).read_text() for n in ("wiki.test.tokens", "wiki.valid.tokens"))
+    for i in range(8):
+        (src / f"part{i}.txt").write_text(text)
+    return src
+
+
+def signal_once_preparing(script: str, args: list, data: Path, sig, start_s: float, exit_s: float):
+    """Run nanogpt/SCRIPT ARGS, send SIG once the pooled preparation of dataset "big" into DATA has written
+    tokens, and wait for the exit -> (returncode, stderr, seconds from the signal to the exit)."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, str(root / "nanogpt" / script), *map(str, args)], cwd=root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + start_s
+        while not any((p / "train.bin").exists() and (p / "train.bin").stat().st_size > 0
+                      for p in data.glob(".big.tmp-*")):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=exit_s)
+    finally:
+        proc.kill()
+    return proc.returncode, err, time.time() - t0

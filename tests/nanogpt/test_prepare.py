@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import prepare as P
+from helpers import big_wikitext_source, signal_once_preparing
 import sources
 from tokenizer import get_tokenizer
 
@@ -280,35 +281,14 @@ def test_streamed_whole_text_gives_the_tokens_of_the_whole_text(tmp_path, shared
 def test_sigint_during_pooled_preparation_exits_promptly_leaving_nothing(tmp_path, shared_file, tiktoken_cache):
     """Ctrl-C while 2 workers tokenize: the pool is terminated, the temp folder removed, one line, exit 130."""
     import signal
-    import subprocess
-    import sys
-    import time
 
-    folder = shared_file("wikitext-2/wiki.valid.tokens").parent
-    src = tmp_path / "src"
-    src.mkdir()
-    text = "".join((folder / n).read_text() for n in ("wiki.test.tokens", "wiki.valid.tokens"))
-    for i in range(8):  # ~20 MB: many seconds of tokenizing
-        (src / f"part{i}.txt").write_text(text)
+    src = big_wikitext_source(tmp_path, shared_file)
     data = tmp_path / "data"
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, str(root / "nanogpt/prepare.py"), "--dataset", "big", "--source", src,
-                             "--data-dir", data, "--num-proc", "2"], cwd=root, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 60
-        while not any((p / "train.bin").exists() and (p / "train.bin").stat().st_size > 0
-                      for p in data.glob(".big.tmp-*")):
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        t0 = time.time()
-        _, err = proc.communicate(timeout=20)
-    finally:
-        proc.kill()
-    assert time.time() - t0 < 10
-    assert proc.returncode == 130 and err.strip().splitlines() == [f"prepare.py: interrupted; nothing written to "
-                                                                   f"{data / 'big'}"], err
+    rc, err, seconds = signal_once_preparing("prepare.py", ["--dataset", "big", "--source", src, "--data-dir", data,
+                                                            "--num-proc", "2"], data, signal.SIGINT, 60, 20)
+    assert seconds < 10
+    assert rc == 130 and err.strip().splitlines() == [f"prepare.py: interrupted; nothing written to "
+                                                      f"{data / 'big'}"], err
     assert leftovers(data) == []
 
 

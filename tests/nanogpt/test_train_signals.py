@@ -7,14 +7,12 @@ ends the run at once: one line, exit 130, nothing written from the unfinished ph
 Signals are sent from here to this very process (in-process runs) or to a train.py subprocess."""
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import report
 import train
-from helpers import call_main, read_log, read_records, run_args
+from helpers import big_wikitext_source, call_main, read_log, read_records, run_args, signal_once_preparing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,28 +93,11 @@ def test_one_ctrl_c_in_the_loop_saves_and_stops_cleanly(capsys, tiny_data, tmp_p
 def test_sigterm_during_automatic_preparation_stops_it_promptly(tmp_path, shared_file, tiktoken_cache):
     """train.py preparing a ~20 MB GPT-2 BPE dataset with 2 workers: SIGTERM ends it within seconds, the pool
     terminated and its temp folder removed, one line, exit 130."""
-    folder = shared_file("wikitext-2/wiki.valid.tokens").parent
-    src = tmp_path / "src"
-    src.mkdir()
-    text = "".join((folder / n).read_text() for n in ("wiki.test.tokens", "wiki.valid.tokens"))
-    for i in range(8):
-        (src / f"part{i}.txt").write_text(text)
+    src = big_wikitext_source(tmp_path, shared_file)
     data = tmp_path / "data"
     args = ["--dataset", "big", "--data-source", src, "--data-dir", data, "--out-dir", tmp_path / "out",
             "--device", "cpu", "--max-iters", 1]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "nanogpt/train.py"), *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while not any((p / "train.bin").exists() and (p / "train.bin").stat().st_size > 0
-                      for p in data.glob(".big.tmp-*")):
-            assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        t0 = time.time()
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    assert time.time() - t0 < 15
-    assert proc.returncode == 130 and err.strip().splitlines() == ["train.py: interrupted; nothing to resume"], err
+    rc, err, seconds = signal_once_preparing("train.py", args, data, signal.SIGTERM, 120, 30)
+    assert seconds < 15
+    assert rc == 130 and err.strip().splitlines() == ["train.py: interrupted; nothing to resume"], err
     assert sorted(p.name for p in data.iterdir()) == [] and not (tmp_path / "out" / ".lock").exists()
