@@ -32,6 +32,10 @@ def write_results(out_dir, results: dict, history: list[dict], unigram: float) -
     ax.plot(its, [r["train_loss"] for r in evals], "o-", label="train (fixed batches)")
     ax.plot(its, [r["val_loss"] for r in evals], "o-", label="val")
     ax.axhline(unigram, color="gray", ls="--", label=f"unigram baseline {unigram:.3f}")
+    for r in results.get("per_epoch", []):  # where each epoch ends, so the curve reads epoch by epoch
+        ax.axvline(r["iter"], color="0.6", ls=":", lw=1)
+        ax.text(r["iter"], 0.98, f" epoch {r['epochs_done']}", transform=ax.get_xaxis_transform(), fontsize=8,
+                color="0.4", ha="right", va="top", rotation=90)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(f"{results['config']['dataset']}: {results['n_params'] / 1e6:.2f}M params")

@@ -302,3 +302,17 @@ def test_no_host_sync_at_every_step(capsys, tiny_data, tmp_path, monkeypatch):
                                                 100, "--eval-interval", 100, "--final-eval-tokens", 0))
     assert r.returncode == 0, r.stderr
     assert len(reads) < 12, reads  # 2 evaluations x 2 splits, one sync point, one check of the weights
+
+
+def test_loss_plot_marks_where_each_epoch_ends(tmp_path, monkeypatch):
+    """loss.png draws a dotted line at the step of each per_epoch record, so the curve reads epoch by epoch."""
+    import matplotlib.axes
+    import report
+
+    marked = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "axvline", lambda ax, x, **kw: marked.append(x))
+    history = [{"iter": i, "train_loss": 3.0 - i / 100, "val_loss": 3.1 - i / 100} for i in (0, 10, 20, 30)]
+    results = {"config": {"dataset": "d"}, "n_params": 1000,
+               "per_epoch": [{"iter": 15, "epochs_done": 1}, {"iter": 30, "epochs_done": 2}]}
+    report.write_results(tmp_path, results, history, unigram=3.5)
+    assert marked == [15, 30] and (tmp_path / "loss.png").stat().st_size > 1000
