@@ -186,30 +186,28 @@ def _typed(name: str, value, hint, path):
     return value
 
 
+# allowed ranges, (lowest, highest or None); dropout and the betas (half-open) are checked apart
+RANGES = {
+    **{name: (1, None) for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_epochs",
+                                    "eval_interval", "eval_iters", "log_interval")},
+    **{name: (0, None) for name in ("max_iters", "final_eval_tokens", "batch_tokens", "warmup_iters",
+                                    "lr_decay_iters", "learning_rate", "weight_decay", "eps", "grad_clip")},
+    "seed": (0, MAX_SEED), "min_lr_ratio": (0, 1), "sample_tokens": (0, 1_000_000), "num_samples": (0, 1000),
+}
+
+
 def check_config(cfg: TrainConfig, world_size: int) -> int:
     """Range checks, before anything is loaded. -> the gradient-accumulation steps per rank."""
-    if min(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size) < 1:
-        raise UserError("n_layer, n_head, n_embd, block_size and batch_size must all be >= 1")
+    for name, (lo, hi) in RANGES.items():
+        value = getattr(cfg, name)
+        if value < lo or (hi is not None and value > hi):
+            allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise UserError(f"{name} must be {allowed}, got {value}")
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
     hardware.check_model_fits(cfg.n_layer, cfg.n_embd, cfg.block_size)
     if not 0.0 <= cfg.dropout < 1.0:
         raise UserError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if min(cfg.max_epochs, cfg.eval_interval, cfg.eval_iters, cfg.log_interval) < 1 or cfg.max_iters < 0:
-        raise UserError("max_epochs, eval_interval, eval_iters and log_interval must be >= 1, max_iters >= 0")
-    if cfg.final_eval_tokens < 0:
-        raise UserError(f"final_eval_tokens must be >= 0 (0: off), got {cfg.final_eval_tokens}")
-    for name in ("seed", "batch_tokens", "warmup_iters", "lr_decay_iters", "num_samples", "sample_tokens"):
-        if getattr(cfg, name) < 0:
-            raise UserError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.seed > MAX_SEED:
-        raise UserError(f"seed must be in [0, {MAX_SEED}], got {cfg.seed}")
-    if cfg.sample_tokens > 1_000_000 or cfg.num_samples > 1000:
-        raise UserError("sample_tokens must be <= 1000000 and num_samples <= 1000")
-    if cfg.learning_rate < 0 or cfg.weight_decay < 0 or cfg.eps < 0 or not 0 <= cfg.min_lr_ratio <= 1:
-        raise UserError("learning_rate, weight_decay and eps must be >= 0, min_lr_ratio in [0, 1]")
-    if cfg.grad_clip < 0:
-        raise UserError(f"grad_clip must be >= 0 (0: off), got {cfg.grad_clip}")
     if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
         raise UserError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
     parse_save_epochs(cfg.save_epochs)

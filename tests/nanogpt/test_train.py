@@ -33,7 +33,7 @@ from helpers import call_main, read_log, read_records, run_args
     (["--save-epochs", "1,x"], ["save_epochs"]),
     (["--final-eval-tokens", -5], ["final_eval_tokens", "-5"]),
     (["--init-from", "/no/such/file.pt"], ["/no/such/file.pt"]),
-    (["--seed", -1], ["seed must be >= 0"]),  # numpy's seeding would crash mid-run
+    (["--seed", -1], ["seed must be in [0, 4294967295]"]),  # numpy's seeding would crash mid-run
     (["--batch-tokens", -64], ["batch_tokens must be >= 0"]),
     (["--beta2", 1.5], ["beta2", "1.5"]),
     (["--learning-rate", -1], ["learning_rate"]),
