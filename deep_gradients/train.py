@@ -115,7 +115,7 @@ def check_config(cfg: Config) -> None:
     for key, (lo, hi) in LIMITS.items():
         value = getattr(cfg, key)
         if not lo <= value <= hi:
-            raise UserError(f"--{key.replace('_', '-')} {value} must be in [{lo:g}, {hi:g}]")
+            raise UserError(f"--{key.replace('_', '-')} {value} must be in [{lo}, {hi}]")
     if not 0 <= cfg.momentum < 1:
         raise UserError(f"--momentum {cfg.momentum} must be in [0, 1)")
 
