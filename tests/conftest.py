@@ -55,7 +55,7 @@ def _projects_of(args: list[str], invocation_dir: Path) -> set[str]:
     for arg in args:
         path = (invocation_dir / arg.split("::")[0]).resolve()
         inside = [p for p in PROJECTS if path == ROOT / "tests" / p or (ROOT / "tests" / p) in path.parents]
-        found |= set(inside) if inside else ({"*"} if path in (ROOT, ROOT / "tests") else set())
+        found |= set(inside) if inside else (set(PROJECTS) if path in (ROOT, ROOT / "tests") else set())
     return found
 
 

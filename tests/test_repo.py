@@ -83,6 +83,15 @@ def test_each_projects_model_and_train_import_without_side_effects():
         assert [Path(line).parent for line in out.stdout.splitlines()] == [ROOT / project] * 2, out.stdout
 
 
+@pytest.mark.parametrize("args", [["tests"], [], ["tests/nanogpt", "tests/deep_gradients/test_model.py"]])
+def test_one_pytest_process_per_project(args):
+    """Each project has its own model.py: a pytest run that reaches two projects is refused with the advice."""
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 4 and "run one project's tests per pytest process" in out.stdout + out.stderr, (
+        out.returncode, out.stdout[-500:], out.stderr[-500:])
+
+
 def test_tests_need_no_module_juggling():
     """No conftest edits sys.modules and no test module imports another: each project's tests stand alone."""
     for path in (ROOT / "tests").rglob("*.py"):
