@@ -44,7 +44,7 @@ figures() {
     "$PY" - "$1" "$2" <<'EOF'
 import json, pathlib, sys
 keys = ("tokens_per_s", "tok_per_s", "acc_norm", "mfu", "peak_mem", "images_per_s", "gpu_util", "test_acc", "val_loss", "time_to", "compile_s",
-        "ms_per_iter", "speedup")
+        "ms_per_iter", "speedup", "epoch_time")
 found = {}
 def walk(x, prefix=""):
     if isinstance(x, dict):
@@ -59,7 +59,7 @@ def lines(p):
     return [line for line in p.read_text(errors="replace").splitlines() if line.startswith("{")]
 if sys.argv[1] != "-":  # results.json / bench.json under DIR, or a log.jsonl's records (the last of each key wins)
     d = pathlib.Path(sys.argv[1])
-    docs = [p.read_text() for p in sorted([*d.glob("**/results.json"), *d.glob("**/bench.json")])]
+    docs = [p.read_text() for p in sorted(q for n in ("results", "bench", "benchmark") for q in d.glob(f"**/{n}.json"))]
     docs += [line for p in sorted(d.glob("**/log.jsonl")) for line in lines(p)]
 else:  # the last JSON line the step printed
     docs = lines(pathlib.Path(sys.argv[2]))[-1:]
