@@ -5,6 +5,7 @@ tv1d at n = 1e6: Condat's exact solver (time, KKT residual) and fista-restart on
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -15,7 +16,7 @@ import numpy as np
 
 import prox
 import tv
-from denoise_data import Source, load_image, piecewise_constant, psnr
+from denoise_data import Source, make_data, psnr
 from files import write_json
 from first_order import chambolle_method, kkt_residual_tv1d, prox_gradient
 
@@ -37,9 +38,7 @@ def run_benchmark(src: Source, ref_iters: int, out_dir: Path) -> dict:
 
 def bench_tv1d(src: Source, out: dict, path: Path):
     """Condat (best of 3, wall and CPU) and fista-restart on a 1e6-sample signal, at lam 0.3 and 1."""
-    rng = np.random.default_rng(src.seed)
-    clean = piecewise_constant(BENCH_N_1D, src.seg_len, rng)
-    y = clean + src.sigma * rng.standard_normal(BENCH_N_1D)
+    clean, y, _ = make_data(dataclasses.replace(src, one_d=True, signal="", n=BENCH_N_1D))
     for lam in (0.3, 1.0):
         wall, cpu = [], []  # wall time suffers from the other jobs on the machine; CPU time much less
         for _ in range(3):
@@ -65,8 +64,7 @@ def bench_tv1d(src: Source, out: dict, path: Path):
 
 def bench_tv2d(src: Source, ref_iters: int) -> dict:
     """Chambolle's default stop against FISTA on the dual, on the image at lam = 0.1 (isotropic)."""
-    img, name = load_image(src.image)
-    y = img + src.sigma * np.random.default_rng(src.seed).standard_normal(img.shape)
+    img, y, name = make_data(dataclasses.replace(src, one_d=False, crop=0))  # the whole image
     lam = 0.1
     prob = prox.tv2d_problem(y, lam, isotropic=True)
     ch = min((chambolle_method(prob) for _ in range(3)), key=lambda tr: tr.time[0])  # best of 3
