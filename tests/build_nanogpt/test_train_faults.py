@@ -63,6 +63,7 @@ def test_diverged_without_a_checkpoint_says_so(shards, tmp_path, monkeypatch, ca
     ("--learning-rate", "inf", "expected a finite number"),
     ("--learning-rate", "-1", "use 0 .. 10"),
     ("--beta2", "1.5", "use 0 .. 1"),
+    ("--grad-clip", "2e6", "--grad-clip 2000000.0: use 0 .. 1,000,000"),  # the value as given, the range table's
     ("--n-layer", "1000000", "use 1 .. 1,024"),
     ("--block-size", "100000000", "use 1 .. 1,048,576"),
     ("--sample-tokens", "1000000000000", "use 1 .. 65,536"),  # sampling would never end
