@@ -84,6 +84,7 @@ class ShardLoader:
                             f"batch needs ({need:,} = B*T*world + 1)")
         self.data_dir, self.tokens = data_dir, sum(sizes)
         self.identity = fingerprint(self.files, sizes)  # a resume checks it: the same data, or refused
+        self.buffer = None
         self.reset()
 
     def shard_order(self, epoch: int) -> np.ndarray:
@@ -100,10 +101,13 @@ class ShardLoader:
         self.buffer = np.concatenate((self.carry, tokens))
 
     def reset(self) -> None:
-        """Back to the start of epoch 0 (the val loader does this before each evaluation)."""
+        """Back to the start of epoch 0 (the val loader does this before each evaluation). The buffer is
+        kept when it already holds epoch 0's first shard: an evaluation does not read its shard again."""
+        at_first_shard = self.buffer is not None and self.epoch == self.cursor == 0 and not len(self.carry)
         self.epoch, self.cursor, self.pos = 0, 0, 0
-        self.carry = np.empty(0, dtype=np.uint16)
-        self._load()
+        if not at_first_shard:
+            self.carry = np.empty(0, dtype=np.uint16)
+            self._load()
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         B, T = self.B, self.T

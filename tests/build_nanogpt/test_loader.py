@@ -83,3 +83,24 @@ def test_val_loader_is_fixed(shards):
     v.next_batch()
     v.reset()
     assert v.next_batch()[0].equal(first) and first[0, 0] == 30000
+
+
+def test_reset_reads_the_first_shard_again_only_after_leaving_it(shards, monkeypatch):
+    """The val loader resets before every evaluation: while it stays on its first shard, nothing is re-read."""
+    reads, real_open = [], L.open_shard
+    monkeypatch.setattr(L, "open_shard",
+                        lambda path, mmap_mode="r": reads.append(mmap_mode) or real_open(path, mmap_mode))
+    v = L.ShardLoader(str(shards), "val", B, T, shuffle=False)
+    loads = reads.count(None)  # full reads (check_shard memory-maps)
+    first = v.next_batch()[0].clone()
+    v.reset()
+    v.reset()
+    assert reads.count(None) == loads == 1 and v.next_batch()[0].equal(first)
+    t = L.ShardLoader(str(shards), "train", B, T, seed=1)
+    start = t.next_batch()[0].clone()
+    for _ in range(6):  # past the first shard (40 tokens): the reset loads it again
+        t.next_batch()
+    assert t.cursor > 0
+    before = reads.count(None)
+    t.reset()
+    assert reads.count(None) == before + 1 and t.next_batch()[0].equal(start)
