@@ -18,7 +18,7 @@ import prox
 import tv
 from denoise_data import Source, make_data, psnr
 from files import write_json
-from first_order import chambolle_method, kkt_residual_tv1d, prox_gradient
+from first_order import chambolle_method, kkt_residual_tv1d, prox_gradient, reference
 
 BENCH_N_1D = 1_000_000  # samples of the tv1d signal
 BENCH_ITERS_1D = 3000  # fista-restart budget for relative gap 1e-8 at n = 1e6
@@ -68,10 +68,10 @@ def bench_tv2d(src: Source, ref_iters: int) -> dict:
     lam = 0.1
     prob = prox.tv2d_problem(y, lam, isotropic=True)
     ch = min((chambolle_method(prob) for _ in range(3)), key=lambda tr: tr.time[0])  # best of 3
-    ref = prox_gradient(prob, ref_iters, accel=True, restart=True, tol=1e-11, progress=True)
-    f_lo = prob.gap(ref.p)[1]
+    ref = reference(prob, ref_iters, progress=True)
+    f_lo = ref["f_star"]
     row = {"image": name, "shape": list(img.shape), "sigma": src.sigma, "lam": lam, "f_star_lower": f_lo,
-           "f_star_upper": ref.primal[-1], "ref_iters": ref.iters[-1],
+           "f_star_upper": ref["f_upper"], "ref_iters": ref["iters"],
            "chambolle": {"time_s": ch.time[0], "primal": ch.primal[0], "rel_excess": (ch.primal[0] - f_lo) / f_lo,
                          "psnr": psnr(ch.x, img)}}
     for method in ("fista", "fista-restart"):

@@ -184,7 +184,7 @@ def reference(prob: prox.Problem, ref_iters: int, progress: bool = False) -> dic
     primal, dual, gap = prob.gap(tr.p)
     # D(p_ref) <= P* <= P(x_ref): take the certified lower bound so every plotted gap is >= 0
     return {"f_star": dual, "how": f"fista-restart {tr.iters[-1]} iters, gap {gap:.3e}", "x": tr.x,
-            "f_upper": primal}
+            "f_upper": primal, "iters": tr.iters[-1]}
 
 
 def kkt_residual_tv1d(x: np.ndarray, y: np.ndarray, lam: float) -> dict:

@@ -24,5 +24,6 @@ def test_bench_writes_both_parts(tmp_path, monkeypatch):
         assert row["fista_restart"]["rel_obj_gap"] >= -1e-12 and len(row["condat_wall_s"]) == 3
     tv2d = out["tv2d"]
     assert tv2d["shape"] == [24, 24] and tv2d["f_star_lower"] <= tv2d["f_star_upper"]
+    assert 1 <= tv2d["ref_iters"] <= 300  # first_order.reference's fista-restart, within --ref-max-iters
     assert tv2d["fista"]["rel_excess"] < tv2d["chambolle"]["rel_excess"]
     assert tv2d["fista-restart"]["iters_to_beat_chambolle"] is not None

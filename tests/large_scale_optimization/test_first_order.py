@@ -44,6 +44,7 @@ def test_tv2d_reference_is_the_certified_lower_bound():
     ref = first_order.reference(prob, ref_iters=30)
     p_star = first_order.prox_gradient(prob, 5000, accel=True, restart=True, tol=1e-13).primal[-1]
     assert ref["f_star"] < ref["f_upper"] and ref["f_star"] <= p_star <= ref["f_upper"]
+    assert ref["iters"] == 30 and "fista-restart 30 iters" in ref["how"]  # the budget, not yet certified to 1e-11
 
 
 def test_exact_solver_equals_converged_fista(tv1d):
