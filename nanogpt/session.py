@@ -75,6 +75,7 @@ class Run:
     last_good: Path | None = None  # the newest checkpoint this run's weights are known good in
     bar: tqdm | None = None
     tracker: Tracker = field(default_factory=Tracker)  # W&B with --wandb (rank 0)
+    baseline: float | None = None  # the unigram entropy of train.bin, computed once (see unigram)
 
     @property
     def master(self) -> bool:
@@ -262,4 +263,7 @@ def announce(run: Run, state: RunState, ckpt: dict | None) -> None:
 
 
 def unigram(run: Run) -> float:
-    return data.unigram_entropy(run.train_data, int(run.meta["vocab_size"]))
+    """The unigram baseline (nats/token): read from up to 50M tokens of train.bin once, then remembered."""
+    if run.baseline is None:
+        run.baseline = data.unigram_entropy(run.train_data, int(run.meta["vocab_size"]))
+    return run.baseline

@@ -134,8 +134,11 @@ def test_read_only_out_dir_is_one_line(tiny_data, tmp_path, capsys, clean_error)
 # runs
 
 
-def test_bfloat16_autocast_on_cpu_learns(capsys, tiny_data, tmp_path):
+def test_bfloat16_autocast_on_cpu_learns(capsys, tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "bf16"
+    entropy_calls = []  # the unigram baseline is printed at start and written at the end: computed once
+    real_entropy = data.unigram_entropy
+    monkeypatch.setattr(data, "unigram_entropy", lambda *a, **k: entropy_calls.append(1) or real_entropy(*a, **k))
     r = call_main(train.main, capsys, *run_args(tiny_data, out, "--dtype", "bfloat16", "--max-epochs", 2,
                                                 "--num-samples", 1, "--sample-tokens", 20))
     assert r.returncode == 0, r.stderr
@@ -146,6 +149,7 @@ def test_bfloat16_autocast_on_cpu_learns(capsys, tiny_data, tmp_path):
     counts = np.bincount(np.fromfile(tiny_data / "shakespeare_char" / "train.bin", dtype=np.uint16))
     p = counts[counts > 0] / counts.sum()
     assert res["unigram_baseline_nats"] == pytest.approx(-(p * np.log(p)).sum())
+    assert len(entropy_calls) == 1 and f"unigram baseline {res['unigram_baseline_nats']:.4f} nats/token" in r.stdout
     assert [row["epochs_done"] for row in res["per_epoch"]] == [1, 2]
     assert len(res["samples"]) == 1 and "sample 1" in r.stdout
     assert (out / "loss.png").stat().st_size > 1000 and (out / "ckpt_epoch1.pt").exists()
