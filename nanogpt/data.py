@@ -113,7 +113,7 @@ def load_dataset(dataset: str, data_dir: str):
     """-> (train memmap, val memmap, meta dict, identity) after checking the files against meta.json."""
     folder = Path(data_dir) / dataset
     meta = _read_meta(folder)
-    splits = {}
+    splits, heads = {}, {}
     for split in ("train", "val"):
         path, want = folder / f"{split}.bin", int(meta[f"{split}_tokens"])
         size = path.stat().st_size if path.is_file() else None
@@ -121,11 +121,11 @@ def load_dataset(dataset: str, data_dir: str):
             raise UserError(f"dataset {folder} is broken: {path.name} has {size} bytes, meta.json says {want} "
                             f"uint16 tokens ({2 * want} bytes); prepare it again")
         splits[split] = np.memmap(path, dtype=np.uint16, mode="r") if want else np.zeros(0, np.uint16)
-        head = np.asarray(splits[split][: HEAD_BYTES // 2])
+        head = heads[split] = np.asarray(splits[split][: HEAD_BYTES // 2])
         if len(head) and int(head.max()) >= int(meta["vocab_size"]):
             raise UserError(f"dataset {folder} is broken: {path.name} holds token id {int(head.max())}, outside "
                             f"the vocabulary of {meta['vocab_size']}; prepare it again")
     identity = {"name": dataset, "train_tokens": len(splits["train"]), "val_tokens": len(splits["val"]),
                 "meta_sha256": hashlib.sha256((folder / "meta.json").read_bytes()).hexdigest(),
-                "head_sha256": hashlib.sha256(np.asarray(splits["train"][: HEAD_BYTES // 2]).tobytes()).hexdigest()}
+                "head_sha256": hashlib.sha256(heads["train"].tobytes()).hexdigest()}
     return splits["train"], splits["val"], meta, identity

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import knob, parse_config, run_main
-from files import alive
+from files import alive, write_json
 from sources import (HUB, DataError, hub_rows, local_files, local_rows, python_stdlib_text, sha256_file,
                      sha256_files, shakespeare_file)
 from tokenizer import CharTokenizer, get_tokenizer
@@ -260,7 +260,7 @@ def _prepare_whole_text(dataset: str, data_dir: Path, source: Path | None, tok_n
                 "source": src_desc, "dtype": "uint16", "eot_token": tok.eot}
         if tok_name == "char":
             meta["chars"] = tok.chars
-        _write_json(tmp / "meta.json", meta)
+        write_json(tmp / "meta.json", meta)
         _commit(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -321,7 +321,7 @@ def _prepare_documents(dataset: str, data_dir: Path, source: Path | None, tok_na
                             f"{counts['val_rows']} val rows after splitting")
         meta = {**want, "vocab_size": tok.vocab_size, **counts, "dtype": "uint16", "eot_token": tok.eot,
                 "text_field": text_field}
-        _write_json(tmp / "meta.json", meta)
+        write_json(tmp / "meta.json", meta)
         _commit(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -338,10 +338,6 @@ def _temp_folder(data_dir: Path, dataset: str) -> Path:
         if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{dataset}.tmp-{os.getpid()}-"))
-
-
-def _write_json(path: Path, obj: dict):
-    path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
 @dataclass
