@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+import model
 from cli import UserError
 from files import atomic_write
 
@@ -273,9 +274,7 @@ def make_synthetic(n: int = 5000, d: int = 50, K: int = 5, cond: float = 100.0, 
     Q, _ = np.linalg.qr(rng.standard_normal((d, d)))  # random rotation
     X = (rng.standard_normal((n + n_test, d)) * scales) @ Q.T  # (n + n_test, d)
     W_true = rng.standard_normal((K, d)) * 3.0 / np.sqrt(np.mean(scales**2) * d)
-    Z = X @ W_true.T  # (n + n_test, K)
-    P = np.exp(Z - Z.max(1, keepdims=True))
-    P /= P.sum(1, keepdims=True)
+    P = model.probabilities(W_true, X)  # (n + n_test, K)
     y = (P.cumsum(1) < rng.random((n + n_test, 1))).sum(1)  # inverse-CDF sample per row
     y = np.minimum(y, K - 1)
     for k in range(min(K, n)):  # a class the draw missed gets one training sample, so labels are 0..K-1
