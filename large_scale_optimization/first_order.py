@@ -110,8 +110,8 @@ def prox_gradient(prob: prox.Problem, iters: int, accel: bool, restart: bool, to
             v_new += z
             v_new = prob.project(v_new, out=v_new)
         else:
-            w = z - (z - prob.y)  # gradient step on 1/2||x - y||^2 with 1/L = 1
-            v_new = prob.KT(prox.soft_threshold(prob.K(w), prob.lam))
+            # the gradient step z - (z - y) / L on 1/2||x - y||^2 lands on y, as L = 1 (orthonormal K)
+            v_new = prob.KT(prox.soft_threshold(prob.K(prob.y), prob.lam))
         if not accel:
             z = v_new
         else:
