@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 import hardware
+import mnist
 from cli import UserError, knob, parse_config, run_main
 from curves import save_figure
 from files import OutDirLock, write_json, write_text
@@ -96,8 +97,9 @@ def net_args(spec: str) -> list[str]:
 
 
 def mnist_available(data_dir: str) -> bool:
-    d = Path(data_dir) if data_dir else HERE / "data" / "mnist"
-    return all((d / n).exists() for n in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"))
+    """Whether all 4 MNIST files are where train.py will look for them (--dataset auto)."""
+    d = Path(data_dir) if data_dir else mnist.DEFAULT_DATA_DIR
+    return all((d / name).exists() for name, _ in mnist.MNIST_FILES.values())
 
 
 def plan(cfg: BenchConfig, n_gpus: int, cores: int, bf16: bool = True) -> list[dict]:

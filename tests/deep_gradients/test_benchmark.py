@@ -85,3 +85,14 @@ def test_gpu_util_that_could_not_be_read_is_explained_in_the_report(tmp_path):
     text = (tmp_path / "benchmark.md").read_text()
     assert f"GPU util % not measured: {why}" in text  # not a silently empty column
     assert json.loads((tmp_path / "benchmark.json").read_text())["rows"][0]["gpu_util_problem"] == why
+
+
+def test_auto_dataset_picks_mnist_only_when_all_four_files_are_there(tmp_path):
+    """--dataset auto: mnist when --data-dir holds every file train.py reads, else the offline digits."""
+    names = [name for name, _ in benchmark.mnist.MNIST_FILES.values()]
+    for name in names[:-1]:
+        (tmp_path / name).write_bytes(b"")
+    assert not benchmark.mnist_available(str(tmp_path))  # a label file missing: every mnist row would fail
+    (tmp_path / names[-1]).write_bytes(b"")
+    assert benchmark.mnist_available(str(tmp_path))
+    assert not benchmark.mnist_available(str(tmp_path / "elsewhere"))
