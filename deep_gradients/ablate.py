@@ -317,10 +317,6 @@ def write_markdown(out: dict, path: str) -> None:
     write_text(path, "\n".join(lines))
 
 
-def _save(fig, path: str) -> str:
-    return str(save_figure(fig, path))
-
-
 def plot_all(out: dict, out_dir: str) -> list[str]:
     runs, summary = out["runs"], out["summary"]
     depths = sorted({r["depth"] for r in runs})
@@ -340,7 +336,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
             ax.set(title=f"depth {d}, lr {lr:g}", xlabel="step", ylabel="train loss", yscale="log")
             ax.set_ylim(top=min(ax.get_ylim()[1], 5.0))  # an exploding run would squash the others; clipped at 5
             ax.legend(fontsize=7)
-    paths.append(_save(fig, os.path.join(out_dir, "ablation_curves.png")))
+    paths.append(str(save_figure(fig, os.path.join(out_dir, "ablation_curves.png"))))
     # final accuracy vs depth: one panel per lr
     fig, axes = plt.subplots(1, len(lrs), figsize=(5 * len(lrs), 3.6), squeeze=False)
     for ax, lr in zip(axes[0], lrs):
@@ -352,7 +348,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
         ax.axhline(10, color="grey", ls=":", lw=1, label="chance (10%)")
         ax.set(title=f"final test accuracy, lr {lr:g}", xlabel="depth", ylabel="test accuracy (%)", xticks=depths)
         ax.legend(fontsize=8)
-    paths.append(_save(fig, os.path.join(out_dir, "ablation_acc.png")))
+    paths.append(str(save_figure(fig, os.path.join(out_dir, "ablation_acc.png"))))
     # activation std per layer: one panel per config; colour = depth, dashed = init, solid = trained
     confs = [c for c in CONFIGS if any(r["config"] == c for r in runs)]
     fig, axes = plt.subplots(1, len(confs), figsize=(4.5 * len(confs), 3.6), squeeze=False)
@@ -370,7 +366,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
     handles += [plt.Line2D([], [], color="k", ls="--", label="at init (BN batch stats)"),
                 plt.Line2D([], [], color="k", ls="-", label="trained (eval mode)")]
     axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    paths.append(_save(fig, os.path.join(out_dir, "ablation_actstd.png")))
+    paths.append(str(save_figure(fig, os.path.join(out_dir, "ablation_actstd.png"))))
     return paths
 
 

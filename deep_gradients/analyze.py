@@ -86,10 +86,6 @@ def build_model(config: dict, state: dict) -> torch.nn.Module:
 # plots of the training run
 
 
-def _save(fig, path: str) -> str:
-    return str(save_figure(fig, path))
-
-
 def _layer_lines(fig, axes, rows: list[dict], section: str, panels, names: list[str]) -> None:
     """One line per layer in each panel (key, title, yscale), coloured by depth; a colour bar names every layer."""
     cmap = plt.cm.viridis
@@ -124,7 +120,7 @@ def plot_loss(results: dict, path: str) -> str:
     a.set(xlabel="step", ylabel="cross-entropy", title="loss", yscale="log")
     a.legend(fontsize=8)
     b.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"final test acc {_pct(results.get('final_test_acc'))}")
-    return _save(fig, path)
+    return str(save_figure(fig, path))
 
 
 def _series(rows: list[dict], section: str, key: str, names: list[str]):
@@ -148,7 +144,7 @@ def plot_param_curves(rows: list[dict], path: str) -> str:
               ("rel_change", "relative change ||w - w0|| / ||w0||", "linear")]
     _layer_lines(fig, axes, rows, "params", panels, weight_names(rows))
     axes[1, 0].axhline(-3, color="k", ls="--", lw=0.8)
-    return _save(fig, path)
+    return str(save_figure(fig, path))
 
 
 def plot_relu_curves(rows: list[dict], path: str) -> str:
@@ -156,7 +152,7 @@ def plot_relu_curves(rows: list[dict], path: str) -> str:
     panels = [("zero_frac", "ReLU outputs that are 0 (per activation)", "linear"),
               ("dead_frac", "dead units (0 for every image of the sample)", "linear"), ("pre_std", "pre-activation std", "log")]
     _layer_lines(fig, axes, rows, "act", panels, list(rows[0]["act"]) if rows else [])
-    return _save(fig, path)
+    return str(save_figure(fig, path))
 
 
 def plot_bn_curves(rows: list[dict], path: str) -> str | None:
@@ -174,7 +170,7 @@ def plot_bn_curves(rows: list[dict], path: str) -> str | None:
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=max(5, min(8, int(300 / len(names)))))
         ax.set_title(f"{what} of every BN layer at step {rows[-1]['step']} (bar: +-1 std over its channels)")
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return str(save_figure(fig, path))
 
 
 def plot_histograms(hists: list[dict], kind: str, path: str, max_layers: int = 4) -> str | None:
@@ -202,7 +198,7 @@ def plot_histograms(hists: list[dict], kind: str, path: str, max_layers: int = 4
     axes[0][0].legend(fontsize=7)
     what = {"weight": "weights", "grad": "gradients", "act": "ReLU inputs (pre-activations)"}[kind]
     fig.suptitle(f"histograms of {what} (fraction per bin)")
-    return _save(fig, path)
+    return str(save_figure(fig, path))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """deep_gradients/analyze.py: the report of a run (every figure with its caption, the numbers) and its errors."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import TINY_ARGS, read_jsonl
@@ -14,9 +15,14 @@ PNGS = ["loss.png", "evolution_params.png", "evolution_relu.png", "evolution_bn.
         "saliency_gradcam.png"]
 
 
-def test_plots_a_run_without_evaluation(tmp_path):
+def test_plots_a_run_without_evaluation(tmp_path, monkeypatch):
+    figs = figure_of(monkeypatch)
     res = {"train_curve": [[0, 2.3], [5, 1.9]], "epochs": [{"epoch": 1, "train_loss": 2.0}], "final_test_acc": None}
-    assert analyze.plot_loss(res, str(tmp_path / "loss.png"))  # train.py --no-eval: no test accuracy, no crash
+    path = analyze.plot_loss(res, str(tmp_path / "loss.png"))  # train.py --no-eval: no test accuracy, no crash
+    assert path == str(tmp_path / "loss.png") and (tmp_path / "loss.png").stat().st_size > 1000
+    loss_ax, acc_ax = figs[0].axes
+    assert loss_ax.lines[0].get_ydata().tolist() == [2.3, 1.9]  # the training curve, every step
+    assert acc_ax.get_title() == "final test acc n/a" and all(np.isnan(acc_ax.lines[0].get_ydata()))
     assert analyze._pct(None) == "n/a" and analyze._pct(0.9912) == "99.12%"
 
 
@@ -118,9 +124,9 @@ def test_bad_option_is_one_line(argv, needle):
 
 
 def figure_of(monkeypatch):
-    """Keep the figure a plot function saves (analyze._save still writes it)."""
-    figs, real = [], analyze._save
-    monkeypatch.setattr(analyze, "_save", lambda fig, path: (figs.append(fig), real(fig, path))[1])
+    """Keep the figure a plot function saves (analyze.save_figure still writes it)."""
+    figs, real = [], analyze.save_figure
+    monkeypatch.setattr(analyze, "save_figure", lambda fig, path, **kw: (figs.append(fig), real(fig, path, **kw))[1])
     return figs
 
 
