@@ -13,6 +13,7 @@ Ctrl-C or SIGTERM ends the run after the current step with a checkpoint that --r
 """
 from __future__ import annotations
 
+import copy
 import gc
 import math
 import resource
@@ -326,10 +327,9 @@ def epoch_record(t: Trainer, p: checkpoint.Progress, gpu_util: float | None) -> 
 def warm_up(t: Trainer) -> float:
     """Run cfg.warmup_steps real steps, then put weights, optimiser, scaler and RNG back -> seconds it took.
     Compilation and cuDNN's autotuning happen here, outside the timed epochs; the run is the same as without."""
-    saved = {k: v.clone() for k, v in t.raw_model.state_dict().items()}
-    opt, scaler, rng = t.optimizer.state_dict(), t.scaler.state_dict(), torch.get_rng_state()
-    opt = {"state": {k: {n: v.clone() if torch.is_tensor(v) else v for n, v in s.items()}
-                     for k, s in opt["state"].items()}, "param_groups": [dict(g) for g in opt["param_groups"]]}
+    # state_dict()s hold the live tensors: copies, or the warm-up steps would change them too
+    saved, opt, scaler = copy.deepcopy((t.raw_model.state_dict(), t.optimizer.state_dict(), t.scaler.state_dict()))
+    rng = torch.get_rng_state()
     recorder, t.recorder = t.recorder, None
     batches, offsets = epoch_plan(t, 0)
     t0 = time.perf_counter()
