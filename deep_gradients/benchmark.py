@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 import hardware
 import mnist
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, check_ranges, knob, parse_config, run_main
 from curves import save_figure
 from files import OutDirLock, write_json, write_text
 from model import DEPTHS
@@ -69,12 +69,8 @@ def check_bench_config(cfg: BenchConfig) -> BenchConfig:
         raise UserError(f"--dataset {cfg.dataset!r} is not allowed; one of auto, digits, mnist")
     if cfg.rows not in ("all", "cpu", "gpu"):
         raise UserError(f"--rows {cfg.rows!r} is not allowed; one of all, cpu, gpu")
-    for key, (lo, hi) in {"quick_subset": (1, 1 << 31), "max_epochs": (1, 100_000), "batch_size": (1, 1 << 16),
-                          "timeout": (1, 7 * 86400)}.items():
-        if not lo <= getattr(cfg, key) <= hi:
-            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be in [{lo}, {hi}]")
-    if not 0 <= cfg.num_proc <= 4096:
-        raise UserError(f"--num-proc {cfg.num_proc} must be in [0, 4096] (0 = all cores)")
+    check_ranges(cfg, {"quick_subset": (1, 1 << 31), "max_epochs": (1, 100_000), "batch_size": (1, 1 << 16),
+                       "timeout": (1, 7 * 86400), "num_proc": (0, 4096)})  # --num-proc 0 = all cores
     cfg.big = cfg.big or ("20x16" if cfg.quick else "56x32")
     for key in ("small", "big"):
         try:

@@ -32,6 +32,14 @@ def knob(default, help: str, **argparse_kwargs):
     return dataclasses.field(default=default, metadata=meta)
 
 
+def check_ranges(cfg, limits: dict[str, tuple]) -> None:
+    """UserError for the first setting outside its inclusive range: `--key VALUE must be in [lo, hi]`."""
+    for key, (lo, hi) in limits.items():
+        value = getattr(cfg, key)
+        if not lo <= value <= hi:
+            raise UserError(f"--{key.replace('_', '-')} {value} must be in [{lo}, {hi}]")
+
+
 def to_bool(text: str) -> bool:
     low = str(text).lower()
     if low in ("1", "true", "yes", "on"):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import mnist
 import model as model_lib
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, check_ranges, knob, parse_config, run_main
 
 # --------------------------------------------------------------------------------------------------
 # layers: forward returns (out, cache); backward takes d(loss)/d(out) and returns the input gradients
@@ -314,10 +314,8 @@ def check_config(cfg: ScratchConfig) -> ScratchConfig:
         raise UserError(f"--dataset {cfg.dataset!r} is not supported; allowed: {', '.join(mnist.DATASETS)}")
     if cfg.depth not in model_lib.DEPTHS:
         raise UserError(f"--depth {cfg.depth} is not supported; allowed: {sorted(model_lib.DEPTHS)}")
-    for key, lo, hi in (("max_iters", 1, 10**7), ("batch_size", 2, 1 << 16), ("width", 1, 256),
-                        ("log_interval", 1, 10**7), ("seed", 0, 2**31 - 1)):
-        if not lo <= getattr(cfg, key) <= hi:
-            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= {lo} and <= {hi}")
+    check_ranges(cfg, {"max_iters": (1, 10**7), "batch_size": (2, 1 << 16), "width": (1, 256),
+                       "log_interval": (1, 10**7), "seed": (0, 2**31 - 1)})
     if not cfg.learning_rate > 0 or not 0 <= cfg.momentum < 1 or cfg.weight_decay < 0:
         raise UserError(f"--learning-rate {cfg.learning_rate} must be > 0, --momentum {cfg.momentum} in [0, 1), "
                         f"--weight-decay {cfg.weight_decay} >= 0")

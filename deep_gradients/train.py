@@ -39,7 +39,7 @@ import mnist
 import model as model_lib
 import schedule
 from distributed import Ranks, StopSignal, average_bn_buffers, state_checksum
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, check_ranges, knob, parse_config, run_main
 from evolution import Recorder
 from files import OutDirLock, write_json
 from model import DEPTHS, count_flops
@@ -113,10 +113,7 @@ def check_config(cfg: Config) -> None:
                             f"one of {', '.join(allowed)}")
     if cfg.depth not in DEPTHS:
         raise UserError(f"--depth {cfg.depth} is not allowed; one of {', '.join(map(str, DEPTHS))} (6n+2)")
-    for key, (lo, hi) in LIMITS.items():
-        value = getattr(cfg, key)
-        if not lo <= value <= hi:
-            raise UserError(f"--{key.replace('_', '-')} {value} must be in [{lo}, {hi}]")
+    check_ranges(cfg, LIMITS)
     if not 0 <= cfg.momentum < 1:
         raise UserError(f"--momentum {cfg.momentum} must be in [0, 1)")
 

@@ -58,7 +58,8 @@ def test_row_that_times_out_is_skipped_not_fatal(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv,needle", [(["--max-epochs", "0"], "--max-epochs 0"), (["--dataset", "cifar"], "'cifar'"),
-                                         (["--num-proc", "-1"], "--num-proc -1"), (["--batch-size", "x"], "'x'"),
+                                         (["--num-proc", "-1"], "--num-proc -1 must be in [0, 4096]"),
+                                         (["--batch-size", "x"], "'x'"),
                                          (["--quick-subset", "0"], "--quick-subset 0"), (["--small", "18x16"], "18x16"),
                                          (["--rows", "tpu"], "--rows 'tpu'"), (["--out", "x"], "--out-dir"),
                                          (["--batch-size", "10000000"], "--batch-size 10000000 must be in [1, 65536]"),
