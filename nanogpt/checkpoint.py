@@ -85,6 +85,17 @@ def load(path, resumable: bool = False) -> dict:
     return ckpt
 
 
+def in_folder(path: Path) -> Path:
+    """A checkpoint file as given, or a run's out dir -> its ckpt_last.pt."""
+    return path / "ckpt_last.pt" if path.is_dir() else path
+
+
+def dataset_meta(ckpt: dict) -> Path:
+    """Where the meta.json of the dataset a checkpoint trained on is (its config's data_dir / dataset)."""
+    cfg = ckpt.get("config") or {}
+    return Path(str(cfg.get("data_dir", ""))) / str(cfg.get("dataset", "")) / "meta.json"
+
+
 def clean_state_dict(sd: dict) -> dict:
     """Strip torch.compile's '_orig_mod.' (and DDP's 'module.') prefixes."""
     return {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in sd.items()}

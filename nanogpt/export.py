@@ -50,7 +50,7 @@ EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight")
 
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint file, or a run's folder (its ckpt_last.pt)."""
-    file = path / "ckpt_last.pt" if path.is_dir() else path
+    file = checkpoint.in_folder(path)
     if not file.is_file():
         raise UserError(f"no checkpoint at {file}")
     return checkpoint.load(file)
@@ -59,8 +59,7 @@ def load_checkpoint(path: Path) -> dict:
 def read_meta(ckpt: dict, meta_file: Path | None) -> dict:
     """The dataset's meta.json: --meta, else the one the checkpoint was trained on."""
     if meta_file is None:
-        cfg = ckpt.get("config") or {}
-        meta_file = Path(str(cfg.get("data_dir", ""))) / str(cfg.get("dataset", "")) / "meta.json"
+        meta_file = checkpoint.dataset_meta(ckpt)
     try:
         meta = json.loads(meta_file.read_text())
         vocab_size = int(meta["vocab_size"])

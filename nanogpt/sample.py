@@ -68,14 +68,13 @@ def check_sample_config(cfg: SampleConfig) -> None:
 def load_model(init_from: str, device: str = "cpu"):
     """-> (model in eval mode on device, tokenizer) from a checkpoint (dir or file) or GPT-2 weights."""
     path = Path(init_from)
-    ckpt_file = path / "ckpt_last.pt" if path.is_dir() else path
+    ckpt_file = checkpoint.in_folder(path)
     if ckpt_file.is_file():  # whatever its name: checkpoint.load says what it is not
         ckpt = checkpoint.load(ckpt_file)
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict(checkpoint.clean_state_dict(ckpt["model"]))
-        cfg = ckpt.get("config", {})
-        meta_file = Path(cfg.get("data_dir", "")) / cfg.get("dataset", "") / "meta.json"
-        if cfg.get("dataset") and meta_file.is_file():
+        meta_file = checkpoint.dataset_meta(ckpt)
+        if (ckpt.get("config") or {}).get("dataset") and meta_file.is_file():
             tokenizer = get_tokenizer(json.loads(meta_file.read_text()))
         elif model.config.vocab_size >= 50257:  # GPT-2-sized vocabulary: assume the GPT-2 BPE
             tokenizer = get_tokenizer({"tokenizer": "gpt2"})
