@@ -154,12 +154,12 @@ class RefGPT(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def make_optimizer(model, device_type):
+def make_optimizer(model, device_type, lr=6e-4, beta2=0.95):
     """nanoGPT's configure_optimizers: AdamW, decay on dim >= 2, fused only on CUDA."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=6e-4, betas=(0.9, 0.95), **({"fused": True} if device_type == "cuda" else {}))
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, beta2), **({"fused": True} if device_type == "cuda" else {}))
 
 
 def bench_train(cfg: BenchConfig) -> dict:
@@ -310,10 +310,7 @@ def nanogpt_loop(seed: int, folder: Path, recipe: dict = RECIPE, model_cls=None)
 
     model = (model_cls or RefGPT)(GPTConfig(block_size=r["block_size"], vocab_size=65, n_layer=r["n_layer"], n_head=r["n_head"],
                              n_embd=r["n_embd"], dropout=0.0, bias=False))
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=r["lr"], betas=(0.9, r["beta2"]))
+    opt = make_optimizer(model, "cpu", r["lr"], r["beta2"])
     x, y = get_batch("train")
     for it in range(r["iters"] + 1):  # nanoGPT evaluates at step 2000, then takes that step too
         for group in opt.param_groups:
