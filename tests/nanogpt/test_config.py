@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 import config
-import data
 import train
 from cli import UserError
 from config import PRESETS, TrainConfig, check_config, resolve_config
 from helpers import call_main
+from session import make_plan
 
 
 def cfg_of(argv):
@@ -48,9 +48,8 @@ def test_presets_end_on_their_step_budget():
         if "lr_decay_iters" not in preset:
             continue
         cfg = cfg_of(["--preset", name])
-        windows = data.train_windows(train_tokens[cfg.dataset], cfg.block_size)
-        steps_per_epoch = windows // (cfg.batch_size * check_config(cfg, 1))
-        assert min(steps_per_epoch * cfg.max_epochs, cfg.max_iters) == cfg.max_iters == cfg.lr_decay_iters, name
+        plan = make_plan(cfg, check_config(cfg, 1), 1, train_tokens[cfg.dataset], 10**6)  # what train.py runs
+        assert plan.total_iters == cfg.max_iters == plan.decay_iters == cfg.lr_decay_iters, name
 
 
 def test_help_lists_every_field(run_script):
