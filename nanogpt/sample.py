@@ -17,6 +17,7 @@ import torch
 import checkpoint
 import hardware
 from cli import UserError, knob, parse_config, run_main
+from config import MAX_SEED
 from hub import HUB_MODELS, gpt2_folder
 from model import GPT, GPTConfig
 from tokenizer import get_tokenizer
@@ -61,8 +62,8 @@ def check_sample_config(cfg: SampleConfig) -> None:
     for name, high in (("num_samples", 1000), ("max_new_tokens", MAX_NEW_TOKENS)):
         if not 1 <= getattr(cfg, name) <= high:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be in [1, {high}]")
-    if not 0 <= cfg.seed < 2**32:
-        raise UserError(f"--seed {cfg.seed}: must be in [0, {2**32 - 1}]")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise UserError(f"--seed {cfg.seed}: must be in [0, {MAX_SEED}]")
 
 
 def load_model(init_from: str, device: str = "cpu"):
