@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,10 @@ def _projects_of(args: list[str], invocation_dir: Path) -> set[str]:
 
 
 def pytest_configure(config):
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # a job started in the background (`cmd &`) ignores SIGINT and its children inherit that: the tests that
+        # press Ctrl-C on a script would wait in vain. Scripts started from here get Python's Ctrl-C back.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line("markers", "distributed: starts several processes (torchrun, gloo)")
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped where it is absent")
     if len(_projects_of(config.args, Path(config.invocation_params.dir))) > 1:

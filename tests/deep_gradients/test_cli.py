@@ -38,10 +38,7 @@ def test_sigint_to_a_running_script_ends_it_in_one_line():
     """scratch.py keeps no state worth saving: Ctrl-C reaches run_main, which says so without a traceback."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "deep_gradients/scratch.py"), "--max-iters", "100000",
                              "--log-interval", "1"], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            # as from a terminal: a suite started in the background (`... &`) ignores SIGINT,
-                            # and its children would inherit that
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         assert proc.stdout.readline().startswith("step     0")  # training: past the imports and the data
         proc.send_signal(signal.SIGINT)
