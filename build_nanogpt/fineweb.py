@@ -321,6 +321,13 @@ def ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def request_stop(stop: list, signum: int) -> None:
+    """A first signal is noted in `stop`; a second one ends the script at once."""
+    if stop:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+    stop.append(signal.Signals(signum))
+
+
 def write_all(cfg: ShardConfig, manifest: dict) -> dict:
     """Tokenize the source (in a pool) into a ShardWriter, from where the manifest stands."""
     shards = manifest["shards"]
@@ -331,14 +338,23 @@ def write_all(cfg: ShardConfig, manifest: dict) -> dict:
     # "spawn" everywhere (the only start method on Windows, the default on macOS): workers re-import
     # this module, so it must not do anything at import time
     pool = mp.get_context("spawn").Pool(cfg.num_proc, ignore_sigint) if cfg.num_proc > 1 else None
+    # While the pool runs, a first Ctrl-C or SIGTERM only sets a flag, acted on between results: raised inside
+    # the pool's own waits, the exception can leave its internal lock held, and terminate() then hangs.
+    stop: list[signal.Signals] = []
+    previous = {s: signal.signal(s, lambda signum, _: request_stop(stop, signum))
+                for s in (signal.SIGINT, signal.SIGTERM)} if pool else {}
     try:
         for tokens, last in tokenized(iter_pieces(cfg, writer.docs_done), pool, cfg.num_proc):
+            if stop:
+                raise KeyboardInterrupt(*(["SIGTERM"] if stop[0] == signal.SIGTERM else []))
             writer.add(tokens, last)
             if writer.full:
                 print(f"stopped after {len(shards)} shards (--max-shards); rerun to continue")
                 return manifest
     finally:
         writer.bar.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if pool:
             pool.terminate()
     if not shards and not writer.fill:
