@@ -18,6 +18,7 @@ import torch
 
 from checkpoint import read_checkpoint
 from cli import UserError
+import modern
 from model import GPT, GPTConfig
 from tokens import GPT2_VOCAB
 
@@ -72,7 +73,13 @@ def from_checkpoint(path: str) -> GPT:
             and all(isinstance(v, torch.Tensor) for v in state.values())):
         raise UserError(f"{path} is not a checkpoint of {what} ('model' is not a state dict "
                         "or 'model_args' not a dict of settings)")
-    model = GPT(_config_of(path, args))
+    if args.get("arch") == "modern":  # modern.py's model: model_args are its ModernConfig and "arch"
+        try:
+            model = modern.ModernGPT(modern.ModernConfig(**{k: v for k, v in args.items() if k != "arch"}))
+        except (TypeError, AssertionError) as e:
+            raise UserError(f"{path}: model_args {args} do not describe a modern.py model ({e})") from None
+    else:
+        model = GPT(_config_of(path, args))
     try:
         missing, extra = model.load_state_dict(_strip(state), strict=False)
         why = f"missing {missing[:3]}, extra {extra[:3]}" if missing or extra else ""
@@ -119,8 +126,19 @@ def reshape(model: GPT, config: GPTConfig) -> GPT:
     return new
 
 
-def init_model(cfg) -> tuple[GPT, dict]:
-    """The model train.py starts from, and its model_args: a fresh one, or `--init-from` weights."""
+def modern_config(cfg) -> modern.ModernConfig:
+    """The modern.py model that train.py's settings describe (`--arch modern`)."""
+    return modern.ModernConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                               n_head=cfg.n_head, n_embd=cfg.n_embd,
+                               **{name: getattr(cfg, name) for name in modern.SWITCHES})
+
+
+def init_model(cfg) -> tuple[GPT | modern.ModernGPT, dict]:
+    """The model train.py starts from, and its model_args: a fresh one, or `--init-from` weights.
+    `--arch modern`: a fresh modern.py model; its model_args are its whole ModernConfig and "arch"."""
+    if cfg.arch == "modern":
+        config = modern_config(cfg)
+        return modern.ModernGPT(config), {"arch": "modern", **dataclasses.asdict(config)}
     if cfg.init_from == "scratch":
         config = GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
                            n_head=cfg.n_head, n_embd=cfg.n_embd, flash=cfg.flash)

@@ -17,6 +17,12 @@ that the compiled one wraps: the very same parameters, no copy, no recompilation
 graph breaks; both are a small part of the run's time. The reference turned compile off to get these
 two working; here compile stays on for all of training.
 
+The speedrun's model and optimizer (modern.py, muon.py) are switches of the same run: `--arch modern` with
+any of --rotary --rmsnorm --no-bias --relu2 --zero-init --qk-norm --untied --embed-skip --softcap CAP --unet
+--window W [--window-start W0] --value-embeds N, and `--optimizer muon` (Muon on the hidden matrices, AdamW on
+the rest) with `--schedule wsd` (warm-up, stable, linear decay to the floor) and `--momentum-warmup-iters`.
+With every switch off, `--arch modern` is GPT-2 (the same losses); ladder.py runs them rung by rung.
+
 Ctrl-C or SIGTERM (on any rank) finishes the current iter, writes ckpt.pt and exits 0; `--resume`
 continues. A non-finite loss, val loss or weight stops the run before anything is saved (exit 3).
 """
@@ -45,8 +51,9 @@ from hellaswag import download as download_hellaswag
 from hellaswag import load_examples
 from loader import ShardLoader
 from logs import Logger
+import modern
 from model import GPT, GPTConfig, flops_per_token
-from pretrained import init_model
+from pretrained import init_model, modern_config
 from tokens import GPT2_VOCAB, gpt2_encoding
 
 MANY = 1 << 40
@@ -55,7 +62,10 @@ RANGES = {  # numeric settings: (lowest, highest) allowed
     "vocab_size": (1, 1 << 20), "batch_size": (1, 1 << 20), "total_batch": (1, MANY), "max_iters": (1, MANY),
     "warmup_iters": (0, MANY), "eval_interval": (0, MANY), "eval_iters": (1, MANY), "ckpt_interval": (0, MANY),
     "num_samples": (0, 1024), "sample_tokens": (1, 1 << 16), "learning_rate": (0, 10), "min_lr_ratio": (0, 1),
-    "beta1": (0, 1), "beta2": (0, 1), "eps": (0, 1), "weight_decay": (0, 10), "grad_clip": (0, 1_000_000)}
+    "beta1": (0, 1), "beta2": (0, 1), "eps": (0, 1), "weight_decay": (0, 10), "grad_clip": (0, 1_000_000),
+    "softcap": (0, 1e4), "window": (0, 1 << 20), "window_start": (0, 1 << 20), "value_embeds": (0, 512),
+    "muon_lr": (0, 10), "muon_momentum": (0, 1), "momentum_warmup_iters": (0, MANY), "cooldown_frac": (0, 1)}
+CHOICES = {"arch": ("gpt2", "modern"), "optimizer": ("adamw", "muon"), "schedule": ("cosine", "wsd")}
 
 
 @dataclass
@@ -105,6 +115,29 @@ class TrainConfig:
     compile: bool = knob(True, "torch.compile the model")
     flash: bool = knob(True, "flash attention (scaled_dot_product_attention)")
     fused_adamw: bool = knob(True, "fused AdamW kernel (CUDA only; ignored elsewhere)")
+    # the speedrun's techniques (modern.py, muon.py): each a switch, GPT-2 when off
+    arch: str = knob("gpt2", "gpt2 (model.py) | modern (modern.py: the switches below)")
+    bias: bool = knob(True, "modern: biases in Linear and LayerNorm (GPT-2 has them)")
+    rotary: bool = knob(False, "modern: rotary position embeddings instead of the learned table")
+    rmsnorm: bool = knob(False, "modern: parameter-free RMSNorm instead of LayerNorm")
+    relu2: bool = knob(False, "modern: ReLU^2 MLP instead of GELU")
+    zero_init: bool = knob(False, "modern: output projections (and an untied head) start at zero")
+    qk_norm: bool = knob(False, "modern: RMS-normalise q and k per head")
+    untied: bool = knob(False, "modern: a head of its own instead of the token embedding")
+    embed_skip: bool = knob(False, "modern: the token embedding mixed into every block (learned scalars)")
+    softcap: float = knob(0.0, "modern: logits = cap * tanh(logits / cap) (0: off)")
+    unet: bool = knob(False, "modern: U-net skips from the first half of the blocks to the second")
+    window: int = knob(0, "modern: sliding-window attention of this many tokens (0: full causal)")
+    window_start: int = knob(0, "modern: the window grows linearly from this to --window over the run "
+                                "(0: no warm-up)")
+    value_embeds: int = knob(0, "modern: value-embedding tables (first and last N blocks, U-net pattern)")
+    optimizer: str = knob("adamw", "adamw | muon (Muon on the hidden matrices, AdamW on the rest; --arch modern)")
+    muon_lr: float = knob(0.02, "Muon's peak learning rate (follows the schedule like --learning-rate)")
+    muon_momentum: float = knob(0.95, "Muon's momentum (after its warm-up)")
+    momentum_warmup_iters: int = knob(0, "Muon's momentum rises linearly from 0.85 over these iters (0: off)")
+    schedule: str = knob("cosine", "cosine (GPT-3) | wsd (warm-up, stable, linear decay to the floor "
+                                   "min_lr_ratio in the last --cooldown-frac of the run)")
+    cooldown_frac: float = knob(0.4, "wsd: the fraction of --max-iters spent decaying")
 
 
 PRESETS = {
@@ -133,6 +166,10 @@ def check_config(cfg: TrainConfig, world: int) -> int:
         raise UserError(f"--seed {cfg.seed}: use 0 .. 2**63 - 1")
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"--n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}")
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise UserError(f"--{name} {getattr(cfg, name)}: use {' | '.join(allowed)}")
+    check_modern(cfg)
     per_step = cfg.batch_size * cfg.block_size * world
     if cfg.total_batch < per_step or cfg.total_batch % per_step:
         raise UserError(f"--total-batch {cfg.total_batch} must be a multiple of batch_size*block_size*world "
@@ -140,16 +177,59 @@ def check_config(cfg: TrainConfig, world: int) -> int:
     return cfg.total_batch // per_step
 
 
-def get_lr(it: int, cfg: TrainConfig) -> float:
-    """Linear warmup, then cosine from learning_rate down to min_lr_ratio*learning_rate at max_iters."""
-    top = cfg.learning_rate
+def check_modern(cfg: TrainConfig) -> None:
+    """The switches need --arch modern and must describe a model modern.py can build."""
+    default = TrainConfig()
+    moved = [name for name in modern.SWITCHES + ("optimizer",) if getattr(cfg, name) != getattr(default, name)]
+    if cfg.arch == "gpt2" and moved:
+        flag = moved[0].replace("_", "-")
+        raise UserError(f"--{flag} is a switch of --arch modern (with every switch off it is GPT-2); add --arch modern")
+    if cfg.arch == "gpt2":
+        return
+    if not cfg.flash:
+        raise UserError("--no-flash: --arch modern always uses scaled_dot_product_attention")
+    if cfg.init_from != "scratch":
+        raise UserError(f"--init-from {cfg.init_from}: --arch modern trains from scratch only")
+    if cfg.window_start and not cfg.window:
+        raise UserError(f"--window-start {cfg.window_start} needs --window (the size it grows to)")
+    if cfg.window > cfg.block_size or cfg.window_start > cfg.window:
+        raise UserError(f"--window-start {cfg.window_start} <= --window {cfg.window} <= --block-size "
+                        f"{cfg.block_size} is needed")
+    problem = modern.check_config(modern_config(cfg))
+    if problem:
+        raise UserError(f"--arch modern: {problem}")
+
+
+def get_lr(it: int, cfg: TrainConfig, peak: float | None = None) -> float:
+    """Linear warmup to `peak` (default learning_rate), then cosine down to min_lr_ratio*peak at max_iters;
+    or, with --schedule wsd, flat at the peak and a linear decay to that floor over the last cooldown_frac
+    (the speedrun's trapezoid; its 3.1-minute record decays to 0.1 of the peak instead of 0)."""
+    top = cfg.learning_rate if peak is None else peak
     low = top * cfg.min_lr_ratio
     if it < cfg.warmup_iters:
         return top * (it + 1) / cfg.warmup_iters
     if it >= cfg.max_iters:
         return low
+    if cfg.schedule == "wsd":
+        decay_start = max(cfg.warmup_iters, cfg.max_iters - round(cfg.cooldown_frac * cfg.max_iters))
+        if it < decay_start:
+            return top
+        return top + (low - top) * (it - decay_start) / (cfg.max_iters - decay_start)
     ratio = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
     return low + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (top - low)
+
+
+def get_momentum(it: int, cfg: TrainConfig) -> float:
+    """Muon's momentum: from 0.85 up to muon_momentum over momentum_warmup_iters (the 8.2-minute record)."""
+    frac = min(it / cfg.momentum_warmup_iters, 1.0) if cfg.momentum_warmup_iters else 1.0
+    return (1 - frac) * 0.85 + frac * cfg.muon_momentum
+
+
+def get_window(it: int, cfg: TrainConfig) -> int:
+    """The attention window at iter `it`: from window_start to window, linearly over the run (4.7 minutes)."""
+    if not cfg.window_start:
+        return cfg.window
+    return round(cfg.window_start + (cfg.window - cfg.window_start) * min(it / cfg.max_iters, 1.0))
 
 
 def forward_backward(model, batches, autocast=nullcontext, ddp: bool = False, scaler=None) -> torch.Tensor:
@@ -183,7 +263,7 @@ class Run:
     world: int
     ddp: bool  # started by torchrun (even with one process: the nccl/gloo path runs)
     grad_accum: int
-    model: GPT  # the plain module: its state_dict has no _orig_mod./module. prefixes
+    model: GPT | modern.ModernGPT  # the plain module: its state_dict has no _orig_mod./module. prefixes
     compiled: torch.nn.Module  # torch.compile(model), or model
     train_model: torch.nn.Module  # DDP(compiled) under torchrun, else compiled
     model_args: dict
@@ -249,7 +329,9 @@ def train_step(run: Run, it: int, stop_flag: bool) -> tuple[float, float, bool]:
     clip = cfg.grad_clip > 0
     norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip) if clip else torch.zeros(())
     for group in run.optimizer.param_groups:
-        group["lr"] = get_lr(it, cfg)
+        group["lr"] = get_lr(it, cfg, group.get("peak_lr"))  # Muon's groups have peaks of their own
+        if group.get("muon"):
+            group["momentum"] = get_momentum(it, cfg)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     return mean, float(norm), stop
@@ -270,20 +352,23 @@ def train(run: Run, stop: int, signals: StopSignal) -> str | None:
     bar = tqdm(total=stop, initial=run.start, unit="iter", disable=None if run.master else True)
     try:
         for it in range(run.start, stop + 1):
+            if cfg.window:
+                run.model.set_window(get_window(it, cfg))  # a buffer: the compiled model does not recompile
             if (cfg.eval_interval > 0 and it % cfg.eval_interval == 0) or it == cfg.max_iters:
                 evaluate(run, it)
             if it == stop:
                 return None
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             loss, norm, stopping = train_step(run, it, signals.name is not None)
             if run.device.startswith("cuda"):
                 torch.cuda.synchronize(run.device)
-            dt = time.time() - t0
+            dt, cpu = time.time() - t0, time.process_time() - c0  # wall, and this process's CPU time
             tok_s = cfg.total_batch / dt
             mfu = run.flops_iter / dt / (run.peak * run.world) if run.peak else None
             lr = get_lr(it, cfg)
             run.logger.log({"kind": "train", "iter": it, "loss": loss, "lr": lr, "norm": norm,
-                            "dt_ms": 1000 * dt, "tok_per_s": tok_s, "mfu": mfu},
+                            "dt_ms": 1000 * dt, "cpu_ms": 1000 * cpu, "tok_per_s": tok_s,
+                            "mfu": mfu},
                            f"iter {it:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | "
                            f"dt {1000 * dt:.2f}ms | tok/sec {tok_s:,.0f}"
                            + (f" | mfu {100 * mfu:.1f}%" if mfu else ""))
@@ -331,9 +416,14 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
     if cfg.tf32 and device.startswith("cuda"):
         torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
     model.to(device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                           cfg.eps,
-                                           fused=cfg.fused_adamw and device.startswith("cuda"))
+    fused = cfg.fused_adamw and device.startswith("cuda")
+    betas = (cfg.beta1, cfg.beta2)
+    if cfg.optimizer == "muon":
+        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, betas, cfg.eps,
+                                               optimizer="muon", muon_lr=cfg.muon_lr,
+                                               muon_momentum=cfg.muon_momentum)
+    else:
+        optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, betas, cfg.eps, fused=fused)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
     start = 0
     if resume_path:
@@ -344,13 +434,14 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
     train_model = compiled
     if ddp:
         train_model = DDP(compiled, device_ids=[local_rank] if device.startswith("cuda") else None)
+    flops = modern.flops_per_token if cfg.arch == "modern" else flops_per_token
     precision = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, "tf32" if cfg.tf32 else "fp32")
     return Run(cfg=cfg, device=device, rank=rank, world=world, ddp=ddp, grad_accum=grad_accum, model=model,
                compiled=compiled, train_model=train_model, model_args=model_args, optimizer=optimizer,
                scaler=scaler,
                autocast=autocast_for(dtype, device), train_loader=train_loader, val_loader=val_loader,
                examples=examples, enc=enc, logger=None, ckpt_path=ckpt_path, start=start,
-               flops_iter=flops_per_token(model.config, model.num_params()) * cfg.total_batch,
+               flops_iter=flops(model.config, model.num_params()) * cfg.total_batch,
                peak=peak_flops(device_name(device), precision))
 
 
