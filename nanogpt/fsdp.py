@@ -11,7 +11,8 @@ reduced in float32; the sharded master weights and the optimizer stay float32.
 
 Checkpoints hold full, unsharded tensors in the layout a single process writes (`model` keyed by parameter
 name, `optimizer` as `torch.optim.Optimizer.state_dict()` with integer ids), gathered to rank 0, so one
-checkpoint resumes under FSDP, DDP or one process. Reference: PyTorch's FSDP2 (`fully_shard`) and
+checkpoint resumes under FSDP, DDP or one process. train.py imports this module only with --fsdp: it needs
+torch >= 2.6, which the other paths do not. Reference: PyTorch's FSDP2 (`fully_shard`) and
 `torch.distributed.checkpoint.state_dict` docs.
 """
 from __future__ import annotations
@@ -21,19 +22,21 @@ import contextlib
 import torch
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_optimizer_state_dict)
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from cli import UserError
 from model import GPT
 
+try:
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+except ImportError:  # the public FSDP2 path is torch 2.6's
+    raise UserError(f"--fsdp needs torch >= 2.6 (torch.distributed.fsdp.fully_shard); this is torch "
+                    f"{torch.__version__}") from None
+
 GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)  # full tensors, on rank 0's CPU only
 
 
-def check(fsdp: bool, distributed: bool, dtype: str, compile_: bool | None) -> None:
+def check(distributed: bool, dtype: str, compile_: bool | None) -> None:
     """Refuse settings FSDP does not run with, in one line."""
-    if not fsdp:
-        return
     if not distributed:
         raise UserError("--fsdp shards the model over the processes of torchrun; run it under torchrun "
                         "(e.g. torchrun --standalone --nproc_per_node=2 nanogpt/train.py --fsdp ...)")
@@ -43,35 +46,61 @@ def check(fsdp: bool, distributed: bool, dtype: str, compile_: bool | None) -> N
         raise UserError("--fsdp does not compile the model; pass --no-compile (the default with --fsdp)")
 
 
-def shard(model: GPT, device: str, dtype: str) -> GPT:
-    """model (on the CPU, full) -> the same module, sharded over every rank of the default group on device."""
-    cuda = device.startswith("cuda")
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if (
-        cuda and dtype == "bfloat16") else MixedPrecisionPolicy()
-    mesh = torch.distributed.device_mesh.init_device_mesh("cuda" if cuda else "cpu",
-                                                          (torch.distributed.get_world_size(),))
-    for block in model.transformer.h:
-        fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
-    return model
+class Sharded:
+    """A GPT sharded in place over every rank of the default group, with what train.py needs of it: the full
+    state gathered to rank 0 (checkpoints, samples) and the optimizer restored from the one-process layout.
+    train.Replicated has the same methods for a model every rank holds whole."""
 
+    def __init__(self, model: GPT, device: str, dtype: str):
+        cuda = device.startswith("cuda")
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if (
+            cuda and dtype == "bfloat16") else MixedPrecisionPolicy()
+        mesh = torch.distributed.device_mesh.init_device_mesh("cuda" if cuda else "cpu",
+                                                              (torch.distributed.get_world_size(),))
+        for block in model.transformer.h:
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(model, mesh=mesh, mp_policy=policy)
+        # DDP's name for "accumulate, do not reduce" (FSDP1 had it too), so train_step treats both alike
+        model.no_sync = lambda: _no_sync(model)
+        self.model = model
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    return isinstance(model, FSDPModule)
+    def all_finite(self) -> bool:
+        """Whether every weight is finite, on every rank (each rank checks its shards; a collective)."""
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in self.model.parameters()]
+        finite = torch.stack([p.detach().isfinite().all() for p in local]).all()
+        torch.distributed.all_reduce(finite := finite.int(), op=torch.distributed.ReduceOp.MIN)
+        return bool(finite.item())
 
+    def full_state(self, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+        """(model state_dict, optimizer state_dict) as one process holds them: a collective (call it on every
+        rank) that gathers full CPU tensors to rank 0; other ranks get empty dicts."""
+        model_sd = get_model_state_dict(self.model, options=GATHER)
+        by_name = get_optimizer_state_dict(self.model, optimizer, options=GATHER)
+        if not model_sd:
+            return {}, {}
+        index = {name: i for i, name in enumerate(_param_names(self.model, optimizer))}
+        groups = [{**g, "params": [index[name] for name in g["params"]]} for g in by_name["param_groups"]]
+        return model_sd, {"state": {index[name]: s for name, s in by_name["state"].items()}, "param_groups": groups}
 
-def no_sync(model: torch.nn.Module):
-    """A context without the gradient all-reduce (DDP) or reduce-scatter (FSDP): for all but the last
-    micro-step of an accumulated step."""
-    if isinstance(model, DDP):
-        return model.no_sync()
-    if is_sharded(model):
-        return _fsdp_no_sync(model)
-    return contextlib.nullcontext()
+    def load_optimizer(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        """Optimizer.state_dict() layout (every rank holds it whole) -> the sharded optimizer."""
+        names = _param_names(self.model, optimizer)
+        groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
+        by_name = {"state": {names[i]: s for i, s in state["state"].items()}, "param_groups": groups}
+        set_optimizer_state_dict(self.model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+
+    def plain_model(self, device: str) -> GPT | None:
+        """A plain copy on rank 0 (None elsewhere; a collective), for work only rank 0 does (samples)."""
+        state = get_model_state_dict(self.model, options=GATHER)
+        if not state:
+            return None
+        plain = GPT(self.model.config)
+        plain.load_state_dict(state)
+        return plain.to(device)
 
 
 @contextlib.contextmanager
-def _fsdp_no_sync(model: FSDPModule):
+def _no_sync(model):
     model.set_requires_gradient_sync(False)
     try:
         yield
@@ -79,56 +108,7 @@ def _fsdp_no_sync(model: FSDPModule):
         model.set_requires_gradient_sync(True)
 
 
-def all_finite(model: torch.nn.Module) -> bool:
-    """Whether every weight is finite, on every rank (sharded: each rank checks its shards; a collective)."""
-    local = [p.to_local() if hasattr(p, "to_local") else p for p in model.parameters()]
-    finite = torch.stack([p.detach().isfinite().all() for p in local]).all()
-    if is_sharded(model):
-        torch.distributed.all_reduce(finite := finite.int(), op=torch.distributed.ReduceOp.MIN)
-    return bool(finite.item())
-
-
 def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
     """The name of each optimizer parameter, in the order Optimizer.state_dict() numbers them."""
     names = {id(p): name for name, p in model.named_parameters()}
     return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
-
-
-def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
-    """(model state_dict, optimizer state_dict) as one process holds them. Sharded: a collective (call it on
-    every rank) that gathers full CPU tensors to rank 0; other ranks get empty dicts."""
-    if not is_sharded(model):
-        return model.state_dict(), optimizer.state_dict()
-    model_sd = get_model_state_dict(model, options=GATHER)
-    by_name = get_optimizer_state_dict(model, optimizer, options=GATHER)
-    if not model_sd:
-        return {}, {}
-    names = _param_names(model, optimizer)
-    index = {name: i for i, name in enumerate(names)}
-    groups = [{**g, "params": [index[name] for name in g["params"]]} for g in by_name["param_groups"]]
-    return model_sd, {"state": {index[name]: s for name, s in by_name["state"].items()}, "param_groups": groups}
-
-
-def load_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Optimizer.state_dict() layout (every rank holds it whole) -> the optimizer, sharded if the model is."""
-    if not is_sharded(model):
-        optimizer.load_state_dict(state)
-        return
-    names = _param_names(model, optimizer)
-    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
-    by_name = {"state": {names[i]: s for i, s in state["state"].items()}, "param_groups": groups}
-    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
-
-
-def unsharded(model: GPT, device: str) -> GPT | None:
-    """A plain copy of a sharded model on rank 0 (None elsewhere; a collective), for work only rank 0 does
-    (samples); an unsharded model is returned as it is."""
-    if not is_sharded(model):
-        return model
-    state = get_model_state_dict(model, options=GATHER)
-    if not state:
-        return None
-    plain = GPT(model.config)
-    plain.load_state_dict(state)
-    return plain.to(device)
-

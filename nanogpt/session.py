@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 import checkpoint
 import data
-import fsdp
 import hardware
 from cli import UserError
 from config import TrainConfig
@@ -69,6 +68,7 @@ class Run:
     identity: dict
     model: torch.nn.Module  # compiled and/or DDP-wrapped
     raw_model: GPT  # never wrapped (sharded in place with --fsdp): its state_dict has no _orig_mod./module. prefix
+    layout: object  # train.Replicated, or fsdp.Sharded with --fsdp: the raw model's full state, gathered and restored
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     out_dir: Path
@@ -201,7 +201,7 @@ def resumed_state(run_cfg: TrainConfig, plan: Plan, identity: dict, ckpt: dict) 
 
 
 def setup(cfg: TrainConfig, ckpt: dict | None, accum: int, rank: int, world_size: int, device: str,
-          dtype: str) -> tuple[Run, RunState]:
+          dtype: str, layout_class) -> tuple[Run, RunState]:
     torch.manual_seed(cfg.seed)  # model init: the same on every rank
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32  # TF32 tensor cores for float32 matmuls (Ampere+)
@@ -210,14 +210,14 @@ def setup(cfg: TrainConfig, ckpt: dict | None, accum: int, rank: int, world_size
     train_data, val_data, meta, identity = data.load_dataset(cfg.dataset, cfg.data_dir)
     plan = make_plan(cfg, accum, world_size, len(train_data), len(val_data))
     state = resumed_state(cfg, plan, identity, ckpt) if ckpt is not None else RunState()
-    raw_model = build_model(cfg, meta, ckpt)
-    raw_model = fsdp.shard(raw_model, device, dtype) if cfg.fsdp else raw_model.to(device)
+    layout = layout_class(build_model(cfg, meta, ckpt), device, dtype)  # on device, sharded with --fsdp
+    raw_model = layout.model
     device_type = torch.device(device).type
     optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                                device_type, eps=cfg.eps)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # float16 needs loss scaling
     if ckpt is not None:
-        fsdp.load_optimizer(raw_model, optimizer, ckpt["optimizer"])
+        layout.load_optimizer(optimizer, ckpt["optimizer"])
         if ckpt["scaler"]:  # empty when the checkpoint's run had no float16 (GradScaler disabled)
             scaler.load_state_dict(ckpt["scaler"])
         checkpoint.set_rng_state(ckpt["rng"])
@@ -225,7 +225,7 @@ def setup(cfg: TrainConfig, ckpt: dict | None, accum: int, rank: int, world_size
     if dist.is_initialized() and not cfg.fsdp:
         model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
     run = Run(cfg, plan, rank, world_size, device, dtype, hardware.autocast(device, dtype), train_data, val_data,
-              meta, identity, model, raw_model, optimizer, scaler, Path(cfg.out_dir),
+              meta, identity, model, raw_model, layout, optimizer, scaler, Path(cfg.out_dir),
               last_good=Path(cfg.resume) if ckpt is not None else None)
     return run, state
 

@@ -35,12 +35,12 @@ from tqdm import tqdm
 
 import checkpoint
 import data
-import fsdp
 import hardware
 import report
 from cli import run_main
 from config import TrainConfig, check_config, parse_save_epochs, resolve_config
 from files import OutDirLock, append_line
+from model import GPT
 from session import Meter, Run, RunState, announce, compiled, get_lr, on_rank0, setup, unigram
 from tracking import Tracker
 
@@ -74,6 +74,26 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
+class Replicated:
+    """A model every rank holds whole (one process, DDP): its full state is its own. With --fsdp, fsdp.Sharded
+    has the same methods for a model sharded over the ranks."""
+
+    def __init__(self, model: GPT, device: str, dtype: str):
+        self.model = model.to(device)
+
+    def all_finite(self) -> bool:  # every rank holds the same weights: no collective
+        return bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all().item())
+
+    def full_state(self, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+        return self.model.state_dict(), optimizer.state_dict()
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        optimizer.load_state_dict(state)
+
+    def plain_model(self, device: str) -> GPT:
+        return self.model
+
+
 # --------------------------------------------------------------------------------------------------
 # schedule, model, one step, evaluation
 
@@ -88,9 +108,9 @@ def train_step(run: Run, state: RunState, order: np.ndarray, shift: int) -> torc
     loss_sum = torch.zeros((), device=run.device)
     for micro in range(accum):
         x, y = data.get_batch(run.train_data, windows[micro], cfg.block_size, run.device, shift)
-        # DDP all-reduces gradients in backward; only the last micro-step needs it
-        last = not run.ddp or micro == accum - 1
-        with contextlib.nullcontext() if last else fsdp.no_sync(run.model):
+        # DDP all-reduces the gradients in backward (FSDP reduce-scatters them): only the last micro-step needs to
+        last = micro == accum - 1
+        with run.model.no_sync() if run.ddp and not last else contextlib.nullcontext():
             with run.ctx:
                 _, loss = run.model(x, y)
                 loss = loss / accum  # the step's gradient is the mean over its micro-steps
@@ -190,9 +210,9 @@ def sync_point(run: Run, state: RunState, loss: torch.Tensor, first_bad: torch.T
 
 def save(run: Run, state: RunState, names: list[str]) -> None:
     """Write a checkpoint, after checking that the weights are finite (a diverged model never replaces one)."""
-    if not fsdp.all_finite(run.raw_model):
+    if not run.layout.all_finite():
         raise Diverged(f"the weights are not finite at iter {state.iter_num}")
-    model_state, optimizer_state = fsdp.full_state(run.raw_model, run.optimizer)  # FSDP: gathered to rank 0
+    model_state, optimizer_state = run.layout.full_state(run.optimizer)  # FSDP: gathered to rank 0
     if not run.master:
         return
     ckpt = {"model": model_state, "optimizer": optimizer_state,
@@ -259,8 +279,8 @@ def train_loop(run: Run, state: RunState, stop: StopSignal) -> str | None:
 
 
 def run_training(cfg: TrainConfig, ckpt: dict | None, stop: StopSignal, accum: int, rank: int, world_size: int,
-                 device: str, dtype: str, tracker: Tracker) -> int:
-    run, state = setup(cfg, ckpt, accum, rank, world_size, device, dtype)
+                 device: str, dtype: str, tracker: Tracker, layout_class) -> int:
+    run, state = setup(cfg, ckpt, accum, rank, world_size, device, dtype, layout_class)
     run.tracker = tracker
     if run.master:
         announce(run, state, ckpt)
@@ -299,7 +319,7 @@ def finish(run: Run, state: RunState) -> int:
     if run.world_size > 1:  # every rank must hold the same weights
         replicas = [None] * run.world_size
         dist.all_gather_object(replicas, checkpoint.weights_sha256(run.raw_model.state_dict()))
-    sampler = fsdp.unsharded(run.raw_model, run.device)  # FSDP: a plain copy on rank 0
+    sampler = run.layout.plain_model(run.device)  # FSDP: a plain copy on rank 0
     if not run.master:
         return 0
     samples = report.print_samples(sampler, run.meta, cfg.num_samples, cfg.sample_tokens, cfg.seed, run.ctx,
@@ -347,7 +367,12 @@ def train(cfg: TrainConfig, ckpt: dict | None = None) -> int:
     accum = check_config(cfg, world_size)
     device = hardware.resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", -1)) if ddp else -1)
     dtype = hardware.resolve_dtype(cfg.dtype, device)
-    fsdp.check(cfg.fsdp, ddp, dtype, cfg.compile)
+    layout_class = Replicated
+    if cfg.fsdp:  # shard the model over the ranks; fsdp.py needs torch >= 2.6, so only --fsdp imports it
+        import fsdp  # noqa: PLC0415
+
+        fsdp.check(ddp, dtype, cfg.compile)
+        layout_class = fsdp.Sharded
     if ddp:
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
@@ -357,7 +382,7 @@ def train(cfg: TrainConfig, ckpt: dict | None = None) -> int:
             on_rank0(lambda: stack.enter_context(OutDirLock(cfg.out_dir)), rank, world_size)
             stop = stack.enter_context(StopSignal())
             tracker = stack.enter_context(Tracker(cfg, rank == 0))
-            code = run_training(cfg, ckpt, stop, accum, rank, world_size, device, dtype, tracker)
+            code = run_training(cfg, ckpt, stop, accum, rank, world_size, device, dtype, tracker, layout_class)
     except KeyboardInterrupt:
         saved = Path(cfg.out_dir) / "ckpt_last.pt"
         print(f"train.py: interrupted; {'resume from ' + str(saved) if saved.exists() else 'nothing to resume'}",

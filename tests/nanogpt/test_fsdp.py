@@ -99,5 +99,5 @@ def test_fsdp_without_torchrun_is_refused(tiny_data, tmp_path, capsys):
 @pytest.mark.parametrize("dtype, compile_, needle", [("float16", None, "not float16"), ("float32", True, "--no-compile")])
 def test_fsdp_refuses_float16_and_compile(dtype, compile_, needle):
     with pytest.raises(UserError, match=needle):
-        fsdp_module.check(True, True, dtype, compile_)
-    fsdp_module.check(True, True, "bfloat16", False)
+        fsdp_module.check(True, dtype, compile_)
+    fsdp_module.check(True, "bfloat16", False)

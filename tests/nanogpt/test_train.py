@@ -5,6 +5,9 @@ an epoch is a few dozen steps and a run takes seconds. Helpers: tests/nanogpt/he
 """
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,30 @@ import model
 import train
 from config import TrainConfig
 from helpers import call_main, read_log, read_records, run_args
+
+ROOT = Path(__file__).resolve().parents[2]
+
+def test_scripts_run_on_a_torch_without_fully_shard(tiny_data, tmp_path):
+    """torch before 2.6 has no torch.distributed.fsdp.fully_shard: train.py, sample.py, bench.py and export.py
+    still import, train.py still trains, and --fsdp alone is refused in one line naming the torch it needs."""
+    code = ("import sys, torch.distributed.fsdp\n"
+            "del torch.distributed.fsdp.fully_shard\n"
+            "sys.path.insert(0, 'nanogpt')\n"
+            "import bench, export, sample, train, cli\n"
+            "cli.run_main(train.main, sys.argv[1:])\n")
+
+    def train_py(*args):
+        return subprocess.run([sys.executable, "-c", code, *map(str, run_args(tiny_data, *args))], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    r = train_py(tmp_path / "plain", "--max-iters", 2, "--final-eval-tokens", 0)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "plain" / "results.json").exists()
+    r = train_py(tmp_path / "fsdp", "--fsdp")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.strip().endswith(f"error: --fsdp needs torch >= 2.6 (torch.distributed.fsdp.fully_shard); "
+                                     f"this is torch {torch.__version__}"), r.stderr
+
 
 # --------------------------------------------------------------------------------------------------
 # bad input: exit 2, one line, before training
