@@ -49,6 +49,8 @@ class TrainConfig:
     svrg_inner: float = knob(2.0, "inner loop length m = svrg_inner * n")
     svrg_step: float = knob(1.0, "SVRG step eta = svrg_step / L_max (0.1, the theory-safe choice, is far slower)")
     svrg_snapshot: str = knob("last", "last (Johnson & Zhang's option I) | average (of the inner iterates)")
+    vr_batch: int = knob(16, "saga / lsvrg: rows per step (one BLAS product)")
+    vr_step: float = knob(8.0, "saga / lsvrg: eta = vr_step / L(b), L(b) the minibatch smoothness (theory: 1/4, 1/6)")
     newton_tol: float = knob(1e-10, "stop Newton / Newton-CG (and the f* solve) at ||grad f|| <= this")
     newton_max_iters: int = knob(50, "Newton / Newton-CG iteration cap")
     precondition: str = knob("auto", "newton_cg: auto | subsampled | none")
@@ -75,7 +77,8 @@ def check_config(cfg: TrainConfig) -> list[str]:
     if not cfg.lam > 0:
         raise UserError(f"--lam must be > 0, got {cfg.lam} (Newton, and the f* it computes, need a "
                         f"strongly convex objective)")
-    for name in ("passes", "batch_size", "svrg_inner", "svrg_step", "threads", "newton_max_iters", "precond_size"):
+    for name in ("passes", "batch_size", "svrg_inner", "svrg_step", "vr_batch", "vr_step", "threads", "newton_max_iters",
+                 "precond_size"):
         if not getattr(cfg, name) > 0:  # newton_max_iters 0 would make f* = f(0) and every gap wrong
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if cfg.seed < 0:

@@ -34,6 +34,8 @@ EXPECTED_GAP = {
     "minibatch_gd": 0.6,  # 0.29
     "sgd": 0.04,  # 0.016
     "svrg": 0.05,  # 0.009 (step 1 / L_max)
+    "saga": 0.015,  # 0.0053 (batches of 16, step 8 / L(16))
+    "lsvrg": 0.03,  # 0.011
 }
 
 
@@ -43,7 +45,8 @@ def test_every_method_reaches_its_tolerance(run):
     assert res["f_star_grad_norm"] <= 1e-10
     assert f_star == pytest.approx(0.0840957544, rel=1e-8)  # digits, lam=1e-4, fixed split
     methods = res["methods"]
-    assert set(methods) == {"gd", "gd_armijo", "newton", "newton_cg", "sgd", "minibatch_sgd", "minibatch_gd", "svrg"}
+    assert set(methods) == {"gd", "gd_armijo", "newton", "newton_cg", "sgd", "minibatch_sgd", "minibatch_gd", "svrg",
+                            "saga", "lsvrg"}
     for name in ("newton", "newton_cg"):
         last = methods[name][-1]
         assert last["grad_norm"] <= 1e-10 and abs(last["gap"]) <= 1e-12 * f_star, name
