@@ -1,16 +1,20 @@
-"""Checkpoints: written whole or not at all, read without running code, holding what an exact resume needs.
+"""Checkpoints: what one holds (written and read side by side, the one place that names its keys), and the
+file: written whole or not at all, read without running code.
 
-A checkpoint is a dict with nanoGPT's keys `model`, `model_args` and `optimizer`, plus the grad scaler, the
-config, the position (`iter_num`, `epoch`, `epoch_step`), the RNG states, the dataset's identity and the log
-history. It holds only tensors and plain data, so `torch.load(weights_only=True)` reads it, and refuses a
-file holding anything else (e.g. a pickled callable that would run code).
+A checkpoint is a dict with nanoGPT's keys `model`, `model_args`, `optimizer` and `iter_num`, plus the grad
+scaler, the config, the rest of the position (`epoch`, `epoch_step`), the RNG states, the dataset's identity
+and the log history: what an exact resume needs. It holds only tensors and plain data, so
+`torch.load(weights_only=True)` reads it, and refuses a file holding anything else (e.g. a pickled callable
+that would run code).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import shutil
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +23,80 @@ import torch
 from cli import UserError
 from files import atomic_write
 
+# --------------------------------------------------------------------------------------------------
+# what a checkpoint holds
+
+
+@dataclass
+class RunState:
+    """Where a run stands, all that changes as it trains: saved in every checkpoint, restored on resume."""
+    iter_num: int = 0
+    epoch: int = 0  # epochs completed
+    epoch_step: int = 0  # optimizer steps taken in the current epoch
+    history: list = field(default_factory=list)  # the records of log.jsonl
+    elapsed_s: float = 0.0  # training wall time of the processes before this one
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint's content. A weights-only file (e.g. for --init-from) has the model and its config; the
+    rest is None there."""
+    model: dict  # state_dict, parameter names without torch.compile's / DDP's prefixes
+    model_args: dict  # GPTConfig's fields
+    config: dict  # TrainConfig's fields of the run that wrote it ({} when unknown)
+    state: RunState | None = None
+    optimizer: dict | None = None  # Optimizer.state_dict(), integer ids (one-process layout, also under FSDP)
+    scaler: dict | None = None  # GradScaler.state_dict(); {} when the run had no float16
+    rng: dict | None = None  # rng_state()
+    dataset: dict | None = None  # data.load_dataset's identity of the data it trained on
+    windows: tuple[int, int] | None = None  # (windows per step, windows per epoch): what the position counts
+    decay_iters: int | None = None  # the length of its lr schedule
+
+
 RESUME_KEYS = ("config", "optimizer", "scaler", "iter_num", "epoch", "epoch_step", "data_order", "rng", "losses",
-               "elapsed_s")  # what a resumed run reads back
+               "elapsed_s")  # what from_checkpoint needs for a resumable Checkpoint
+
+
+def to_checkpoint(c: Checkpoint, lr: float) -> dict:
+    """-> the dict torch.save writes; lr is the next step's (read by people, as are the data order's seed and
+    epoch, the best val loss and the tokens seen)."""
+    state, cfg = c.state, c.config
+    windows_per_step, n_windows = c.windows
+    best = min((r["val_loss"] for r in state.history if "val_loss" in r), default=float("inf"))
+    return {"model": c.model, "optimizer": c.optimizer, "scaler": c.scaler, "model_args": c.model_args,
+            "config": cfg, "iter_num": state.iter_num, "epoch": state.epoch, "epoch_step": state.epoch_step,
+            "elapsed_s": state.elapsed_s,
+            "schedule": {"iter": state.iter_num, "lr": lr, "decay_iters": c.decay_iters,
+                         "warmup_iters": cfg["warmup_iters"]},
+            "data_order": {"seed": cfg["seed"], "epoch": state.epoch, "step": state.epoch_step,
+                           "windows_per_step": windows_per_step, "n_windows": n_windows},
+            "dataset": c.dataset, "rng": c.rng, "losses": {"history": state.history, "best_val_loss": best},
+            "tokens_seen": state.iter_num * windows_per_step * cfg["block_size"]}
+
+
+def from_checkpoint(ckpt: dict) -> Checkpoint:
+    """The dict torch.load read back (see load) -> its Checkpoint."""
+    weights = Checkpoint(clean_state_dict(ckpt["model"]), ckpt["model_args"], ckpt.get("config") or {})
+    if any(k not in ckpt for k in RESUME_KEYS):
+        return weights
+    state = RunState(ckpt["iter_num"], ckpt["epoch"], ckpt["epoch_step"], list(ckpt["losses"]["history"]),
+                     ckpt["elapsed_s"])
+    order = ckpt["data_order"]
+    return dataclasses.replace(weights, state=state, optimizer=ckpt["optimizer"], scaler=ckpt["scaler"],
+                               rng=ckpt["rng"], dataset=ckpt.get("dataset"),
+                               windows=(order["windows_per_step"], order["n_windows"]),
+                               decay_iters=ckpt.get("schedule", {}).get("decay_iters"))
+
+
+def dataset_meta(c: Checkpoint) -> Path | None:
+    """Where the meta.json of the dataset a checkpoint trained on is (its config's data_dir / dataset); None
+    when its config does not say."""
+    data_dir, dataset = c.config.get("data_dir"), c.config.get("dataset")
+    return Path(str(data_dir)) / str(dataset) / "meta.json" if dataset else None
+
+
+# --------------------------------------------------------------------------------------------------
+# the file
 
 
 def rng_state() -> dict:
@@ -57,8 +133,14 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 LEGACY_MAGIC = b"l\xfc\x9cF\xf9 j\xa8P\x19"  # the older one: a pickle that starts with torch's magic number
 
 
+def read(path, resumable: bool = False) -> Checkpoint:
+    """A nanogpt checkpoint file -> its Checkpoint; with resumable, it must hold the training state."""
+    return from_checkpoint(load(path, resumable))
+
+
 def load(path, resumable: bool = False) -> dict:
-    """A nanogpt checkpoint, read with weights_only=True; with resumable, it must hold the training state."""
+    """A nanogpt checkpoint file, read with weights_only=True -> its dict; with resumable, it must hold the
+    training state."""
     try:
         with open(path, "rb") as f:
             head = f.read(32)
@@ -88,12 +170,6 @@ def load(path, resumable: bool = False) -> dict:
 def in_folder(path: Path) -> Path:
     """A checkpoint file as given, or a run's out dir -> its ckpt_last.pt."""
     return path / "ckpt_last.pt" if path.is_dir() else path
-
-
-def dataset_meta(ckpt: dict) -> Path:
-    """Where the meta.json of the dataset a checkpoint trained on is (its config's data_dir / dataset)."""
-    cfg = ckpt.get("config") or {}
-    return Path(str(cfg.get("data_dir", ""))) / str(cfg.get("dataset", "")) / "meta.json"
 
 
 def clean_state_dict(sd: dict) -> dict:

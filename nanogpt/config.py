@@ -123,7 +123,7 @@ MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias")  # fixed by a
 LAUNCH_KEYS = ("fsdp",)  # how this launch runs, not taken from the checkpoint: FSDP, DDP and one process resume
 
 
-def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, dict | None]:
+def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, checkpoint.Checkpoint | None]:
     """-> (config, the checkpoint when resuming, read once). See the module docstring for precedence."""
     parser = build_parser(TrainConfig, "train.py", description)
     parser.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)} (default: demo)")
@@ -142,14 +142,14 @@ def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, dict 
     path = Path(cfg.out_dir) / "ckpt_last.pt" if cfg.resume == "last" else Path(cfg.resume)
     if not path.is_file():
         raise UserError(f"no checkpoint to resume from at {path}")
-    ckpt = checkpoint.load(path, resumable=True)
+    saved = checkpoint.read(path, resumable=True)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    base = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known and k not in LAUNCH_KEYS})
+    base = TrainConfig(**{k: v for k, v in saved.config.items() if k in known and k not in LAUNCH_KEYS})
     for k in MODEL_KEYS:  # the architecture is the checkpoint's
         if k in overrides and getattr(base, k) != overrides[k]:
             raise UserError(f"--{k.replace('_', '-')} {overrides[k]} differs from the checkpoint's "
                             f"{getattr(base, k)}; a resumed run keeps its architecture")
-    return dataclasses.replace(base, **{**overrides, "resume": str(path)}), ckpt
+    return dataclasses.replace(base, **{**overrides, "resume": str(path)}), saved
 
 
 def read_config_file(path: str) -> dict:

@@ -48,18 +48,18 @@ EMBEDDINGS = ("transformer.wte.weight", "transformer.wpe.weight")
 # reading: the checkpoint and its dataset's meta.json
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path) -> checkpoint.Checkpoint:
     """A checkpoint file, or a run's folder (its ckpt_last.pt)."""
     file = checkpoint.in_folder(path)
     if not file.is_file():
         raise UserError(f"no checkpoint at {file}")
-    return checkpoint.load(file)
+    return checkpoint.read(file)
 
 
-def read_meta(ckpt: dict, meta_file: Path | None) -> dict:
+def read_meta(saved: checkpoint.Checkpoint, meta_file: Path | None) -> dict:
     """The dataset's meta.json: --meta, else the one the checkpoint was trained on."""
     if meta_file is None:
-        meta_file = checkpoint.dataset_meta(ckpt)
+        meta_file = checkpoint.dataset_meta(saved) or Path("meta.json")
     try:
         meta = json.loads(meta_file.read_text())
         vocab_size = int(meta["vocab_size"])
@@ -179,13 +179,13 @@ def export(ckpt_path, out_dir, force: bool = False, meta_file=None) -> Path:
     """Write the Hugging Face folder for a checkpoint; returns OUT_DIR."""
     out_dir, ckpt_path = Path(out_dir), Path(ckpt_path)
     check_out_dir(out_dir, force, ckpt_path)
-    ckpt = load_checkpoint(ckpt_path)
-    meta = read_meta(ckpt, Path(meta_file) if meta_file else None)
+    saved = load_checkpoint(ckpt_path)
+    meta = read_meta(saved, Path(meta_file) if meta_file else None)
     try:
-        model = GPTConfig(**ckpt["model_args"])
+        model = GPTConfig(**saved.model_args)
     except TypeError as e:
         raise UserError(f"{ckpt_path}: model_args do not describe a GPT ({e})") from None
-    tensors = hf_tensors(ckpt["model"], model, meta["vocab_size"])
+    tensors = hf_tensors(saved.model, model, meta["vocab_size"])
     files = {"config.json": _json(hf_config(model, meta)), **tokenizer_files(meta, model.block_size)}
     write_folder(out_dir, files, tensors)
     return out_dir

@@ -71,11 +71,11 @@ def load_model(init_from: str, device: str = "cpu"):
     path = Path(init_from)
     ckpt_file = checkpoint.in_folder(path)
     if ckpt_file.is_file():  # whatever its name: checkpoint.load says what it is not
-        ckpt = checkpoint.load(ckpt_file)
-        model = GPT(GPTConfig(**ckpt["model_args"]))
-        model.load_state_dict(checkpoint.clean_state_dict(ckpt["model"]))
-        meta_file = checkpoint.dataset_meta(ckpt)
-        if (ckpt.get("config") or {}).get("dataset") and meta_file.is_file():
+        saved = checkpoint.read(ckpt_file)
+        model = GPT(GPTConfig(**saved.model_args))
+        model.load_state_dict(saved.model)
+        meta_file = checkpoint.dataset_meta(saved)
+        if meta_file is not None and meta_file.is_file():
             tokenizer = get_tokenizer(json.loads(meta_file.read_text()))
         elif model.config.vocab_size >= 50257:  # GPT-2-sized vocabulary: assume the GPT-2 BPE
             tokenizer = get_tokenizer({"tokenizer": "gpt2"})

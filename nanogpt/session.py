@@ -1,8 +1,7 @@
 """A training run before its first step: its records, its plan, and how data, model and optimizer are set up.
 
-RunState is where a run stands, exactly what a checkpoint saves and a resume restores besides the weights
-and optimizer; Plan is its arithmetic (batch, epoch, schedule); Run holds what the loop uses and does not
-change. `setup` builds them, from scratch or from a checkpoint read once.
+Plan is its arithmetic (batch, epoch, schedule); Run holds what the loop uses and does not change; where it
+stands is checkpoint.RunState. `setup` builds them, from scratch or from a checkpoint read once.
 """
 from __future__ import annotations
 
@@ -21,22 +20,13 @@ from tqdm import tqdm
 import checkpoint
 import data
 import hardware
+from checkpoint import RunState
 from cli import UserError
 from config import TrainConfig
 from files import write_text
 from hub import gpt2_folder
 from model import GPT, GPTConfig
 from tracking import Tracker
-
-
-@dataclass
-class RunState:
-    """Where a run stands: what a checkpoint saves and a resume restores (with the weights and optimizer)."""
-    iter_num: int = 0
-    epoch: int = 0  # epochs completed
-    epoch_step: int = 0  # optimizer steps taken in the current epoch
-    history: list = field(default_factory=list)  # the records of log.jsonl
-    elapsed_s: float = 0.0  # training wall time of the processes before this one
 
 
 @dataclass
@@ -118,13 +108,13 @@ def get_lr(it: int, cfg: TrainConfig, decay_iters: int) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - min_lr)
 
 
-def build_model(cfg: TrainConfig, meta: dict, ckpt: dict | None) -> GPT:
+def build_model(cfg: TrainConfig, meta: dict, saved: checkpoint.Checkpoint | None) -> GPT:
     """From scratch, a resumed checkpoint, one of our checkpoints (weights only), or GPT-2 weights."""
     tweaks = {"dropout": cfg.dropout, "flash": cfg.flash}  # may differ from the source's
-    source = ckpt if ckpt is not None else checkpoint.load(cfg.init_from) if Path(cfg.init_from).is_file() else None
+    source = saved if saved is not None else checkpoint.read(cfg.init_from) if Path(cfg.init_from).is_file() else None
     if source is not None:
-        model = GPT(GPTConfig(**{**source["model_args"], **tweaks}))
-        model.load_state_dict(checkpoint.clean_state_dict(source["model"]))
+        model = GPT(GPTConfig(**{**source.model_args, **tweaks}))
+        model.load_state_dict(source.model)
     elif cfg.init_from == "scratch":
         vocab = int(meta["vocab_size"])
         if vocab > 256 and cfg.vocab_multiple > 1:  # BPE: round up for faster matmuls, 50257 -> 50304
@@ -145,7 +135,7 @@ def build_model(cfg: TrainConfig, meta: dict, ckpt: dict | None) -> GPT:
     if cfg.block_size < model.config.block_size:
         model.crop_block_size(cfg.block_size)
     vocab, bpe = int(meta["vocab_size"]), meta.get("tokenizer") == "gpt2"
-    if vocab > model.config.vocab_size or (ckpt is None and source is not None
+    if vocab > model.config.vocab_size or (saved is None and source is not None
                                            and (model.config.vocab_size >= 50257) != bpe):
         raise UserError(f"dataset {cfg.dataset!r} (tokenizer {meta.get('tokenizer')}, vocab {vocab}) does not "
                         f"match the model's vocabulary of {model.config.vocab_size} tokens")
@@ -183,24 +173,22 @@ def make_plan(cfg: TrainConfig, accum: int, world_size: int, train_tokens: int, 
                 windows * cfg.block_size)
 
 
-def resumed_state(run_cfg: TrainConfig, plan: Plan, identity: dict, ckpt: dict) -> RunState:
+def resumed_state(run_cfg: TrainConfig, plan: Plan, identity: dict, saved: checkpoint.Checkpoint) -> RunState:
     """The checkpoint's position, which means something only on the same data with the same step size."""
-    saved = ckpt.get("dataset", identity)
-    if saved != identity:
-        changed = ", ".join(k for k in identity if saved.get(k) != identity[k])
+    dataset = saved.dataset or identity
+    if dataset != identity:
+        changed = ", ".join(k for k in identity if dataset.get(k) != identity[k])
         raise UserError(f"cannot resume: dataset {run_cfg.dataset!r} in {run_cfg.data_dir} is not the data the "
                         f"checkpoint trained on ({changed} differ); resume on that data, or start a new run "
                         f"from its weights with --init-from {run_cfg.resume}")
-    order = ckpt["data_order"]
-    if (order["windows_per_step"], order["n_windows"]) != (plan.windows_per_step, plan.n_train):
+    if saved.windows != (plan.windows_per_step, plan.n_train):
         raise UserError(f"cannot resume: a step now takes {plan.windows_per_step} of {plan.n_train} windows per "
-                        f"epoch, the checkpoint's took {order['windows_per_step']} of {order['n_windows']}; keep "
+                        f"epoch, the checkpoint's took {saved.windows[0]} of {saved.windows[1]}; keep "
                         f"batch_size * accumulation * world_size (set --batch-tokens when changing GPUs)")
-    return RunState(ckpt["iter_num"], ckpt["epoch"], ckpt["epoch_step"], list(ckpt["losses"]["history"]),
-                    ckpt["elapsed_s"])
+    return saved.state
 
 
-def setup(cfg: TrainConfig, ckpt: dict | None, accum: int, rank: int, world_size: int, device: str,
+def setup(cfg: TrainConfig, saved: checkpoint.Checkpoint | None, accum: int, rank: int, world_size: int, device: str,
           dtype: str, layout_class) -> tuple[Run, RunState]:
     torch.manual_seed(cfg.seed)  # model init: the same on every rank
     if device.startswith("cuda"):
@@ -209,24 +197,24 @@ def setup(cfg: TrainConfig, ckpt: dict | None, accum: int, rank: int, world_size
     on_rank0(lambda: data.prepare_if_missing(cfg.dataset, cfg.data_dir, cfg.data_source), rank, world_size)
     train_data, val_data, meta, identity = data.load_dataset(cfg.dataset, cfg.data_dir)
     plan = make_plan(cfg, accum, world_size, len(train_data), len(val_data))
-    state = resumed_state(cfg, plan, identity, ckpt) if ckpt is not None else RunState()
-    layout = layout_class(build_model(cfg, meta, ckpt), device, dtype)  # on device, sharded with --fsdp
+    state = resumed_state(cfg, plan, identity, saved) if saved is not None else RunState()
+    layout = layout_class(build_model(cfg, meta, saved), device, dtype)  # on device, sharded with --fsdp
     raw_model = layout.model
     device_type = torch.device(device).type
     optimizer = raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                                device_type, eps=cfg.eps)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # float16 needs loss scaling
-    if ckpt is not None:
-        layout.load_optimizer(optimizer, ckpt["optimizer"])
-        if ckpt["scaler"]:  # empty when the checkpoint's run had no float16 (GradScaler disabled)
-            scaler.load_state_dict(ckpt["scaler"])
-        checkpoint.set_rng_state(ckpt["rng"])
+    if saved is not None:
+        layout.load_optimizer(optimizer, saved.optimizer)
+        if saved.scaler:  # empty when the checkpoint's run had no float16 (GradScaler disabled)
+            scaler.load_state_dict(saved.scaler)
+        checkpoint.set_rng_state(saved.rng)
     model = torch.compile(raw_model) if compiled(cfg, device) else raw_model
     if dist.is_initialized() and not cfg.fsdp:
         model = DDP(model, device_ids=[torch.device(device).index] if device_type == "cuda" else None)
     run = Run(cfg, plan, rank, world_size, device, dtype, hardware.autocast(device, dtype), train_data, val_data,
               meta, identity, model, raw_model, layout, optimizer, scaler, Path(cfg.out_dir),
-              last_good=Path(cfg.resume) if ckpt is not None else None)
+              last_good=Path(cfg.resume) if saved is not None else None)
     return run, state
 
 
@@ -234,13 +222,13 @@ def compiled(cfg: TrainConfig, device: str) -> bool:
     return cfg.compile if cfg.compile is not None else device.startswith("cuda") and not cfg.fsdp
 
 
-def announce(run: Run, state: RunState, ckpt: dict | None) -> None:
+def announce(run: Run, state: RunState, saved: checkpoint.Checkpoint | None) -> None:
     """What the run is about to do, and what in its settings deserves a second look (rank 0)."""
     cfg, plan = run.cfg, run.plan
-    if ckpt is not None:
+    if saved is not None:
         print(f"resuming from {cfg.resume} at iter {state.iter_num} (epoch {state.epoch}, step {state.epoch_step}"
               f" of {plan.steps_per_epoch})")
-        before = ckpt.get("schedule", {}).get("decay_iters", plan.decay_iters)
+        before = saved.decay_iters or plan.decay_iters
         if cfg.decay_lr and before != plan.decay_iters:
             print(f"train.py: warning: the lr schedule now decays over {plan.decay_iters} iters, the checkpoint's "
                   f"over {before}: the learning rate at iter {state.iter_num} moves from "

@@ -37,11 +37,12 @@ import checkpoint
 import data
 import hardware
 import report
+from checkpoint import RunState
 from cli import run_main
 from config import TrainConfig, check_config, parse_save_epochs, resolve_config
 from files import OutDirLock, append_line
 from model import GPT
-from session import Meter, Run, RunState, announce, compiled, get_lr, on_rank0, setup, unigram
+from session import Meter, Run, announce, compiled, get_lr, on_rank0, setup, unigram
 from tracking import Tracker
 
 
@@ -215,18 +216,10 @@ def save(run: Run, state: RunState, names: list[str]) -> None:
     model_state, optimizer_state = run.layout.full_state(run.optimizer)  # FSDP: gathered to rank 0
     if not run.master:
         return
-    ckpt = {"model": model_state, "optimizer": optimizer_state,
-            "scaler": run.scaler.state_dict(), "model_args": dataclasses.asdict(run.raw_model.config),
-            "config": dataclasses.asdict(run.cfg), **dataclasses.asdict(state),
-            "schedule": {"iter": state.iter_num, "lr": get_lr(state.iter_num, run.cfg, run.plan.decay_iters),
-                         "decay_iters": run.plan.decay_iters, "warmup_iters": run.cfg.warmup_iters},
-            "data_order": {"seed": run.cfg.seed, "epoch": state.epoch, "step": state.epoch_step,
-                           "windows_per_step": run.plan.windows_per_step, "n_windows": run.plan.n_train},
-            "dataset": run.identity, "rng": checkpoint.rng_state(),
-            "losses": {"history": state.history, "best_val_loss": min(
-                (r["val_loss"] for r in report.evaluations(state.history)), default=float("inf"))},
-            "tokens_seen": state.iter_num * run.plan.tokens_per_step}
-    del ckpt["history"]
+    saved = checkpoint.Checkpoint(model_state, dataclasses.asdict(run.raw_model.config), dataclasses.asdict(run.cfg),
+                                  state, optimizer_state, run.scaler.state_dict(), checkpoint.rng_state(), run.identity,
+                                  (run.plan.windows_per_step, run.plan.n_train), run.plan.decay_iters)
+    ckpt = checkpoint.to_checkpoint(saved, get_lr(state.iter_num, run.cfg, run.plan.decay_iters))
     run.last_good = checkpoint.save(ckpt, run.out_dir, names)
 
 
@@ -278,13 +271,13 @@ def train_loop(run: Run, state: RunState, stop: StopSignal) -> str | None:
 # the run and its results
 
 
-def run_training(cfg: TrainConfig, ckpt: dict | None, stop: StopSignal, accum: int, rank: int, world_size: int,
+def run_training(cfg: TrainConfig, saved: checkpoint.Checkpoint | None, stop: StopSignal, accum: int, rank: int, world_size: int,
                  device: str, dtype: str, tracker: Tracker, layout_class) -> int:
-    run, state = setup(cfg, ckpt, accum, rank, world_size, device, dtype, layout_class)
+    run, state = setup(cfg, saved, accum, rank, world_size, device, dtype, layout_class)
     run.tracker = tracker
     if run.master:
-        announce(run, state, ckpt)
-    del ckpt  # read once; the weights and optimizer state now live in the model and optimizer
+        announce(run, state, saved)
+    del saved  # read once; the weights and optimizer state now live in the model and optimizer
     run.bar = tqdm(total=run.plan.total_iters, initial=min(state.iter_num, run.plan.total_iters),
                    disable=not run.master, unit="step", dynamic_ncols=True, mininterval=1.0)
     try:
@@ -358,8 +351,8 @@ def finish(run: Run, state: RunState) -> int:
     return 0
 
 
-def train(cfg: TrainConfig, ckpt: dict | None = None) -> int:
-    """Train with cfg (resuming from ckpt) -> exit code: 0 when finished or stopped by SIGINT/SIGTERM
+def train(cfg: TrainConfig, saved: checkpoint.Checkpoint | None = None) -> int:
+    """Train with cfg (resuming from saved) -> exit code: 0 when finished or stopped by SIGINT/SIGTERM
     (resumable), 3 when the loss, an evaluation or the weights go non-finite; bad settings raise UserError.
     Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE set) it joins the process group first."""
     ddp = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -382,10 +375,10 @@ def train(cfg: TrainConfig, ckpt: dict | None = None) -> int:
             on_rank0(lambda: stack.enter_context(OutDirLock(cfg.out_dir)), rank, world_size)
             stop = stack.enter_context(StopSignal())
             tracker = stack.enter_context(Tracker(cfg, rank == 0))
-            code = run_training(cfg, ckpt, stop, accum, rank, world_size, device, dtype, tracker, layout_class)
+            code = run_training(cfg, saved, stop, accum, rank, world_size, device, dtype, tracker, layout_class)
     except KeyboardInterrupt:
-        saved = Path(cfg.out_dir) / "ckpt_last.pt"
-        print(f"train.py: interrupted; {'resume from ' + str(saved) if saved.exists() else 'nothing to resume'}",
+        last = Path(cfg.out_dir) / "ckpt_last.pt"
+        print(f"train.py: interrupted; {'resume from ' + str(last) if last.exists() else 'nothing to resume'}",
               file=sys.stderr)
         return 130
     else:
@@ -399,8 +392,8 @@ def train(cfg: TrainConfig, ckpt: dict | None = None) -> int:
 
 
 def main(argv=None) -> int:
-    cfg, ckpt = resolve_config(argv, __doc__.split("\n\n")[0])
-    return train(cfg, ckpt)
+    cfg, saved = resolve_config(argv, __doc__.split("\n\n")[0])
+    return train(cfg, saved)
 
 
 if __name__ == "__main__":
