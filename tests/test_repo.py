@@ -1,6 +1,9 @@
-"""Repository rules: four standalone folders, no torchvision, a torch pin that keeps the CPU wheel."""
+"""Repository rules: four standalone folders with one dialect (identical cli.py and files.py, one MFU table), no
+torchvision, a torch pin that keeps the CPU wheel, and READMEs whose dependency order is the real one."""
 import ast
+import hashlib
 import importlib.metadata
+import itertools
 import os
 import re
 import subprocess
@@ -101,23 +104,79 @@ def test_tests_need_no_module_juggling():
         assert not re.search(r"^\s*(from|import) test_", text, re.M), path
 
 
-# ---- the size and idiom rules of the redesign (issues 14 and 15) ------------------------------------------
-MAX_FUNCTION_LINES = 80
-MAX_FILE_LINES = {"nanogpt/train.py": 450}  # nanogpt's train.py reads in one sitting, like nanoGPT's
-DEFAULT_MAX_FILE_LINES = 500
+# ---- what a reader relies on --------------------------------------------------------------------------
+MAX_FUNCTION_LINES = 80  # a function a reader holds in their head; files have no cap (the path matters, not size)
 
 
 @pytest.mark.parametrize("project", PROJECTS)
-def test_functions_and_files_stay_short(project):
+def test_functions_stay_short(project):
     for path in project_files(project):
-        src = path.read_text()
-        rel = str(path.relative_to(ROOT))
-        limit = MAX_FILE_LINES.get(rel, DEFAULT_MAX_FILE_LINES)
-        assert src.count("\n") <= limit, f"{rel} has {src.count(chr(10))} lines (at most {limit})"
-        for node in ast.walk(ast.parse(src)):
+        rel = path.relative_to(ROOT)
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = node.end_lineno - node.lineno + 1
                 assert n <= MAX_FUNCTION_LINES, f"{rel}:{node.lineno} {node.name}() is {n} lines"
+
+
+@pytest.mark.parametrize("name", ["cli.py", "files.py"])
+def test_the_copied_helpers_are_identical_in_every_folder(name):
+    """Each folder keeps its own copy (no code is shared between folders), and the copies are one file: a
+    reader learns one dialect, and a fix reaches every project."""
+    digests = {p: hashlib.sha256((ROOT / p / name).read_bytes()).hexdigest()[:12] for p in PROJECTS}
+    assert len(set(digests.values())) == 1, f"{name} differs between folders: {digests}"
+
+
+def _peak_tables() -> dict[str, dict[str, dict[str, float]]]:
+    """Each folder's PEAK_FLOPS (hardware.py), as {gpu: {precision: FLOP/s}}; deep_gradients keeps
+    (16-bit, tf32) pairs."""
+    tables = {}
+    for project in PROJECTS:
+        path = ROOT / project / "hardware.py"
+        if not path.exists():
+            continue
+        for node in ast.parse(path.read_text()).body:
+            target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign) else None)
+            if isinstance(target, ast.Name) and target.id == "PEAK_FLOPS":
+                table = ast.literal_eval(node.value)
+                tables[project] = {gpu: v if isinstance(v, dict) else {"bf16": v[0], "fp16": v[0], "tf32": v[1]}
+                                   for gpu, v in table.items()}
+    return tables
+
+
+def test_the_peak_flops_tables_agree_where_they_overlap():
+    """MFU means the same in every project: a GPU listed in two folders has the same datasheet figures, and a
+    precision one table leaves out (no datasheet rate) is not made up in another."""
+    tables = _peak_tables()
+    assert len(tables) >= 3, sorted(tables)
+    for a, b in itertools.combinations(tables, 2):
+        for gpu in tables[a].keys() & tables[b].keys():
+            ta, tb = tables[a][gpu], tables[b][gpu]
+            shared = ("bf16", "fp16", "tf32") if "deep_gradients" in (a, b) else ("bf16", "fp16", "tf32", "fp32")
+            for precision in shared:
+                assert ta.get(precision) == tb.get(precision), (gpu, precision, a, ta, b, tb)
+
+
+def _readme_file_order(project: str) -> list[str] | None:
+    """The module names of the README's file table, in order, if it says each file imports only those above."""
+    text = (ROOT / project / "README.md").read_text()
+    if "imports only files above it" not in text:
+        return None
+    table = text.split("imports only files above it", 1)[1].split("\n\n", 2)[1]
+    return [m for row in table.splitlines() if row.startswith("|") for m in re.findall(r"`(\w+)\.py`", row.split("|")[1])]
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_the_readmes_dependency_order_is_the_real_one(project):
+    """Where a README lists its files in dependency order, no file imports one listed below it."""
+    order = _readme_file_order(project)
+    if order is None:
+        pytest.skip(f"{project}/README.md states no dependency order")
+    own = {p.stem for p in project_files(project)}
+    assert set(order) == own, f"the table lists {sorted(set(order) - own)} but not {sorted(own - set(order))}"
+    for i, name in enumerate(order):
+        below = set(order[i + 1:])
+        bad = imported_top_names(ROOT / project / f"{name}.py") & below
+        assert not bad, f"{project}/{name}.py imports {sorted(bad)}, listed below it in the README"
 
 
 @pytest.mark.parametrize("project", PROJECTS)

@@ -84,7 +84,7 @@ def test_stale_temp_files_and_locks_are_cleared_at_the_next_start(tmp_path):
             p.write_text("partial")
         (tmp_path / ".lock").write_text("garbage")  # a damaged lock: no live run holds it
         with files.OutDirLock(tmp_path):
-            assert (tmp_path / ".lock").read_text() == str(os.getpid())
+            assert (tmp_path / ".lock").read_text().split()[1] == str(os.getpid())
             assert not any(p.exists() for p in stale) and busy.exists()
         assert not (tmp_path / ".lock").exists()
     finally:

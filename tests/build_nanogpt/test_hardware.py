@@ -6,15 +6,15 @@ import hardware as hw
 
 
 @pytest.mark.parametrize("name, precision, peak", [
-    ("NVIDIA H100 80GB HBM3", "bf16", 989.4e12),  # SXM
-    ("NVIDIA H100 PCIe", "bf16", 756e12),
+    ("NVIDIA H100 80GB HBM3", "bf16", 989.5e12),  # SXM
+    ("NVIDIA H100 PCIe", "bf16", 756.5e12),
     ("NVIDIA H100 NVL", "bf16", 835.5e12),  # not the SXM part
-    ("NVIDIA H200", "fp32", 66.9e12),
+    ("NVIDIA H200", "fp32", 67e12),
     ("NVIDIA H200 NVL", "bf16", 835.5e12),
-    ("NVIDIA GH200 480GB", "bf16", 989.4e12),
+    ("NVIDIA GH200 480GB", "bf16", 989.5e12),
     ("NVIDIA A100-SXM4-40GB", "tf32", 156e12),
     ("NVIDIA A10", "bf16", 125e12),  # not the A10G
-    ("NVIDIA A10G", "bf16", 70e12),
+    ("NVIDIA A10G", "bf16", None),
     ("NVIDIA L4", "bf16", 121e12),  # not the L40S (3x higher)
     ("NVIDIA L40S", "bf16", 362.05e12),
     ("Tesla T4", "fp16", 65e12),

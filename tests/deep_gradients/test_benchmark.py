@@ -58,11 +58,11 @@ def test_row_that_times_out_is_skipped_not_fatal(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("argv,needle", [(["--max-epochs", "0"], "--max-epochs 0"), (["--dataset", "cifar"], "'cifar'"),
-                                         (["--num-proc", "-1"], "--num-proc -1 must be in [0, 4096]"),
+                                         (["--num-proc", "-1"], "--num-proc -1: must be in [0, 4096]"),
                                          (["--batch-size", "x"], "'x'"),
                                          (["--quick-subset", "0"], "--quick-subset 0"), (["--small", "18x16"], "18x16"),
                                          (["--rows", "tpu"], "--rows 'tpu'"), (["--out", "x"], "--out-dir"),
-                                         (["--batch-size", "10000000"], "--batch-size 10000000 must be in [1, 65536]"),
+                                         (["--batch-size", "10000000"], "--batch-size 10000000: must be in [1, 65536]"),
                                          (["--big", "20x100000"], "20x100000")])
 def test_bad_option_is_one_line_before_any_row(argv, needle):
     with pytest.raises(UserError) as e:  # parse_args runs before the first row: no row is started

@@ -242,7 +242,7 @@ def test_cli_trains(run_script):
 
 @pytest.mark.parametrize("argv,needles", [(["--depth", "9"], ("--depth 9", "20")),
                                           (["--max-iters", "abc"], ("--max-iters", "'abc'")),
-                                          (["--batch-size", "1"], ("--batch-size 1 must be in [2, 65536]",)),
+                                          (["--batch-size", "1"], ("--batch-size 1: must be in [2, 65536]",)),
                                           (["--learning-rate", "inf"], ("--learning-rate", "finite")),
                                           (["--momentum", "nan"], ("--momentum", "finite")),
                                           (["--steps", "5"], ("unknown option --steps",)),

@@ -19,7 +19,7 @@ def dead_pid() -> int:
 
 def test_lock_is_held_for_the_run_and_released(tmp_path):
     with files.OutDirLock(tmp_path / "out"):
-        assert (tmp_path / "out" / ".lock").read_text() == str(os.getpid())
+        assert (tmp_path / "out" / ".lock").read_text().split()[1] == str(os.getpid())
     assert not (tmp_path / "out" / ".lock").exists()
 
 
@@ -30,7 +30,7 @@ def test_stale_lock_and_temp_files_of_a_dead_run_are_taken_over(tmp_path):
     keep = tmp_path / f"results.json{files.TMP_MARK}{os.getpid()}"  # a live process's temp file stays
     keep.write_text("mine")
     with files.OutDirLock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+        assert (tmp_path / ".lock").read_text().split()[1] == str(os.getpid())
     assert sorted(p.name for p in tmp_path.iterdir()) == [keep.name]
 
 
