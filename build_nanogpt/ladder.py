@@ -78,27 +78,28 @@ class LadderConfig:
     keep_ckpt: bool = knob(False, "keep each finished run's ckpt.pt (else removed once its log is read)")
     seeds: int = knob(3, "seeds per rung (0 .. N-1)")
     rungs: int = knob(len(RUNGS), f"run rungs 0 .. N-1 of the {len(RUNGS)}")
+    only: str = knob("", "run just these rungs, e.g. 0,9 (the baseline against the top rung); empty: --rungs")
     jobs: int = knob(1, "runs at a time (each a train.py process)")
     n_layer: int = knob(4, "transformer blocks")
     n_head: int = knob(2, "attention heads")
     n_embd: int = knob(64, "embedding width")
     block_size: int = knob(128, "sequence length T")
-    batch_size: int = knob(8, "sequences per micro-batch")
-    total_batch: int = knob(1024, "tokens per iter")
-    max_iters: int = knob(150, "iters per run: the token budget is max_iters * total_batch")
+    batch_size: int = knob(4, "sequences per micro-batch")
+    total_batch: int = knob(512, "tokens per iter")
+    max_iters: int = knob(100, "iters per run: the token budget is max_iters * total_batch")
     warmup_iters: int = knob(10, "lr warm-up iters")
     learning_rate: float = knob(1.5e-3, "the baseline's AdamW peak lr (rung 1 on: 3x, as the 31.4-minute record)")
     muon_lr: float = knob(0.02, "Muon's peak lr (rung 2 on)")
-    eval_interval: int = knob(15, "val loss every N iters: the points of the curves")
-    eval_iters: int = knob(8, "val batches per evaluation")
-    ckpt_interval: int = knob(50, "a checkpoint every N iters: where a killed run resumes")
+    eval_interval: int = knob(10, "val loss every N iters: the points of the curves")
+    eval_iters: int = knob(4, "val batches per evaluation (the same ones every time)")
+    ckpt_interval: int = knob(25, "a checkpoint every N iters: where a killed run resumes")
     target_loss: float = knob(0.0, "the val loss whose tokens-to-reach is reported (0: the baseline's final)")
     extra: str = knob("--device cpu --dtype float32 --no-compile",
                       "more train.py flags for every run (e.g. --device cuda --dtype bfloat16 --compile)")
 
 
 PRESETS = {
-    "cpu": {},  # the defaults: 4 x 64 wide, T=128, 150 iters of 1,024 tokens (153,600 tokens a run)
+    "cpu": {},  # the defaults: 4 blocks x 64 wide, T=128, 100 iters of 512 tokens (51,200 tokens a run)
     "gpt2-124m": dict(  # the real ladder: GPT-2 124M's shape on FineWeb-Edu, one GPU per run
         data_dir="build_nanogpt/data/edu_fineweb10B", out_dir="build_nanogpt/out-ladder-124m", n_layer=12,
         n_head=6, n_embd=768, block_size=1024, batch_size=64, total_batch=524_288, max_iters=3000,
@@ -212,7 +213,7 @@ def summarise(cfg: LadderConfig, runs: dict, command: str, started: str) -> dict
     base = [runs[(0, s)]["final_val_loss"] for s in range(cfg.seeds) if (0, s) in runs]
     target = cfg.target_loss or (statistics.fmean(base) if base else None)
     rungs = []
-    for k in range(cfg.rungs):
+    for k in selected(cfg):
         mine = [dict(seed=s, **runs[(k, s)]) for s in range(cfg.seeds) if (k, s) in runs]
         for r in mine:
             r["tokens_to_target"] = crossing(r["curve"], target) if target else None
@@ -318,9 +319,19 @@ def write_outputs(cfg: LadderConfig, runs: dict, command: str, started: str, fig
     return summary
 
 
+def selected(cfg: LadderConfig) -> list[int]:
+    """The rungs this ladder runs: --only's list, else 0 .. --rungs - 1."""
+    if cfg.only:
+        return sorted({int(k) for k in cfg.only.split(",")})
+    return list(range(cfg.rungs))
+
+
 def check(cfg: LadderConfig) -> None:
     if not 1 <= cfg.rungs <= len(RUNGS):
         raise UserError(f"--rungs {cfg.rungs}: use 1 .. {len(RUNGS)}")
+    parts = cfg.only.split(",") if cfg.only else []
+    if not all(p.strip().isdigit() and int(p) < len(RUNGS) for p in parts):
+        raise UserError(f"--only {cfg.only}: use rung numbers 0 .. {len(RUNGS) - 1} separated by commas")
     for name in ("seeds", "jobs", "max_iters", "eval_interval"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: use 1 or more")
@@ -335,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python build_nanogpt/ladder.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
                                                                                    else argv))
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    order = [(k, s) for s in range(cfg.seeds) for k in range(cfg.rungs)]  # seed 0's rungs first
+    order = [(k, s) for s in range(cfg.seeds) for k in selected(cfg)]  # seed 0's rungs first
     os.makedirs(cfg.out_dir, exist_ok=True)
     with OutDirLock(cfg.out_dir):
         runs = {}

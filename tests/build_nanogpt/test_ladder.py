@@ -30,6 +30,8 @@ def test_rungs_are_cumulative():
         assert flag in top
     assert top[len(top) - 1 - top[::-1].index("--softcap") + 1] == "15"  # the last --softcap given wins: 15
     assert ladder.rung_flags(0, cfg) == []
+    assert ladder.selected(ladder.LadderConfig(rungs=3)) == [0, 1, 2]
+    assert ladder.selected(ladder.LadderConfig(only="9,0")) == [0, 9]
 
 
 def test_crossing_interpolates_the_first_descent_to_the_target():
@@ -85,6 +87,8 @@ def test_tiny_ladder_writes_its_results_and_resumes_at_the_first_unfinished_run(
 def test_bad_settings_are_one_line(tmp_path):
     with pytest.raises(ladder.UserError, match="--rungs 11: use 1 .. 10"):
         ladder.main(["--rungs", "11", "--out-dir", str(tmp_path / "x")])
+    with pytest.raises(ladder.UserError, match="--only 0,12: use rung numbers 0 .. 9"):
+        ladder.main(["--only", "0,12", "--out-dir", str(tmp_path / "x")])
     with pytest.raises(ladder.UserError, match="does not exist"):
         ladder.main(["--data-dir", str(tmp_path / "none"), "--out-dir", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
