@@ -1,13 +1,23 @@
-"""What a finished run leaves for a person: samples on stdout, results.json and loss.png in the out dir.
+"""A run's outputs, all in its out dir and all written by rank 0: log.jsonl (mirrored to Weights & Biases with
+--wandb), the checkpoints, and at the end the samples (also on stdout), results.json and loss.png.
 
 log.jsonl holds two kinds of records: evaluations (train_loss and val_loss on fixed windows, val_ppl,
 tokens_per_s, mfu) and logged training steps (`loss`: the loss of that step's batch). loss.png draws both.
+W&B: wandb is imported only with --wandb; offline (`WANDB_MODE=offline`) the run is written under
+`$WANDB_DIR/wandb/` (default: the run's --out-dir) and can be uploaded later with `wandb sync`.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
+from pathlib import Path
+
 import torch
 
-from files import atomic_write, write_json
+import checkpoint
+from cli import UserError
+from files import append_line, atomic_write, write_json, write_text
 from tokenizer import get_tokenizer
 
 
@@ -15,7 +25,59 @@ def evaluations(history: list[dict]) -> list[dict]:
     return [r for r in history if "val_loss" in r]
 
 
-def write_results(out_dir, results: dict, history: list[dict], unigram: float) -> None:
+class Outputs:
+    """What a run writes, from rank 0 (on other ranks every method writes nothing). A context: W&B's run
+    starts on entry and finishes on exit."""
+
+    def __init__(self, cfg, master: bool):
+        self.cfg, self.master = cfg, master
+        self.out_dir = Path(cfg.out_dir)
+        self.last_checkpoint = Path(cfg.resume) if cfg.resume else None  # the newest one known good
+        self.wandb = None
+
+    def __enter__(self) -> Outputs:
+        if self.master and self.cfg.wandb:
+            try:
+                import wandb  # noqa: PLC0415 - only with --wandb
+            except ImportError:
+                raise UserError("--wandb needs the wandb package: pip install wandb") from None
+            folder = Path(os.environ.get("WANDB_DIR") or self.cfg.out_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.wandb = wandb.init(project=self.cfg.wandb_project, name=self.cfg.wandb_run_name or None,
+                                    config=dataclasses.asdict(self.cfg), dir=str(folder))
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if self.wandb is not None:
+            self.wandb.finish(exit_code=0 if exc_type is None else 1)
+            self.wandb = None
+
+    def start_log(self, history: list[dict]) -> None:
+        """log.jsonl from these records: empty for a fresh run, the checkpoint's history for a resumed one."""
+        if self.master:
+            write_text(self.out_dir / "log.jsonl", "".join(json.dumps(rec) + "\n" for rec in history))
+
+    def log(self, rec: dict) -> None:
+        """One record (an evaluation or a logged step) appended to log.jsonl and sent to W&B at its iter."""
+        if not self.master:
+            return
+        append_line(self.out_dir / "log.jsonl", json.dumps(rec))
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "iter"},
+                           step=rec["iter"])
+
+    def save_checkpoint(self, ckpt: dict, names: list[str]) -> None:
+        """The checkpoint under each name, each written whole or not at all."""
+        if self.master:
+            self.last_checkpoint = checkpoint.save(ckpt, self.out_dir, names)
+
+    def write_results(self, results: dict, history: list[dict], unigram: float) -> None:
+        if self.master:
+            write_results(self.out_dir, results, history, unigram)
+
+
+def write_results(out_dir: Path, results: dict, history: list[dict], unigram: float) -> None:
+    """results.json, and loss.png drawn from the history."""
     write_json(out_dir / "results.json", results)
     import matplotlib  # noqa: PLC0415 - plotting only at the very end; keeps error paths fast
 
@@ -44,8 +106,6 @@ def write_results(out_dir, results: dict, history: list[dict], unigram: float) -
     fig.tight_layout()
     atomic_write(out_dir / "loss.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-
-
 def print_samples(model, meta: dict, num_samples: int, tokens: int, seed: int, ctx, device: str) -> list[str]:
     """num_samples continuations of a newline (temperature 0.8, top-k 200), printed and returned."""
     if num_samples < 1:

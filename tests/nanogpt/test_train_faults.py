@@ -52,8 +52,8 @@ def test_non_finite_weights_at_an_epoch_end_never_replace_the_checkpoint(capsys,
     """Weights that go non-finite after the epoch-2 evaluation, just before its save: ckpt_last.pt stays epoch 1's."""
     real = train.log_eval
 
-    def log_eval(run, state, meter):
-        real(run, state, meter)
+    def log_eval(run, state, *rest):
+        real(run, state, *rest)
         if state.iter_num == 2 * STEPS_PER_EPOCH:
             with torch.no_grad():
                 run.raw_model.transformer.ln_f.weight[0] = float("inf")
@@ -85,8 +85,8 @@ def inf_weights_after_eval_at(monkeypatch):
     def arm(it: int):
         real = train.log_eval
 
-        def log_eval(run, state, meter):
-            real(run, state, meter)
+        def log_eval(run, state, *rest):
+            real(run, state, *rest)
             if state.iter_num == it:
                 with torch.no_grad():
                     run.raw_model.transformer.ln_f.weight[0] = float("inf")
