@@ -1,33 +1,17 @@
-"""How a run is set up before its first step: its plan (batch, epoch and schedule lengths), its model (from
-scratch, a checkpoint or GPT-2 weights) and, when resuming, its position checked against the data."""
+"""How a run is set up before its first step: its model (from scratch, a checkpoint or GPT-2 weights), its
+position when resuming (checked against the data and the step size), and what only rank 0 does."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch.distributed as dist
 
 import checkpoint
-import data
 from checkpoint import Checkpoint, RunState
 from cli import UserError
 from config import TrainConfig
 from hub import gpt2_folder
 from model import GPT, GPTConfig
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The run's arithmetic, fixed at start: batch, epoch and schedule lengths."""
-    accum: int  # micro-steps per optimizer step on each rank
-    windows_per_step: int  # over all ranks
-    n_train: int  # training windows per epoch
-    n_val: int
-    steps_per_epoch: int
-    total_iters: int
-    decay_iters: int
-    tokens_per_step: int
 
 
 def build_model(cfg: TrainConfig, meta: dict, saved: Checkpoint | None) -> GPT:
@@ -80,22 +64,7 @@ def on_rank0(fn, rank: int, world_size: int) -> None:
         raise UserError(error)
 
 
-def make_plan(cfg: TrainConfig, accum: int, world_size: int, train_tokens: int, val_tokens: int) -> Plan:
-    n_train, n_val = data.train_windows(train_tokens, cfg.block_size), data.num_windows(val_tokens, cfg.block_size)
-    if n_val < 1 or n_train < 1:
-        raise UserError(f"block_size {cfg.block_size} is larger than the data: {cfg.dataset} has "
-                        f"{train_tokens} train and {val_tokens} val tokens")
-    windows = cfg.batch_size * accum * world_size
-    steps_per_epoch = n_train // windows  # the remainder of an epoch is dropped
-    if steps_per_epoch < 1:
-        raise UserError(f"one step needs {windows} windows of {cfg.block_size} tokens but train.bin "
-                        f"has only {n_train}; lower batch_tokens/batch_size/block_size")
-    total = min(steps_per_epoch * cfg.max_epochs, cfg.max_iters or math.inf)
-    return Plan(accum, windows, n_train, n_val, steps_per_epoch, total, cfg.lr_decay_iters or total,
-                windows * cfg.block_size)
-
-
-def resumed_state(run_cfg: TrainConfig, plan: Plan, identity: dict, saved: Checkpoint) -> RunState:
+def resumed_state(run_cfg: TrainConfig, windows: tuple[int, int], identity: dict, saved: Checkpoint) -> RunState:
     """The checkpoint's position, which means something only on the same data with the same step size."""
     dataset = saved.dataset or identity
     if dataset != identity:
@@ -103,8 +72,8 @@ def resumed_state(run_cfg: TrainConfig, plan: Plan, identity: dict, saved: Check
         raise UserError(f"cannot resume: dataset {run_cfg.dataset!r} in {run_cfg.data_dir} is not the data the "
                         f"checkpoint trained on ({changed} differ); resume on that data, or start a new run "
                         f"from its weights with --init-from {run_cfg.resume}")
-    if saved.windows != (plan.windows_per_step, plan.n_train):
-        raise UserError(f"cannot resume: a step now takes {plan.windows_per_step} of {plan.n_train} windows per "
+    if saved.windows != windows:  # (windows per step, windows per epoch)
+        raise UserError(f"cannot resume: a step now takes {windows[0]} of {windows[1]} windows per "
                         f"epoch, the checkpoint's took {saved.windows[0]} of {saved.windows[1]}; keep "
                         f"batch_size * accumulation * world_size (set --batch-tokens when changing GPUs)")
     return saved.state

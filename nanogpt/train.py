@@ -41,16 +41,45 @@ import data
 import hardware
 import report
 from checkpoint import Checkpoint, RunState
-from cli import run_main
+from cli import UserError, run_main
 from config import TrainConfig, check_config, parse_save_epochs, resolve_config
 from files import OutDirLock
 from model import GPT
 from report import Outputs
-from session import Plan, build_model, compiled, make_plan, on_rank0, resumed_state
+from session import build_model, compiled, on_rank0, resumed_state
 
 
 class Diverged(Exception):
     """A non-finite loss, evaluation or weights: the run stops before anything is written from them."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's arithmetic, fixed at start: batch, epoch and schedule lengths."""
+    accum: int  # micro-steps per optimizer step on each rank
+    windows_per_step: int  # over all ranks
+    n_train: int  # training windows per epoch
+    n_val: int
+    steps_per_epoch: int
+    total_iters: int
+    decay_iters: int
+    tokens_per_step: int
+
+
+def make_plan(cfg: TrainConfig, accum: int, world_size: int, train_tokens: int, val_tokens: int) -> Plan:
+    """The Plan of a run over this many tokens; data too short for one window or one step is refused."""
+    n_train, n_val = data.train_windows(train_tokens, cfg.block_size), data.num_windows(val_tokens, cfg.block_size)
+    if n_val < 1 or n_train < 1:
+        raise UserError(f"block_size {cfg.block_size} is larger than the data: {cfg.dataset} has "
+                        f"{train_tokens} train and {val_tokens} val tokens")
+    windows = cfg.batch_size * accum * world_size
+    steps_per_epoch = n_train // windows  # the remainder of an epoch is dropped
+    if steps_per_epoch < 1:
+        raise UserError(f"one step needs {windows} windows of {cfg.block_size} tokens but train.bin "
+                        f"has only {n_train}; lower batch_tokens/batch_size/block_size")
+    total = min(steps_per_epoch * cfg.max_epochs, cfg.max_iters or math.inf)
+    return Plan(accum, windows, n_train, n_val, steps_per_epoch, total, cfg.lr_decay_iters or total,
+                windows * cfg.block_size)
 
 
 @dataclass(frozen=True)
@@ -354,7 +383,8 @@ def setup(cfg: TrainConfig, saved: Checkpoint | None, accum: int, rank: int, wor
     on_rank0(lambda: data.prepare_if_missing(cfg.dataset, cfg.data_dir, cfg.data_source), rank, world_size)
     train_data, val_data, meta, identity = data.load_dataset(cfg.dataset, cfg.data_dir)
     plan = make_plan(cfg, accum, world_size, len(train_data), len(val_data))
-    state = resumed_state(cfg, plan, identity, saved) if saved is not None else RunState()
+    windows = (plan.windows_per_step, plan.n_train)
+    state = resumed_state(cfg, windows, identity, saved) if saved is not None else RunState()
     layout = layout_class(build_model(cfg, meta, saved), device, dtype)  # on device; sharded with --fsdp
     raw_model = layout.model
     device_type = torch.device(device).type

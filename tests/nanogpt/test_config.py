@@ -10,7 +10,7 @@ import train
 from cli import UserError
 from config import PRESETS, TrainConfig, check_config, resolve_config
 from helpers import call_main
-from session import make_plan
+from train import make_plan
 
 
 def cfg_of(argv):
