@@ -5,35 +5,25 @@ of karpathy/nanoGPT's model run in the same process, or (--generate) sampling wi
     python nanogpt/bench.py --device cuda --dtype bfloat16 --compile --n-layer 12 --n-head 12 --n-embd 768 \
         --block-size 1024 --vocab-size 50304 --batch-size 16
     python nanogpt/bench.py --generate            # GPT-2 124M shape (random weights), 500 new tokens
-    python nanogpt/bench.py --recipe --seeds 1337,1,2 [--data-source input.txt]   # loss, not speed (below)
 
 Both models take the same training step (forward, backward, clip to 1.0, AdamW from each model's own
 configure_optimizers), alternating in rounds so a busy machine slows both alike; the ratio is the
-like-for-like comparison. Prints one JSON line at the end.
-
---recipe compares what the runs reach instead: nanoGPT README's CPU recipe on Tiny Shakespeare (chars, 4 x 4 x
-128, block 64, batch 12, 2000 steps) trained per seed by train.py and by nanoGPT's own train.py loop restated
-step for step (random-offset batches, estimate_loss on 20 random batches per split every 250 steps, all from
-the one torch RNG stream), each scored on its own estimate and on the exact loss over all of val.bin.
+like-for-like comparison. Prints one JSON line at the end. It times only; what the two loops reach in loss
+is recipe.py's question.
 """
 from __future__ import annotations
 
 import json
 import math
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import data
 import hardware
-import train  # --recipe runs train.py itself
 from cli import UserError, knob, parse_config, run_main
 from config import MAX_SEED
 from model import GPT, GPTConfig
@@ -60,12 +50,6 @@ class BenchConfig:
                                  "(random weights)")
     max_new_tokens: int = knob(500, "tokens to generate in --generate mode")
     seed: int = knob(1337, "seed of weights and data")
-    recipe: bool = knob(False, "instead of speed: val loss of the Shakespeare CPU recipe, train.py vs "
-                               "nanoGPT's loop restated")
-    seeds: str = knob("1337,1,2", "--recipe: comma-separated seeds")
-    data_dir: str = knob(str(Path(__file__).resolve().parent / "data"),
-                         "--recipe: folder holding shakespeare_char/ (prepared by train.py when missing)")
-    data_source: str = knob("", "--recipe: Tiny Shakespeare input.txt to prepare from offline ('' = download)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,112 +242,8 @@ def bench_generate(cfg: BenchConfig) -> dict:
     return result
 
 
-# --------------------------------------------------------------------------------------------------
-# --recipe: the loss the Shakespeare CPU recipe reaches, ours against nanoGPT's loop
-
-RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, iters=2000, lr=1e-3, min_lr=1e-4,
-              warmup=100, beta2=0.99, eval_interval=250, eval_iters=20)
-
-
-@torch.no_grad()
-def full_val_loss(model, val: np.ndarray, block_size: int) -> float:
-    """The exact mean loss over every non-overlapping window of val.bin, cut by train.py's num_windows and
-    get_batch: what train.py reports at the end as final.val_loss_full when val.bin fits in
-    --final-eval-tokens (Tiny Shakespeare's does)."""
-    model.eval()
-    n = data.num_windows(len(val), block_size)
-    total = 0.0
-    for start in range(0, n, 256):
-        x, y = data.get_batch(val, np.arange(start, min(n, start + 256)), block_size, "cpu")  # (b, T)
-        total += model(x, y)[1].item() * len(x)
-    return total / n
-
-
-def nanogpt_loop(seed: int, folder: Path, recipe: dict = RECIPE, model_cls=None) -> dict:
-    """karpathy/nanoGPT's train.py with the README's CPU flags, restated: the same calls on the one torch RNG
-    stream (seed, model init, first batch, estimate_loss at step 0, 250, ...), so that seed 1337 retraces the
-    run behind the README's figure. float32 on CPU, no compile, no dropout. model_cls: RefGPT (default) or
-    model.GPT, which draws the same initial weights and computes the same function."""
-    r = recipe
-    torch.manual_seed(seed)
-    data = {split: np.memmap(folder / f"{split}.bin", dtype=np.uint16, mode="r") for split in ("train", "val")}
-
-    def get_batch(split):
-        ix = torch.randint(len(data[split]) - r["block_size"], (r["batch_size"],))
-        x = torch.stack([torch.from_numpy(data[split][i : i + r["block_size"]].astype(np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy(data[split][i + 1 : i + 1 + r["block_size"]].astype(np.int64)) for i in ix])
-        return x, y
-
-    def get_lr(it):
-        if it < r["warmup"]:
-            return r["lr"] * (it + 1) / (r["warmup"] + 1)
-        ratio = min(1.0, (it - r["warmup"]) / (r["iters"] - r["warmup"]))
-        return r["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (r["lr"] - r["min_lr"])
-
-    @torch.no_grad()
-    def estimate_loss():
-        model.eval()
-        out = {split: sum(model(*get_batch(split))[1].item() for _ in range(r["eval_iters"])) / r["eval_iters"]
-               for split in ("train", "val")}
-        model.train()
-        return out
-
-    model = (model_cls or RefGPT)(GPTConfig(block_size=r["block_size"], vocab_size=65, n_layer=r["n_layer"], n_head=r["n_head"],
-                             n_embd=r["n_embd"], dropout=0.0, bias=False))
-    opt = make_optimizer(model, "cpu", r["lr"], r["beta2"])
-    x, y = get_batch("train")
-    for it in range(r["iters"] + 1):  # nanoGPT evaluates at step 2000, then takes that step too
-        for group in opt.param_groups:
-            group["lr"] = get_lr(it)
-        if it % r["eval_interval"] == 0:
-            losses = estimate_loss()
-        _, loss = model(x, y)
-        x, y = get_batch("train")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return {"train_estimate": losses["train"], "val_estimate": losses["val"],
-            "val_full": full_val_loss(model, data["val"], r["block_size"])}
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'1337,1,2' -> [1337, 1, 2]; [] when the text holds no seed or a non-integer."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        return []
-
-
-def bench_recipe(cfg: BenchConfig, seeds: list[int]) -> dict:
-    result = {"mode": "recipe", "recipe": RECIPE, "seeds": seeds, "ours": [], "nanogpt_loop": []}
-    print(f"{'seed':>6} {'ours: logged val':>17} {'exact val':>10} | {'nanoGPT loop: val est.':>22} {'exact val':>10}")
-    for seed in seeds:
-        with tempfile.TemporaryDirectory() as out:
-            args = ["--preset", "shakespeare_char_cpu", "--seed", seed, "--out-dir", out, "--data-dir", cfg.data_dir,
-                    "--num-samples", 0, "--save-epochs", ""] + (["--data-source", cfg.data_source] * bool(cfg.data_source))
-            code = train.main([str(a) for a in args])
-            if code:
-                raise UserError(f"train.py stopped with exit code {code} at seed {seed}")
-            final = json.loads((Path(out) / "results.json").read_text())["final"]
-        ours = {"seed": seed, "val_logged": final["val_loss"], "val_full": final["val_loss_full"]}
-        ref = {"seed": seed, **nanogpt_loop(seed, Path(cfg.data_dir) / "shakespeare_char")}
-        result["ours"].append(ours)
-        result["nanogpt_loop"].append(ref)
-        print(f"{seed:>6} {ours['val_logged']:17.4f} {ours['val_full']:10.4f} | {ref['val_estimate']:22.4f} "
-              f"{ref['val_full']:10.4f}", flush=True)
-    for name in ("ours", "nanogpt_loop"):
-        vals = [row["val_full"] for row in result[name]]
-        result[f"{name}_val_full_mean"] = statistics.fmean(vals)
-        result[f"{name}_val_full_sd"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    print(f"exact val loss, mean over {len(seeds)} seeds: ours {result['ours_val_full_mean']:.4f} "
-          f"(sd {result['ours_val_full_sd']:.4f}), nanoGPT loop {result['nanogpt_loop_val_full_mean']:.4f} "
-          f"(sd {result['nanogpt_loop_val_full_sd']:.4f})")
-    return result
-
-
-def check_bench_config(cfg: BenchConfig) -> list[int]:
-    """Range checks (a zero size would divide by zero or time empty batches). -> the --recipe seeds."""
+def check_bench_config(cfg: BenchConfig) -> None:
+    """Range checks (a zero size would divide by zero or time empty batches)."""
     for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "iters", "rounds",
                  "max_new_tokens"):
         if getattr(cfg, name) < 1:
@@ -379,22 +259,18 @@ def check_bench_config(cfg: BenchConfig) -> list[int]:
     hardware.check_model_fits(cfg.n_layer, cfg.n_embd, cfg.block_size)
     if not 0 <= cfg.seed <= MAX_SEED:
         raise UserError(f"--seed {cfg.seed}: must be in [0, {MAX_SEED}]")
-    seeds = parse_seeds(cfg.seeds)
-    if cfg.recipe and not (seeds and all(0 <= s <= MAX_SEED for s in seeds)):
-        raise UserError(f"--seeds {cfg.seeds!r}: comma-separated integers in [0, {MAX_SEED}], e.g. 1337,1,2")
-    return seeds
 
 
 def main(argv=None):
     cfg = parse_config(BenchConfig, argv, "bench.py", __doc__.split("\n\n")[0])
-    seeds = check_bench_config(cfg)
+    check_bench_config(cfg)
     cfg.device = hardware.resolve_device(cfg.device)
     hardware.resolve_dtype(cfg.dtype, cfg.device)  # refuses a dtype the device lacks
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     name = hardware.describe(cfg.device)
     print(f"device {cfg.device} ({name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    result = bench_recipe(cfg, seeds) if cfg.recipe else bench_generate(cfg) if cfg.generate else bench_train(cfg)
+    result = bench_generate(cfg) if cfg.generate else bench_train(cfg)
     result["device_name"] = name
     print(json.dumps(result))
 

@@ -1,8 +1,9 @@
-"""nanogpt/bench.py: nanoGPT's training loop restated (the --recipe reference), and the speed bench running.
+"""nanogpt/recipe.py's restatement of nanoGPT's training loop (the recipe parity run's reference), and
+nanogpt/bench.py, the speed bench, running.
 
-The loop trains model.GPT or the in-file restatement of nanoGPT's model (RefGPT). Given the same seed they
+The loop trains model.GPT or bench.py's restatement of nanoGPT's model (RefGPT). Given the same seed they
 draw the same initial weights and compute the same function, so their whole training runs must agree;
-that is what lets bench.py --recipe compare train.py against nanoGPT's own loop and model."""
+that is what lets recipe.py compare train.py against nanoGPT's own loop and model."""
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 import bench
 import model
+import recipe
 from helpers import call_main
 
 
@@ -24,11 +26,11 @@ def folder(tiny_data):
 
 
 def test_our_model_retraces_nanogpts_run(folder):
-    ref = bench.nanogpt_loop(1337, folder, SHORT)
-    ours = bench.nanogpt_loop(1337, folder, SHORT, model_cls=model.GPT)
+    ref = recipe.nanogpt_loop(1337, folder, SHORT)
+    ours = recipe.nanogpt_loop(1337, folder, SHORT, model_cls=model.GPT)
     assert ours == ref  # bit for bit: same initial weights, same arithmetic, same batches
     assert ref["train_estimate"] < 3.5 and ref["val_full"] < 4.0  # it learned: a uniform guess costs ln 65 = 4.17
-    assert bench.nanogpt_loop(1, folder, SHORT) != pytest.approx(ref, rel=1e-5)  # the seed matters
+    assert recipe.nanogpt_loop(1, folder, SHORT) != pytest.approx(ref, rel=1e-5)  # the seed matters
 
 
 def test_full_val_loss_is_the_mean_over_every_window(folder):
@@ -39,7 +41,7 @@ def test_full_val_loss_is_the_mean_over_every_window(folder):
     with torch.no_grad():
         each = [gpt(torch.from_numpy(val[i * 16 : i * 16 + 16].astype(np.int64))[None],
                     torch.from_numpy(val[i * 16 + 1 : i * 16 + 17].astype(np.int64))[None])[1].item() for i in range(n)]
-    assert bench.full_val_loss(gpt, val, 16) == pytest.approx(sum(each) / n, rel=1e-6)
+    assert recipe.full_val_loss(gpt, val, 16) == pytest.approx(sum(each) / n, rel=1e-6)
 
 
 def test_speed_bench_runs_and_reports(capsys, monkeypatch):
@@ -78,11 +80,16 @@ def test_generate_compares_the_cache_in_float32(capsys, monkeypatch):
     assert json.loads(r.stdout.strip().splitlines()[-1])["same_tokens"] is True
 
 
-@pytest.mark.parametrize("args", [["--recipe", "--seeds", "a,b"], ["--dtype", "int8"], ["--n-embd", "30"],
+@pytest.mark.parametrize("args", [["--dtype", "int8"], ["--n-embd", "30"],
                                   ["--n-head", "0"], ["--batch-size", "0"], ["--threads", "-1"],
                                   ["--device", "tpu"], ["--iters", "x"], ["--max-new-tokens", "1000000000000"],
                                   ["--seed", "-1"], ["--seed", str(2**64)], ["--seed", "1e20"],
-                                  ["--recipe", "--seeds", f"1,{2**64 - 1}"], ["--max-new-tokens", "1e12"],
+                                  ["--max-new-tokens", "1e12"],
                                   ["--n-layer", "1000000"]])
 def test_bad_arguments_exit_2(capsys, clean_error, args):
     clean_error(call_main(bench.main, capsys, *args), args[-1])  # one line naming the bad value
+
+
+@pytest.mark.parametrize("args", [["--seeds", "a,b"], ["--seeds", f"1,{2**64 - 1}"], ["--threads", "-1"]])
+def test_recipe_bad_arguments_exit_2(capsys, clean_error, args):
+    clean_error(call_main(recipe.main, capsys, *args), args[-1])  # one line naming the bad value
