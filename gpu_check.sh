@@ -34,7 +34,9 @@
 # (6 * 124M + 12 * 12 * 1024 * 768) FLOP/token * 16,384 tokens = 14 TFLOP: ~35 ms at 40% of the H100's 989
 # TFLOP/s bf16 (45 ms allowed), ~0.3 s in float32 without TF32, ~0.1 s with TF32. The MNIST ResNet-20 (0.1
 # GFLOP per training image) is launch-bound at batch 128: ~3 ms a step, 1.5 s an epoch of 60,000 images. The
-# small models of the check are launch-bound too: their steps cost start-up and compile, not FLOPs.
+# small models of the check are launch-bound too: their steps cost start-up and compile, not FLOPs. pytest-gpu:
+# the gpu-marked tests as they stand on main (nanogpt 9 tests, one compiles; build_nanogpt 7, three compile;
+# deep_gradients 5 tests of 8 short runs, one compiles) plus ~5 s collecting the folder.
 #   preface (alone)  env 10, hf-tiny 8 (transformers import, a 2-layer GPT-2 saved in the work folder)
 #   ng lane  prepare 6, ddp-compile-bf16 50, resume 12, fp16-scaler 10, 2ranks-gloo-cuda 20, fsdp-bf16 15,
 #            fsdp-resume 12, init-from 12, sample 8, pytest-gpu 70                                       = 215
@@ -368,6 +370,25 @@ lane_dg() {
     cuda_step dg-pytest-gpu 240 "- -" "$PY" -m pytest tests/deep_gradients -m gpu -q -p no:cacheprovider
 }
 
+measure() {  # the figures the READMEs still lack, one step at a time
+    # 124M, B=16, T=1024, bf16, compiled: ours and the nanoGPT restatement in alternating rounds; figures from
+    # bench.py's own JSON line
+    cuda_step ng-bench-124m 200 "- ours_tok_s:ours.tokens_per_s ours_mfu:ours.mfu ref_tok_s:nanogpt_ref.tokens_per_s \
+ref_mfu:nanogpt_ref.mfu speedup:speedup_vs_nanogpt_ref" "$PY" nanogpt/bench.py --device cuda --dtype bfloat16 \
+        --compile --n-layer 12 --n-head 12 --n-embd 768 --block-size 1024 --vocab-size 50304 --batch-size 16 \
+        --warmup 3 --iters 10 --rounds 3
+    cuda_step bn-bench-124m 240 "bn_bench124/bench.json tok_s:milestones.*.tok_per_s mfu:milestones.*.mfu" \
+        "$PY" build_nanogpt/bench.py --device cuda --size 124m --iters 5 --warmup 2 --skip batch_mult \
+        --out-dir "$W/bn_bench124"
+    # benchmark.py's time-to-99.5% row: compile and cuDNN autotuning in the untimed warm-up, no recorder, eval on;
+    # the time is train.py's results.json key time_to_995_s ('missing' where train.py does not write it)
+    cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_995_s acc:final_test_acc warmup_s:warmup_s \
+img_s:epochs.-1.images_per_s mfu:epochs.-1.mfu" "$PY" deep_gradients/train.py --dataset mnist \
+        --data-dir "$DATA/mnist" --device cuda --dtype bfloat16 --channels-last --cudnn-benchmark --compile \
+        --warmup-steps 30 --max-epochs 6 --batch-size 128 --no-progress --log-interval 0 --record-interval 0 \
+        --out-dir "$W/dg_t995"
+}
+
 (return 0 2>/dev/null) && return   # sourced (the tests): the functions only
 
 # --------------------------------------------------------------------------------------------------
@@ -460,25 +481,10 @@ if [ "$PART" != measure ]; then
     done
     LANES=()
 fi
-if [ "$PART" != check ] && [ -z "$STOP" ]; then   # the figures the READMEs still lack, one step at a time
+if [ "$PART" != check ] && [ -z "$STOP" ]; then
     ROWS=4-measure.tsv
     [ "$GPU" = 1 ] && command -v nvidia-smi >/dev/null && SAMPLE_MEM=1
-    # 124M, B=16, T=1024, bf16, compiled: ours and the nanoGPT restatement in alternating rounds; figures from
-    # bench.py's own JSON line
-    cuda_step ng-bench-124m 200 "- ours_tok_s:ours.tokens_per_s ours_mfu:ours.mfu ref_tok_s:nanogpt_ref.tokens_per_s \
-ref_mfu:nanogpt_ref.mfu speedup:speedup_vs_nanogpt_ref" "$PY" nanogpt/bench.py --device cuda --dtype bfloat16 \
-        --compile --n-layer 12 --n-head 12 --n-embd 768 --block-size 1024 --vocab-size 50304 --batch-size 16 \
-        --warmup 3 --iters 10 --rounds 3
-    cuda_step bn-bench-124m 240 "bn_bench124/bench.json tok_s:milestones.*.tok_per_s mfu:milestones.*.mfu" \
-        "$PY" build_nanogpt/bench.py --device cuda --size 124m --iters 5 --warmup 2 --skip batch_mult \
-        --out-dir "$W/bn_bench124"
-    # benchmark.py's time-to-99.5% row: compile and cuDNN autotuning in the untimed warm-up, no recorder, eval on;
-    # the time is train.py's results.json key time_to_995_s ('missing' where train.py does not write it)
-    cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_995_s acc:final_test_acc warmup_s:warmup_s \
-img_s:epochs.-1.images_per_s mfu:epochs.-1.mfu" "$PY" deep_gradients/train.py --dataset mnist \
-        --data-dir "$DATA/mnist" --device cuda --dtype bfloat16 --channels-last --cudnn-benchmark --compile \
-        --warmup-steps 30 --max-epochs 6 --batch-size 128 --no-progress --log-interval 0 --record-interval 0 \
-        --out-dir "$W/dg_t995"
+    measure
 fi
 
 finish
