@@ -128,6 +128,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cos=None, sin=None, ve=None, window=None):
         B, T, C = x.size()
         q, k, v = self.qkv(x, cos, sin)
+        q, k = q.type_as(v), k.type_as(v)  # under autocast the norms may return float32; the kernels want one dtype
         if ve is not None:
             v = self.value_lambdas[0] * v + self.value_lambdas[1] * ve.view_as(v.transpose(1, 2)).transpose(1, 2)
         if window is None:

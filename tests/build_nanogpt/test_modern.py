@@ -189,3 +189,15 @@ def test_relu2_mlp():
 def test_bad_config_is_named():
     assert "value_embeds 3" in N.check_config(N.ModernConfig(n_layer=4, value_embeds=3))
     assert "even head size" in N.check_config(N.ModernConfig(n_embd=12, n_head=4, rotary=True))
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flexattention_window_equals_the_masked_sdpa():
+    """The CUDA path (FlexAttention's block mask from the same rule) computes what the CPU path computes;
+    FlexAttention also runs, eagerly, on a CPU."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 2, 40, 8)
+    for w in (1, 5, 40):
+        window = torch.tensor(w)
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=N.window_mask(40, window, "cpu"))
+        torch.testing.assert_close(N.flex_window_attention(q, k, v, window), want, atol=1e-5, rtol=1e-5)
