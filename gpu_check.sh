@@ -373,16 +373,16 @@ lane_dg() {
 measure() {  # the figures the READMEs still lack, one step at a time
     # 124M, B=16, T=1024, bf16, compiled: ours and the nanoGPT restatement in alternating rounds; figures from
     # bench.py's own JSON line
-    cuda_step ng-bench-124m 200 "- ours_tok_s:ours.tokens_per_s ours_mfu:ours.mfu ref_tok_s:nanogpt_ref.tokens_per_s \
+    want ng && cuda_step ng-bench-124m 200 "- ours_tok_s:ours.tokens_per_s ours_mfu:ours.mfu ref_tok_s:nanogpt_ref.tokens_per_s \
 ref_mfu:nanogpt_ref.mfu speedup:speedup_vs_nanogpt_ref" "$PY" nanogpt/bench.py --device cuda --dtype bfloat16 \
         --compile --n-layer 12 --n-head 12 --n-embd 768 --block-size 1024 --vocab-size 50304 --batch-size 16 \
         --warmup 3 --iters 10 --rounds 3
-    cuda_step bn-bench-124m 240 "bn_bench124/bench.json tok_s:milestones.*.tok_per_s mfu:milestones.*.mfu" \
+    want bn && cuda_step bn-bench-124m 240 "bn_bench124/bench.json tok_s:milestones.*.tok_per_s mfu:milestones.*.mfu" \
         "$PY" build_nanogpt/bench.py --device cuda --size 124m --iters 5 --warmup 2 --skip batch_mult \
         --out-dir "$W/bn_bench124"
     # benchmark.py's time-to-99.5% row: compile and cuDNN autotuning in the untimed warm-up, no recorder, eval on;
     # the time is train.py's results.json key time_to_995_s ('missing' where train.py does not write it)
-    cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_995_s acc:final_test_acc warmup_s:warmup_s \
+    want dg && cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_995_s acc:final_test_acc warmup_s:warmup_s \
 img_s:epochs.-1.images_per_s mfu:epochs.-1.mfu" "$PY" deep_gradients/train.py --dataset mnist \
         --data-dir "$DATA/mnist" --device cuda --dtype bfloat16 --channels-last --cudnn-benchmark --compile \
         --warmup-steps 30 --max-epochs 6 --batch-size 128 --no-progress --log-interval 0 --record-interval 0 \

@@ -181,3 +181,26 @@ def test_a_second_run_on_the_same_work_folder_is_refused(tmp_path):
                            env={**os.environ, "DATA_DIR": str(tmp_path), "OUT": str(tmp_path / "out"),
                                 "GPU_CHECK_WORK": str(work), "GPU_CHECK_CACHE": str(tmp_path / "cache")})
     assert r.returncode == 2 and "another gpu_check is using" in r.stderr, r.stderr
+
+
+def run_dry(tmp_path, *args, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "gpu_check.sh", "--dry-run", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+                                            "GPU_CHECK_WORK": str(tmp_path / "work"),
+                                            "GPU_CHECK_CACHE": str(tmp_path / "cache"), **env})
+
+
+def test_no_step_starts_past_the_budget(tmp_path):
+    """GPU_CHECK_BUDGET: a step that would start later is not run, said so, and the run fails (not covered)."""
+    r = run_dry(tmp_path, PROJECTS="dg", GPU_CHECK_BUDGET="1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    rows = [line.split("\t") for line in (tmp_path / "out" / "summary.tsv").read_text().splitlines()[1:]]
+    ran = [name for name, status, *_ in rows if not status.startswith(("not run (over the 1 s budget)", "skipped"))]
+    assert ran == [] and [name for name, *_ in rows][:2] == ["env", "dg-ddp-compile-best"], rows
+
+
+def test_measure_dry_run_says_what_only_cuda_runs(tmp_path):
+    r = run_dry(tmp_path, "--measure", PROJECTS="dg")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line.split("\t")[:2] for line in (tmp_path / "out" / "summary.tsv").read_text().splitlines()[1:]]
+    assert rows == [["env", "0"], ["dg-time-to-995", "skipped (dry run)"]]  # PROJECTS=dg: deep_gradients' only
