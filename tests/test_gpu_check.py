@@ -202,5 +202,6 @@ def test_no_step_starts_past_the_budget(tmp_path):
 def test_measure_dry_run_says_what_only_cuda_runs(tmp_path):
     r = run_dry(tmp_path, "--measure", PROJECTS="dg")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["results.tgz", "summary.tsv"]
     rows = [line.split("\t")[:2] for line in (tmp_path / "out" / "summary.tsv").read_text().splitlines()[1:]]
     assert rows == [["env", "0"], ["dg-time-to-995", "skipped (dry run)"]]  # PROJECTS=dg: deep_gradients' only
