@@ -76,24 +76,25 @@ class LadderConfig:
     out_dir: str = knob("build_nanogpt/out-ladder", "ladder.json, ladder.md, ladder.png go here")
     runs_dir: str = knob("", "each run's train.py output folder goes here (empty: OUT_DIR/runs)")
     keep_ckpt: bool = knob(False, "keep each finished run's ckpt.pt (else removed once its log is read)")
-    seeds: int = knob(3, "seeds per rung (0 .. N-1)")
-    rungs: int = knob(len(RUNGS), f"run rungs 0 .. N-1 of the {len(RUNGS)}")
+    seeds: int = knob(3, "seeds per rung (0 .. N-1)", lo=1, hi=1000)
+    rungs: int = knob(len(RUNGS), f"run rungs 0 .. N-1 of the {len(RUNGS)}", lo=1, hi=len(RUNGS))
     only: str = knob("", "run just these rungs, e.g. 0,9 (the baseline against the top rung); empty: --rungs")
-    jobs: int = knob(1, "runs at a time (each a train.py process)")
+    jobs: int = knob(1, "runs at a time (each a train.py process)", lo=1, hi=256)
     n_layer: int = knob(4, "transformer blocks")
     n_head: int = knob(2, "attention heads")
     n_embd: int = knob(64, "embedding width")
     block_size: int = knob(128, "sequence length T")
     batch_size: int = knob(4, "sequences per micro-batch")
     total_batch: int = knob(512, "tokens per iter")
-    max_iters: int = knob(100, "iters per run: the token budget is max_iters * total_batch")
+    max_iters: int = knob(100, "iters per run: the token budget is max_iters * total_batch", lo=1)
     warmup_iters: int = knob(10, "lr warm-up iters")
     learning_rate: float = knob(1.5e-3, "the baseline's AdamW peak lr (rung 1 on: 3x, as the 31.4-minute record)")
     muon_lr: float = knob(0.02, "Muon's peak lr (rung 2 on)")
-    eval_interval: int = knob(10, "val loss every N iters: the points of the curves")
+    eval_interval: int = knob(10, "val loss every N iters: the points of the curves", lo=1)
     eval_iters: int = knob(4, "val batches per evaluation (the same ones every time)")
     ckpt_interval: int = knob(25, "a checkpoint every N iters: where a killed run resumes")
-    target_loss: float = knob(0.0, "the val loss whose tokens-to-reach is reported (0: the baseline's final)")
+    target_loss: float = knob(0.0, "the val loss whose tokens-to-reach is reported (0: the baseline's final)",
+                              lo=0)
     extra: str = knob("--device cpu --dtype float32 --no-compile",
                       "more train.py flags for every run (e.g. --device cuda --dtype bfloat16 --compile)")
 
@@ -102,7 +103,7 @@ PRESETS = {
     "cpu": {},  # the defaults: 4 blocks x 64 wide, T=128, 100 iters of 512 tokens (51,200 tokens a run)
     "gpt2-124m": dict(  # the real ladder: GPT-2 124M's shape on FineWeb-Edu, one GPU per run
         data_dir="build_nanogpt/data/edu_fineweb10B", out_dir="build_nanogpt/out-ladder-124m", n_layer=12,
-        n_head=6, n_embd=768, block_size=1024, batch_size=64, total_batch=524_288, max_iters=3000,
+        n_head=12, n_embd=768, block_size=1024, batch_size=64, total_batch=524_288, max_iters=5000,
         warmup_iters=250, learning_rate=6e-4, muon_lr=0.02, eval_interval=125, eval_iters=20,
         ckpt_interval=500, target_loss=3.28, extra="--device cuda --dtype bfloat16 --compile"),
 }
@@ -327,14 +328,10 @@ def selected(cfg: LadderConfig) -> list[int]:
 
 
 def check(cfg: LadderConfig) -> None:
-    if not 1 <= cfg.rungs <= len(RUNGS):
-        raise UserError(f"--rungs {cfg.rungs}: use 1 .. {len(RUNGS)}")
+    """What the knobs' ranges cannot say (parse_config checked those)."""
     parts = cfg.only.split(",") if cfg.only else []
     if not all(p.strip().isdigit() and int(p) < len(RUNGS) for p in parts):
         raise UserError(f"--only {cfg.only}: use rung numbers 0 .. {len(RUNGS) - 1} separated by commas")
-    for name in ("seeds", "jobs", "max_iters", "eval_interval"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: use 1 or more")
     if not os.path.isdir(cfg.data_dir):
         raise UserError(f"--data-dir {cfg.data_dir!r} does not exist (write shards with fineweb.py first)")
 

@@ -85,7 +85,7 @@ def test_tiny_ladder_writes_its_results_and_resumes_at_the_first_unfinished_run(
 
 
 def test_bad_settings_are_one_line(tmp_path):
-    with pytest.raises(ladder.UserError, match="--rungs 11: use 1 .. 10"):
+    with pytest.raises(ladder.UserError, match=r"--rungs 11: must be in \[1, 10\]"):
         ladder.main(["--rungs", "11", "--out-dir", str(tmp_path / "x")])
     with pytest.raises(ladder.UserError, match="--only 0,12: use rung numbers 0 .. 9"):
         ladder.main(["--only", "0,12", "--out-dir", str(tmp_path / "x")])
