@@ -116,7 +116,14 @@ def plot_loss(results: dict, path: str) -> str:
         steps_per_epoch = results.get("steps_per_epoch") or (curve[-1, 0] + 1) / max(len(ep), 1)
         xs = [(e.get("epoch", i + 1)) * steps_per_epoch for i, e in enumerate(ep)]
         a.plot(xs, [e.get("test_loss", np.nan) for e in ep], "o-", label="test (per epoch)")
-        b.plot([e.get("epoch", i + 1) for i, e in enumerate(ep)], [100 * e.get("test_acc", np.nan) for e in ep], "o-")
+        epochs = [e.get("epoch", i + 1) for i, e in enumerate(ep)]
+        accs = [100 * e["test_acc"] if e.get("test_acc") is not None else np.nan for e in ep]
+        b.plot(epochs, accs, "o-", ms=7)
+        for x, acc in zip(epochs, accs):  # the value beside each point: readable with one epoch too
+            if np.isfinite(acc):
+                b.annotate(f"{acc:.1f}%", (x, acc), textcoords="offset points", xytext=(6, -4), fontsize=8)
+        b.set_xlim(0.5, max(epochs) + 0.5)
+        b.set_xticks(epochs if len(epochs) <= 12 else b.get_xticks())
     a.set(xlabel="step", ylabel="cross-entropy", title="loss", yscale="log")
     a.legend(fontsize=8)
     b.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"final test acc {_pct(results.get('final_test_acc'))}")
@@ -327,12 +334,29 @@ def feature_figures(run: dict, cfg: AnalyzeConfig, out: str) -> tuple[list, dict
     return figs, {"init_note": init_note, "n": len(x), "acc": (acc[1] / acc[2]).item(), "saliency": sal_stats}
 
 
+UNDERTRAINED = 0.9  # below this test accuracy the report warns that its pictures are of an undertrained network
+
+
+def undertrained_note(acc: float | None, epochs: int) -> list[str]:
+    """A warning at the top of the report when the network has not learned the digits yet."""
+    if acc is None or acc >= UNDERTRAINED:
+        return []
+    return [f"> **An undertrained network** ({100 * acc:.1f}% test accuracy after {epochs} epoch(s); chance is 10%). "
+            "The pictures below show a network that has not yet learned the digits: Grad-CAM and saliency may light "
+            "the background rather than the strokes, the first-layer filters still look like their random "
+            "initialisation, and the per-layer curves cover only the start of training. After a full run (the "
+            "defaults: 6 epochs; MNIST above 99%) saliency and Grad-CAM sit on the strokes that tell the digits "
+            "apart and the filters become smooth edge and stroke detectors.", ""]
+
+
 def report_lines(run_dir: str, run: dict, figs: list, nums: dict) -> list[str]:
     res, conf, rows = run["results"], run["config"], run["evolution"]
     last_loss = res["train_curve"][-1][1] if res.get("train_curve") else None
+    acc = res["final_test_acc"] if res.get("final_test_acc") is not None else nums["acc"]  # --no-eval: recomputed
     lines = [f"# Run report: `{run_dir}`", "",
              "Made by `python deep_gradients/analyze.py RUN_DIR`. Config: "
              + ", ".join(f"`{k}={v}`" for k, v in sorted(conf.items())), "",
+             *undertrained_note(acc, len(res.get("epochs") or [])),
              "## Numbers", "",
              f"- final test accuracy (results.json): **{_pct(res.get('final_test_acc'))}**",
              f"- accuracy of ckpt.pt on the first {nums['n']} test images only (recomputed here; the images the "

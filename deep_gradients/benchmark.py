@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -43,24 +43,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE / "train.py"
+OUT = HERE / "out" / "benchmark"  # the default --out-dir: never the committed results, never the working directory
 
 
 @dataclass
 class BenchConfig:
     quick: bool = knob(False, "CPU smoke-sized: the first --quick-subset training images per worker, no "
                               "time-to-99.5% row")
-    quick_subset: int = knob(1024, "training images per worker with --quick")
+    quick_subset: int = knob(1024, "training images per worker with --quick", lo=1, hi=1 << 31)
     dataset: str = knob("auto", "auto = mnist when --data-dir holds it, else the offline digits")
     data_dir: str = knob("", "MNIST IDX folder (empty = deep_gradients/data/mnist)")
-    max_epochs: int = knob(3, "epochs per row; the fastest epoch after the first is the one reported")
-    batch_size: int = knob(128, "per worker (N processes run a global batch N x this)")
+    max_epochs: int = knob(3, "epochs per row; the fastest epoch after the first is the one reported", lo=1,
+                           hi=100_000)
+    batch_size: int = knob(128, "per worker (N processes run a global batch N x this)", lo=1, hi=1 << 16)
     small: str = knob("8x16", "depth x width of the small network")
     big: str = knob("", "depth x width of the big one; empty = 20x16 (train.py's default) with --quick, else 56x32")
-    num_proc: int = knob(0, "CPU processes / threads for the multi-worker rows (0 = all cores)")
+    num_proc: int = knob(0, "CPU processes / threads for the multi-worker rows (0 = all cores)", lo=0, hi=4096)
     rows: str = knob("all", "all | cpu | gpu: which rows to run (gpu rows need CUDA)")
-    timeout: int = knob(1800, "seconds per row; a row that runs longer is listed as skipped")
-    out_dir: str = knob(str(HERE), "where benchmark.md, benchmark.png and benchmark.json go")
-    runs_dir: str = knob(str(HERE / "out" / "benchmark"), "one train.py output folder per row")
+    timeout: int = knob(1800, "seconds per row; a row that runs longer is listed as skipped", lo=1, hi=7 * 86400)
+    out_dir: str = knob("", "where benchmark.md, benchmark.png and benchmark.json go; empty = "
+                            "deep_gradients/out/benchmark (beside this script, from any working directory)")
+    runs_dir: str = knob("", "one train.py output folder per row; empty = OUT_DIR/runs")
 
 
 def check_bench_config(cfg: BenchConfig) -> BenchConfig:
@@ -69,8 +72,7 @@ def check_bench_config(cfg: BenchConfig) -> BenchConfig:
         raise UserError(f"--dataset {cfg.dataset!r} is not allowed; one of auto, digits, mnist")
     if cfg.rows not in ("all", "cpu", "gpu"):
         raise UserError(f"--rows {cfg.rows!r} is not allowed; one of all, cpu, gpu")
-    check_ranges(cfg, {"quick_subset": (1, 1 << 31), "max_epochs": (1, 100_000), "batch_size": (1, 1 << 16),
-                       "timeout": (1, 7 * 86400), "num_proc": (0, 4096)})  # --num-proc 0 = all cores
+    check_ranges(cfg)  # the knobs' ranges (parse_config checked them; a BenchConfig built in code was not)
     cfg.big = cfg.big or ("20x16" if cfg.quick else "56x32")
     for key in ("small", "big"):
         try:
@@ -81,6 +83,12 @@ def check_bench_config(cfg: BenchConfig) -> BenchConfig:
             raise UserError(f"--{key} {getattr(cfg, key)!r}: depth must be one of {', '.join(map(str, DEPTHS))}, "
                             "width in [1, 1024]")
     return cfg
+
+
+def folders(cfg: BenchConfig) -> tuple[Path, Path]:
+    """-> (the report's folder, the rows' train.py output folders)."""
+    out = Path(cfg.out_dir) if cfg.out_dir else OUT
+    return out, Path(cfg.runs_dir) if cfg.runs_dir else out / "runs"
 
 
 def parse_args(argv=None) -> BenchConfig:
@@ -185,27 +193,32 @@ def run_row(r: dict, cfg: BenchConfig, dataset: str, run_dir: Path) -> dict:
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=cfg.timeout)
     except subprocess.TimeoutExpired:  # one slow row must not lose the rows measured before it
-        return {**r, "skip": f"timed out after {cfg.timeout} s (--timeout)", "cmd": " ".join(cmd)}
+        return {**r, "skip": f"timed out after {cfg.timeout} s (--timeout)", "cmd": shown(cmd)}
     wall = time.time() - t0
     if p.returncode != 0:
         tail = (p.stderr.strip().splitlines() or ["?"])[-1]
-        return {**r, "skip": f"failed (exit {p.returncode}): {tail}", "cmd": " ".join(cmd)}
+        return {**r, "skip": f"failed (exit {p.returncode}): {tail}", "cmd": shown(cmd)}
     res = json.loads((run_dir / "results.json").read_text())
     timed = res["epochs"][1:] or res["epochs"]
     fastest = max(timed, key=lambda e: e["images_per_s"])
-    out = {**r, "cmd": " ".join(cmd[1:]), "wall_s": wall, "images_per_s": fastest["images_per_s"],
+    out = {**r, "cmd": shown(cmd), "wall_s": wall, "images_per_s": fastest["images_per_s"],
            "epoch_time_s": fastest["epoch_time_s"], "peak_mem_mb": fastest.get("peak_mem_mb"),
            "gpu_util": fastest.get("gpu_util"), "mfu": fastest.get("mfu"), "steps_per_epoch": res["steps_per_epoch"],
            "gpu_util_problem": res.get("gpu_util_problem"), "warmup_s": res.get("warmup_s", 0.0)}
-    if r.get("eval"):
-        t, hit = 0.0, None
-        for e in res["epochs"]:
-            t += e["epoch_time_s"]
-            if hit is None and e.get("test_acc", 0) >= 0.995:
-                hit = t
-        out["time_to_995_s"] = hit
+    if r.get("eval"):  # train.py's own figure: training time only (no evaluation, warm-up or recorder)
+        out["time_to_995_s"] = res["time_to_target_s"] if res["target_acc"] == 0.995 else None
         out["final_test_acc"] = res["final_test_acc"]
     return out
+
+
+def shown(cmd: list[str]) -> str:
+    """A row's command as typed from the repository root: `python`, paths inside the repository relative."""
+    def arg(a: str) -> str:
+        if a == sys.executable:
+            return "python"
+        return str(Path(a).relative_to(HERE.parent)) if Path(a).is_absolute() and Path(a).is_relative_to(HERE.parent) \
+            else a
+    return shlex.join(arg(str(a)) for a in cmd)
 
 
 def derive(rows: list[dict]) -> None:
@@ -230,22 +243,8 @@ def fmt(v, spec):
     return "" if v is None else format(v, spec)
 
 
-def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return (f"{os.cpu_count()} CPU cores ({cpu}); GPUs: {', '.join(gpus) if gpus else 'none'}; "
-            f"torch {torch.__version__}; Python {platform.python_version()}")
-
-
 def write_report(rows: list[dict], cfg: BenchConfig, dataset: str, header: dict) -> None:
-    out = Path(cfg.out_dir) / "benchmark"
+    out = folders(cfg)[0] / "benchmark"
     lines = [
         "# deep_gradients benchmark", "",
         f"- machine: {header['machine']}",
@@ -304,7 +303,7 @@ def plot(rows, path: Path, header: dict) -> None:
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
-    with OutDirLock(cfg.runs_dir):  # one benchmark at a time: rows would disturb each other's timing
+    with OutDirLock(folders(cfg)[1]):  # one benchmark at a time: rows would disturb each other's timing
         measure(cfg)
     return 0
 
@@ -313,21 +312,21 @@ def measure(cfg: BenchConfig) -> list[dict]:
     dataset = cfg.dataset if cfg.dataset != "auto" else ("mnist" if mnist_available(cfg.data_dir) else "digits")
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     rows = plan(cfg, n_gpus, os.cpu_count() or 1, n_gpus > 0 and hardware.native_bf16(torch.device("cuda", 0)))
-    header = {"machine": machine_line(), "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC",
+    header = {"machine": hardware.machine_line(), "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                                time.gmtime())}
     todo = [r for r in rows if "skip" not in r]
     print(f"{len(todo)} runs ({len(rows) - len(todo)} skipped) on {dataset}: {header['machine']}", flush=True)
     for i, r in enumerate(tqdm(rows, desc="benchmark")):
         if "skip" in r:
             continue
-        run_dir = Path(cfg.runs_dir) / f"{i:02d}"
+        run_dir = folders(cfg)[1] / f"{i:02d}"
         rows[i] = run_row(r, cfg, dataset, run_dir)
         got = rows[i].get("images_per_s")
         tqdm.write(f"{r['group']} {r['net']} {r['name']}: " + (f"{got:.0f} img/s" if got else rows[i]["skip"]))
     derive(rows)
     header["load_end"] = os.getloadavg()[0]
     write_report(rows, cfg, dataset, header)
-    print((Path(cfg.out_dir) / "benchmark.md").read_text())
+    print((folders(cfg)[0] / "benchmark.md").read_text())
     return rows
 
 

@@ -17,9 +17,13 @@ import torch.nn as nn
 from cli import UserError
 from files import atomic_write
 
-# must match when resuming: the architecture, and what fixes the sequence of steps (batches, shifts, LR schedule)
-RESUME_KEYS = ("depth", "width", "batch_norm", "residual", "dataset", "train_subset", "batch_size", "max_epochs",
-               "seed")
+# A resumed run takes its settings from the checkpoint. Only these may be changed by a flag given with --resume:
+# where things are, how long the run goes on, how it runs and reports. Every other setting (the network, the
+# data, the optimiser, the seed, the dtype) fixes the steps already taken and is refused. A longer --max-epochs
+# stretches the learning-rate schedule over the new total from the next step on.
+MAY_CHANGE = ("max_epochs", "stop_after", "data_dir", "download", "out_dir", "resume", "device", "threads",
+              "channels_last", "cudnn_benchmark", "compile", "compile_mode", "warmup_steps", "data_on_device",
+              "log_interval", "record_interval", "eval", "progress")
 KEYS = {"model", "optimizer", "scaler", "epoch", "progress", "rng", "config"}
 
 
@@ -59,12 +63,27 @@ def load(path: Path, flag: str = "--resume", keys: set = KEYS, device="cpu") -> 
     return ck
 
 
+def resumed_settings(saved: dict, given: dict) -> tuple[dict, list[str]]:
+    """A resumed run's settings: the checkpoint's (`saved`), then the flags given with --resume (`given`;
+    `restore` refuses those that may not change) -> (settings, a line for each setting a flag changes)."""
+    changes = [f"--resume: --{key.replace('_', '-')} {value} instead of the checkpoint's {saved[key]}"
+               for key, value in given.items() if key in MAY_CHANGE and key in saved and saved[key] != value
+               and key not in ("out_dir", "resume")]
+    return {**saved, **given}, changes
+
+
+def check_settings(saved: dict, cfg) -> None:
+    """UserError naming the first flag that differs from the checkpoint's settings and may not change."""
+    for key, value in saved.items():
+        if key not in MAY_CHANGE and hasattr(cfg, key) and getattr(cfg, key) != value:
+            flag = f"--{key.replace('_', '-')}"
+            raise UserError(f"{flag} {getattr(cfg, key)}: a resumed run keeps its checkpoint's {key}={value!r}; leave "
+                            f"{flag} out, or start a new run in another --out-dir")
+
+
 def restore(ck: dict, cfg, model: nn.Module, optimizer, scaler, device: torch.device, path: Path) -> Progress:
     """Load a checkpoint that `load` returned into the run's objects -> its Progress."""
-    for key in RESUME_KEYS:
-        if ck["config"].get(key) != getattr(cfg, key):
-            raise UserError(f"--resume: checkpoint has {key}={ck['config'].get(key)!r}, this run "
-                            f"{getattr(cfg, key)!r}; a resumed run must repeat {', '.join(RESUME_KEYS)}")
+    check_settings(ck["config"], cfg)
     try:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -72,6 +91,8 @@ def restore(ck: dict, cfg, model: nn.Module, optimizer, scaler, device: torch.de
         progress = Progress(**ck["progress"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"--resume: {path} does not fit this model ({str(e).splitlines()[0][:120]})") from None
+    if cfg.max_epochs < progress.epoch:
+        raise UserError(f"--max-epochs {cfg.max_epochs}: the checkpoint {path} has done {progress.epoch} epochs")
     torch.set_rng_state(ck["rng"]["cpu"].cpu())
     if device.type == "cuda" and "cuda" in ck["rng"]:
         torch.cuda.set_rng_state(ck["rng"]["cuda"].cpu())

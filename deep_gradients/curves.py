@@ -22,8 +22,8 @@ def epoch_line(rec: dict, cuda: bool) -> str:
         msg += f", {rec['peak_mem_mb']:.0f} MiB"
         if rec["gpu_util"] is not None:
             msg += f", GPU util {rec['gpu_util']:.0f}%"
-        if rec["mfu"] is not None:
-            msg += f", MFU {100 * rec['mfu']:.1f}%"
+    if rec.get("mfu") is not None:  # model FLOPs utilisation, where the device's peak is known (a GPU)
+        msg += f", MFU {100 * rec['mfu']:.1f}%"
     return msg
 
 

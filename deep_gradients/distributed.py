@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +12,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 import hardware
+from cli import StopSignal
 
 STOP_CHECK = 16  # under torchrun the ranks agree on a stop signal every this many steps (one tiny all-reduce)
 
@@ -28,6 +28,11 @@ class Ranks:
     @property
     def master(self) -> bool:
         return self.rank == 0
+
+
+def rank() -> int:
+    """This process's rank, also before setup (0 without torchrun)."""
+    return int(os.environ.get("RANK", 0))
 
 
 def setup(device: str) -> Ranks:
@@ -61,29 +66,6 @@ def average_bn_buffers(model: nn.Module, world: int) -> None:
             for buf in (m.running_mean, m.running_var):
                 dist.all_reduce(buf)
                 buf /= world
-
-
-class StopSignal:
-    """While active, SIGINT/SIGTERM only set a flag: the loop ends its step, saves a resumable checkpoint and
-    exits cleanly. A second signal ends the process at once. The previous handlers come back on exit."""
-
-    def __init__(self):
-        self.name = None
-        self.previous = {}
-
-    def _handle(self, signum, frame):
-        if self.name is not None:
-            raise KeyboardInterrupt
-        self.name = signal.Signals(signum).name
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 def stop_agreed(ranks: Ranks, stop: StopSignal, i: int, steps_per_epoch: int) -> bool:

@@ -137,6 +137,7 @@ class Recorder:
         os.makedirs(out_dir, exist_ok=True)
         init_path = os.path.join(out_dir, "init.pt")
         self.params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.cuda = any(p.is_cuda for p in self.params.values())
         self.init = {n: p.detach().clone() for n, p in self.params.items()}
         if resume and os.path.isfile(init_path):  # the model holds trained weights: w0 is the saved init
             saved = checkpoint.load(init_path, "--resume", keys={"model"})["model"]
@@ -171,10 +172,15 @@ class Recorder:
     @torch.no_grad()
     def on_step(self, step: int, epoch: int, lr: float) -> None:
         """Call after loss.backward() and before optimizer.step(): grads are fresh, weights not yet moved."""
-        t0 = time.perf_counter()
         self.calls += 1
         self.last_step, self.last_epoch = step, epoch
-        if step % self.every == 0:  # step 0 included; the same steps whether or not the run was resumed
+        stats = step % self.every == 0  # step 0 included; the same steps whether or not the run was resumed
+        if not stats and step not in self.hist_steps:
+            return
+        if self.cuda:  # the GPU first ends the work queued before: `seconds` is the recording's own time
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if stats:
             self._write_stats(step, epoch, lr)
         if step in self.hist_steps:
             self._write_histograms(step, epoch)

@@ -123,8 +123,11 @@ def saliency_and_gradcam(m, x: torch.Tensor, cls: int) -> tuple[np.ndarray, np.n
 
 
 def plot_saliency(m, x: torch.Tensor, y: torch.Tensor, path: str) -> tuple[str, list[dict]]:
+    """Per class, a test image, its saliency and its Grad-CAM, each map scaled to its own maximum (one colour
+    bar per row: the share of that image's strongest response)."""
     classes = sorted(int(c) for c in torch.unique(y))
-    fig, axes = plt.subplots(3, len(classes), figsize=(1.5 * len(classes), 4.8), squeeze=False)
+    fig, axes = plt.subplots(3, len(classes), figsize=(1.5 * len(classes) + 1.2, 4.8), squeeze=False,
+                             layout="constrained")
     stats = []
     for j, c in enumerate(classes):
         i = int((y == c).nonzero()[0])
@@ -132,15 +135,17 @@ def plot_saliency(m, x: torch.Tensor, y: torch.Tensor, path: str) -> tuple[str, 
         img = x[i, 0].numpy()
         axes[0][j].imshow(img, cmap="gray")
         axes[0][j].set_title(f"class {c}\np={p:.2f}", fontsize=8)
-        axes[1][j].imshow(sal, cmap="hot")
+        sal_im = axes[1][j].imshow(sal / max(sal.max(), 1e-12), cmap="hot", vmin=0, vmax=1)
         axes[2][j].imshow(img, cmap="gray")
-        axes[2][j].imshow(cam, cmap="jet", alpha=0.5)
+        cam_im = axes[2][j].imshow(cam / max(cam.max(), 1e-12), cmap="jet", alpha=0.5, vmin=0, vmax=1)
         stats.append({"class": c, "test_index": i, "p": p})
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
     axes[1][0].set_ylabel("saliency", fontsize=8)
     axes[2][0].set_ylabel("Grad-CAM", fontsize=8)
+    for row, im in ((1, sal_im), (2, cam_im)):
+        bar = fig.colorbar(im, ax=list(axes[row]), fraction=0.02, pad=0.01)
+        bar.set_label("of its max", fontsize=7)
+        bar.ax.tick_params(labelsize=6)
     return str(save_figure(fig, path)), stats
-
-

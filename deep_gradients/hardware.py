@@ -4,8 +4,11 @@ through NVML (the nvidia-ml-py package).
 """
 from __future__ import annotations
 
+import os
+import platform
 import re
 import threading
+from pathlib import Path
 
 import torch
 
@@ -51,6 +54,11 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and x.device.type == "cpu":
         x = x.pin_memory()
     return x.to(device, non_blocking=True)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's marketing name ("NVIDIA H100 80GB HBM3"), or "cpu"."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def peak_flops(device_name: str, dtype: str) -> float | None:
@@ -104,3 +112,18 @@ class UtilSampler:
             self._thread.join()
             self._thread = None
         return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def machine_line() -> str:
+    """CPU cores and model, GPUs, torch and Python versions: the machine a figure was measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return (f"{os.cpu_count()} CPU cores ({cpu}); GPUs: {', '.join(gpus) if gpus else 'none'}; "
+            f"torch {torch.__version__}; Python {platform.python_version()}")

@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import os
 import struct
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def parse_idx(path: str | os.PathLike) -> np.ndarray:
 def check_file(path: Path, md5: str) -> None:
     if not path.exists():
         raise DataError(f"missing MNIST file {path}; pass --data-dir DIR holding the 4 IDX gz files, or --download")
+    if not path.is_file():
+        raise DataError(f"{path} is a folder, not the MNIST file {path.name}; pass --data-dir DIR holding the 4 IDX "
+                        "gz files")
     got = md5sum(path)
     if got != md5:
         size, want = path.stat().st_size, SIZES.get(path.name)
@@ -92,7 +96,7 @@ def download(data_dir: str | os.PathLike, mirrors: tuple[str, ...] | None = None
     data_dir.mkdir(parents=True, exist_ok=True)
     for name, md5 in MNIST_FILES.values():
         path = data_dir / name
-        if path.exists() and md5sum(path) == md5:
+        if path.is_file() and md5sum(path) == md5:
             continue
         errors = []
         for mirror in mirrors:
@@ -101,19 +105,26 @@ def download(data_dir: str | os.PathLike, mirrors: tuple[str, ...] | None = None
                 atomic_write(path, lambda tmp, url=url: _fetch(url, tmp, md5, timeout))
                 break
             except (UserError, ValueError, http.client.HTTPException) as e:  # incl. a cut-off body
-                errors.append(f"{url}: {e}")
-        else:
-            raise DataError(f"could not download {name} (offline?); put the 4 IDX gz files in {data_dir} instead: "
-                            + "; ".join(map(str, errors)))
+                errors.append(f"{e}")
+        else:  # the first mirror's failure, said once (the others usually fail the same way, e.g. offline)
+            others = len(errors) - 1
+            raise DataError(f"could not download {name} (offline?): {errors[0]}"
+                            + (f" (and {others} other mirror{'s' * (others > 1)})" if others else "")
+                            + f"; put the 4 IDX gz files in {data_dir} instead")
 
 
 def _fetch(url: str, tmp: Path, md5: str, timeout: float) -> None:
-    with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
-        while chunk := r.read(1 << 20):
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (urllib.error.URLError, OSError) as e:  # no DNS, refused, timed out, HTTP 404: the network's fault
+        reason = getattr(e, "reason", e)
+        raise ValueError(f"network failure reaching {url} ({getattr(reason, 'strerror', None) or reason})") from None
+    with response, open(tmp, "wb") as f:
+        while chunk := response.read(1 << 20):
             f.write(chunk)
     got = md5sum(tmp)
     if got != md5:
-        raise ValueError(f"md5 {got} != {md5}")
+        raise ValueError(f"{url} sent a file whose md5 is {got}, not {md5}")
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, download_missing: bool = False):

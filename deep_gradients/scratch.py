@@ -294,18 +294,18 @@ class SGD:
 class ScratchConfig:
     dataset: str = knob("digits", "digits (offline, sklearn) | mnist")
     data_dir: str = knob("", "for mnist; empty = mnist.py's default folder")
-    max_iters: int = knob(200, "hand-written SGD steps")
-    batch_size: int = knob(64, "images per step (>= 2: batch norm needs a batch)")
-    learning_rate: float = knob(0.05, "SGD learning rate")
+    max_iters: int = knob(200, "hand-written SGD steps", lo=1, hi=10**7)
+    batch_size: int = knob(64, "images per step (>= 2: batch norm needs a batch)", lo=2, hi=1 << 16)
+    learning_rate: float = knob(0.05, "SGD learning rate", lo=1e-12, hi=100.0)
     momentum: float = knob(0.9, "SGD momentum, in [0, 1)")
     nesterov: bool = knob(True, "Nesterov momentum, as train.py uses")
-    weight_decay: float = knob(5e-4, "L2 weight decay, >= 0")
+    weight_decay: float = knob(5e-4, "L2 weight decay", lo=0.0, hi=1.0)
     depth: int = knob(8, "6n+2: 8, 20 or 56")
-    width: int = knob(8, "channels of the first stage, in [1, 256]")
+    width: int = knob(8, "channels of the first stage", lo=1, hi=256)
     batch_norm: bool = knob(True, "off: no BatchNorm, the convs get biases")
     residual: bool = knob(True, "off: no shortcuts")
-    seed: int = knob(0, "fixes the init and the order of the batches")
-    log_interval: int = knob(10, "print the loss every this many steps")
+    seed: int = knob(0, "fixes the init and the order of the batches", lo=0, hi=2**31 - 1)
+    log_interval: int = knob(10, "print the loss every this many steps", lo=1, hi=10**7)
 
 
 def check_config(cfg: ScratchConfig) -> ScratchConfig:
@@ -314,11 +314,9 @@ def check_config(cfg: ScratchConfig) -> ScratchConfig:
         raise UserError(f"--dataset {cfg.dataset!r} is not supported; allowed: {', '.join(mnist.DATASETS)}")
     if cfg.depth not in model_lib.DEPTHS:
         raise UserError(f"--depth {cfg.depth} is not supported; allowed: {sorted(model_lib.DEPTHS)}")
-    check_ranges(cfg, {"max_iters": (1, 10**7), "batch_size": (2, 1 << 16), "width": (1, 256),
-                       "log_interval": (1, 10**7), "seed": (0, 2**31 - 1)})
-    if not cfg.learning_rate > 0 or not 0 <= cfg.momentum < 1 or cfg.weight_decay < 0:
-        raise UserError(f"--learning-rate {cfg.learning_rate} must be > 0, --momentum {cfg.momentum} in [0, 1), "
-                        f"--weight-decay {cfg.weight_decay} >= 0")
+    check_ranges(cfg)  # the knobs' ranges (parse_config checked them; a ScratchConfig built in code was not)
+    if not 0 <= cfg.momentum < 1:  # a half-open range, which a knob's [lo, hi] cannot state
+        raise UserError(f"--momentum {cfg.momentum}: must be in [0, 1)")
     return cfg
 
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 import copy
 import gc
 import math
+import os
 import resource
+import shlex
+import shutil
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -38,11 +41,16 @@ import hardware
 import mnist
 import model as model_lib
 import schedule
-from distributed import Ranks, StopSignal, average_bn_buffers, state_checksum
-from cli import UserError, check_ranges, knob, parse_config, run_main
+from cli import StopSignal, UserError, build_parser, check_ranges, knob, parse_config, run_main
+from distributed import Ranks, average_bn_buffers, state_checksum
 from evolution import Recorder
 from files import OutDirLock, write_json
 from model import DEPTHS, count_flops
+
+
+OUT = Path(__file__).resolve().parent / "out"  # the default --out-dir
+AUTO_WARMUP = 10  # warm-up steps of --warmup-steps -1 when there is something to warm up (compile, autotuning)
+TARGET_ACC = 0.995  # results.json's time_to_target_s: training seconds until the test accuracy first reaches this
 
 
 @dataclass
@@ -51,58 +59,60 @@ class Config:
     dataset: str = knob("digits", "digits (offline, sklearn) | mnist (IDX gz files in --data-dir)")
     data_dir: str = knob("", "folder of the 4 MNIST IDX gz files; empty = deep_gradients/data/mnist")
     download: bool = knob(False, "fetch missing MNIST files from the canonical mirrors (md5-checked)")
-    train_subset: int = knob(0, "use only the first N training images (0 = all); for tiny runs and tests")
-    augment: int = knob(2, "random shifts of up to this many pixels, done on-device per batch (0 = off)")
+    train_subset: int = knob(0, "use only the first N training images (0 = all); for tiny runs and tests", lo=0,
+                             hi=1 << 31)
+    augment: int = knob(2, "random shifts of up to this many pixels, done on-device per batch (0 = off)", lo=0, hi=8)
     # model
     depth: int = knob(20, "6n+2: 8, 20 or 56")
-    width: int = knob(16, "channels of the first stage (stages have w, 2w, 4w); a bigger network: --width 32")
+    width: int = knob(16, "channels of the first stage (stages have w, 2w, 4w); a bigger network: --width 32",
+                      lo=1, hi=1024)
     batch_norm: bool = knob(True, "off: every BatchNorm2d is Identity and the convs get biases")
     residual: bool = knob(True, "off: no shortcuts, a plain 6n+2-layer CNN")
     zero_init_residual: bool = knob(False, "each block's last BN gamma starts at 0 (Goyal et al. 2017)")
     # optimisation
-    max_epochs: int = knob(6, "passes over the (sub)set; the LR schedule spans all of them")
-    batch_size: int = knob(128, "global batch, split evenly over the ranks")
+    max_epochs: int = knob(6, "passes over the (sub)set; the LR schedule spans all of them", lo=1, hi=100_000)
+    batch_size: int = knob(128, "global batch, split evenly over the ranks", lo=1, hi=1 << 20)
     optimizer: str = knob("sgd", "sgd (Nesterov momentum) | adamw")
-    learning_rate: float = knob(0.1, "peak learning rate")
+    learning_rate: float = knob(0.1, "peak learning rate", lo=1e-12, hi=100.0)
     momentum: float = knob(0.9, "SGD's Nesterov momentum, in [0, 1) (AdamW keeps its default betas)")
-    weight_decay: float = knob(5e-4, "L2 in SGD, decoupled in AdamW")
+    weight_decay: float = knob(5e-4, "L2 in SGD, decoupled in AdamW", lo=0.0, hi=1.0)
     schedule: str = knob("onecycle", "onecycle (linear up, linear down) | cosine (warm-up, cosine) | constant")
-    warmup_frac: float = knob(0.2, "fraction of all steps spent warming up")
+    warmup_frac: float = knob(0.2, "fraction of all steps spent warming up", lo=0.0, hi=0.99)
     # system and CUDA optimisations (each one a flag, measured by benchmark.py)
     device: str = knob("auto", "auto | cpu | cuda | cuda:N (auto = cuda if present, else cpu)")
-    threads: int = knob(0, "torch CPU threads per process (0 = torch's default)")
+    threads: int = knob(0, "torch CPU threads per process (0 = torch's default)", lo=0, hi=4096)
     dtype: str = knob("float32", "float32 | bfloat16 | float16: autocast precision (float16 on CUDA, with a "
                                  "GradScaler; bfloat16 where the device has it natively)")
     channels_last: bool = knob(False, "NHWC memory layout: the layout cuDNN/oneDNN convolutions prefer")
     cudnn_benchmark: bool = knob(False, "let cuDNN time its conv algorithms once per shape and keep the fastest")
     compile: bool = knob(False, "torch.compile the model")
     compile_mode: str = knob("default", "default | reduce-overhead (CUDA graphs) | max-autotune")
-    warmup_steps: int = knob(0, "untimed steps before epoch 1, undone afterwards (weights, optimiser, RNG), so "
-                                "compilation and cuDNN autotuning stay out of the timed epochs")
+    warmup_steps: int = knob(-1, "untimed steps before epoch 1, undone afterwards (weights, optimiser, RNG), so "
+                                 "compilation and cuDNN autotuning stay out of the timed epochs; -1 = auto: "
+                                 f"{AUTO_WARMUP} with --compile or --cudnn-benchmark, else 0", lo=-1, hi=100_000)
     data_on_device: bool = knob(True, "whole dataset on the training device; off = host memory + a copy per batch")
     sync_bn: bool = knob(False, "SyncBatchNorm across ranks (CUDA only): BN statistics of the global batch")
     # bookkeeping
-    seed: int = knob(0, "fixes the init and, with the epoch, each epoch's shuffle and shifts")
-    out_dir: str = knob("deep_gradients/out", "results.json, ckpt.pt, curves.png and the recorder's files")
+    seed: int = knob(0, "fixes the init and, with the epoch, each epoch's shuffle and shifts", lo=0, hi=2**31 - 1)
+    out_dir: str = knob("", "results.json, ckpt.pt, curves.png and the recorder's files; empty = deep_gradients/out, "
+                            "beside this script, from any working directory")
     log_interval: int = knob(10, "show the loss on the progress bar every this many steps (0 = never; the "
-                                  "loss of every step goes into results.json's train_curve regardless)")
+                                  "loss of every step goes into results.json's train_curve regardless)",
+                              lo=0, hi=1 << 31)
     record_interval: int = knob(10, "per-layer statistics for analyze.py (evolution.py) every this many steps "
-                                    "(0 = off); the default costs under 2 percent of the training time")
+                                    "(0 = off); the default costs under 2 percent of the training time",
+                                 lo=0, hi=1 << 31)
     eval: bool = knob(True, "evaluate on the test set after every epoch")
-    resume: str = knob("", "continue a run: bare --resume = OUT_DIR/ckpt.pt, or --resume FILE", nargs="?",
-                       const="last")
-    stop_after: int = knob(0, "end this invocation after N epochs (e.g. a time-limited job slot); --resume goes on")
+    resume: str = knob("", "continue a run with its checkpoint's settings: bare --resume = OUT_DIR/ckpt.pt, or "
+                           "--resume FILE; flags given with it may change only where and how it runs (e.g. "
+                           "--max-epochs, --data-dir, --device)", nargs="?", const="last")
+    stop_after: int = knob(0, "end this invocation after N epochs (e.g. a time-limited job slot); --resume goes on",
+                           lo=0, hi=100_000)
     progress: bool = knob(True, "tqdm bar per epoch (rank 0)")
 
 
 CHOICES = {"dataset": mnist.DATASETS, "optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine", "constant"),
            "dtype": ("float32", "bfloat16", "float16"), "compile_mode": ("default", "reduce-overhead", "max-autotune")}
-LIMITS = {  # inclusive ranges of the numeric flags
-    "width": (1, 1024), "max_epochs": (1, 100_000), "batch_size": (1, 1 << 20), "train_subset": (0, 1 << 31),
-    "augment": (0, 8), "log_interval": (0, 1 << 31), "record_interval": (0, 1 << 31), "threads": (0, 4096),
-    "stop_after": (0, 100_000), "warmup_steps": (0, 100_000), "seed": (0, 2**31 - 1),
-    "learning_rate": (1e-12, 100.0), "weight_decay": (0.0, 1.0), "warmup_frac": (0.0, 0.99),
-}
 
 
 def check_config(cfg: Config) -> None:
@@ -113,8 +123,8 @@ def check_config(cfg: Config) -> None:
                             f"one of {', '.join(allowed)}")
     if cfg.depth not in DEPTHS:
         raise UserError(f"--depth {cfg.depth} is not allowed; one of {', '.join(map(str, DEPTHS))} (6n+2)")
-    check_ranges(cfg, LIMITS)
-    if not 0 <= cfg.momentum < 1:
+    check_ranges(cfg)  # the knobs' own ranges (parse_config checked them too; a Config built in code was not)
+    if not 0 <= cfg.momentum < 1:  # a half-open range, which a knob's [lo, hi] cannot state
         raise UserError(f"--momentum {cfg.momentum} must be in [0, 1)")
 
 
@@ -143,9 +153,10 @@ class Trainer:
     scaler: torch.amp.GradScaler
     recorder: Recorder | None
     sampler: hardware.UtilSampler
-    flops_per_image: int  # of one training step: forward + backward ~ 3x forward
+    flops_per_image: int  # training FLOPs of one image: forward + backward = 3x forward (PaLM's convention)
     steps_per_epoch: int
     saved: str | None = None  # the last good checkpoint: this run's last save, or the one it resumed
+    warmup_s: float = 0.0  # spent in the untimed warm-up steps (compilation, cuDNN autotuning)
 
     def autocast(self):
         dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.cfg.dtype)
@@ -258,7 +269,7 @@ def train_epoch(t: Trainer, p: checkpoint.Progress, stop: StopSignal) -> bool:
     t.model.train()
     loss_sum = torch.tensor(p.loss_sum, device=device)
     losses = torch.zeros(t.steps_per_epoch, device=device)  # every step's loss, copied to the host at the end
-    start, t0 = p.step, time.perf_counter()
+    start, t0, recorded = p.step, time.perf_counter(), recorder_seconds(t)
     bar = tqdm(range(p.step, t.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.max_epochs}", leave=False,
                disable=not (t.ranks.master and cfg.progress), dynamic_ncols=True)
     stopped = False
@@ -279,11 +290,17 @@ def train_epoch(t: Trainer, p: checkpoint.Progress, stop: StopSignal) -> bool:
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    p.loss_sum, p.seconds = loss_sum.item(), p.seconds + time.perf_counter() - t0
+    # the epoch's training time: the recorder's is reported apart (results.json's record_s)
+    p.seconds += time.perf_counter() - t0 - (recorder_seconds(t) - recorded)
+    p.loss_sum = loss_sum.item()
     if t.ranks.master:  # rank 0's batch losses: the training curve
         first = epoch * t.steps_per_epoch
         p.history["train_curve"] += [[first + i, v] for i, v in enumerate(losses.tolist()) if start <= i < p.step]
     return stopped
+
+
+def recorder_seconds(t: Trainer) -> float:
+    return t.recorder.seconds if t.recorder is not None else 0.0
 
 
 def show_loss(t: Trainer, p: checkpoint.Progress, step: int, loss: float, lr: float, bar) -> None:
@@ -307,11 +324,12 @@ def epoch_record(t: Trainer, p: checkpoint.Progress, gpu_util: float | None) -> 
             dist.all_reduce(acc)
         rec["test_loss"] = acc[0].item() / acc[2].item()
         rec["test_acc"] = acc[1].item() / acc[2].item()
+    # MFU: the model FLOP/s one device achieves over its dense peak, t.flops_per_image already forward + backward
+    peak = hardware.peak_flops(hardware.device_name(r.device), cfg.dtype)  # None for a CPU or an unknown GPU
+    rec["mfu"] = rec["images_per_s"] / r.world * t.flops_per_image / peak if peak else None
     if r.device.type == "cuda":
-        peak = hardware.peak_flops(torch.cuda.get_device_name(r.device), cfg.dtype)
         rec["peak_mem_mb"] = torch.cuda.max_memory_allocated(r.device) / 2**20
         rec["gpu_util"] = gpu_util
-        rec["mfu"] = rec["images_per_s"] / r.world * 3 * t.flops_per_image / peak if peak else None
     else:
         rec["peak_mem_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB
     bad = [k for k in ("train_loss", "test_loss") if k in rec and not math.isfinite(rec[k])]
@@ -319,6 +337,12 @@ def epoch_record(t: Trainer, p: checkpoint.Progress, gpu_util: float | None) -> 
         what = f"{bad[0].replace('_', ' ')} is {rec[bad[0]]}" if bad else "the weights are not finite"
         raise Diverged(f"{what} after epoch {p.epoch + 1}", p.history)
     return rec
+
+
+def warmup_steps(cfg: Config) -> int:
+    if cfg.warmup_steps >= 0:
+        return cfg.warmup_steps
+    return AUTO_WARMUP if cfg.compile or cfg.cudnn_benchmark else 0
 
 
 def warm_up(t: Trainer) -> float:
@@ -330,7 +354,7 @@ def warm_up(t: Trainer) -> float:
     recorder, t.recorder = t.recorder, None
     batches, offsets = epoch_plan(t, 0)
     t0 = time.perf_counter()
-    for i in range(t.cfg.warmup_steps):
+    for i in range(warmup_steps(t.cfg)):
         j = i % t.steps_per_epoch
         train_step(t, *batch(t, batches[j], offsets[j]), 0, 0, 0.0)
     if t.ranks.device.type == "cuda":
@@ -362,7 +386,7 @@ def build(cfg: Config, ranks: Ranks, out: Path) -> tuple[Trainer, checkpoint.Pro
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.dtype == "float16")
     progress, saved = checkpoint.Progress(), None
     if cfg.resume:
-        path = out / "ckpt.pt" if cfg.resume == "last" else Path(cfg.resume)
+        path = resume_path(cfg)
         ck = checkpoint.load(path, device=ranks.device)
         progress = checkpoint.restore(ck, cfg, raw_model, optimizer, scaler, ranks.device, path)
         saved = f"{path} (epoch {progress.epoch}, step {progress.step})"
@@ -374,19 +398,52 @@ def build(cfg: Config, ranks: Ranks, out: Path) -> tuple[Trainer, checkpoint.Pro
                             start_step=progress.epoch * steps_per_epoch + progress.step)
     t = Trainer(cfg, ranks, data, n_test, raw_model, wrap(cfg, raw_model, ranks), optimizer, scaler, recorder,
                 hardware.UtilSampler(ranks.device), 3 * fwd_flops, steps_per_epoch, saved)
-    if ranks.master:
-        n_params = sum(p.numel() for p in raw_model.parameters())
-        print(f"ResNet-{cfg.depth} width {cfg.width} ({n_params:,} params, {fwd_flops / 1e6:.1f} MFLOP fwd/image)"
-              f" | {cfg.dataset}: {len(data[0])} train, {n_test} test | {ranks.world} rank(s) on "
-              f"{ranks.device.type} | {steps_per_epoch} steps/epoch of {cfg.batch_size}", flush=True)
-        if ranks.device.type == "cuda" and t.sampler.problem:
-            print(f"GPU utilisation not recorded: {t.sampler.problem}", flush=True)
     return t, progress
 
 
-def train_epochs(t: Trainer, p: checkpoint.Progress, out: Path, stop: StopSignal) -> str | None:
-    """Epochs from p on, a checkpoint after each -> None when done, else why it stopped early."""
+def resume_path(cfg: Config) -> Path:
+    return Path(cfg.out_dir or OUT) / "ckpt.pt" if cfg.resume == "last" else Path(cfg.resume)
+
+
+def resumed_config(cfg: Config, given: dict) -> Config:
+    """--resume: the checkpoint's settings, changed by the flags given on this command line (`given`), with a
+    line for each change; checkpoint.restore refuses a change to a setting that fixes the steps already taken."""
+    saved = checkpoint.load(resume_path(cfg))["config"]
+    known = {f.name for f in fields(Config)}  # a setting this train.py no longer has is left behind
+    settings, changes = checkpoint.resumed_settings({k: v for k, v in saved.items() if k in known}, given)
+    if changes and distributed.rank() == 0:
+        print("\n".join(changes), flush=True)
+    return Config(**{**settings, "out_dir": cfg.out_dir, "resume": cfg.resume})
+
+
+def resume_hint(cfg: Config, world: int) -> str:
+    """The command that continues a stopped run, as the user can type it from this working directory."""
+    script = os.path.relpath(Path(__file__).resolve())
+    python = "python" if shutil.which("python") == sys.executable else sys.executable
+    launch = f"torchrun --standalone --nproc_per_node {world}" if world > 1 else python
+    return f"{launch} {shlex.quote(script)} --resume" + (f" --out-dir {shlex.quote(cfg.out_dir)}" if cfg.out_dir else "")
+
+
+def announce(t: Trainer, p: checkpoint.Progress) -> None:
+    """The run's header (rank 0): network, data, ranks, steps, and the checkpoint it resumes."""
     cfg, r = t.cfg, t.ranks
+    if not r.master:
+        return
+    n_params = sum(p.numel() for p in t.raw_model.parameters())
+    print(f"ResNet-{cfg.depth} width {cfg.width} ({n_params:,} params, {t.flops_per_image / 3e6:.1f} MFLOP fwd/image)"
+          f" | {cfg.dataset}: {len(t.data[0])} train, {t.n_test} test | {r.world} rank(s) on {r.device.type} | "
+          f"{t.steps_per_epoch} steps/epoch of {cfg.batch_size}", flush=True)
+    if r.device.type == "cuda" and t.sampler.problem:
+        print(f"GPU utilisation not recorded: {t.sampler.problem}", flush=True)
+    if cfg.resume:
+        print(f"resumed from {resume_path(cfg)} at epoch {p.epoch + 1}, step {p.step}", flush=True)
+
+
+def train_loop(t: Trainer, p: checkpoint.Progress, out: Path, stop: StopSignal) -> str | None:
+    """The untimed warm-up steps, then the epochs from p on, a checkpoint after each -> None when done, else
+    why it stopped early."""
+    cfg, r = t.cfg, t.ranks
+    t.warmup_s = warm_up(t) if warmup_steps(cfg) else 0.0
     epochs_run = 0
     while p.epoch < cfg.max_epochs:
         if cfg.stop_after and epochs_run >= cfg.stop_after:
@@ -398,29 +455,51 @@ def train_epochs(t: Trainer, p: checkpoint.Progress, out: Path, stop: StopSignal
         stopped = train_epoch(t, p, stop)
         gpu_util = t.sampler.stop()
         if stopped:
-            save(t, p, out, "stopped")
+            save(t, p, out)
             return f"stopped by {stop.name or 'a signal on another rank'} at epoch {p.epoch + 1}, step {p.step}"
         p.history["epochs"].append(epoch_record(t, p, gpu_util))
         p.epoch, p.step, p.loss_sum, p.seconds = p.epoch + 1, 0, 0.0, 0.0
         epochs_run += 1
         if r.master:
             print(curves.epoch_line(p.history["epochs"][-1], r.device.type == "cuda"), flush=True)
-        save(t, p, out, "epoch")
+        save(t, p, out)
         if p.epoch < cfg.max_epochs and distributed.stop_agreed(r, stop, t.steps_per_epoch - 1, t.steps_per_epoch):
             return f"stopped by {stop.name or 'a signal on another rank'} after epoch {p.epoch}"
     return None
 
 
-def save(t: Trainer, p: checkpoint.Progress, out: Path, when: str) -> None:
-    """The checkpoint (rank 0), only of finite weights: a diverged model never replaces a good checkpoint."""
-    if when == "stopped" and (not math.isfinite(p.loss_sum) or not checkpoint.finite(t.raw_model)):
+def save(t: Trainer, p: checkpoint.Progress, out: Path) -> None:
+    """The checkpoint (rank 0), only of a finite loss and finite weights: a diverged model never replaces the
+    last good checkpoint (a finite but worse one does: it is the run's state, and a resume must continue it)."""
+    if not math.isfinite(p.loss_sum) or not checkpoint.finite(t.raw_model):
         raise Diverged(f"the loss or the weights are not finite at epoch {p.epoch + 1}, step {p.step}", p.history)
     if t.ranks.master:
         checkpoint.save(out / "ckpt.pt", t.raw_model, t.optimizer, t.scaler, asdict(t.cfg), p, t.ranks.device)
         t.saved = f"{out / 'ckpt.pt'} (epoch {p.epoch}, step {p.step})"
 
 
-def outputs(t: Trainer, p: checkpoint.Progress, out: Path, stopped: str | None, warmup_s: float) -> dict:
+def time_to_target(epochs: list[dict], target: float) -> tuple[float | None, int | None]:
+    """Training seconds until the first epoch whose test accuracy reaches `target`, and that epoch; (None, None)
+    if none did. Epoch times leave out evaluation, warm-up (compilation, cuDNN autotuning) and the recorder."""
+    seconds = 0.0
+    for e in epochs:
+        seconds += e["epoch_time_s"]
+        if e.get("test_acc") is not None and e["test_acc"] >= target:
+            return seconds, e["epoch"]
+    return None, None
+
+
+def command_line(cfg: Config) -> str:
+    """A command that repeats this run from the repository root: the settings that differ from the defaults."""
+    args = []
+    for f in fields(Config):
+        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        if value != f.default and f.name != "resume":
+            args += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
+    return shlex.join(["python", "deep_gradients/train.py", *args])
+
+
+def outputs(t: Trainer, p: checkpoint.Progress, out: Path, stopped: str | None) -> dict:
     """results.json and curves.png (rank 0), with every rank's weight checksum."""
     cfg, r = t.cfg, t.ranks
     checksums = [state_checksum(t.raw_model)]
@@ -429,20 +508,24 @@ def outputs(t: Trainer, p: checkpoint.Progress, out: Path, stopped: str | None, 
         dist.all_gather_object(checksums, state_checksum(t.raw_model))
     history = p.history
     last = history["epochs"][-1] if history["epochs"] else {}
+    target_s, target_epoch = time_to_target(history["epochs"], TARGET_ACC)
     results = {
-        "config": asdict(cfg), "world_size": r.world, "device": str(r.device),
-        "device_name": torch.cuda.get_device_name(r.device) if r.device.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(), "n_train": len(t.data[0]), "steps_per_epoch": t.steps_per_epoch,
-        "flops_per_image_train": t.flops_per_image, "warmup_s": warmup_s, "epochs": history["epochs"],
+        "command": command_line(cfg), "machine": hardware.machine_line(), "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": asdict(cfg), "world_size": r.world,
+        "device": str(r.device),
+        "device_name": hardware.device_name(r.device),
+        "n_train": len(t.data[0]), "steps_per_epoch": t.steps_per_epoch,
+        "flops_per_image_train": t.flops_per_image, "warmup_s": t.warmup_s, "epochs": history["epochs"],
         "train_curve": history["train_curve"], "final_test_acc": last.get("test_acc"), "finished": not stopped,
         "rank_checksums": checksums, "gpu_util_problem": t.sampler.problem if r.device.type == "cuda" else None,
-        "record_s": t.recorder.seconds if t.recorder is not None else 0.0,  # evolution.py's cost, this invocation
+        "record_s": recorder_seconds(t),  # evolution.py's cost, this invocation
+        "target_acc": TARGET_ACC, "time_to_target_s": target_s, "target_epoch": target_epoch,
     }
     if r.master:
         write_json(out / "results.json", results)
         curves.plot_curves(results, out / "curves.png")
         if stopped:
-            print(f"{stopped}; continue with --resume", flush=True)
+            print(f"{stopped}; continue with: {resume_hint(cfg, r.world)}", flush=True)
         elif last.get("test_acc") is not None:
             print(f"final test accuracy {100 * last['test_acc']:.2f}% -> {out / 'results.json'}", flush=True)
         else:  # --no-eval: still say where the run went
@@ -451,17 +534,20 @@ def outputs(t: Trainer, p: checkpoint.Progress, out: Path, stopped: str | None, 
 
 
 def run(cfg: Config) -> dict:
-    """One training run -> its results (raises UserError for bad input, Diverged for a non-finite model)."""
+    """One training run -> its results: set-up, the out dir's lock, the loop, the outputs, teardown (raises
+    UserError for bad input, Diverged for a non-finite model)."""
     check_config(cfg)
     ranks = distributed.setup(cfg.device)
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out_dir or OUT)
     try:
-        with OutDirLock(out) if ranks.master else nullcontext(), StopSignal() as stop:
+        with OutDirLock(out) if ranks.master else nullcontext(), \
+                StopSignal(armed=False, announce=ranks.master) as stop:  # unarmed: a signal in set-up ends it
             t, progress = build(cfg, ranks, out)
+            stop.armed = True  # from here on a first Ctrl-C / SIGTERM ends the run after its step, resumable
+            announce(t, progress)
             diverged = False
             try:
-                warmup_s = warm_up(t) if cfg.warmup_steps else 0.0
-                stopped = train_epochs(t, progress, out, stop)
+                stopped = train_loop(t, progress, out, stop)
             except Diverged as e:
                 diverged = True
                 e.args = (f"{e}; stopping before any save: "
@@ -470,7 +556,8 @@ def run(cfg: Config) -> dict:
             finally:
                 if t.recorder is not None:
                     t.recorder.close(final_histograms=not diverged)
-            results = outputs(t, progress, out, stopped, warmup_s)
+            stop.armed = False  # the outputs: a signal now ends the run at once (the checkpoint is saved)
+            results = outputs(t, progress, out, stopped)
         if ranks.world > 1:
             dist.barrier()  # leave together: ranks that tear down while rank 0 still writes can hang its exit
         return results
@@ -481,7 +568,10 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(Config, argv, "train.py", __doc__.split("\n")[0])
+    doc = __doc__.split("\n")[0]
+    cfg = parse_config(Config, argv, "train.py", doc)
+    if cfg.resume:  # a resumed run's settings are its checkpoint's
+        cfg = resumed_config(cfg, vars(build_parser(Config, "train.py", doc).parse_args(argv)))  # the flags given
     try:
         run(cfg)
     except Diverged as e:

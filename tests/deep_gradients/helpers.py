@@ -8,12 +8,28 @@ import train
 
 # a tiny run: ResNet-8 of width 4 on 256 digits, 4 steps of 64 per epoch; CPU, as every non-gpu test
 TINY = dict(depth=8, width=4, train_subset=256, batch_size=64, progress=False, device="cpu")
+# a tiny run that learns: 512 digits, 16 steps of 32 per epoch, 4 epochs: chance is 10%, it reaches ~80%
+LEARNS = dict(train_subset=512, max_epochs=4, width=8, batch_size=32, learning_rate=0.1, augment=0)
 TINY_ARGS = ("--depth", "8", "--width", "4", "--train-subset", "256", "--batch-size", "64", "--no-progress",
              "--device", "cpu")
 
 
 def config(out_dir: Path, **kw) -> train.Config:
     return train.Config(**{**TINY, "out_dir": str(out_dir), **kw})
+
+
+def training_flops_per_image(cfg: dict) -> int:
+    """Forward + backward FLOPs of one image of the network of `cfg`, counted by torch's FlopCounterMode on a real
+    backward (the input's gradient included: PaLM's convention, 3x the forward), independently of model.py."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import model
+
+    net = model.from_config(cfg)
+    x = torch.randn(1, 1, 28, 28, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(net(x), torch.tensor([3])).backward()
+    return counter.get_total_flops()
 
 
 def weights(out_dir: Path) -> dict:

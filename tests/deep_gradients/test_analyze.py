@@ -8,6 +8,7 @@ from helpers import TINY_ARGS, read_jsonl
 
 import analyze
 import features
+import model
 from cli import UserError
 
 PNGS = ["loss.png", "evolution_params.png", "evolution_relu.png", "evolution_bn.png", "hist_weight.png",
@@ -146,3 +147,29 @@ def test_histograms_show_five_snapshots_spread_over_the_run(tmp_path, monkeypatc
     analyze.plot_histograms(hists, "weight", str(tmp_path / "h.png"))
     labels = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
     assert [int(t.split()[1]) for t in labels] == [0, 16, 32, 49, 66]  # not both 65 and 66
+
+
+def test_a_short_run_is_called_undertrained_and_its_one_epoch_is_readable(tmp_path, monkeypatch):
+    """33% after one epoch: the report says its pictures are of an undertrained network and what a full run
+    gives; the accuracy panel shows its one point with the value written beside it."""
+    figs = figure_of(monkeypatch)
+    res = {"train_curve": [[0, 2.3], [5, 2.1]], "epochs": [{"epoch": 1, "train_loss": 2.2, "test_acc": 0.33}],
+           "final_test_acc": 0.33}
+    analyze.plot_loss(res, str(tmp_path / "loss.png"))
+    acc_ax = figs[0].axes[1]
+    assert [t.get_text() for t in acc_ax.texts] == ["33.0%"] and acc_ax.get_xlim() == (0.5, 1.5)
+    note = " ".join(analyze.undertrained_note(0.33, 1))
+    assert "undertrained" in note and "33.0%" in note and "after a full run" in note.lower()
+    assert analyze.undertrained_note(0.995, 6) == []
+
+
+def test_saliency_and_gradcam_have_colour_bars(tmp_path, monkeypatch):
+    figs = []
+    real = features.save_figure
+    monkeypatch.setattr(features, "save_figure", lambda fig, path, **kw: (figs.append(fig), real(fig, path, **kw))[1])
+    torch.manual_seed(0)
+    net = model.ResNet(8, 4).eval()
+    x, y = torch.randn(3, 1, 28, 28), torch.tensor([0, 1, 2])
+    features.plot_saliency(net, x, y, str(tmp_path / "s.png"))
+    bars = [ax for ax in figs[0].axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2 and all(ax.get_ylim() == (0.0, 1.0) for ax in bars)  # saliency and Grad-CAM, 0..max

@@ -1,6 +1,8 @@
 """deep_gradients/benchmark.py: the plan of rows (CPU and GPU selection), the scaling formula, its errors."""
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +99,16 @@ def test_auto_dataset_picks_mnist_only_when_all_four_files_are_there(tmp_path):
     (tmp_path / names[-1]).write_bytes(b"")
     assert benchmark.mnist_available(str(tmp_path))
     assert not benchmark.mnist_available(str(tmp_path / "elsewhere"))
+
+
+def test_outputs_go_under_out_never_beside_the_script_or_the_working_directory(tmp_path, monkeypatch):
+    """By default the report goes to deep_gradients/out/benchmark (git-ignored), from any working directory: never
+    over the committed results, never into the folder the command was started from."""
+    here = Path(benchmark.__file__).resolve().parent
+    monkeypatch.chdir(tmp_path)
+    out, runs = benchmark.folders(benchmark.parse_args([]))
+    assert out == here / "out" / "benchmark" and runs == out / "runs"
+    assert benchmark.folders(benchmark.parse_args(["--out-dir", "b"])) == (Path("b"), Path("b") / "runs")
+    cmd = [sys.executable, str(benchmark.TRAIN), "--out-dir", str(runs / "00"), "--dtype", "float32"]
+    assert benchmark.shown(cmd) == "python deep_gradients/train.py --out-dir deep_gradients/out/benchmark/runs/00 " \
+                                   "--dtype float32"  # no path of this machine in a committed benchmark.json

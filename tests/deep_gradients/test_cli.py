@@ -22,12 +22,12 @@ def test_user_error_and_ctrl_c_are_one_line(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["x.py"])
 
     def mistake():
-        raise cli.UserError("--width 0 must be\n  in [1, 1024]")
+        raise cli.UserError("--width 0: must be\n  in [1, 1024]")
 
     def ctrl_c():
         raise KeyboardInterrupt
 
-    assert exit_of(mistake, capsys) == (2, "x.py: error: --width 0 must be in [1, 1024]\n")
+    assert exit_of(mistake, capsys) == (2, "x.py: error: --width 0: must be in [1, 1024]\n")
     assert exit_of(ctrl_c, capsys) == (130, "x.py: interrupted\n")
     assert exit_of(lambda: 3, capsys) == (3, "")
     assert exit_of(lambda: {"final_test_acc": 0.9}, capsys) == (0, "")  # a result is not an exit code

@@ -116,7 +116,7 @@ def test_signal_to_one_rank_stops_all_ranks_at_the_same_step(tmp_path):
     os.kill(workers[-1], signal.SIGTERM)
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, err
-    assert "stopped by" in out and "continue with --resume" in out, out
+    assert "stopped by" in out and "continue with: torchrun --standalone --nproc_per_node 2 " in out, out
     res = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert not res["finished"] and len(set(res["rank_checksums"])) == 1  # the same step on both ranks
     ck = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)

@@ -97,6 +97,8 @@ def make_bad_dir(shared_file, tmp_path, kind):
         target.write_bytes(data[: len(data) // 2])
     elif kind == "corrupt":
         target.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
+    elif kind == "folder":
+        target.mkdir()
     return d
 
 
@@ -107,7 +109,8 @@ def test_corrupt_file_named(shared_file, tmp_path):
 
 
 @pytest.mark.parametrize("kind,needles", [("truncated", ("md5", "t10k-labels", "truncated")),
-                                          ("missing", ("missing", "t10k-labels", "--data-dir"))])
+                                          ("missing", ("missing", "t10k-labels", "--data-dir")),
+                                          ("folder", ("t10k-labels-idx1-ubyte.gz is a folder", "--data-dir"))])
 def test_bad_files_give_one_line_error(run_script, clean_error, shared_file, tmp_path, kind, needles):
     d = make_bad_dir(shared_file, tmp_path, kind)
     r = run_script("deep_gradients/train.py", *MNIST_ARGS, "--data-dir", d, "--out-dir", tmp_path / "out", timeout=120)
@@ -164,9 +167,15 @@ def test_download_rejects_wrong_content(tmp_path):
 
 
 def test_download_offline_one_line_error(run_script, clean_error, tmp_path):
+    """No DNS (a .invalid host never resolves) and a refused connection: a network failure naming the first URL,
+    said once, in one short line (not 'cannot write FILE', not once per mirror)."""
+    mirrors = f"http://no-such-host.invalid/mnist/ {dead_url()}"
     r = run_script("deep_gradients/train.py", *MNIST_ARGS, "--download", "--data-dir", tmp_path / "dl",
-                   "--out-dir", tmp_path / "out", env={"MNIST_MIRRORS": dead_url()}, timeout=120)
-    clean_error(r, "could not download", "offline", f"put the 4 IDX gz files in {tmp_path / 'dl'}")
+                   "--out-dir", tmp_path / "out", env={"MNIST_MIRRORS": mirrors}, timeout=120)
+    url = "http://no-such-host.invalid/mnist/train-images-idx3-ubyte.gz"
+    clean_error(r, "could not download", "offline", f"network failure reaching {url} (", "(and 1 other mirror)",
+                f"put the 4 IDX gz files in {tmp_path / 'dl'}")
+    assert "cannot write" not in r.stderr and r.stderr.count("network failure") == 1, r.stderr
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -244,6 +244,9 @@ def test_cli_trains(run_script):
                                           (["--max-iters", "abc"], ("--max-iters", "'abc'")),
                                           (["--batch-size", "1"], ("--batch-size 1: must be in [2, 65536]",)),
                                           (["--learning-rate", "inf"], ("--learning-rate", "finite")),
+                                          (["--learning-rate", "0"], ("--learning-rate 0.0: must be in [1e-12, 100.0]",)),
+                                          (["--momentum", "1"], ("--momentum 1.0: must be in [0, 1)",)),
+                                          (["--weight-decay", "-1e-8"], ("--weight-decay -1e-08: must be in [0.0, 1.0]",)),
                                           (["--momentum", "nan"], ("--momentum", "finite")),
                                           (["--steps", "5"], ("unknown option --steps",)),
                                           (["--bogus"], ("--bogus",))])

@@ -1,18 +1,22 @@
 """deep_gradients/train.py: learning, results, checkpoint and exact resume, the CLI and its one-line errors."""
 import os
+import select
+import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY_ARGS, config, results, weights
+from helpers import LEARNS, TINY_ARGS, config, results, training_flops_per_image, weights
 
 import checkpoint
 import cli
 import distributed
+import evolution
 import files
 import mnist
 import model
@@ -31,8 +35,7 @@ def run_main(argv, capsys):
 
 
 def test_learns_digits_and_writes_results(tmp_path):
-    c = config(tmp_path / "run", train_subset=512, max_epochs=4, width=8, batch_size=32, learning_rate=0.1,
-               augment=0, log_interval=2)
+    c = config(tmp_path / "run", **LEARNS, log_interval=2)
     res = train.run(c)
     ep = res["epochs"]
     assert [e["epoch"] for e in ep] == [1, 2, 3, 4]
@@ -93,6 +96,56 @@ def test_warmup_steps_are_untimed_and_leave_the_run_unchanged(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_mfu_counts_the_training_flops_of_an_image_once(tmp_path, monkeypatch):
+    """mfu * peak * world / images_per_s is the training FLOPs of one image: forward + backward, counted here
+    by torch's FlopCounterMode on a real backward (gradients of the input included: PaLM's 3x forward)."""
+    peak = 1e12  # a CPU has no peak in hardware.PEAK_FLOPS: give it one
+    monkeypatch.setattr(train.hardware, "peak_flops", lambda name, dtype: peak)
+    res = train.run(config(tmp_path / "o", max_epochs=1, eval=False, record_interval=0))
+    ep = res["epochs"][0]
+    assert ep["mfu"] * peak * res["world_size"] / ep["images_per_s"] == pytest.approx(training_flops_per_image(res["config"]))
+    line = train.curves.epoch_line
+    assert "MFU" not in line({**ep, "mfu": None}, cuda=False) and "MFU 0.1%" in line({**ep, "mfu": 1e-3}, cuda=False)
+
+
+def test_time_to_target_accuracy(tmp_path, monkeypatch):
+    """time_to_target_s sums the training time of the epochs up to the first that reaches the target accuracy;
+    the recorder's time and the warm-up's (compilation, cuDNN autotuning: here a slow first step) are not in it."""
+    epochs = [dict(epoch=1, epoch_time_s=2.0, test_acc=0.9), dict(epoch=2, epoch_time_s=3.0, test_acc=0.996),
+              dict(epoch=3, epoch_time_s=5.0, test_acc=0.999)]
+    assert train.time_to_target(epochs, 0.995) == (5.0, 2)
+    assert train.time_to_target(epochs, 0.9995) == (None, None)
+    assert train.time_to_target([dict(epoch=1, epoch_time_s=2.0)], 0.0) == (None, None)  # --no-eval
+
+    clock, real_clock = [0.0], time.perf_counter  # a clock that a fake slow part moves on at no cost
+
+    def pause(seconds):
+        clock[0] += seconds
+
+    real_step, real_stats, calls = train.train_step, evolution.Recorder._write_stats, []
+
+    def slow_first_step(*args):  # as torch.compile or cuDNN's autotuning would be
+        calls.append(1)
+        pause(100.0 if len(calls) == 1 else 0.0)
+        return real_step(*args)
+
+    def slow_record(self, *args):
+        pause(100.0)
+        return real_stats(self, *args)
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + clock[0])
+    monkeypatch.setattr(train, "train_step", slow_first_step)
+    monkeypatch.setattr(evolution.Recorder, "_write_stats", slow_record)
+    monkeypatch.setattr(train, "TARGET_ACC", 0.12)
+    res = train.run(config(tmp_path / "o", max_epochs=2, cudnn_benchmark=True, record_interval=1))
+    times = [e["epoch_time_s"] for e in res["epochs"]]
+    assert res["warmup_s"] >= 100 and len(calls) == 2 * 4 + train.AUTO_WARMUP  # the slow step was a warm-up step
+    assert res["record_s"] >= 8 * 100 and max(times) < 50, times  # neither slow part in an epoch's time
+    first = next(e["epoch"] for e in res["epochs"] if e["test_acc"] >= 0.12)  # epoch 2 here (11.7%, 12.8%)
+    assert res["target_acc"] == 0.12 and res["target_epoch"] == first
+    assert res["time_to_target_s"] == pytest.approx(sum(times[:first]))
+
+
 def test_resume_from_a_given_file(tmp_path):
     train.run(config(tmp_path / "a", max_epochs=2, stop_after=1))
     res = train.run(config(tmp_path / "b", max_epochs=2, resume=str(tmp_path / "a" / "ckpt.pt")))
@@ -101,11 +154,31 @@ def test_resume_from_a_given_file(tmp_path):
 
 def test_resume_rejects_flags_that_change_the_steps(tmp_path):
     train.run(config(tmp_path / "run", max_epochs=3, stop_after=1, eval=False))
-    for change, needle in [(dict(batch_size=32), "batch_size=64"), (dict(max_epochs=4), "max_epochs=3"),
+    for change, needle in [(dict(batch_size=32), "batch_size=64"), (dict(learning_rate=0.2), "learning_rate=0.1"),
                            (dict(train_subset=128), "train_subset=256"), (dict(width=8), "width=4"),
                            (dict(seed=1), "seed=0")]:
         with pytest.raises(UserError, match=needle):  # would silently re-index the steps and the LR schedule
             train.run(config(tmp_path / "run", **{"max_epochs": 3, "resume": "last", "eval": False, **change}))
+
+
+def test_resume_takes_the_checkpoints_settings(tmp_path, capsys):
+    """Bare --resume continues with the checkpoint's settings (not the defaults); a flag that may change
+    (--max-epochs) is said, one that may not (--width) is refused naming the flag."""
+    out = tmp_path / "o"
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "1", "--no-eval", "--out-dir", str(out)], capsys)
+    assert code == 0, err
+    code, err = run_main(["--resume", "--out-dir", str(out), "--width", "8"], capsys)
+    assert code == 2 and "--width 8: a resumed run keeps its checkpoint's width=4; leave --width out" in err, err
+    with pytest.raises(SystemExit) as e:
+        cli.run_main(train.main, ["--resume", "--out-dir", str(out), "--max-epochs", "2", "--width", "4"])
+    printed = capsys.readouterr().out
+    assert e.value.code == 0, printed
+    assert "--resume: --max-epochs 2 instead of the checkpoint's 1" in printed and "--width" not in printed
+    assert f"resumed from {out / 'ckpt.pt'} at epoch 2, step 0" in printed
+    res = results(out)
+    assert [e["epoch"] for e in res["epochs"]] == [1, 2] and res["config"]["depth"] == 8 and not res["config"]["eval"]
+    code, err = run_main(["--resume", "--out-dir", str(out), "--max-epochs", "1"], capsys)
+    assert code == 2 and "--max-epochs 1: the checkpoint" in err and "has done 2 epochs" in err, err
 
 
 class Payload:  # a pickled object: torch.load(weights_only=True) must refuse it without running anything
@@ -165,7 +238,7 @@ def test_architecture_switches_and_recorder_hook_order(tmp_path, monkeypatch, ca
     (["--dataset", "cifar10"], ("--dataset", "digits, mnist")),
     (["--learning-rate", "nan"], ("--learning-rate", "finite")),
     (["--learning-rate", "inf"], ("--learning-rate", "finite")),
-    (["--learning-rate", "-1"], ("--learning-rate -1.0:", "must be in")),
+    (["--learning-rate", "-1"], ("--learning-rate -1.0: must be in",)),
     (["--momentum", "nan"], ("--momentum", "finite")),
     (["--weight-decay", "nan"], ("--weight-decay", "finite")),
     (["--width", "100000"], ("--width 100000", "1024")),
@@ -185,6 +258,16 @@ def test_bad_flags_one_line_exit_2(tmp_path, capsys, argv, needles):
     assert not (tmp_path / "o" / "ckpt.pt").exists()
 
 
+def test_results_name_a_command_that_repeats_the_run(tmp_path):
+    """results.json's command, parsed by train.py's own parser, gives back the run's settings (bar --resume)."""
+    cfg = config(tmp_path / "o", max_epochs=1, eval=False, batch_norm=False, learning_rate=0.05, record_interval=0)
+    res = train.run(cfg)
+    words = shlex.split(res["command"])
+    assert words[:2] == ["python", "deep_gradients/train.py"] and "--no-batch-norm" in words
+    again = cli.parse_config(train.Config, words[2:], "train.py", "")
+    assert again == cfg and res["torch_threads"] == torch.get_num_threads() and res["machine"] and res["date"]
+
+
 def test_help_lists_the_switches_with_their_defaults(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--help"])
@@ -195,7 +278,7 @@ def test_help_lists_the_switches_with_their_defaults(capsys):
         assert flag in out, flag
     flat = " ".join(out.split())  # argparse wraps the help column
     for text in ("--max-epochs MAX_EPOCHS passes over", "(default: 6)", "peak learning rate (default: 0.1)",
-                 "float32 | bfloat16 | float16", "(default: deep_gradients/out)", "(Goyal et al. 2017) (default: False)"):
+                 "float32 | bfloat16 | float16", "empty = deep_gradients/out, beside this script", "(Goyal et al. 2017) (default: False)"):
         assert text in flat, text
     assert "source" not in flat and "comment" not in flat  # the help is complete, it points nowhere else
     no_bn = cli.parse_config(train.Config, ["--no-batch-norm", "--residual", "false"], "train.py", "")
@@ -230,14 +313,39 @@ def poison_weights_after(monkeypatch, epoch: int):
 
 
 def test_non_finite_weights_never_replace_the_checkpoint(tmp_path, monkeypatch, capsys):
+    """A run resumed from a good checkpoint diverges: the message names that checkpoint, still on disk bit for bit."""
     out = tmp_path / "o"
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "3", "--stop-after", "1", "--no-eval", "--out-dir", str(out)],
+                         capsys)
+    good = files.sha256_of(out / "ckpt.pt")
     poison_weights_after(monkeypatch, epoch=2)
-    code, err = run_main([*TINY_ARGS, "--max-epochs", "3", "--no-eval", "--out-dir", str(out)], capsys)
+    code, err = run_main(["--resume", "--out-dir", str(out)], capsys)
     assert code == 3 and "weights are not finite after epoch 2" in err, err
     assert f"the last good checkpoint is {out / 'ckpt.pt'} (epoch 1, step 0)" in err and len(err.splitlines()) == 1
-    ck = torch.load(out / "ckpt.pt", weights_only=True)
-    assert ck["epoch"] == 1 and checkpoint.finite(_net(ck))
-    assert not (out / "results.json").exists()  # no results from a diverged model either
+    assert files.sha256_of(out / "ckpt.pt") == good
+
+
+def test_a_signal_never_saves_non_finite_weights(tmp_path, monkeypatch, capsys):
+    """Ctrl-C just after the weights went non-finite, mid-epoch (before any epoch-end check): nothing is saved,
+    the good checkpoint stays bit for bit, and the run ends as diverged (exit 3), not as resumable."""
+    out = tmp_path / "o"
+    code, err = run_main([*TINY_ARGS, "--max-epochs", "2", "--stop-after", "1", "--log-interval", "0", "--out-dir",
+                          str(out)], capsys)
+    good = files.sha256_of(out / "ckpt.pt")
+    real = train.train_step
+
+    def poisoned_then_ctrl_c(t, xb, yb, step, epoch, lr):
+        loss = real(t, xb, yb, step, epoch, lr)
+        if step == 5:  # epoch 2's second step (4 steps per epoch)
+            with torch.no_grad():
+                next(t.raw_model.parameters()).fill_(float("nan"))
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    monkeypatch.setattr(train, "train_step", poisoned_then_ctrl_c)
+    code, err = run_main(["--resume", "--out-dir", str(out)], capsys)
+    assert code == 3 and "not finite at epoch 2, step 2" in err and "(epoch 1, step 0)" in err, err
+    assert files.sha256_of(out / "ckpt.pt") == good
 
 
 def test_diverged_first_epoch_says_no_checkpoint(tmp_path, monkeypatch, capsys):
@@ -296,7 +404,7 @@ def test_unwritable_out_dir_and_full_disk_are_one_line(tmp_path, capsys, monkeyp
     real_open = files.os.open
 
     def read_only(path, *args, **kw):  # as root a chmod does not stop a write: refuse the lock file instead
-        if ".lock" in Path(path).name:  # the lock and its temp name
+        if ".lock" in str(path):  # the lock, and the temp file it is written to
             raise OSError(30, "Read-only file system")
         return real_open(path, *args, **kw)
 
@@ -326,26 +434,65 @@ def whole_run(tmp_path_factory):
     return train.run(config(out, **SIGNAL_RUN)), weights(out)
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, sig, whole_run):
+def start_train(*args, code: str = "") -> subprocess.Popen:
+    """train.py ARGS in a subprocess (after `code`, e.g. a slow train_step) once its header is printed: from
+    then on a first signal stops the run after its step."""
+    script = f"import sys; sys.path.insert(0, {str(ROOT / 'deep_gradients')!r}); import cli, time, train\n{code}\n" \
+             "cli.run_main(train.main, sys.argv[1:])"
+    proc = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    header = proc.stdout.readline()
+    assert header.startswith("ResNet-8"), header + proc.stderr.read()
+    return proc
+
+
+@pytest.mark.parametrize("sigs", [["SIGINT"], ["SIGTERM"], ["SIGTERM", "SIGTERM"]])
+def test_signal_saves_a_checkpoint_that_resumes_exactly(tmp_path, sigs, whole_run):
+    """Ctrl-C or SIGTERM: a checkpoint mid-epoch that resumes to the uninterrupted run's weights, bit for bit.
+    Two SIGTERMs 5 ms apart (torchrun's agent and SLURM's slurmstepd on a preemption) are one request."""
     args = [*TINY_ARGS, "--train-subset", "256", "--batch-size", "32", "--max-epochs", "2", "--log-interval", "0"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "deep_gradients/train.py"), *args, "--out-dir",
-                             str(tmp_path / "cut")], text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout.readline().startswith("ResNet-8")  # built: the signal handler is in place
-    proc.send_signal(getattr(signal, sig))
+    proc = start_train(*args, "--out-dir", tmp_path / "cut")
+    for k, sig in enumerate(sigs):
+        time.sleep(0.005 * k)
+        proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert f"stopped by {sig} at epoch 1, step " in out and "continue with --resume" in out, out
+    assert err.count(f"{sigs[0]}: stopping after this step (Ctrl-C again to abort)") == 1, err
+    assert f"stopped by {sigs[0]} at epoch 1, step " in out and "continue with" in out, out
     ck = torch.load(tmp_path / "cut" / "ckpt.pt", weights_only=True)
     assert ck["epoch"] == 0 and 0 < ck["progress"]["step"] < 8  # mid-epoch
-    resumed = train.run(config(tmp_path / "cut", resume="last", **SIGNAL_RUN))
+    at_stop = results(tmp_path / "cut")  # redrawn at the stop from what was saved, not left from an earlier run
+    assert not at_stop["finished"] and at_stop["train_curve"] == ck["progress"]["history"]["train_curve"]
+    if sigs == ["SIGINT"]:  # the hint printed at the stop, run exactly as printed
+        hint = out.split("continue with: ", 1)[1].strip()
+        r = subprocess.run(hint, shell=True, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and f"at epoch 1, step {ck['progress']['step']}" in r.stdout, r.stdout + r.stderr
+        resumed = results(tmp_path / "cut")
+    else:
+        resumed = train.run(config(tmp_path / "cut", resume="last", **SIGNAL_RUN))
     whole, whole_weights = whole_run
     assert resumed["train_curve"] == whole["train_curve"]
     assert [e["train_loss"] for e in resumed["epochs"]] == [e["train_loss"] for e in whole["epochs"]]
     assert [e["test_loss"] for e in resumed["epochs"]] == [e["test_loss"] for e in whole["epochs"]]
     a = weights(tmp_path / "cut")
     assert all(torch.equal(a[k], whole_weights[k]) for k in a)
+
+
+def test_ctrl_c_is_answered_at_once_during_a_slow_step(tmp_path):
+    """A step of 3 s: the first Ctrl-C prints the stopping line within a second; the run then ends after that
+    step with a checkpoint (exit 0), not at once."""
+    slow = "real = train.train_step\ntrain.train_step = lambda *a: (time.sleep(3), real(*a))[1]"
+    proc = start_train(*TINY_ARGS, "--max-epochs", "1", "--log-interval", "0", "--out-dir", tmp_path / "o",
+                       code=slow)
+    time.sleep(0.5)  # inside the first step's 3 s
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    ready, _, _ = select.select([proc.stderr], [], [], 1.0)
+    line = proc.stderr.readline() if ready else ""
+    assert line == "SIGINT: stopping after this step (Ctrl-C again to abort)\n" and time.monotonic() - sent < 1.0, line
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped by SIGINT at epoch 1, step 1" in out, out + err
+    assert torch.load(tmp_path / "o" / "ckpt.pt", weights_only=True)["progress"]["step"] == 1
 
 
 def test_bfloat16_only_where_the_gpu_has_it_natively(monkeypatch):
@@ -367,7 +514,7 @@ def test_second_signal_ends_the_run_at_once():
     (run_main turns it into `interrupted`, exit 130); the previous handlers come back afterwards."""
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
-        with distributed.StopSignal() as stop:
+        with cli.StopSignal(announce=False) as stop:
             os.kill(os.getpid(), signal.SIGTERM)
             assert stop.name == "SIGTERM"  # only noted
             os.kill(os.getpid(), signal.SIGINT)
