@@ -14,8 +14,9 @@ What nanoGPT lacks and this adds: a typed config with --help (config.py), epochs
 of non-overlapping windows (data.py), evaluation on fixed batches, and checkpoints holding the data
 position and RNG states (checkpoint.py), so a resumed run logs bit-identical losses.
 
-Read it from `Run` down: the schedule and one step (with model.py and data.py, that is all of a step), the
-evaluation and the loop, then how a run is set up and torn down (main -> run -> train_loop -> train_step).
+Read it top down: Plan and Run (what a step uses), the lr schedule and one step (with model.py and data.py,
+that is all of a step), evaluation and the loop, then how a run is set up and torn down
+(main -> run -> train_loop -> train_step).
 """
 from __future__ import annotations
 
@@ -450,8 +451,7 @@ def finish(run: Run, state: RunState, outputs: Outputs) -> None:
     samples = report.print_samples(sampler, run.meta, cfg.num_samples, cfg.sample_tokens, cfg.seed, run.autocast,
                                    run.device)
     evals = report.evaluations(state.history)
-    # epoch-end evaluations (not r["epoch"] == int(r["epoch"]): rounded to 4 places, a step just before the
-    # end of a 20k-step epoch would count)
+    # epoch-end evaluations, told by iter: the epoch field is rounded to 4 places
     per_epoch = [r for r in evals if r["epochs_done"] > 0 and r["iter"] == r["epochs_done"] * plan.steps_per_epoch]
     best, last = min(evals, key=lambda r: r["val_loss"]), evals[-1]
     tps, mfus = [r["tokens_per_s"] for r in evals if r["tokens_per_s"]], [r["mfu"] for r in evals if r["mfu"]]
