@@ -48,10 +48,11 @@ def bpe_data(shared_file, tiktoken_cache, tmp_path_factory):
     return root / "data"
 
 
-def make_bpe_ckpt(folder, data_dir, gelu: str):
+def make_bpe_ckpt(folder, data_dir, gelu: str, layer_norm_eps: float = 1e-5):
     """(checkpoint file, model): vocab padded to 50304, 32 positions, every parameter random."""
     torch.manual_seed(0)
-    config = GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, gelu_approximate=gelu)
+    config = GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, gelu_approximate=gelu,
+                       layer_norm_eps=layer_norm_eps)
     model = GPT(config)
     with torch.no_grad():
         for p in model.parameters():  # LayerNorm weights and biases too, not just their 1 / 0 init
@@ -163,6 +164,19 @@ def test_a_from_scratch_model_round_trips_with_its_exact_gelu(bpe_data, capsys, 
     tanh = GPT.from_pretrained(folder)  # the same weights with the other GELU: visibly different logits
     tanh.transformer.h.apply(lambda m: setattr(m, "approximate", "tanh") if isinstance(m, torch.nn.GELU) else None)
     assert (our_logits(tanh, idx, 50257) - our_logits(model, idx, 50257)).abs().max().item() > 100 * TOL
+
+
+def test_a_non_default_layer_norm_epsilon_is_exported(bpe_data, tmp_path):
+    """layer_norm_epsilon is the model's own: with eps 0.1 (not GPT-2's 1e-5) LayerNorm normalizes these
+    activations (variance ~0.5) about 10% less, so a wrong epsilon would be far outside the tolerance."""
+    file, model = make_bpe_ckpt(tmp_path, bpe_data, "none", layer_norm_eps=0.1)
+    folder = export.export(file, tmp_path / "hf-eps")
+    assert json.loads((folder / "config.json").read_text())["layer_norm_epsilon"] == 0.1
+    idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(5))
+    assert (hf_logits(folder, idx) - our_logits(model, idx, 50257)).abs().max().item() < TOL
+    back = GPT.from_pretrained(folder)
+    assert back.config.layer_norm_eps == 0.1
+    assert (our_logits(back, idx, 50257) - our_logits(model, idx, 50257)).abs().max().item() < TOL
 
 
 def test_existing_out_dir_is_refused_unless_force(bpe_ckpt, capsys, clean_error, tmp_path):

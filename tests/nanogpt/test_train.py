@@ -21,6 +21,7 @@ from helpers import call_main, read_log, read_records, run_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
 def test_scripts_run_on_a_torch_without_fully_shard(tiny_data, tmp_path):
     """torch before 2.6 has no torch.distributed.fsdp.fully_shard: train.py, sample.py, bench.py and export.py
     still import, train.py still trains, and --fsdp alone is refused in one line naming the torch it needs."""
@@ -197,8 +198,23 @@ def test_every_logged_step_loss_is_in_the_log(capsys, tiny_data, tmp_path):
     steps = [rec for rec in read_records(out) if "loss" in rec]
     assert [s["iter"] for s in steps] == [3, 6, 9, 12]
     assert all(np.isfinite(s["loss"]) and 2.0 < s["loss"] < 5.0 for s in steps)  # ln 65 = 4.17 at the start
-    lr = [train.get_lr(i - 1, TrainConfig(learning_rate=3e-3, warmup_iters=5), 12) for i in (3, 6, 9, 12)]
-    assert [s["lr"] for s in steps] == pytest.approx(lr)
+    # the lr of the step just taken (iters 2, 5, 8, 11): peak 3e-3, 5 warmup steps, cosine to 3e-4 at iter 12
+    lr = [3e-3 * 3 / 6, 3e-3, 3e-4 + 0.5 * (1 + 0.2225209340) * 2.7e-3, 3e-4 + 0.5 * (1 - 0.9009688679) * 2.7e-3]
+    assert [s["lr"] for s in steps] == pytest.approx(lr)  # cos(3pi/7) = 0.2225.., cos(6pi/7) = -0.9009..
+
+
+def test_the_lr_schedule_warms_up_peaks_and_decays_to_a_tenth():
+    """GPT-3's schedule, against values worked out by hand: peak 1e-3, 10 warmup steps, cosine decay over iters
+    10..110 to the floor min_lr_ratio * peak = 1e-4, flat after; --no-decay-lr is the peak throughout."""
+    cfg = TrainConfig(learning_rate=1e-3, warmup_iters=10, min_lr_ratio=0.1)
+    its = [0, 4, 9, 10, 35, 60, 110, 10_000]
+    want = [1e-3 / 11, 5e-3 / 11, 1e-3 * 10 / 11,  # warmup: (it + 1) / 11 of the peak
+            1e-3,  # the peak, where warmup ends
+            1e-4 + 9e-4 * (1 + 2**-0.5) / 2,  # a quarter of the decay: cos(pi / 4)
+            5.5e-4,  # halfway: halfway between peak and floor
+            1e-4, 1e-4]  # the floor, a tenth of the peak (never 0), from the decay's end on
+    assert [train.get_lr(it, cfg, 110) for it in its] == pytest.approx(want, rel=1e-12)
+    assert train.get_lr(60, TrainConfig(learning_rate=1e-3, decay_lr=False), 110) == 1e-3
 
 
 def test_final_val_loss_is_exact_over_every_window(capsys, tiny_data, tmp_path):
@@ -272,7 +288,8 @@ def test_steps_follow_the_epoch_order_accumulate_and_clip(capsys, tiny_data, tmp
     groups = torch.load(out / "ckpt_last.pt", weights_only=True)["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
     assert all(tuple(g["betas"]) == (0.8, 0.99) and g["eps"] == 1e-6 for g in groups)
-    last_lr = train.get_lr(2 * steps - 1, TrainConfig(learning_rate=3e-3, warmup_iters=5), 2 * steps)
+    # the last step (iter 29 of 30) ran at 3e-4 + (3e-3 - 3e-4) * (1 + cos(0.96 pi)) / 2, cos(0.96 pi) = -0.99211..
+    last_lr = 3e-4 + 2.7e-3 * (1 - 0.9921147013) / 2
     assert all(g["lr"] == pytest.approx(last_lr) for g in groups)
     # one micro-step of the same 8 windows: the same first gradient (accumulation averages, never sums)
     first = norms[0][1]

@@ -11,7 +11,7 @@ import torch
 
 import checkpoint
 import train
-from helpers import read_log, run_args
+from helpers import read_log, read_records, run_args
 
 pytestmark = pytest.mark.distributed
 
@@ -24,16 +24,24 @@ def single(tiny_data, tmp_path_factory):
     """The reference: one process (train.main here, no interpreter start), 6 micro-steps per step."""
     out = tmp_path_factory.mktemp("single")
     assert train.main([str(a) for a in run_args(tiny_data, out, *DDP_ARGS)]) == 0
-    return read_log(out), results(out)
+    return read_log(out), results(out), step_losses(out)
 
 
 def results(out) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
+def step_losses(out) -> list[tuple]:
+    """(iter, loss) of every logged training step: the step's loss over the whole global batch."""
+    return [(r["iter"], r["loss"]) for r in read_records(out) if "loss" in r]
+
+
 def check_matches_single(single, out, world):
-    ref_log, ref = single
+    ref_log, ref, ref_steps = single
     log = read_log(out)
+    steps = step_losses(out)  # each rank's loss is over its share of the batch: the ranks' mean is the whole's
+    assert [i for i, _ in steps] == [i for i, _ in ref_steps] == [5, 10]
+    assert [loss for _, loss in steps] == pytest.approx([loss for _, loss in ref_steps], rel=1e-4, abs=1e-5)
     assert [e["iter"] for e in log] == [e["iter"] for e in ref_log] == [0, 4, 8, 10]  # 127 // 12 = 10 steps
     for a, b in zip(log, ref_log):
         assert a["lr"] == b["lr"]
