@@ -15,7 +15,7 @@ from pathlib import Path
 
 import checkpoint
 import hardware
-from cli import UserError, build_parser, knob
+from cli import UserError, build_parser, check_ranges, knob
 from hub import HUB_MODELS
 
 HERE = Path(__file__).resolve().parent
@@ -35,39 +35,39 @@ class TrainConfig:
     resume: str = knob("", "continue exactly from OUT/ckpt_last.pt (bare --resume) or from the given file",
                        nargs="?", const="last")
     # how long: epochs, with an optional budget in optimizer steps
-    max_epochs: int = knob(1, "passes over train.bin")
-    max_iters: int = knob(0, "stop after this many optimizer steps in all (0: no limit)")
+    max_epochs: int = knob(1, "passes over train.bin", lo=1)
+    max_iters: int = knob(0, "stop after this many optimizer steps in all (0: no limit)", lo=0)
     save_epochs: str = knob("1,5", "write ckpt_epoch{N}.pt after these epochs ('all', or '' for none)")
-    eval_interval: int = knob(200, "evaluate every this many steps (and at every epoch end)")
-    eval_iters: int = knob(20, "fixed batches per split for evaluation")
+    eval_interval: int = knob(200, "evaluate every this many steps (and at every epoch end)", lo=1)
+    eval_iters: int = knob(20, "fixed batches per split for evaluation", lo=1)
     final_eval_tokens: int = knob(2_000_000, "at the end, the exact val loss over every window of the first "
-                                             "this many val.bin tokens, not a sample (0: off)")
-    log_interval: int = knob(10, "log the training loss (log.jsonl, progress bar) every this many steps")
-    num_samples: int = knob(3, "samples printed at the end")
-    sample_tokens: int = knob(200, "tokens per printed sample")
+                                             "this many val.bin tokens, not a sample (0: off)", lo=0)
+    log_interval: int = knob(10, "log the training loss (log.jsonl, progress bar) every this many steps", lo=1)
+    num_samples: int = knob(3, "samples printed at the end", lo=0, hi=1000)
+    sample_tokens: int = knob(200, "tokens per printed sample", lo=0, hi=1_000_000)
     # batch: stated in tokens, as GPT-3 does; gradient accumulation is derived from it
-    batch_size: int = knob(16, "micro-batch: sequences per rank per forward pass")
-    block_size: int = knob(128, "context length in tokens")
+    batch_size: int = knob(16, "micro-batch: sequences per rank per forward pass", lo=1)
+    block_size: int = knob(128, "context length in tokens", lo=1)
     batch_tokens: int = knob(0, "tokens per optimizer step over all ranks (0: batch_size*block_size*world, "
-                                "no accumulation); must be a multiple of batch_size*block_size*world")
+                                "no accumulation); must be a multiple of batch_size*block_size*world", lo=0)
     # model
-    n_layer: int = knob(4, "transformer blocks")
-    n_head: int = knob(4, "attention heads")
-    n_embd: int = knob(128, "embedding width")
+    n_layer: int = knob(4, "transformer blocks", lo=1)
+    n_head: int = knob(4, "attention heads", lo=1)
+    n_embd: int = knob(128, "embedding width", lo=1)
     dropout: float = knob(0.0, "dropout probability (0 for pretraining, 0.1+ when finetuning small data)")
     bias: bool = knob(True, "biases in Linear and LayerNorm (GPT-2 has them)")
     # AdamW and schedule, GPT-3 appendix B
-    learning_rate: float = knob(1e-3, "peak learning rate")
-    min_lr_ratio: float = knob(0.1, "cosine decay ends at this fraction of the peak")
-    warmup_iters: int = knob(100, "linear warmup steps")
+    learning_rate: float = knob(1e-3, "peak learning rate", lo=0)
+    min_lr_ratio: float = knob(0.1, "cosine decay ends at this fraction of the peak", lo=0, hi=1)
+    warmup_iters: int = knob(100, "linear warmup steps", lo=0)
     lr_decay_iters: int = knob(0, "steps of the cosine decay (0: the length of this run). Fix it when a "
-                                  "resumed run gets a larger budget, so the schedule stays the same")
+                                  "resumed run gets a larger budget, so the schedule stays the same", lo=0)
     decay_lr: bool = knob(True, "warmup + cosine decay; off: constant learning rate")
-    weight_decay: float = knob(0.1, "AdamW weight decay, on tensors with >= 2 dims only")
+    weight_decay: float = knob(0.1, "AdamW weight decay, on tensors with >= 2 dims only", lo=0)
     beta1: float = knob(0.9, "AdamW beta1")
     beta2: float = knob(0.95, "AdamW beta2")
-    eps: float = knob(1e-8, "AdamW eps")
-    grad_clip: float = knob(1.0, "clip the global gradient norm to this (0: off)")
+    eps: float = knob(1e-8, "AdamW eps", lo=0)
+    grad_clip: float = knob(1.0, "clip the global gradient norm to this (0: off)", lo=0)
     # system and performance switches
     device: str = knob("auto", "auto (cuda if present, else cpu) | cpu | cuda | cuda:N")
     dtype: str = knob("auto", "auto (bfloat16 on CUDA that has it, float16 on older CUDA, float32 on CPU) | "
@@ -76,7 +76,7 @@ class TrainConfig:
     flash: bool = knob(True, "attention through scaled_dot_product_attention (flash kernels on GPU)")
     tf32: bool = knob(True, "TF32 matmuls on Ampere or newer GPUs")
     vocab_multiple: int = knob(64, "pad a BPE vocabulary (> 256 tokens) up to a multiple of this (50257 -> 50304)")
-    seed: int = knob(1337, "seed of init, data order, eval batches, dropout and samples")
+    seed: int = knob(1337, "seed of init, data order, eval batches, dropout and samples", lo=0, hi=MAX_SEED)
     fsdp: bool = knob(False, "under torchrun, shard weights, gradients and AdamW state over the ranks (FSDP2) "
                              "instead of replicating them (DDP): for models that do not fit one GPU")
     # experiment tracking (rank 0)
@@ -186,23 +186,10 @@ def _typed(name: str, value, hint, path):
     return value
 
 
-# allowed ranges, (lowest, highest or None); dropout and the betas (half-open) are checked apart
-RANGES = {
-    **{name: (1, None) for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_epochs",
-                                    "eval_interval", "eval_iters", "log_interval")},
-    **{name: (0, None) for name in ("max_iters", "final_eval_tokens", "batch_tokens", "warmup_iters",
-                                    "lr_decay_iters", "learning_rate", "weight_decay", "eps", "grad_clip")},
-    "seed": (0, MAX_SEED), "min_lr_ratio": (0, 1), "sample_tokens": (0, 1_000_000), "num_samples": (0, 1000),
-}
-
-
 def check_config(cfg: TrainConfig, world_size: int) -> int:
-    """Range checks, before anything is loaded. -> the gradient-accumulation steps per rank."""
-    for name, (lo, hi) in RANGES.items():
-        value = getattr(cfg, name)
-        if value < lo or (hi is not None and value > hi):
-            allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise UserError(f"{name} must be {allowed}, got {value}")
+    """The checks, before anything is loaded: each knob's range, then the rules that involve several fields.
+    -> the gradient-accumulation steps per rank."""
+    check_ranges(cfg)
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
     hardware.check_model_fits(cfg.n_layer, cfg.n_embd, cfg.block_size)

@@ -59,12 +59,12 @@ def test_scripts_run_on_a_torch_without_fully_shard(tiny_data, tmp_path):
     (["--dtype", "float64"], ["float64"]),
     (["--n-layer", "abc"], ["n-layer", "abc"]),
     (["--save-epochs", "1,x"], ["save_epochs"]),
-    (["--final-eval-tokens", -5], ["final_eval_tokens", "-5"]),
+    (["--final-eval-tokens", -5], ["--final-eval-tokens -5: must be in [0, inf]"]),
     (["--init-from", "/no/such/file.pt"], ["/no/such/file.pt"]),
-    (["--seed", -1], ["seed must be in [0, 4294967295]"]),  # numpy's seeding would crash mid-run
-    (["--batch-tokens", -64], ["batch_tokens must be >= 0"]),
+    (["--seed", -1], ["--seed -1: must be in [0, 4294967295]"]),  # numpy's seeding would crash mid-run
+    (["--batch-tokens", -64], ["--batch-tokens -64: must be in [0, inf]"]),
     (["--beta2", 1.5], ["beta2", "1.5"]),
-    (["--learning-rate", -1], ["learning_rate"]),
+    (["--learning-rate", -1], ["--learning-rate -1.0: must be in [0, inf]"]),
     (["--n-layer", 100_000, "--n-embd", 4096], ["n_layer 100000", "GiB in float32", "more than this machine"]),
     (["--block-size", 10**12], ["block_size 1000000000000", "more than this machine"]),  # not "larger than the data"
 ])
