@@ -25,7 +25,6 @@ import dataclasses
 import gc
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import data
 import hardware
 import report
 from checkpoint import Checkpoint, RunState
-from cli import UserError, run_main
+from cli import StopSignal, UserError, run_main
 from config import TrainConfig, check_config, parse_save_epochs, resolve_config
 from files import OutDirLock
 from model import GPT
@@ -205,31 +204,6 @@ def evaluate(run: Run, splits: dict) -> dict:
 
 # --------------------------------------------------------------------------------------------------
 # the loop: logging, checkpoints, stopping
-
-
-class StopSignal:
-    """SIGINT/SIGTERM while armed (the training loop) only set a flag: the loop finishes its step, writes a
-    resumable checkpoint and exits cleanly. Unarmed (data preparation, setup, the final evaluation), or a
-    second signal: KeyboardInterrupt at once. The previous handlers come back on exit."""
-
-    def __init__(self):
-        self.name = None
-        self.armed = False
-        self.previous = {}
-
-    def _handle(self, signum, frame):
-        if self.name is not None or not self.armed:
-            raise KeyboardInterrupt
-        self.name = signal.Signals(signum).name
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass
@@ -503,7 +477,8 @@ def run(cfg: TrainConfig, saved: Checkpoint | None = None) -> None:
     try:
         with contextlib.ExitStack() as stack:
             on_rank0(lambda: stack.enter_context(OutDirLock(cfg.out_dir)), rank, world_size)
-            stop = stack.enter_context(StopSignal())
+            # SIGINT/SIGTERM in the loop (armed) finish the step and save; elsewhere, or twice: at once
+            stop = stack.enter_context(StopSignal(armed=False, announce=rank == 0))
             outputs = stack.enter_context(Outputs(cfg, rank == 0))
             job, state = setup(cfg, saved, accum, rank, world_size, device, dtype, layout_class)
             if job.master:

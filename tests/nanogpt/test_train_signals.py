@@ -62,6 +62,7 @@ def test_a_second_ctrl_c_in_the_loop_ends_the_run_at_once(capsys, tiny_data, tmp
         calls.append(1)
         if len(calls) == 7:
             ctrl_c()
+            time.sleep(1.0)  # past cli.StopSignal's grace: a second request, not a launcher's echo of the first
             ctrl_c()
         return real(*args)
 
