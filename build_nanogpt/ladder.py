@@ -230,11 +230,33 @@ def summarise(cfg: LadderConfig, runs: dict, command: str, started: str) -> dict
                       "final_val_loss_std": std, "tokens_to_target_mean": tok_mean, "tokens_to_target_std": tok_std,
                       "seeds_reaching_target": len(reached),
                       "cpu_us_per_token": 1e6 * statistics.fmean(cpu) if cpu else None, "runs": mine})
+    compare(rungs)
     return {"command": command, "machine": machine(), "started": started,
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "settings": asdict(cfg),
             "tokens_per_run": cfg.max_iters * cfg.total_batch, "target_val_loss": target,
             "target_is": "--target-loss" if cfg.target_loss else "the baseline's mean final val loss",
             "rungs": rungs}
+
+
+def compare(rungs: list[dict]) -> None:
+    """Add to each rung its final val loss against the rung below and against the baseline (the first rung):
+    the difference of the means, its standard error sqrt(s1^2/n1 + s2^2/n2), and a verdict: "helps" or
+    "hurts" beyond two standard errors, else "within noise"; against the baseline, the gap in units of the
+    larger of the two seed standard deviations."""
+    for below, r in zip([None] + rungs[:-1], rungs):
+        for key, other in (("vs_previous", below), ("vs_baseline", rungs[0] if r is not rungs[0] else None)):
+            ok = other is not None and r["final_val_loss_std"] is not None and other["final_val_loss_std"] is not None
+            diff = r["final_val_loss_mean"] - other["final_val_loss_mean"] if ok else None
+            se = math.sqrt(r["final_val_loss_std"] ** 2 / r["seeds_done"]
+                           + other["final_val_loss_std"] ** 2 / other["seeds_done"]) if ok else None
+            r[key] = diff
+            r[key + "_se"] = se
+            if key == "vs_previous":
+                r["verdict"] = None if diff is None else ("helps" if diff < -2 * se else "hurts" if diff > 2 * se
+                                                          else "within noise")
+            else:
+                r["vs_baseline_in_seed_std"] = (diff / max(r["final_val_loss_std"], other["final_val_loss_std"])
+                                                if ok else None)
 
 
 def machine() -> str:
@@ -259,18 +281,20 @@ def table(summary: dict) -> str:
     n = summary["tokens_per_run"]
     lines = [f"Speedrun ladder: {n:,} tokens per run, target val loss {fmt(summary['target_val_loss'], '.4f')} "
              f"({summary['target_is']}).", "",
-             "| rung | adds | record | seeds | final val loss (mean ± std) | vs previous rung | tokens to target "
-             "(mean ± std, seeds reaching) | CPU µs/token |",
-             "|---|---|---|---|---|---|---|---|"]
-    prev = None
+             "| rung | adds | record | seeds | final val loss (mean ± std) | vs previous rung (± s.e.) | vs baseline "
+             "(seed stds) | tokens to target (mean ± std, seeds reaching) | CPU µs/token |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rungs"]:
         m, s = r["final_val_loss_mean"], r["final_val_loss_std"]
-        delta = "" if prev is None or m is None or prev is None else f"{m - prev:+.4f}"
+        prev = "" if r.get("vs_previous") is None else \
+            f"{r['vs_previous']:+.4f} ± {r['vs_previous_se']:.4f} ({r['verdict']})"
+        base = "" if r.get("vs_baseline") is None else \
+            f"{r['vs_baseline']:+.4f} ({r['vs_baseline_in_seed_std']:+.1f})"
         tok = (f"{fmt(r['tokens_to_target_mean'], ',.0f')} ± {fmt(r['tokens_to_target_std'], ',.0f')} "
                f"({r['seeds_reaching_target']}/{r['seeds_done']})")
         lines.append(f"| {r['rung']} {r['name']} | {r['adds']} | {r['record']} | {r['seeds_done']} | "
-                     f"{fmt(m, '.4f')} ± {fmt(s, '.4f')} | {delta} | {tok} | {fmt(r['cpu_us_per_token'], '.1f')} |")
-        prev = m
+                     f"{fmt(m, '.4f')} ± {fmt(s, '.4f')} | {prev} | {base} | {tok} | "
+                     f"{fmt(r['cpu_us_per_token'], '.1f')} |")
     lines += ["", f"Command: `{summary['command']}`", f"Machine: {summary['machine']}",
               f"Started {summary['started']}, finished {summary['finished']}."]
     return "\n".join(lines) + "\n"
@@ -310,6 +334,16 @@ def plot(summary: dict, path: str) -> None:
     plt.close(fig)
 
 
+def first_start(cfg: LadderConfig) -> str | None:
+    """When this ladder first started: a resumed ladder (same settings) keeps its ladder.json's start time."""
+    path = os.path.join(cfg.out_dir, "ladder.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        old = json.load(f)
+    return old.get("started") if old.get("settings") == asdict(cfg) else None
+
+
 def write_outputs(cfg: LadderConfig, runs: dict, command: str, started: str, figure: bool = False) -> dict:
     """ladder.json and ladder.md (after every run), ladder.png (at the end)."""
     summary = summarise(cfg, runs, command, started)
@@ -342,7 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
     stop_on_sigterm()  # SIGTERM as Ctrl-C: the running train.py processes checkpoint, nothing new starts
     command = "python build_nanogpt/ladder.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
                                                                                    else argv))
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    started = first_start(cfg) or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     order = [(k, s) for s in range(cfg.seeds) for k in selected(cfg)]  # seed 0's rungs first
     os.makedirs(cfg.out_dir, exist_ok=True)
     with OutDirLock(cfg.out_dir):

@@ -2,7 +2,9 @@
 own logs, and a ladder cut short goes on at its first unfinished run (a half-done run resumes to the same
 numbers as one never stopped)."""
 import json
+import math
 import shutil
+import statistics
 import subprocess
 
 import pytest
@@ -61,6 +63,14 @@ def test_tiny_ladder_writes_its_results_and_resumes_at_the_first_unfinished_run(
         mean = sum(x["final_val_loss"] for x in r["runs"]) / 2
         assert r["final_val_loss_mean"] == pytest.approx(mean)
     assert summary["target_val_loss"] == pytest.approx(sum(base) / 2)
+    r0, r1 = summary["rungs"]
+    f0, f1 = ([x["final_val_loss"] for x in r["runs"]] for r in (r0, r1))
+    se = math.sqrt(statistics.variance(f0) / 2 + statistics.variance(f1) / 2)
+    assert r1["vs_previous"] == pytest.approx(sum(f1) / 2 - sum(f0) / 2) and r1["vs_previous_se"] == pytest.approx(se)
+    assert r1["verdict"] == ("helps" if r1["vs_previous"] < -2 * se else "hurts" if r1["vs_previous"] > 2 * se
+                             else "within noise")
+    gap = r1["vs_baseline"] / max(statistics.stdev(f0), statistics.stdev(f1))
+    assert r1["vs_baseline_in_seed_std"] == pytest.approx(gap) and r0["vs_previous"] is None
     assert summary["rungs"][0]["tokens_to_target_mean"] is not None
     cmd = json.loads((out / "ladder.json").read_text())["command"]
     assert cmd.startswith("python build_nanogpt/ladder.py --seeds 2")
@@ -82,6 +92,7 @@ def test_tiny_ladder_writes_its_results_and_resumes_at_the_first_unfinished_run(
     assert {p: p.stat().st_mtime_ns for p in untouched} == untouched  # finished runs are not run again
     assert "start iter 2" in (half / "stdout.txt").read_text()  # resumed, not restarted
     assert finals(out) == first  # and to the same numbers
+    assert json.loads((out / "ladder.json").read_text())["started"] == summary["started"]  # the first start
 
 
 def test_bad_settings_are_one_line(tmp_path):
