@@ -264,7 +264,8 @@ two_ranks() {  # two_ranks SCRIPT ARGS...
             --master_port="$port" "$W/gloo_wrap.py" "$@" >"$W/ranks$port.$r.log" 2>&1 &
     done
     wait -n; local a=$?; wait -n; local b=$?
-    cat "$W/ranks$port.0.log" "$W/ranks$port.1.log"; [ $a = 0 ] && [ $b = 0 ]
+    cat "$W/ranks$port.0.log" "$W/ranks$port.1.log"
+    echo "two_ranks: the two torchrun nodes exited with $a and $b (first to end first)"; [ $a = 0 ] && [ $b = 0 ]
 }
 ng_prepare() {  # ng_prepare DATA_DIR: the char dataset (training) and the GPT-2 BPE one (--init-from)
     "$PY" nanogpt/prepare.py --dataset shakespeare_char --source "$DATA/tinyshakespeare/input.txt" --data-dir "$1" &&
