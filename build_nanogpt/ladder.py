@@ -184,8 +184,8 @@ def crossing(curve: list[tuple[float, float]], target: float) -> float | None:
 
 
 def measure(out: str, total_batch: int) -> dict:
-    """From a finished run's log: the val curve in tokens, its end, the training seconds to each point, and
-    the median CPU seconds per token of its training steps."""
+    """From a finished run's log: the val curve in tokens, its end, the training seconds to each point, the
+    median CPU seconds per token of its training steps, and when it ended (the log's last write)."""
     log = read_log(out)
     train = [r for r in log if r["kind"] == "train"]
     wall = [0.0]
@@ -195,7 +195,8 @@ def measure(out: str, total_batch: int) -> dict:
     cpu = [r["cpu_ms"] / 1000 / total_batch for r in train if "cpu_ms" in r]
     return {"curve": [[r["iter"] * total_batch, r["val_loss"]] for r in val],
             "train_seconds": [wall[r["iter"]] for r in val], "final_val_loss": val[-1]["val_loss"],
-            "cpu_s_per_token": statistics.median(cpu) if cpu else None}
+            "cpu_s_per_token": statistics.median(cpu) if cpu else None,
+            "ended": os.path.getmtime(os.path.join(out, "log.jsonl"))}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,8 +232,9 @@ def summarise(cfg: LadderConfig, runs: dict, command: str, started: str) -> dict
                       "seeds_reaching_target": len(reached),
                       "cpu_us_per_token": 1e6 * statistics.fmean(cpu) if cpu else None, "runs": mine})
     compare(rungs)
+    ended = max((r["ended"] for r in runs.values()), default=time.time())
     return {"command": command, "machine": machine(), "started": started,
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "settings": asdict(cfg),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ended)), "settings": asdict(cfg),
             "tokens_per_run": cfg.max_iters * cfg.total_batch, "target_val_loss": target,
             "target_is": "--target-loss" if cfg.target_loss else "the baseline's mean final val loss",
             "rungs": rungs}
@@ -296,7 +298,7 @@ def table(summary: dict) -> str:
                      f"{fmt(m, '.4f')} ± {fmt(s, '.4f')} | {prev} | {base} | {tok} | "
                      f"{fmt(r['cpu_us_per_token'], '.1f')} |")
     lines += ["", f"Command: `{summary['command']}`", f"Machine: {summary['machine']}",
-              f"Started {summary['started']}, finished {summary['finished']}."]
+              f"Started {summary['started']}, last run finished {summary['finished']}."]
     return "\n".join(lines) + "\n"
 
 
