@@ -20,7 +20,8 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import matplotlib
 
@@ -35,10 +36,11 @@ import checkpoint  # noqa: E402
 import mnist  # noqa: E402
 import model as model_lib  # noqa: E402
 import train  # noqa: E402
-from cli import UserError, knob, parse_config, run_main  # noqa: E402
+from cli import UserError, check_ranges, knob, parse_config, run_main  # noqa: E402
 from curves import save_figure  # noqa: E402
 from files import OutDirLock, write_json, write_text  # noqa: E402
 
+OUT = Path(__file__).resolve().parent / "out" / "ablation"  # the default --out-dir
 CONFIGS = {  # name -> (batch_norm, residual)
     "bn+res": (True, True),
     "bn": (True, False),
@@ -53,16 +55,18 @@ class AblateConfig:
     depths: str = knob("8,20,56", "comma list of depths (6n+2: 8, 20, 56)")
     lrs: str = knob("0.1", "comma list of peak learning rates (train.py's one-cycle schedule)")
     seeds: str = knob("0", "comma list of seeds")
-    max_epochs: int = knob(2, "epochs of every run")
-    train_subset: int = knob(0, "first N training images (0 = all)")
+    max_epochs: int = knob(2, "epochs of every run", lo=1)
+    train_subset: int = knob(0, "first N training images (0 = all)", lo=0)
     dataset: str = knob("digits", "digits | mnist")
     data_dir: str = knob("", "folder of the MNIST IDX gz files")
-    batch_size: int = knob(128, "global batch of every run")
-    width: int = knob(16, "channels of the first stage of every run")
-    record_interval: int = knob(0, "> 0: every run also writes evolution.jsonl every this many steps (slower)")
-    act_images: int = knob(256, "test images for the activation statistics")
+    batch_size: int = knob(128, "global batch of every run", lo=2)
+    width: int = knob(16, "channels of the first stage of every run", lo=1)
+    record_interval: int = knob(0, "> 0: every run also writes evolution.jsonl every this many steps (slower)",
+                                lo=0)
+    act_images: int = knob(256, "test images for the activation statistics", lo=2)
     device: str = knob("auto", "auto | cpu | cuda | cuda:N")
-    out_dir: str = knob("deep_gradients/out/ablation", "ablation.json, ablation.md, the plots, one folder per run")
+    out_dir: str = knob("", "ablation.json, ablation.md, the plots, one folder per run; empty = "
+                            "deep_gradients/out/ablation (beside this script, from any working directory)")
     report_only: bool = knob(False, "redraw ablation.md and the plots from an existing OUT_DIR/ablation.json")
     keep_done: bool = knob(True, "keep the runs already in OUT_DIR/ablation.json and skip them (e.g. to add a seed)")
 
@@ -92,10 +96,7 @@ def grid(cfg: AblateConfig) -> list[dict]:
         raise UserError(f"--lrs {cfg.lrs!r}: every learning rate must be finite and > 0")
     if cfg.dataset not in mnist.DATASETS:
         raise UserError(f"--dataset {cfg.dataset!r} is not allowed; one of {', '.join(mnist.DATASETS)}")
-    for key, lo in (("max_epochs", 1), ("width", 1), ("batch_size", 2), ("act_images", 2), ("train_subset", 0),
-                    ("record_interval", 0)):
-        if getattr(cfg, key) < lo:
-            raise UserError(f"--{key.replace('_', '-')} {getattr(cfg, key)} must be >= {lo}")
+    check_ranges(cfg)  # the knobs' lower bounds; train.check_config below holds the upper ones
     runs = [{"name": f"{c}_d{d}_lr{lr:g}_s{s}", "config": c, "depth": d, "lr": lr, "seed": s}
             for d in depths for c in names for lr in lrs for s in seeds]
     for r in runs:  # every run's train.py settings in range before the first run starts (--width 1e5, --lrs 1e3)
@@ -375,6 +376,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
 
 def main(argv=None) -> None:
     cfg = parse_config(AblateConfig, argv, "ablate.py", __doc__.splitlines()[0])
+    cfg = replace(cfg, out_dir=cfg.out_dir or str(OUT))
     with OutDirLock(cfg.out_dir):
         out = redraw(cfg.out_dir) if cfg.report_only else run_all(cfg)
     print(f"wrote {os.path.join(cfg.out_dir, 'ablation.json')} and ablation.md ({len(out['runs'])} runs)")

@@ -312,7 +312,7 @@ def measure(cfg: BenchConfig) -> list[dict]:
     dataset = cfg.dataset if cfg.dataset != "auto" else ("mnist" if mnist_available(cfg.data_dir) else "digits")
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     rows = plan(cfg, n_gpus, os.cpu_count() or 1, n_gpus > 0 and hardware.native_bf16(torch.device("cuda", 0)))
-    header = {"machine": hardware.machine_line(), "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC",
+    header = {"command": shown([sys.executable, *sys.argv]), "machine": hardware.machine_line(), "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                                time.gmtime())}
     todo = [r for r in rows if "skip" not in r]
     print(f"{len(todo)} runs ({len(rows) - len(todo)} skipped) on {dataset}: {header['machine']}", flush=True)

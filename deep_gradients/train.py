@@ -429,7 +429,7 @@ def announce(t: Trainer, p: checkpoint.Progress) -> None:
     cfg, r = t.cfg, t.ranks
     if not r.master:
         return
-    n_params = sum(p.numel() for p in t.raw_model.parameters())
+    n_params = sum(w.numel() for w in t.raw_model.parameters())
     print(f"ResNet-{cfg.depth} width {cfg.width} ({n_params:,} params, {t.flops_per_image / 3e6:.1f} MFLOP fwd/image)"
           f" | {cfg.dataset}: {len(t.data[0])} train, {t.n_test} test | {r.world} rank(s) on {r.device.type} | "
           f"{t.steps_per_epoch} steps/epoch of {cfg.batch_size}", flush=True)
