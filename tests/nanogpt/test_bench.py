@@ -93,3 +93,13 @@ def test_bad_arguments_exit_2(capsys, clean_error, args):
 @pytest.mark.parametrize("args", [["--seeds", "a,b"], ["--seeds", f"1,{2**64 - 1}"], ["--threads", "-1"]])
 def test_recipe_bad_arguments_exit_2(capsys, clean_error, args):
     clean_error(call_main(recipe.main, capsys, *args), args[-1])  # one line naming the bad value
+
+
+def test_bench_times_only_and_does_not_import_train():
+    """bench.py sits below train.py: timing the model needs neither the training loop nor recipe.py."""
+    import ast
+
+    tree = ast.parse(open(bench.__file__).read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"train", "recipe", "session", "report", "checkpoint"}, imported
