@@ -191,8 +191,16 @@ def run_dry(tmp_path, *args, **env) -> subprocess.CompletedProcess:
 
 
 def test_no_step_starts_past_the_budget(tmp_path):
-    """GPU_CHECK_BUDGET: a step that would start later is not run, said so, and the run fails (not covered)."""
+    """GPU_CHECK_BUDGET: a step that would start later is not run, said so, and the run fails (not covered).
+    Each start empties the work folder of the run before and keeps the compile cache."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / ".gpu_check_work").touch()
+    (tmp_path / "work" / "stale.log").write_text("the run before")
+    (tmp_path / "cache" / "inductor").mkdir(parents=True)
+    (tmp_path / "cache" / "inductor" / "kernel.py").write_text("built before")
     r = run_dry(tmp_path, PROJECTS="dg", GPU_CHECK_BUDGET="1")
+    assert not (tmp_path / "work" / "stale.log").exists()
+    assert (tmp_path / "cache" / "inductor" / "kernel.py").read_text() == "built before"
     assert r.returncode == 1, r.stdout + r.stderr
     rows = [line.split("\t") for line in (tmp_path / "out" / "summary.tsv").read_text().splitlines()[1:]]
     ran = [name for name, status, *_ in rows if not status.startswith(("not run (over the 1 s budget)", "skipped"))]
