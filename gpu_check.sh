@@ -382,8 +382,8 @@ ref_mfu:nanogpt_ref.mfu speedup:speedup_vs_nanogpt_ref" "$PY" nanogpt/bench.py -
         "$PY" build_nanogpt/bench.py --device cuda --size 124m --iters 5 --warmup 2 --skip batch_mult \
         --out-dir "$W/bn_bench124"
     # benchmark.py's time-to-99.5% row: compile and cuDNN autotuning in the untimed warm-up, no recorder, eval on;
-    # the time is train.py's results.json key time_to_995_s ('missing' where train.py does not write it)
-    want dg && cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_995_s acc:final_test_acc warmup_s:warmup_s \
+    # the time is train.py's results.json key time_to_target_s (training seconds to target_acc = 0.995)
+    want dg && cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_target_s target:target_acc acc:final_test_acc warmup_s:warmup_s \
 img_s:epochs.-1.images_per_s mfu:epochs.-1.mfu" "$PY" deep_gradients/train.py --dataset mnist \
         --data-dir "$DATA/mnist" --device cuda --dtype bfloat16 --channels-last --cudnn-benchmark --compile \
         --warmup-steps 30 --max-epochs 6 --batch-size 128 --no-progress --log-interval 0 --record-interval 0 \
