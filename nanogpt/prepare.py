@@ -59,9 +59,24 @@ def _load_tokenizer(meta: dict):
     _worker_tok = get_tokenizer(meta)
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def start_pool(num_proc: int, tok_meta: dict) -> mp.pool.Pool:
+    """num_proc tokenizer workers, each started with SIGINT and SIGTERM blocked until _init_worker has set its
+    own handlers: before that a signal would run the parent's handler, inherited by fork, in the worker (e.g. a
+    KeyboardInterrupt traceback when pool.terminate() stops a worker that is still starting up)."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return mp.Pool(num_proc, initializer=_init_worker, initargs=(tok_meta,))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def _init_worker(meta: dict):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it terminates the pool
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # and pool.terminate() ends a worker without a word
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _load_tokenizer(meta)
 
 
@@ -106,7 +121,7 @@ def tokenize_rows(rows, tok_meta: dict, train_f, val_f, num_proc: int, desc: str
             write(_encode_batch(b))
     else:
         # windows of batches keep memory bounded (Pool.imap would read the whole stream ahead)
-        with mp.Pool(num_proc, initializer=_init_worker, initargs=(tok_meta,)) as pool:
+        with start_pool(num_proc, tok_meta) as pool:
             while window := list(itertools.islice(batches, 4 * num_proc)):
                 for res in pool.map(_encode_batch, window):
                     write(res)

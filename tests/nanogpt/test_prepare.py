@@ -3,6 +3,8 @@ the download code against a local HTTP server, and clean one-line errors with no
 import hashlib
 import http.server
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -305,3 +307,27 @@ def test_temp_folders_of_dead_runs_are_removed(tmp_path):
     src.write_text("hello world\n" * 50)
     P.prepare("shakespeare_char", tmp_path, source=src, verbose=False)
     assert not dead.exists() and live.exists()
+
+
+def test_a_pool_worker_stopped_while_starting_up_dies_quietly(tmp_path):
+    """pool.terminate() sends SIGTERM to its workers. One still starting up (slowed here: a loaded machine) must
+    not run the parent's handler inherited by fork (prepare.main's and train.py's raise KeyboardInterrupt):
+    start_pool's workers hold the stop signals blocked until their own handlers are set."""
+    code = ("import signal, sys, time\n"
+            "sys.path.insert(0, 'nanogpt')\n"
+            "import prepare\n"
+            "def interrupt(signum, frame):\n"
+            "    raise KeyboardInterrupt\n"
+            "signal.signal(signal.SIGTERM, interrupt)\n"
+            "real = prepare._init_worker\n"
+            "def slow_start(meta):\n"
+            "    time.sleep(1.0)\n"
+            "    real(meta)\n"
+            "prepare._init_worker = slow_start\n"
+            "pool = prepare.start_pool(2, {'tokenizer': 'byte'})\n"
+            "time.sleep(0.2)\n"
+            "pool.terminate()\n"
+            "pool.join()\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "KeyboardInterrupt" not in r.stderr, r.stderr
