@@ -72,6 +72,20 @@ def read_meta(saved: checkpoint.Checkpoint, meta_file: Path | None) -> dict:
     return {k: meta[k] for k in keep if k in meta} | {"vocab_size": vocab_size}
 
 
+def check_fits(saved: checkpoint.Checkpoint, model: GPTConfig, meta: dict) -> None:
+    """Refuse a meta.json that is not the checkpoint's dataset's (its vocabulary is neither the model's nor
+    the model's before padding to a multiple of vocab_multiple) and weights that are not finite."""
+    vocab, multiple = meta["vocab_size"], max(1, int(saved.config.get("vocab_multiple", 64)))  # train.py's default
+    if model.vocab_size not in (vocab, -(-vocab // multiple) * multiple):
+        raise UserError(f"the dataset's meta.json (tokenizer {meta['tokenizer']}, vocab {vocab}) does not fit the "
+                        f"checkpoint's vocabulary of {model.vocab_size} tokens; pass the --meta of the data it "
+                        f"trained on")
+    bad = [k for k, v in saved.model.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f"the checkpoint's weight {bad[0]!r} is not finite (a diverged run?); export one whose "
+                        f"weights are finite")
+
+
 # --------------------------------------------------------------------------------------------------
 # converting: config.json, the tensors, the tokenizer files
 
@@ -185,6 +199,7 @@ def export(ckpt_path, out_dir, force: bool = False, meta_file=None) -> Path:
         model = GPTConfig(**saved.model_args)
     except TypeError as e:
         raise UserError(f"{ckpt_path}: model_args do not describe a GPT ({e})") from None
+    check_fits(saved, model, meta)
     tensors = hf_tensors(saved.model, model, meta["vocab_size"])
     files = {"config.json": _json(hf_config(model, meta)), **tokenizer_files(meta, model.block_size)}
     write_folder(out_dir, files, tensors)

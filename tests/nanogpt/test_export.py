@@ -198,6 +198,20 @@ def test_out_dir_holding_the_checkpoint_is_refused_even_with_force(char_run, cap
     assert sorted(p.name for p in char_run.iterdir()) == before
 
 
+def test_a_meta_of_other_data_or_non_finite_weights_are_refused(bpe_ckpt, tiny_data, capsys, clean_error, tmp_path):
+    """The char dataset's meta.json (65 tokens) for a GPT-2 BPE checkpoint would crop its vocabulary to 65 ids
+    and mislabel them; an inf weight would export a model that computes NaN. Both one line, nothing written."""
+    char_meta = tiny_data / "shakespeare_char" / "meta.json"
+    clean_error(call_main(export, capsys, bpe_ckpt[0], tmp_path / "a", "--meta", char_meta), "vocab 65",
+                "does not fit", "50304")
+    ckpt = torch.load(bpe_ckpt[0], weights_only=True)
+    ckpt["model"]["_orig_mod.transformer.h.1.mlp.c_fc.weight"][0, 0] = float("inf")
+    torch.save(ckpt, tmp_path / "inf.pt")
+    clean_error(call_main(export, capsys, tmp_path / "inf.pt", tmp_path / "b"), "transformer.h.1.mlp.c_fc.weight",
+                "not finite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inf.pt"]
+
+
 def test_missing_checkpoint_exits_2(run_script, clean_error, tmp_path):
     r = run_script("nanogpt/export.py", tmp_path / "nope.pt", tmp_path / "out")
     clean_error(r, "nope.pt")
