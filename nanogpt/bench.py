@@ -44,7 +44,7 @@ class BenchConfig:
     iters: int = knob(10, "timed training steps per round")
     rounds: int = knob(5, "alternating rounds of ours / baseline; the median round is reported")
     warmup: int = knob(3, "untimed steps before the rounds")
-    threads: int = knob(0, "torch CPU threads (0 = torch's default)")
+    threads: int = knob(0, "torch CPU threads (0: as many as torch picks)")
     baseline: bool = knob(True, "also time the nanoGPT restatement (--no-baseline: only our model)")
     generate: bool = knob(False, "time greedy sampling, KV cache vs none, on a GPT-2 124M-shaped model "
                                  "(random weights)")

@@ -28,7 +28,7 @@ class TrainConfig:
     dataset: str = knob("python_stdlib", "dataset under --data-dir (prepared automatically when missing)")
     data_dir: str = knob(str(HERE / "data"), "folder holding DATASET/{train.bin,val.bin,meta.json}")
     data_source: str = knob("", "local file/folder to prepare the dataset from (e.g. Tiny Shakespeare's "
-                                "input.txt offline); '' = prepare.py's default source")
+                                "input.txt offline); '' = where prepare.py gets it")
     out_dir: str = knob(str(HERE / "out"), "where checkpoints, log.jsonl, results.json and loss.png go")
     init_from: str = knob("scratch", "scratch | resume | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | PATH "
                                      "(a checkpoint .pt or a Hugging Face GPT-2 folder)")
@@ -72,7 +72,7 @@ class TrainConfig:
     device: str = knob("auto", "auto (cuda if present, else cpu) | cpu | cuda | cuda:N")
     dtype: str = knob("auto", "auto (bfloat16 on CUDA that has it, float16 on older CUDA, float32 on CPU) | "
                               "float32 | bfloat16 | float16 (autocast; float16 adds a GradScaler)")
-    compile: bool | None = knob(None, "torch.compile the model (default: on with CUDA, off on CPU)")
+    compile: bool | None = knob(None, "torch.compile the model (none: on with CUDA, off on CPU)")
     flash: bool = knob(True, "attention through scaled_dot_product_attention (flash kernels on GPU)")
     tf32: bool = knob(True, "TF32 matmuls on Ampere or newer GPUs")
     vocab_multiple: int = knob(64, "pad a BPE vocabulary (> 256 tokens) up to a multiple of this (50257 -> 50304)")

@@ -360,11 +360,11 @@ class PrepareConfig:
     dataset: str = knob("python_stdlib", f"one of {', '.join([*WHOLE_TEXT, *HUB])}, or any new name with --source")
     source: str | None = knob(None, "local file or folder (.txt/.jsonl/.parquet) instead of a download")
     data_dir: str = knob(str(DEFAULT_DATA_DIR), "outputs go to DATA_DIR/DATASET/")
-    tokenizer: str | None = knob(None, "gpt2, byte or char (default: byte for python_stdlib, char for "
+    tokenizer: str | None = knob(None, "gpt2, byte or char (none: byte for python_stdlib, char for "
                                        "shakespeare_char, else gpt2)", choices=["gpt2", "byte", "char"])
-    num_proc: int | None = knob(None, "tokenizer processes (default: cores, at most 8)")
+    num_proc: int | None = knob(None, "tokenizer processes (none: the cores, at most 8)")
     val_every: int | None = knob(None, "hold out every N-th row for val when there is no val split "
-                                       "(default 20 local, 1000 hub)")
+                                       "(none: 20 local, 1000 hub)")
     max_docs: int | None = knob(None, "read at most this many rows per split")
     text_field: str = knob("text", "column holding the text in .jsonl/.parquet/hub rows")
 

@@ -35,7 +35,7 @@ class RecipeConfig:
     data_dir: str = knob(str(Path(__file__).resolve().parent / "data"),
                          "folder holding shakespeare_char/ (prepared by train.py when missing)")
     data_source: str = knob("", "Tiny Shakespeare input.txt to prepare from offline ('' = download)")
-    threads: int = knob(0, "torch CPU threads (0 = torch's default)")
+    threads: int = knob(0, "torch CPU threads (0: as many as torch picks)")
 
 
 RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, iters=2000, lr=1e-3, min_lr=1e-4,

@@ -122,3 +122,17 @@ def test_ctrl_c_that_reaches_run_main_is_one_line_exit_130(capsys):
         cli.run_main(interrupted_main)
     err = capsys.readouterr().err
     assert e.value.code == 130 and err == f"{Path(sys.argv[0]).name}: interrupted\n"
+
+
+def test_help_states_each_default_once():
+    """--help appends '(default: X)' to every knob's help: a help text that says its own default too reads
+    '(default: on with CUDA ...) (default: None)'. A None default is explained as '(none: ...)'."""
+    import bench
+    import cli
+    import prepare
+    import recipe
+    import sample
+
+    for cls in (TrainConfig, sample.SampleConfig, bench.BenchConfig, recipe.RecipeConfig, prepare.PrepareConfig):
+        for action in cli.build_parser(cls, "x", "")._actions:
+            assert (action.help or "").count("default") <= 1, (cls.__name__, action.dest, action.help)
