@@ -19,6 +19,7 @@ remembers the source's sha256 and the settings).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -37,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import knob, parse_config, run_main
-from files import alive, write_json
+from files import alive, why_failed, write_json
 from sources import (HUB, DataError, hub_rows, local_files, local_rows, python_stdlib_text, sha256_file,
                      sha256_files, shakespeare_file)
 from tokenizer import CharTokenizer, get_tokenizer
@@ -277,6 +278,8 @@ def _prepare_whole_text(dataset: str, data_dir: Path, source: Path | None, tok_n
             meta["chars"] = tok.chars
         write_json(tmp / "meta.json", meta)
         _commit(tmp, out)
+    except OSError as e:  # e.g. a full disk (the source was read once already, whole)
+        raise DataError(f"cannot prepare {out}: {why_failed(e)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say(f"{dataset}: {n_train:,} train + {n_val:,} val tokens ({tok_name}, vocab {tok.vocab_size}) -> {out}")
@@ -326,6 +329,8 @@ def _prepare_documents(dataset: str, data_dir: Path, source: Path | None, tok_na
                 except DataError:
                     raise
                 except Exception as e:  # noqa: BLE001 - offline, no such dataset, bad file: one line
+                    if isinstance(e, OSError) and e.errno == errno.ENOSPC:  # writing, not reading
+                        raise DataError(f"cannot write {out}: {why_failed(e)}") from None
                     hint = "pass --source FILE_OR_DIR with local copies" if source is None else "check the files"
                     raise DataError(f"cannot read {src_desc} ({type(e).__name__}: {e}".splitlines()[0]
                                     + f"); {hint}") from None
@@ -338,6 +343,8 @@ def _prepare_documents(dataset: str, data_dir: Path, source: Path | None, tok_na
                 "text_field": text_field}
         write_json(tmp / "meta.json", meta)
         _commit(tmp, out)
+    except OSError as e:  # the rows were read above (read errors are DataError): writing failed, e.g. a full disk
+        raise DataError(f"cannot write {out}: {why_failed(e)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say(f"{dataset}: {counts['train_tokens']:,} train + {counts['val_tokens']:,} val tokens "
@@ -347,12 +354,15 @@ def _prepare_documents(dataset: str, data_dir: Path, source: Path | None, tok_na
 
 def _temp_folder(data_dir: Path, dataset: str) -> Path:
     """A fresh DATA_DIR/.NAME.tmp-PID-xxxx folder; those of runs that died (their pid is gone) are removed."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for old in data_dir.glob(f".{dataset}.tmp-*"):
-        pid = old.name.split(".tmp-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{dataset}.tmp-{os.getpid()}-"))
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for old in data_dir.glob(f".{dataset}.tmp-*"):
+            pid = old.name.split(".tmp-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not alive(int(pid)):
+                shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=data_dir, prefix=f".{dataset}.tmp-{os.getpid()}-"))
+    except OSError as e:
+        raise DataError(f"cannot write to --data-dir {data_dir}: {why_failed(e)}") from None
 
 
 @dataclass

@@ -331,3 +331,27 @@ def test_a_pool_worker_stopped_while_starting_up_dies_quietly(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "Traceback" not in r.stderr and "KeyboardInterrupt" not in r.stderr, r.stderr
+
+
+def test_an_unwritable_data_dir_or_a_full_disk_is_one_line(tmp_path, shared_file, monkeypatch, capsys):
+    """--data-dir under a file (what a read-only folder does for a non-root user), and a disk that fills up while
+    the tokens are written: one line, exit 2, no temp folder left."""
+    import errno
+
+    from cli import run_main
+
+    source = shared_file("tinyshakespeare/input.txt")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit) as e:
+        run_main(P.main, ["--dataset", "shakespeare_char", "--source", str(source), "--data-dir",
+                          str(tmp_path / "afile" / "data")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "cannot write to --data-dir" in err[0], err
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(P, "_encode_pieces", full)
+    with pytest.raises(sources.DataError, match="no space left on the device"):
+        P.prepare("shakespeare_char", tmp_path / "data", source=source, verbose=False)
+    assert leftovers(tmp_path / "data") == []
