@@ -121,6 +121,7 @@ def print_samples(model, meta: dict, num_samples: int, tokens: int, seed: int, c
     except ValueError:  # a char vocabulary without a newline
         start = [0]
     idx = torch.tensor([start] * num_samples, dtype=torch.long, device=device)  # (S, len(start))
+    print(f"sampling {num_samples} x {tokens} tokens ...", flush=True)
     with ctx:
         out = model.generate(idx, tokens, temperature=0.8, top_k=200, generator=gen)
     samples = [tokenizer.decode([t for t in row[len(start):] if t < tokenizer.vocab_size]) for row in out.tolist()]

@@ -178,9 +178,9 @@ def train_step(run: Run, it: int, windows: np.ndarray, shift: int, lr: float) ->
 
 
 @torch.no_grad()
-def evaluate(run: Run, splits: dict) -> dict:
+def evaluate(run: Run, splits: dict, progress: str | None = None) -> dict:
     """Mean loss over each split's given windows; each rank takes every world_size-th window and the sums
-    are all-reduced, so every rank returns the same numbers."""
+    are all-reduced, so every rank returns the same numbers. progress: a bar with this label (rank 0)."""
     model = run.model.module if isinstance(run.model, DDP) else run.model  # no DDP hooks for forward only
     model.eval()
     out = {}
@@ -188,7 +188,8 @@ def evaluate(run: Run, splits: dict) -> dict:
         mine = windows[run.rank :: run.world_size]
         total = torch.zeros(2, dtype=torch.float64, device=run.device)  # (sum of window losses, windows)
         per_rank = -(-len(windows) // run.world_size)  # FSDP: every rank runs as many forwards (collectives)
-        for i in range(0, per_rank, run.cfg.batch_size):
+        starts = range(0, per_rank, run.cfg.batch_size)
+        for i in tqdm(starts, desc=progress, unit="batch", leave=False, disable=not (progress and run.master)):
             chunk = mine[i : i + run.cfg.batch_size]  # empty on a rank short of windows: a forward, weight 0
             x, y = data.get_batch(tokens, chunk if len(chunk) else windows[:1], run.cfg.block_size, run.device)
             with run.autocast:
@@ -414,7 +415,7 @@ def finish(run: Run, state: RunState, outputs: Outputs) -> None:
     full_val, n_full = None, 0
     if cfg.final_eval_tokens:
         n_full = min(plan.n_val, max(1, cfg.final_eval_tokens // cfg.block_size))  # from the start of val.bin
-        full_val = evaluate(run, {"val": (run.val_data, np.arange(n_full))})["val"]
+        full_val = evaluate(run, {"val": (run.val_data, np.arange(n_full))}, "exact val loss")["val"]
     replicas = None
     if run.world_size > 1:  # every rank must hold the same weights
         replicas = [None] * run.world_size

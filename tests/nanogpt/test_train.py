@@ -180,6 +180,7 @@ def test_bfloat16_autocast_on_cpu_learns(capsys, tiny_data, tmp_path, monkeypatc
     assert len(entropy_calls) == 1 and f"unigram baseline {res['unigram_baseline_nats']:.4f} nats/token" in r.stdout
     assert [row["epochs_done"] for row in res["per_epoch"]] == [1, 2]
     assert len(res["samples"]) == 1 and "sample 1" in r.stdout
+    assert "sampling 1 x 20 tokens ..." in r.stdout  # said before the wait, not only after
     assert (out / "loss.png").stat().st_size > 1000 and (out / "ckpt_epoch1.pt").exists()
     assert not (out / "ckpt_epoch2.pt").exists()  # the default --save-epochs 1,5
     ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
@@ -236,6 +237,7 @@ def test_final_val_loss_is_exact_over_every_window(capsys, tiny_data, tmp_path):
     assert final["val_tokens_full"] == n * 16
     assert final["val_loss_full"] == pytest.approx(expect, rel=1e-5)
     assert f"over {n * 16:,} val tokens {expect:.4f}" in r.stdout
+    assert "exact val loss" in r.stderr  # its progress bar: over a large val.bin it takes a while
     # the logged losses of the same weights (the budget-end evaluation) are each split's own fixed windows
     last = read_log(out)[-1]
     assert last["iter"] == 12

@@ -25,10 +25,10 @@ def ctrl_c():
 def test_ctrl_c_during_the_final_evaluation_ends_the_run(capsys, tiny_data, tmp_path, monkeypatch):
     real = train.evaluate
 
-    def evaluate(run, splits):
+    def evaluate(run, splits, *rest):
         if list(splits) == ["val"]:  # the exact evaluation over val.bin after the loop
             ctrl_c()
-        return real(run, splits)
+        return real(run, splits, *rest)
 
     monkeypatch.setattr(train, "evaluate", evaluate)
     out = tmp_path / "eval"
