@@ -151,7 +151,9 @@ def load(path, resumable: bool = False) -> dict:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: not the user's business
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            # mapped, not read: a tensor's pages come from the file as they are used (copied on write), so
+            # a GPT-2 XL checkpoint does not first take its whole size in host memory
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=head.startswith(ZIP_MAGIC))
     except OSError as e:
         raise UserError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - UnpicklingError for unsafe content, others for damaged files

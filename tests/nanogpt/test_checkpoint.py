@@ -1,6 +1,8 @@
 """nanogpt/checkpoint.py: safe loading (no code runs, no unsafe advice), atomic saves, RNG state round trip."""
 import random
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import checkpoint
 import train
 from cli import UserError
 from helpers import call_main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tampered_checkpoint_is_refused(capsys, clean_error, tmp_path):
@@ -82,3 +86,20 @@ def test_a_truncated_checkpoint_is_damaged(tmp_path):
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
     with pytest.raises(UserError, match="cut.pt: the file is damaged"):
         checkpoint.load(tmp_path / "cut.pt")
+
+
+def test_a_checkpoint_is_mapped_not_read_into_memory(tmp_path):
+    """Loading a 128 MB checkpoint grows the process's resident memory by far less than 128 MB: its tensors are
+    mapped from the file (torch.load mmap=True), so a large checkpoint is not first copied whole into RAM."""
+    path = checkpoint.save({"model": {"w": torch.zeros(32 * 2**20)}, "model_args": {}}, tmp_path, ["big.pt"])
+    code = ("import os, sys\n"
+            "sys.path.insert(0, 'nanogpt')\n"
+            "import checkpoint\n"
+            "rss = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') // 2**20\n"
+            "before = rss()\n"
+            "ckpt = checkpoint.load(sys.argv[1])\n"
+            "assert ckpt['model']['w'].numel() == 32 * 2**20\n"
+            "print(rss() - before)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) < 32, r.stdout  # MB resident after the load; reading the file would take 128
