@@ -125,7 +125,7 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"--depth {cfg.depth} is not allowed; one of {', '.join(map(str, DEPTHS))} (6n+2)")
     check_ranges(cfg)  # the knobs' own ranges (parse_config checked them too; a Config built in code was not)
     if not 0 <= cfg.momentum < 1:  # a half-open range, which a knob's [lo, hi] cannot state
-        raise UserError(f"--momentum {cfg.momentum} must be in [0, 1)")
+        raise UserError(f"--momentum {cfg.momentum}: must be in [0, 1)")
 
 
 class Diverged(Exception):
