@@ -399,10 +399,12 @@ def announce(run: Run, state: RunState, saved: Checkpoint | None) -> None:
               f"({plan.total_iters} iters); the learning rate peaks late or never", file=sys.stderr)
     print(f"{cfg.dataset}: {len(run.train_data):,} train / {len(run.val_data):,} val tokens, tokenizer "
           f"{run.meta.get('tokenizer')}; unigram baseline {run.unigram:.4f} nats/token")
-    print(f"model {run.raw_model.get_num_params() / 1e6:.2f}M params; {run.world_size} rank(s) x {plan.accum} "
-          f"micro-step(s) x {cfg.batch_size} x {cfg.block_size} = {plan.tokens_per_step:,} tokens/step; "
+    weights = (f"resumed from {cfg.resume}" if saved is not None else f"from scratch (seed {cfg.seed})"
+               if cfg.init_from == "scratch" else f"from {cfg.init_from}")
+    print(f"model {run.raw_model.get_num_params() / 1e6:.2f}M params, weights {weights}; {run.world_size} rank(s) x "
+          f"{plan.accum} micro-step(s) x {cfg.batch_size} x {cfg.block_size} = {plan.tokens_per_step:,} tokens/step; "
           f"{plan.steps_per_epoch} steps/epoch; {plan.total_iters} steps; device {run.device} {run.dtype}"
-          f"{' compiled' if compiled(cfg, run.device) else ''}{' FSDP' if cfg.fsdp else ''}")
+          f"{' compiled' if compiled(cfg, run.device) else ' eager'}{' FSDP' if cfg.fsdp else ''}")
     if run.device == "cpu" and run.raw_model.config.vocab_size >= 50000:
         print(f"note: on CPU the output layer over {run.raw_model.config.vocab_size:,} tokens dominates the step "
               f"(about 25-50x slower than a byte or char-level model of the same size)")

@@ -54,6 +54,7 @@ def test_finetune_from_local_gpt2_folder(capsys, hf_folder, bpe_data, tmp_path):
     r = call_main(train.main, capsys, *base, "--out-dir", out, "--block-size", 32, "--max-iters", 1, "--learning-rate", 0)
     assert r.returncode == 0, r.stderr
     assert "note: on CPU the output layer over 50,257 tokens dominates the step" in r.stdout
+    assert f"weights from {folder};" in r.stdout  # the header says where the weights come from
     ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
     assert ckpt["model_args"]["vocab_size"] == 50257 and ckpt["model_args"]["block_size"] == 32
     assert torch.equal(ckpt["model"]["transformer.h.1.mlp.c_fc.weight"], weights["transformer.h.1.mlp.c_fc.weight"])
