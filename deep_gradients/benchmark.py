@@ -312,8 +312,8 @@ def measure(cfg: BenchConfig) -> list[dict]:
     dataset = cfg.dataset if cfg.dataset != "auto" else ("mnist" if mnist_available(cfg.data_dir) else "digits")
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     rows = plan(cfg, n_gpus, os.cpu_count() or 1, n_gpus > 0 and hardware.native_bf16(torch.device("cuda", 0)))
-    header = {"command": shown([sys.executable, *sys.argv]), "machine": hardware.machine_line(), "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                               time.gmtime())}
+    header = {"command": shown([sys.executable, *sys.argv]), "machine": hardware.machine_line(),
+              "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     todo = [r for r in rows if "skip" not in r]
     print(f"{len(todo)} runs ({len(rows) - len(todo)} skipped) on {dataset}: {header['machine']}", flush=True)
     for i, r in enumerate(tqdm(rows, desc="benchmark")):
@@ -323,10 +323,18 @@ def measure(cfg: BenchConfig) -> list[dict]:
         rows[i] = run_row(r, cfg, dataset, run_dir)
         got = rows[i].get("images_per_s")
         tqdm.write(f"{r['group']} {r['net']} {r['name']}: " + (f"{got:.0f} img/s" if got else rows[i]["skip"]))
+        rows_so_far = report(rows, cfg, dataset, header)  # after every row: a benchmark cut short keeps its rows
+    print((folders(cfg)[0] / "benchmark.md").read_text())
+    return rows_so_far
+
+
+def report(rows: list[dict], cfg: BenchConfig, dataset: str, header: dict) -> list[dict]:
+    """benchmark.md, .json and .png of the rows measured so far (the others listed as not run) -> those rows."""
+    rows = [r if "images_per_s" in r or "skip" in r else {**r, "skip": "not run: the benchmark stopped before it"}
+            for r in rows]
     derive(rows)
     header["load_end"] = os.getloadavg()[0]
     write_report(rows, cfg, dataset, header)
-    print((folders(cfg)[0] / "benchmark.md").read_text())
     return rows
 
 

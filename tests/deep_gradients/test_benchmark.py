@@ -112,3 +112,22 @@ def test_outputs_go_under_out_never_beside_the_script_or_the_working_directory(t
     cmd = [sys.executable, str(benchmark.TRAIN), "--out-dir", str(runs / "00"), "--dtype", "float32"]
     assert benchmark.shown(cmd) == "python deep_gradients/train.py --out-dir deep_gradients/out/benchmark/runs/00 " \
                                    "--dtype float32"  # no path of this machine in a committed benchmark.json
+
+
+def test_a_benchmark_cut_short_keeps_the_rows_it_measured(tmp_path, monkeypatch):
+    """A time limit or Ctrl-C during row 2: benchmark.json and .md already hold row 1, row 2 listed as not run."""
+    rows = [dict(group="cpu", net="8x16", name=f"row {i}", flags=[], workers=1, launcher="python", threads=1,
+                 baseline=i == 0) for i in range(2)]
+    monkeypatch.setattr(benchmark, "plan", lambda *a, **k: [dict(r) for r in rows])
+
+    def run_row(r, cfg, dataset, run_dir):
+        if r["name"] == "row 1":
+            raise KeyboardInterrupt
+        return {**r, "images_per_s": 100.0, "epoch_time_s": 1.0, "cmd": "python deep_gradients/train.py"}
+
+    monkeypatch.setattr(benchmark, "run_row", run_row)
+    with pytest.raises(KeyboardInterrupt):
+        benchmark.measure(benchmark.parse_args(["--quick", "--rows", "cpu", "--out-dir", str(tmp_path)]))
+    saved = json.loads((tmp_path / "benchmark.json").read_text())["rows"]
+    assert saved[0]["images_per_s"] == 100.0 and saved[1]["skip"].startswith("not run")
+    assert "| cpu | 8x16 | row 0 | 100 |" in (tmp_path / "benchmark.md").read_text()
