@@ -128,9 +128,13 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cos=None, sin=None, ve=None, window=None):
         B, T, C = x.size()
         q, k, v = self.qkv(x, cos, sin)
-        q, k = q.type_as(v), k.type_as(v)  # under autocast the norms may return float32; the kernels want one dtype
         if ve is not None:
             v = self.value_lambdas[0] * v + self.value_lambdas[1] * ve.view_as(v.transpose(1, 2)).transpose(1, 2)
+        # one dtype for the kernels: under autocast the norms and the (float32) value embedding may promote q, k
+        # or v to float32 while the matmuls give bfloat16
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         if window is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif x.is_cuda:

@@ -201,3 +201,24 @@ def test_flexattention_window_equals_the_masked_sdpa():
         window = torch.tensor(w)
         want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=N.window_mask(40, window, "cpu"))
         torch.testing.assert_close(N.flex_window_attention(q, k, v, window), want, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_gets_one_dtype_under_autocast(monkeypatch):
+    """bf16 autocast: q, k (normalised) and v (a float32 value embedding mixed in) reach the kernel as bf16."""
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return sdpa(q, k, v, **kwargs)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    torch.manual_seed(0)
+    m = N.ModernGPT(N.ModernConfig(**SMALL, **ALL))
+    x = torch.randint(0, 128, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss = m(x, x)
+    loss.backward()
+    assert set(seen) == {(torch.bfloat16,) * 3}
+    seen.clear()
+    m(x, x)
+    assert set(seen) == {(torch.float32,) * 3}
