@@ -23,15 +23,15 @@ any of --rotary --rmsnorm --no-bias --relu2 --zero-init --qk-norm --untied --emb
 the rest) with `--schedule wsd` (warm-up, stable, linear decay to the floor) and `--momentum-warmup-iters`.
 With every switch off, `--arch modern` is GPT-2 (the same losses); ladder.py runs them rung by rung.
 
-Ctrl-C or SIGTERM (on any rank) finishes the current iter, writes ckpt.pt and exits 0; `--resume`
-continues. A non-finite loss, val loss or weight stops the run before anything is saved (exit 3).
+Ctrl-C or SIGTERM (on any rank) finishes the current iter, writes ckpt.pt and exits 0 (cli.StopSignal); a
+second one stops at once; `--resume` continues. A non-finite loss, val loss or weight stops the run before
+anything is saved (exit 3).
 """
 from __future__ import annotations
 
 import gc
 import math
 import os
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from checkpoint import restore_checkpoint, save_checkpoint
-from cli import UserError, knob, parse_config, run_main
+from cli import StopSignal, UserError, knob, parse_config, run_main
 from files import OutDirLock
 from hardware import autocast_for, device_name, peak_flops, pick_dtype, resolve_device
 from evaluation import Diverged, evaluate
@@ -57,14 +57,6 @@ from pretrained import init_model, modern_config
 from tokens import GPT2_VOCAB, gpt2_encoding
 
 MANY = 1 << 40
-RANGES = {  # numeric settings: (lowest, highest) allowed
-    "n_layer": (1, 1024), "n_head": (1, 1024), "n_embd": (1, 65536), "block_size": (1, 1 << 20),
-    "vocab_size": (1, 1 << 20), "batch_size": (1, 1 << 20), "total_batch": (1, MANY), "max_iters": (1, MANY),
-    "warmup_iters": (0, MANY), "eval_interval": (0, MANY), "eval_iters": (1, MANY), "ckpt_interval": (0, MANY),
-    "num_samples": (0, 1024), "sample_tokens": (1, 1 << 16), "learning_rate": (0, 10), "min_lr_ratio": (0, 1),
-    "beta1": (0, 1), "beta2": (0, 1), "eps": (0, 1), "weight_decay": (0, 10), "grad_clip": (0, 1_000_000),
-    "softcap": (0, 1e4), "window": (0, 1 << 20), "window_start": (0, 1 << 20), "value_embeds": (0, 512),
-    "muon_lr": (0, 10), "muon_momentum": (0, 1), "momentum_warmup_iters": (0, MANY), "cooldown_frac": (0, 1)}
 CHOICES = {"arch": ("gpt2", "modern"), "optimizer": ("adamw", "muon"), "schedule": ("cosine", "wsd")}
 
 
@@ -77,36 +69,39 @@ class TrainConfig:
                        nargs="?", const="last")
     init_from: str = knob("scratch", "scratch | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | HF_DIR | CKPT.pt "
                                      "(fine-tune: the architecture comes from the weights)")
-    seed: int = knob(1337, "model init, data shuffling and sampling")
+    seed: int = knob(1337, "model init, data shuffling and sampling", lo=0, hi=2**63 - 1)
     # model
-    n_layer: int = knob(12, "transformer blocks")
-    n_head: int = knob(12, "attention heads")
-    n_embd: int = knob(768, "embedding width")
-    block_size: int = knob(1024, "sequence length T")
-    vocab_size: int = knob(50304, "50,257 padded to a multiple of 128")
+    n_layer: int = knob(12, "transformer blocks", lo=1, hi=1024)
+    n_head: int = knob(12, "attention heads", lo=1, hi=1024)
+    n_embd: int = knob(768, "embedding width", lo=1, hi=65536)
+    block_size: int = knob(1024, "sequence length T", lo=1, hi=1 << 20)
+    vocab_size: int = knob(50304, "50,257 padded to a multiple of 128", lo=1, hi=1 << 20)
     # batch and schedule
-    batch_size: int = knob(64, "sequences per forward pass per rank (micro-batch B)")
-    total_batch: int = knob(524_288, "tokens per iter (2**19); accumulation = total / (B*T*world)")
-    learning_rate: float = knob(6e-4, "peak learning rate")
-    min_lr_ratio: float = knob(0.1, "final LR as a fraction of the peak")
-    warmup_iters: int = knob(715, "linear warmup iters (375M tokens, GPT-3)")
-    max_iters: int = knob(19_073, "iters of the cosine schedule and of the run (10B tokens)")
-    stop_at: int = knob(-1, "stop (and checkpoint) at this iter without changing the schedule; resume later")
-    weight_decay: float = knob(0.1, "AdamW weight decay on >=2-D tensors")
-    beta1: float = knob(0.9, "AdamW beta1")
-    beta2: float = knob(0.95, "AdamW beta2")
-    eps: float = knob(1e-8, "AdamW eps")
-    grad_clip: float = knob(1.0, "clip the global gradient norm (0: off)")
+    batch_size: int = knob(64, "sequences per forward pass per rank (micro-batch B)", lo=1, hi=1 << 20)
+    total_batch: int = knob(524_288, "tokens per iter (2**19); accumulation = total / (B*T*world)", lo=1,
+                            hi=MANY)
+    learning_rate: float = knob(6e-4, "peak learning rate", lo=0, hi=10)
+    min_lr_ratio: float = knob(0.1, "final LR as a fraction of the peak", lo=0, hi=1)
+    warmup_iters: int = knob(715, "linear warmup iters (375M tokens, GPT-3)", lo=0, hi=MANY)
+    max_iters: int = knob(19_073, "iters of the cosine schedule and of the run (10B tokens)", lo=1, hi=MANY)
+    stop_at: int = knob(-1, "stop (and checkpoint) at this iter without changing the schedule; resume later",
+                        lo=-1, hi=MANY)
+    weight_decay: float = knob(0.1, "AdamW weight decay on >=2-D tensors", lo=0, hi=10)
+    beta1: float = knob(0.9, "AdamW beta1", lo=0, hi=1)
+    beta2: float = knob(0.95, "AdamW beta2", lo=0, hi=1)
+    eps: float = knob(1e-8, "AdamW eps", lo=0, hi=1)
+    grad_clip: float = knob(1.0, "clip the global gradient norm (0: off)", lo=0, hi=1_000_000)
     # evaluation and checkpoints
     eval_interval: int = knob(250, "val loss, HellaSwag and samples every N iters (and at the end; 0: at the "
-                                   "end only)")
-    eval_iters: int = knob(20, "val batches per rank per evaluation (always the same ones)")
-    hellaswag_limit: int = knob(-1, "HellaSwag examples per evaluation (-1: all 10,042; 0: off)")
+                                   "end only)", lo=0, hi=MANY)
+    eval_iters: int = knob(20, "val batches per rank per evaluation (always the same ones)", lo=1, hi=MANY)
+    hellaswag_limit: int = knob(-1, "HellaSwag examples per evaluation (-1: all 10,042; 0: off)", lo=-1)
     hellaswag_data: str = knob("", "hellaswag_val.jsonl; empty: download once (sha256-checked)")
-    num_samples: int = knob(4, "samples printed per evaluation (0: off)")
-    sample_tokens: int = knob(32, "tokens per sample")
+    num_samples: int = knob(4, "samples printed per evaluation (0: off)", lo=0, hi=1024)
+    sample_tokens: int = knob(32, "tokens per sample", lo=1, hi=1 << 16)
     sample_prompt: str = knob("Hello, I'm a language model,", "prompt for the samples")
-    ckpt_interval: int = knob(5000, "checkpoint every N iters (and at the end; 0: at the end only)")
+    ckpt_interval: int = knob(5000, "checkpoint every N iters (and at the end; 0: at the end only)", lo=0,
+                              hi=MANY)
     # system
     device: str = knob("auto", "auto | cpu | cuda | cuda:N | mps")
     dtype: str = knob("bfloat16", "autocast dtype: bfloat16 | float16 (with a GradScaler) | float32 (none); "
@@ -125,19 +120,22 @@ class TrainConfig:
     qk_norm: bool = knob(False, "modern: RMS-normalise q and k per head")
     untied: bool = knob(False, "modern: a head of its own instead of the token embedding")
     embed_skip: bool = knob(False, "modern: the token embedding mixed into every block (learned scalars)")
-    softcap: float = knob(0.0, "modern: logits = cap * tanh(logits / cap) (0: off)")
+    softcap: float = knob(0.0, "modern: logits = cap * tanh(logits / cap) (0: off)", lo=0, hi=1e4)
     unet: bool = knob(False, "modern: U-net skips from the first half of the blocks to the second")
-    window: int = knob(0, "modern: sliding-window attention of this many tokens (0: full causal)")
+    window: int = knob(0, "modern: sliding-window attention of this many tokens (0: full causal)", lo=0)
     window_start: int = knob(0, "modern: the window grows linearly from this to --window over the run "
-                                "(0: no warm-up)")
-    value_embeds: int = knob(0, "modern: value-embedding tables (first and last N blocks, U-net pattern)")
+                                "(0: no warm-up)", lo=0)
+    value_embeds: int = knob(0, "modern: value-embedding tables (first and last N blocks, U-net pattern)",
+                              lo=0, hi=512)
     optimizer: str = knob("adamw", "adamw | muon (Muon on the hidden matrices, AdamW on the rest; --arch modern)")
-    muon_lr: float = knob(0.02, "Muon's peak learning rate (follows the schedule like --learning-rate)")
-    muon_momentum: float = knob(0.95, "Muon's momentum (after its warm-up)")
-    momentum_warmup_iters: int = knob(0, "Muon's momentum rises linearly from 0.85 over these iters (0: off)")
+    muon_lr: float = knob(0.02, "Muon's peak learning rate (follows the schedule like --learning-rate)", lo=0,
+                           hi=10)
+    muon_momentum: float = knob(0.95, "Muon's momentum (after its warm-up)", lo=0, hi=1)
+    momentum_warmup_iters: int = knob(0, "Muon's momentum rises linearly from 0.85 over these iters (0: off)",
+                                       lo=0, hi=MANY)
     schedule: str = knob("cosine", "cosine (GPT-3) | wsd (warm-up, stable, linear decay to the floor "
                                    "min_lr_ratio in the last --cooldown-frac of the run)")
-    cooldown_frac: float = knob(0.4, "wsd: the fraction of --max-iters spent decaying")
+    cooldown_frac: float = knob(0.4, "wsd: the fraction of --max-iters spent decaying", lo=0, hi=1)
 
 
 PRESETS = {
@@ -153,17 +151,10 @@ PRESETS = {
 
 def check_config(cfg: TrainConfig, world: int) -> int:
     """Refuse settings that cannot run; return the gradient accumulation steps."""
-    for name, (low, top) in RANGES.items():
-        if not low <= getattr(cfg, name) <= top:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: use {low} .. {top:,}")
     if cfg.vocab_size < GPT2_VOCAB:  # the shards hold GPT-2 token ids: a smaller table cannot embed them
         raise UserError(f"--vocab-size {cfg.vocab_size}: must be >= {GPT2_VOCAB} (the GPT-2 tokens)")
-    if cfg.hellaswag_limit < -1:
-        raise UserError(f"--hellaswag-limit {cfg.hellaswag_limit}: use -1 (all), 0 (off) or N >= 1")
     if cfg.stop_at == 0 or cfg.stop_at < -1:  # iter 0 has nothing to checkpoint yet
         raise UserError(f"--stop-at {cfg.stop_at}: use -1 (run to --max-iters) or an iter >= 1")
-    if not 0 <= cfg.seed < 2**63:
-        raise UserError(f"--seed {cfg.seed}: use 0 .. 2**63 - 1")
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"--n-embd {cfg.n_embd} is not divisible by --n-head {cfg.n_head}")
     for name, allowed in CHOICES.items():
@@ -290,28 +281,6 @@ class Run:
         return self.cfg.max_iters if self.cfg.stop_at < 0 else min(self.cfg.stop_at, self.cfg.max_iters)
 
 
-class StopSignal:
-    """While active, SIGINT/SIGTERM only set a flag: the loop finishes its iter, writes a resumable
-    checkpoint and exits cleanly. A second signal stops at once. The previous handlers come back on exit."""
-
-    def __init__(self):
-        self.name, self.previous = None, {}
-
-    def _handle(self, signum, frame):
-        if self.name is not None:
-            raise KeyboardInterrupt
-        self.name = signal.Signals(signum).name
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
 def train_step(run: Run, it: int, stop_flag: bool) -> tuple[float, float, bool]:
     """One optimizer step over total_batch tokens -> (mean loss, gradient norm, any rank asked to stop)."""
     cfg, device = run.cfg, run.device
@@ -346,8 +315,9 @@ def save(run: Run, done: int) -> None:
                         run.cfg, run.model_args)
 
 
-def train(run: Run, stop: int, signals: StopSignal) -> str | None:
-    """Iters run.start .. stop; returns the signal that stopped the run early, or None."""
+def train_loop(run: Run, stop: int, signals: StopSignal) -> str | None:
+    """Iters run.start .. stop; returns the signal that stopped the run early, or None. A non-finite loss,
+    val loss or weight raises Diverged before anything is saved."""
     cfg = run.cfg
     bar = tqdm(total=stop, initial=run.start, unit="iter", disable=None if run.master else True)
     try:
@@ -445,68 +415,69 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
                peak=peak_flops(device_name(device), precision))
 
 
-def run_training(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> int:
-    """Set up, train, report -> exit code (0: done or stopped by a signal, resumable; 3: diverged)."""
-    run = setup(cfg, rank, local_rank, world, ddp)
-    with OutDirLock(cfg.out_dir) if run.master else nullcontext():
-        run.logger = Logger(cfg.out_dir, run.master, run.start)
-        return report(run, train_until_stopped(run))
-
-
-def train_until_stopped(run: Run) -> str | int | None:
-    """-> the signal that stopped the run early, None when it ran to its end, or 3 when it diverged."""
-    cfg, world = run.cfg, run.world
-    if run.master:
-        print(f"{run.model.num_params():,} parameters | device {device_name(run.device)} | world {world} | "
-              f"grad accumulation {run.grad_accum} | {cfg.total_batch:,} tokens/iter | "
-              f"start iter {run.start}")
-        if cfg.device == "auto" and run.device == "cpu" and run.model.num_params() > 20e6:
-            print("note: no GPU found, so this model trains on the CPU (very slowly); "
-                  "--preset tiny is sized for a CPU")
-    try:
-        with StopSignal() as signals:
-            return train(run, run.stop, signals)
-    except Diverged as e:
-        if run.master:
-            last = run.ckpt_path if os.path.exists(run.ckpt_path) else None
+def run(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> None:
+    """Set up, lock the out dir, train, report. Returns when the run is done or stopped by a signal
+    (resumable); raises Diverged (naming the last good checkpoint) when it went non-finite."""
+    job = setup(cfg, rank, local_rank, world, ddp)
+    with OutDirLock(cfg.out_dir) if job.master else nullcontext():
+        job.logger = Logger(cfg.out_dir, job.master, job.start)
+        if job.master:
+            announce(job)
+        try:
+            with StopSignal(announce=job.master) as signals:
+                stopped_by = train_loop(job, job.stop, signals)
+        except Diverged as e:
+            last = job.ckpt_path if os.path.exists(job.ckpt_path) else None
             keep = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
-            print(f"train.py: error: {e}; stopping without saving, {keep}", file=sys.stderr, flush=True)
-        return 3
-    finally:
-        if run.ddp:
-            # free the DDP reducer (it holds the gloo group) before the group is torn down: torn down under
-            # it, a rank can abort at exit (SIGABRT) and leave the other node's torchrun in its exit barrier
-            del run.train_model
-            gc.collect()
+            raise Diverged(f"{e}; stopping without saving, {keep}") from None
+        finally:
+            if job.ddp:
+                # free the DDP reducer (it holds the gloo group) before the group is torn down: torn down under
+                # it, a rank can abort at exit (SIGABRT) and leave the other node's torchrun in its exit barrier
+                del job.train_model
+                gc.collect()
+        if job.master:
+            report(job, stopped_by)
 
 
-def report(run: Run, stopped_by: str | int | None) -> int:
-    """The closing line -> exit code (0: done or stopped by a signal, resumable; 3: diverged)."""
+def announce(run: Run) -> None:
     cfg = run.cfg
-    if stopped_by == 3:
-        return 3
-    if run.master:
-        run.logger.plot()
-        if stopped_by:
-            what = f"stopped by {stopped_by}; continue with --resume"
-        elif run.stop < cfg.max_iters:
-            what = f"stopped at iter {run.stop} (--stop-at); continue with --resume"
-        else:
-            what = "done"
-        print(f"{what} | log.txt, log.jsonl, curves.png, ckpt.pt in {cfg.out_dir}")
-    return 0
+    print(f"{run.model.num_params():,} parameters | device {device_name(run.device)} | world {run.world} | "
+          f"grad accumulation {run.grad_accum} | {cfg.total_batch:,} tokens/iter | start iter {run.start}")
+    if cfg.device == "auto" and run.device == "cpu" and run.model.num_params() > 20e6:
+        print("note: no GPU found, so this model trains on the CPU (very slowly); --preset tiny is sized for a CPU")
+
+
+def report(run: Run, stopped_by: str | None) -> None:
+    """The plot and the closing line."""
+    cfg = run.cfg
+    run.logger.plot()
+    if stopped_by:
+        what = f"stopped by {stopped_by}; continue with --resume"
+    elif run.stop < cfg.max_iters:
+        what = f"stopped at iter {run.stop} (--stop-at); continue with --resume"
+    else:
+        what = "done"
+    print(f"{what} | log.txt, log.jsonl, curves.png, ckpt.pt in {cfg.out_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """-> exit code: 0 when done or stopped by SIGINT/SIGTERM (resumable), 3 when the run diverged; bad
+    settings exit 2 and a second Ctrl-C 130 (cli.run_main)."""
     cfg = parse_config(TrainConfig, argv, "train.py", "\n\n".join(__doc__.split("\n\n")[:2]), PRESETS)
     rank, local_rank, world = (int(os.environ.get(k, d)) for k, d in
                                (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
     try:
-        return run_training(cfg, rank, local_rank, world, ddp="RANK" in os.environ)
+        run(cfg, rank, local_rank, world, ddp="RANK" in os.environ)
+    except Diverged as e:
+        if rank == 0:
+            print(f"train.py: error: {e}", file=sys.stderr, flush=True)
+        return 3
     finally:
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def test_bad_input_is_a_clean_error(run_script, clean_error, tmp_path, shards, m
         train.main(TINY + ["--data-dir", str(shards), "--hellaswag-limit", "2", "--out-dir", str(tmp_path / "h")])
     with pytest.raises(train.UserError, match="vocab-size 1000"):  # GPT-2 ids would index past the table
         train.main(TINY + ["--vocab-size", "1000", "--out-dir", str(tmp_path / "v")])
-    for flag, value, allowed in (("--hellaswag-limit", "-5", "0 \\(off\\)"), ("--stop-at", "0", "iter >= 1")):
+    for flag, value, allowed in (("--hellaswag-limit", "-5", "must be in \\[-1, inf\\]"), ("--stop-at", "0", "iter >= 1")):
         with pytest.raises(train.UserError, match=f"{flag} {value}: .*{allowed}"):  # not silently "all" / no checkpoint
             train.main(TINY + [flag, value, "--out-dir", str(tmp_path / "v")])
     out = tmp_path / "out"
