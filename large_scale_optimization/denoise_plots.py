@@ -10,6 +10,10 @@ import numpy as np
 
 from denoise_data import psnr
 from files import write_png
+from first_order import PROX_GRADIENT, SUBGRADIENT
+
+# one colour per method in every figure of every problem (tv2d has no "exact", l1 and tv1d no "chambolle")
+COLOURS = {m: f"C{i}" for i, m in enumerate(("exact", *SUBGRADIENT, *PROX_GRADIENT, "chambolle"))}
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
@@ -18,15 +22,15 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only bac
 def plot_convergence(traces: list, f_star: float, problem: str, out_dir: Path):
     """Objective gap and duality gap against iteration (log-log, with rate slopes) and wall time."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    for i, tr in enumerate(traces):
+    for tr in traces:
         if tr.method == "exact":  # it *is* f*: mark its run time instead of a point at gap 1e-16
             for ax in axes[:, 1]:
-                ax.axvline(tr.time[0], color=f"C{i}", ls="--", label=f"exact: {tr.time[0]:.3g} s")
+                ax.axvline(tr.time[0], color=COLOURS[tr.method], ls="--", label=f"exact: {tr.time[0]:.3g} s")
             continue
         it = np.asarray(tr.iters, dtype=float)
         obj = np.maximum((np.asarray(tr.primal) - f_star) / abs(f_star), 1e-16)  # exact in 1 step: at 1e-16
         gap = np.asarray(tr.gap) / np.abs(np.asarray(tr.primal))
-        style = dict(color=f"C{i}", marker="o" if len(it) == 1 else None, ms=5)
+        style = dict(color=COLOURS[tr.method], marker="o" if len(it) == 1 else None, ms=5)
         axes[0, 0].loglog(it, obj, label=tr.method, **style)
         axes[0, 1].loglog(np.maximum(tr.time, 1e-6), obj, label=tr.method, **style)
         if not np.all(np.isnan(gap)):

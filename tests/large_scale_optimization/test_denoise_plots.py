@@ -23,3 +23,22 @@ def test_convergence_plot_floors_and_slopes(tmp_path, monkeypatch):
     gap_rel = np.asarray(sub.gap) / np.asarray(sub.primal)
     assert max(slopes[0].get_ydata()) == pytest.approx(gap_rel.max())
     close(figs[0])
+
+
+def test_a_method_keeps_its_colour_across_problems(tmp_path, monkeypatch):
+    """fista is drawn in one colour whether or not 'exact' (tv1d, l1) or 'chambolle' (tv2d) ran before it:
+    the colour used to be the method's position in that problem's list."""
+    figs, close = [], denoise_plots.plt.close
+    monkeypatch.setattr(denoise_plots.plt, "close", figs.append)
+
+    def trace(method):
+        return Trace(method, np.zeros(2), [1, 2, 3], [0.01, 0.02, 0.03], [3.0, 2.5, 2.2], [1.0, 0.5, 0.2])
+
+    exact = Trace("exact", np.zeros(2), [1], [0.01], [2.0], [0.0])
+    denoise_plots.plot_convergence([exact, trace("ista"), trace("fista")], 2.0, "tv1d", tmp_path)
+    denoise_plots.plot_convergence([trace("fista"), trace("chambolle")], 2.0, "tv2d", tmp_path)
+    colours = [{line.get_label(): line.get_color() for line in fig.axes[0].lines} for fig in figs]
+    assert colours[0]["fista"] == colours[1]["fista"]
+    assert len({colours[0]["ista"], colours[0]["fista"], colours[1]["chambolle"]}) == 3
+    for fig in figs:
+        close(fig)

@@ -127,8 +127,31 @@ def test_svrg_charges_only_the_inner_steps_it_takes(synthetic_prob):
     + n steps -> 4.5 and the budget stops the loop. Nothing more is charged or recorded after that."""
     recs = run_method(synthetic_prob, "svrg", passes=4, svrg_inner=1.5)
     assert [r["passes"] for r in recs] == [0.0, 2.0, 2.5, 4.5]
-    for snapshot in ("last", "average"):  # an inner loop shorter than one step per outer loop still runs
-        assert run_method(synthetic_prob, "svrg", passes=2, svrg_inner=1e-6, svrg_snapshot=snapshot)
+    # an inner loop of one step (m = max(1, 1e-6 n)) still runs: snapshot (1) + one step each outer loop, a
+    # record after each; the average of one inner iterate is that iterate, so both snapshot rules agree
+    n = synthetic_prob.n
+    one_step = {s: run_method(synthetic_prob, "svrg", passes=2, svrg_inner=1e-6, svrg_snapshot=s)
+                for s in ("last", "average")}
+    assert [r["passes"] for r in one_step["last"]] == pytest.approx([0.0, 1 + 1 / n, 2 + 2 / n], rel=1e-15)
+    assert [r["f"] for r in one_step["average"]] == [r["f"] for r in one_step["last"]]
+    assert one_step["last"][-1]["f"] < one_step["last"][0]["f"]
+
+
+def test_svrg_average_snapshot_is_the_mean_of_the_inner_iterates():
+    """On the one-sample problem the inner iterates are gradient steps W_t = W_{t-1} - eta grad f(W_{t-1})
+    (the variance-reduced direction is the full gradient): with m = 3 steps the next snapshot, and the
+    answer when the budget ends there, is (W_1 + W_2 + W_3) / 3, computed here directly."""
+    prob = one_sample_problem()
+    W0 = np.random.default_rng(0).standard_normal(prob.shape)
+    eta = 0.5 / prob.L_max
+    iterates = [W0]
+    for _ in range(3):
+        iterates.append(iterates[-1] - eta * model.gradient(iterates[-1], prob.X, prob.y, prob.lam))
+    tr = Tracker("svrg", prob, verbose=False)
+    W = solvers.svrg(prob, W0.copy(), SolverOptions(passes=4, svrg_inner=3, svrg_step=0.5, svrg_snapshot="average"),
+                     tr, np.random.default_rng(0))
+    np.testing.assert_allclose(W, np.mean(iterates[1:], axis=0), rtol=1e-12, atol=1e-14)
+    assert not np.allclose(W, iterates[-1], rtol=1e-6)  # the mean, not the last iterate
 
 
 def test_preconditioners(synthetic_prob):
