@@ -117,6 +117,7 @@ def test_signal_to_one_rank_stops_all_ranks_at_the_same_step(tmp_path):
     out, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 0, err
     assert "stopped by" in out and "continue with: torchrun --standalone --nproc_per_node 2 " in out, out
+    assert "stopping after this step" not in err, err  # only rank 0 announces a signal (this one went to rank 1)
     res = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert not res["finished"] and len(set(res["rank_checksums"])) == 1  # the same step on both ranks
     ck = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)
