@@ -4,7 +4,7 @@
 # in all, at most 10 a command, 8 small files and the last 12,000 characters of output back). run.sh calls it:
 #
 #   bash run.sh gpu              the check: every CUDA path on small models           estimate 300 s on one H100
-#   bash run.sh gpu --measure    the figures the READMEs lack, one step at a time      estimate 295 s on one H100
+#   bash run.sh gpu --measure    the figures the READMEs lack, one step at a time      estimate 423 s on one H100
 #   bash run.sh gpu --all        both, in that order (over 9 minutes: on a lease, run the two as two commands)
 #   bash run.sh gpu --dry-run    the same steps on CPU (cuda -> cpu, NCCL -> gloo, compile off, tiny sizes): CI
 #
@@ -47,7 +47,8 @@
 #   check = 18 + the longest lane * 1.15 (three lanes share the cores while compiling)                  ~ 300
 #   measure  env 10, ng-bench-124m 90 (two compiles, ours and the nanoGPT restatement, 66 steps),
 #            bn-bench-124m 140 (float32, TF32, bf16, then compile, flash, vocab: three compiles, fused: cached),
-#            dg-time-to-995 55 (compile 35 in the untimed warm-up, 6 epochs)                             = 295
+#            bn-ladder-shards 8, bn-ladder 120 (baseline and top rung, one compile each, 200 iters),
+#            dg-time-to-995 55 (compile 35 in the untimed warm-up, 6 epochs)                             = 423
 # Not here: build_nanogpt's micro-batch x2 milestone (+40 s) and deep_gradients/benchmark.py --rows gpu
 # (450-650 s): each needs a command of its own.
 set -u -o pipefail
@@ -381,6 +382,17 @@ ref_mfu:nanogpt_ref.mfu speedup:speedup_vs_nanogpt_ref" "$PY" nanogpt/bench.py -
     want bn && cuda_step bn-bench-124m 240 "bn_bench124/bench.json tok_s:milestones.*.tok_per_s mfu:milestones.*.mfu" \
         "$PY" build_nanogpt/bench.py --device cuda --size 124m --iters 5 --warmup 2 --skip batch_mult \
         --out-dir "$W/bn_bench124"
+    # the speedrun ladder (build_nanogpt/ladder.py): its top rung (every switch, Muon, FlexAttention window,
+    # compile, bf16) against the GPT-2 baseline, 200 iters of 4,096 tokens on Tiny Shakespeare shards: val loss at
+    # the budget and tokens to the baseline's final loss (estimate: shards 8 s, two compiles 45 s each, 200 steps
+    # and 5 evaluations ~10 s each run: ~120 s)
+    want bn && cuda_step bn-ladder-shards 60 "- -" "$PY" build_nanogpt/fineweb.py --source \
+        "$DATA/tinyshakespeare/input.txt" --out-dir "$W/bn_ladder/shards" --shard-size 100000 --num-proc 2
+    want bn && cuda_step bn-ladder 240 "bn_ladder/ladder.json val:rungs.*.final_val_loss_mean \
+tokens_to_base:rungs.*.tokens_to_target_mean us_per_tok:rungs.*.cpu_us_per_token" "$PY" build_nanogpt/ladder.py \
+        --only 0,9 --seeds 1 --data-dir "$W/bn_ladder/shards" --out-dir "$W/bn_ladder" --n-layer 4 --n-head 4 \
+        --n-embd 256 --block-size 256 --batch-size 8 --total-batch 4096 --max-iters 200 --warmup-iters 10 \
+        --eval-interval 40 --eval-iters 4 --ckpt-interval 100 --extra "--device cuda --dtype bfloat16 --compile true"
     # benchmark.py's time-to-99.5% row: compile and cuDNN autotuning in the untimed warm-up, no recorder, eval on;
     # the time is train.py's results.json key time_to_target_s (training seconds to target_acc = 0.995)
     want dg && cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_target_s target:target_acc acc:final_test_acc warmup_s:warmup_s \
