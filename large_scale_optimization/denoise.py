@@ -48,26 +48,26 @@ DEFAULT_LAM = {"tv1d": 1.0, "tv2d": 0.1, "l1": 0.2}
 @dataclass
 class DenoiseConfig:
     problem: str = knob("tv1d", "tv1d | tv2d | l1")
-    n: int = knob(100_000, "tv1d signal length")
-    seg_len: int = knob(500, "tv1d: mean length of the constant pieces of the clean signal")
+    n: int = knob(100_000, "tv1d signal length", lo=2, hi=10**8)  # a few arrays of n float64 each
+    seg_len: int = knob(500, "tv1d: mean length of the constant pieces of the clean signal", lo=1)
     signal: str = knob("", "tv1d: a clean 1-D signal (.npy or text) instead of the generated one")
     image: str = knob("", "tv2d / l1: a PNG/JPG; empty: skimage's cameraman, else matplotlib's grace_hopper")
-    crop: int = knob(0, "centre crop to crop x crop pixels (0: whole image)")
+    crop: int = knob(0, "centre crop to crop x crop pixels (0: whole image)", lo=0)
     tv: str = knob("iso", "tv2d: iso (per-pixel l2 of the gradient) | aniso (l1)")
     basis: str = knob("dct", "l1: dct | haar")
-    lam: float | None = knob(None, "regularisation weight >= 0; unset: tv1d 1.0, tv2d 0.1, l1 0.2")
-    sigma: float = knob(0.1, "std of the additive Gaussian noise")
-    seed: int = knob(0, "seed of the noise (and of the generated signal)")
+    lam: float | None = knob(None, "regularisation weight >= 0; unset: tv1d 1.0, tv2d 0.1, l1 0.2", lo=0)
+    sigma: float = knob(0.1, "std of the additive Gaussian noise", lo=0)
+    seed: int = knob(0, "seed of the noise (and of the generated signal)", lo=0)
     methods: list[str] = knob(["all"], "methods to run (space- or comma-separated), or all (per problem: "
                               + "; ".join(f"{p}: {' '.join(m)}" for p, m in PROBLEM_METHODS.items()) + ")",
                               nargs="+")
-    max_iters: int = knob(1000, "iteration budget per method")
+    max_iters: int = knob(1000, "iteration budget per method", lo=1)
     tol: float = knob(1e-9, "stop a method when its duality gap <= tol * |P(x)|")
     step: float = knob(0.1, "subgradient step scale s: lengths s*R/sqrt(k+1) (sqrt), s*R/10 (const), R=||y-x*||")
-    ref_max_iters: int = knob(3000, "tv2d: fista-restart iterations (at most) for the certified f*")
-    lam_sweep: int = knob(9, "PSNR-vs-lam sweep points (0: skip)")
+    ref_max_iters: int = knob(3000, "tv2d: fista-restart iterations (at most) for the certified f*", lo=1)
+    lam_sweep: int = knob(9, "PSNR-vs-lam sweep points (0: skip)", lo=0, hi=1000)
     bench: bool = knob(False, "run the benchmark (n = 1e6 tv1d, cameraman tv2d vs skimage) instead")
-    threads: int = knob(1, "BLAS threads (threadpoolctl); the dot products here are memory-bound")
+    threads: int = knob(1, "BLAS threads (threadpoolctl); the dot products here are memory-bound", lo=1, hi=1024)
     out_dir: str = knob("out/denoise", "results.json and the PNG plots")
 
 
@@ -83,19 +83,6 @@ def check_config(cfg: DenoiseConfig) -> list[str]:
         raise UserError(f"unknown --tv {cfg.tv!r}; choose iso or aniso")
     if cfg.basis not in ("dct", "haar"):
         raise UserError(f"unknown --basis {cfg.basis!r}; choose dct or haar")
-    if cfg.lam is not None and not cfg.lam >= 0:
-        raise UserError(f"--lam must be a number >= 0, got {cfg.lam:g}")
-    if cfg.sigma < 0:
-        raise UserError(f"--sigma must be >= 0, got {cfg.sigma:g}")
-    for flag, value, low in (("--n", cfg.n, 2), ("--max-iters", cfg.max_iters, 1),
-                             ("--ref-max-iters", cfg.ref_max_iters, 1), ("--seg-len", cfg.seg_len, 1),
-                             ("--crop", cfg.crop, 0), ("--lam-sweep", cfg.lam_sweep, 0), ("--threads", cfg.threads, 1)):
-        if value < low:
-            raise UserError(f"{flag} must be >= {low}, got {value}")
-    if cfg.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
-    if cfg.n > 10**8:  # a few arrays of n float64 each
-        raise UserError(f"--n must be at most 1e8, got {cfg.n}")
     if not cfg.step > 0:  # a negative scale would climb the objective
         raise UserError(f"--step must be > 0, got {cfg.step:g}")
     if methods == ["all"]:  # skimage's Chambolle is isotropic TV: another objective than ours for aniso

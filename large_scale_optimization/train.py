@@ -41,26 +41,26 @@ class TrainConfig:
     data_dir: str | None = knob(None, "folder of the MNIST IDX .gz files (downloaded there if missing)")
     data: str | None = knob(None, "your own .csv / .npz (first column the label); overrides --dataset")
     methods: str = knob(",".join(METHODS), "comma-separated, any of " + ", ".join(METHODS))
-    lam: float = knob(1e-4, "L2 strength; sklearn's C = 1 / (n lam)")
+    lam: float = knob(1e-4, "L2 strength (> 0); sklearn's C = 1 / (n lam)", hi=1e4)
     passes: float = knob(15.0, "budget of effective passes for the first-order methods")
-    seed: int = knob(0, "stochastic methods, subsampled Hessian, synthetic data (not the digits / file split)")
+    seed: int = knob(0, "stochastic methods, subsampled Hessian, synthetic data (not the digits / file split)", lo=0)
     out_dir: str = knob("out/lso_logreg", "results.json and the PNG plots")
-    batch_size: int = knob(128, "minibatch_sgd / minibatch_gd")
-    svrg_inner: float = knob(2.0, "inner loop length m = svrg_inner * n")
+    batch_size: int = knob(128, "minibatch_sgd / minibatch_gd", lo=1)
+    svrg_inner: float = knob(2.0, "inner loop length m = svrg_inner * n (> 0)", hi=1000)
     svrg_step: float = knob(1.0, "SVRG step eta = svrg_step / L_max (0.1, the theory-safe choice, is far slower)")
     svrg_snapshot: str = knob("last", "last (Johnson & Zhang's option I) | average (of the inner iterates)")
-    vr_batch: int = knob(16, "saga / lsvrg: rows per step (one BLAS product)")
+    vr_batch: int = knob(16, "saga / lsvrg: rows per step (one BLAS product)", lo=1)
     vr_step: float = knob(8.0, "saga / lsvrg: eta = vr_step / L(b), L(b) the minibatch smoothness (theory: 1/4, 1/6)")
-    newton_tol: float = knob(1e-10, "stop Newton / Newton-CG (and the f* solve) at ||grad f|| <= this")
-    newton_max_iters: int = knob(50, "Newton / Newton-CG iteration cap")
+    newton_tol: float = knob(1e-10, "stop Newton / Newton-CG (and the f* solve) at ||grad f|| <= this", lo=0)
+    newton_max_iters: int = knob(50, "Newton / Newton-CG iteration cap (0 would make f* = f(0))", lo=1)
     precondition: str = knob("auto", "newton_cg: auto | subsampled | none")
     switch_after: int = knob(10, "newton_cg auto: CG iterations that trigger the subsampled Hessian")
     hvp_float32: bool = knob(True, "newton_cg: Hessian-vector products on a float32 copy of X")
-    precond_size: int = knob(6000, "rows drawn for newton_cg's subsampled Hessian")
-    threads: int = knob(1, "BLAS threads (threadpoolctl); 1 is often faster than 2 on a 2-core machine")
+    precond_size: int = knob(6000, "rows drawn for newton_cg's subsampled Hessian", lo=1)
+    threads: int = knob(1, "BLAS threads (threadpoolctl); 1 is often faster than 2 on a 2-core machine", lo=1, hi=1024)
     n: int = knob(5000, "synthetic: samples")
     d: int = knob(50, "synthetic: features")
-    classes: int = knob(5, "synthetic: K")
+    classes: int = knob(5, "synthetic: K", lo=2, hi=1000)
     cond: float = knob(100.0, "synthetic: condition number of the feature covariance")
     plots: bool = knob(True, "write the four PNGs")
 
@@ -77,17 +77,12 @@ def check_config(cfg: TrainConfig) -> list[str]:
     if not cfg.lam > 0:
         raise UserError(f"--lam must be > 0, got {cfg.lam} (Newton, and the f* it computes, need a "
                         f"strongly convex objective)")
-    for name in ("passes", "batch_size", "svrg_inner", "svrg_step", "vr_batch", "vr_step", "threads", "newton_max_iters",
-                 "precond_size"):
-        if not getattr(cfg, name) > 0:  # newton_max_iters 0 would make f* = f(0) and every gap wrong
+    for name in ("passes", "svrg_inner", "svrg_step", "vr_step"):  # the integer ranges are in the knobs
+        if not getattr(cfg, name) > 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    if cfg.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
     if not cfg.data and cfg.dataset == "synthetic" and (cfg.n * 5 // 4) * (cfg.d + 1) > MAX_SYNTHETIC:
         raise UserError(f"--n {cfg.n} x --d {cfg.d} is too large: the synthetic features (with a quarter more for "
                         f"the test split) may hold at most {MAX_SYNTHETIC:g} numbers")
-    if cfg.newton_tol < 0:
-        raise UserError(f"--newton-tol must be >= 0, got {cfg.newton_tol}")
     if cfg.precondition not in ("auto", "subsampled", "none"):
         raise UserError(f"unknown --precondition {cfg.precondition!r}; allowed: auto, subsampled, none")
     if cfg.svrg_snapshot not in ("last", "average"):

@@ -5,11 +5,13 @@ import dataclasses
 import pytest
 
 import bench
+import bench_first_order
 import denoise
 import train
 from cli import UserError, parse_config, run_main
 
-CONFIGS = [(train.TrainConfig, "train.py"), (bench.BenchConfig, "bench.py"), (denoise.DenoiseConfig, "denoise.py")]
+CONFIGS = [(train.TrainConfig, "train.py"), (bench.BenchConfig, "bench.py"), (denoise.DenoiseConfig, "denoise.py"),
+           (bench_first_order.FirstOrderBenchConfig, "bench_first_order.py")]
 
 
 @pytest.mark.parametrize("cls, prog", CONFIGS)
@@ -27,15 +29,6 @@ def test_every_setting_has_help_and_its_default_parses(cls, prog):
 def test_flags_are_exact_and_numbers_finite(argv, needle):
     with pytest.raises(UserError, match=needle.replace("?", r"\?").replace("(", r"\(")):
         parse_config(denoise.DenoiseConfig, argv, "denoise.py", "")
-
-
-def test_renamed_flags_point_to_their_new_names():
-    with pytest.raises(UserError, match=r"did you mean --out-dir\?"):
-        parse_config(bench.BenchConfig, ["--out", "x.json"], "bench.py", "")
-    with pytest.raises(UserError, match=r"did you mean --newton-max-iters\?"):
-        parse_config(train.TrainConfig, ["--newton-max-iter", "3"], "train.py", "")
-    cfg = parse_config(train.TrainConfig, ["--no-plots", "--hvp-float32", "false"], "train.py", "")
-    assert cfg.plots is False and cfg.hvp_float32 is False
 
 
 def test_ctrl_c_is_one_line_and_exit_130(capsys):

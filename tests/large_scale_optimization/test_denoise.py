@@ -94,7 +94,7 @@ def test_tv2d_aniso_all_methods_skip_chambolle(tmp_path, tiny_png):
 
 def test_bad_inputs_exit_2_with_one_line(run_script, run_main_here, clean_error, tmp_path):
     """Through the real command line once, then in-process (an interpreter start costs ~2 s)."""
-    clean_error(run_script(SCRIPT, "--lam", "-0.5"), "--lam", "-0.5", ">= 0")
+    clean_error(run_script(SCRIPT, "--lam", "-0.5"), "--lam -0.5", "must be in [0, inf]")
     bad_png = tmp_path / "broken.png"
     bad_png.write_bytes(b"not a png at all")
     nan_signal = tmp_path / "nan.npy"
@@ -115,11 +115,13 @@ def test_non_finite_lam_is_refused(run_main_here, clean_error, tmp_path):
 
 
 def test_more_flags_checked_and_commas_accepted():
-    """--methods takes train.py's comma style too; a negative step (ascent), crop, seg-len or sweep size and
-    an empty method list are errors."""
+    """--methods takes train.py's comma style too; a negative step (ascent), crop, seg-len or sweep size, a
+    sweep or thread count beyond its bound and an empty method list are errors, each naming the range."""
     assert check(["--methods", "fista,ista", "exact"]) == ["fista", "ista", "exact"]
     for args, needle in [(["--step", "-1"], "--step"), (["--crop", "-3"], "--crop"), (["--seg-len", "0"], "--seg-len"),
                          (["--lam-sweep", "-2"], "--lam-sweep"), (["--methods", ","], "no method"),
-                         (["--seed", "-1"], "--seed"), (["--n", "1000000000"], "--n must be at most 1e8")]:
+                         (["--seed", "-1"], "--seed"), (["--n", "1000000000"], r"--n 1000000000: must be in \[2, 100000000\]"),
+                         (["--lam-sweep", "5000"], r"--lam-sweep 5000: must be in \[0, 1000\]"),
+                         (["--threads", "5000"], r"--threads 5000: must be in \[1, 1024\]")]:
         with pytest.raises(UserError, match=needle):
             check(args)

@@ -138,11 +138,11 @@ def bad_input_args(case, tmp_path):
         (tmp_path / "bad.npz").write_text("not a zip archive")
         return ["--data", tmp_path / "bad.npz"], ["bad.npz", "not a readable .npz"]
     elif case == "threads":
-        return ["--threads", "0"], ["--threads", "positive"]
+        return ["--threads", "0"], ["--threads 0", "must be in [1, 1024]"]
     elif case == "newton_max_iters":  # 0 would stop the f* solve at W = 0: every gap wrong, no error
-        return ["--newton-max-iters", "0"], ["--newton-max-iters", "positive", "got 0"]
+        return ["--newton-max-iters", "0"], ["--newton-max-iters 0", "must be in [1, inf]"]
     elif case == "precond_size":  # was a traceback from rng.choice
-        return ["--precond-size", "-5", "--methods", "newton_cg"], ["--precond-size", "positive", "-5"]
+        return ["--precond-size", "-5", "--methods", "newton_cg"], ["--precond-size -5", "must be in [1, inf]"]
     elif case == "empty_csv":  # header only: was numpy's UserWarning (two more lines) before the error
         (tmp_path / "empty.csv").write_text("label,a,b\n")
         return ["--data", tmp_path / "empty.csv"], ["empty.csv", "no data rows"]
@@ -172,7 +172,15 @@ def bad_input_args(case, tmp_path):
         (tmp_path / "gap.csv").write_text("0,,1\n1,2,3\n0,3,4\n1,5,6\n")
         return ["--data", tmp_path / "gap.csv"], ["gap.csv", "not a numeric csv", "row 0"]
     elif case == "seed":  # was numpy's ValueError traceback
-        return ["--seed", "-1"], ["--seed", ">= 0", "-1"]
+        return ["--seed", "-1"], ["--seed -1", "must be in [0, inf]"]
+    elif case == "upper_bounds":  # each was accepted: a 5000-class or 1e9-step problem ran out of memory or time
+        return ["--threads", "5000"], ["--threads 5000", "must be in [1, 1024]"]
+    elif case == "classes":
+        return ["--dataset", "synthetic", "--classes", "5000"], ["--classes 5000", "must be in [2, 1000]"]
+    elif case == "svrg_inner":
+        return ["--svrg-inner", "1e9"], ["--svrg-inner 1000000000.0", "must be in [-inf, 1000]"]
+    elif case == "lam_huge":
+        return ["--lam", "1e9"], ["--lam 1000000000.0", "must be in [-inf, 10000.0]"]
     elif case == "synthetic_size":  # ran out of memory
         return ["--dataset", "synthetic", "--n", "10000000000", "--d", "50"], ["--n", "too large"]
     elif case == "filetype":
@@ -193,7 +201,8 @@ def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_
 @pytest.mark.parametrize("case", ["method", "dataset", "lam", "labels", "shapes", "nan", "flag", "filetype", "npz",
                                   "threads", "newton_max_iters", "precond_size", "empty_csv",
                                   "passes_inf", "lam_inf", "id_column", "huge_label", "single_class", "one_row",
-                                  "huge_features", "not_utf8", "bad_first_row", "seed",
+                                  "huge_features", "not_utf8", "bad_first_row", "seed", "upper_bounds",
+                                  "classes", "svrg_inner", "lam_huge",
                                   "synthetic_size"])
 def test_bad_input_exits_2_with_one_line(case, run_main_here, clean_error, tmp_path):
     """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
