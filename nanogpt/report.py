@@ -42,9 +42,13 @@ class Outputs:
             except ImportError:
                 raise UserError("--wandb needs the wandb package: pip install wandb") from None
             folder = Path(os.environ.get("WANDB_DIR") or self.cfg.out_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            self.wandb = wandb.init(project=self.cfg.wandb_project, name=self.cfg.wandb_run_name or None,
-                                    config=dataclasses.asdict(self.cfg), dir=str(folder))
+            try:  # before set-up: a run that cannot log does not prepare data or load weights first
+                folder.mkdir(parents=True, exist_ok=True)
+                self.wandb = wandb.init(project=self.cfg.wandb_project, name=self.cfg.wandb_run_name or None,
+                                        config=dataclasses.asdict(self.cfg), dir=str(folder))
+            except Exception as e:  # noqa: BLE001 - no API key, offline, a bad project name, an unwritable folder
+                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"--wandb: cannot start a W&B run (WANDB_DIR {folder}): {why}") from None
         return self
 
     def __exit__(self, exc_type, *exc):

@@ -84,3 +84,17 @@ def test_wandb_is_imported_only_with_the_flag(tiny_data, tmp_path, capsys, monke
     r = call_main(train, capsys, *run_args(tiny_data, tmp_path / "b", "--max-iters", 2, "--wandb"))
     assert r.returncode == 2 and "--wandb needs the wandb package" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_wandb_run_that_cannot_start_is_one_line_before_set_up(tiny_data, tmp_path, capsys, monkeypatch):
+    """WANDB_DIR under a file (unwritable): one line, exit 2, before any data is read or model built."""
+    (tmp_path / "afile").write_text("")
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / "afile" / "wandb"), "WANDB_SILENT": "true"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    built = []
+    monkeypatch.setattr(train, "setup", lambda *a, **k: built.append(1))
+    r = call_main(train, capsys, *run_args(tiny_data, tmp_path / "out", "--max-iters", 2, "--wandb"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--wandb: cannot start a W&B run" in r.stderr and str(tmp_path / "afile") in r.stderr
+    assert not built
