@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 import checkpoint
 from cli import Parser, UserError, run_main
-from files import TMP_MARK
+from files import TMP_MARK, alive
 from model import GPT, GPTConfig
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -159,6 +159,20 @@ def _json(obj) -> bytes:
 # writing: the whole folder or nothing
 
 
+def recover(out_dir: Path) -> None:
+    """Undo what a killed export left beside OUT_DIR: an old OUT_DIR moved aside (OUT_DIR.old.tmp.PID) goes back
+    where it was if nothing replaced it; a half-written OUT_DIR.tmp.PID is removed. Folders of a live export
+    are left alone."""
+    for p in sorted(out_dir.parent.glob(f"{out_dir.name}*{TMP_MARK}*")):
+        stem, pid = p.name.rsplit(TMP_MARK, 1)
+        if stem not in (out_dir.name, f"{out_dir.name}.old") or not pid.isdigit() or alive(int(pid)):
+            continue
+        if stem == f"{out_dir.name}.old" and not out_dir.exists():
+            p.rename(out_dir)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def check_out_dir(out_dir: Path, force: bool, ckpt_path: Path) -> None:
     """OUT_DIR may be replaced: it is missing, empty, or --force was given, and it does not hold the input."""
     src, dst = ckpt_path.resolve(), out_dir.resolve()
@@ -192,6 +206,7 @@ def write_folder(out_dir: Path, files: dict[str, bytes], tensors: dict[str, torc
 def export(ckpt_path, out_dir, force: bool = False, meta_file=None) -> Path:
     """Write the Hugging Face folder for a checkpoint; returns OUT_DIR."""
     out_dir, ckpt_path = Path(out_dir), Path(ckpt_path)
+    recover(out_dir)
     check_out_dir(out_dir, force, ckpt_path)
     saved = load_checkpoint(ckpt_path)
     meta = read_meta(saved, Path(meta_file) if meta_file else None)

@@ -9,6 +9,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -189,6 +191,21 @@ def test_existing_out_dir_is_refused_unless_force(bpe_ckpt, capsys, clean_error,
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json", "merges.txt", "meta.json", "model.safetensors", "tokenizer_config.json", "vocab.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temp folder left behind
+
+
+def test_what_a_killed_export_left_is_undone(bpe_ckpt, capsys, clean_error, tmp_path):
+    """Killed between its two renames, an export leaves OUT_DIR moved aside and its new folder half-written:
+    the next export puts the old OUT_DIR back (so it is refused without --force) and removes the rest."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # the pid of a process that has ended
+    old, partial = tmp_path / f"hf.old.tmp.{dead}", tmp_path / f"hf.tmp.{dead}"
+    old.mkdir()
+    (old / "config.json").write_text("the user's")
+    partial.mkdir()
+    (partial / "model.safetensors").write_text("half")
+    clean_error(call_main(export, capsys, bpe_ckpt[0], tmp_path / "hf"), "not empty", "--force")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+    assert (tmp_path / "hf" / "config.json").read_text() == "the user's"
 
 
 def test_out_dir_holding_the_checkpoint_is_refused_even_with_force(char_run, capsys, clean_error):
