@@ -241,6 +241,8 @@ def load_file(path: str | Path, test_size: float = 0.25) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise UserError(f"--data {path}: no such file")
+    if path.is_dir():
+        raise UserError(f"--data {path}: is a folder; give a .csv or .npz file")
     if path.suffix not in (".npz", ".csv"):
         raise UserError(f"--data {path}: unknown file type {path.suffix!r}; allowed: .csv, .npz")
     arrays = read_npz(path) if path.suffix == ".npz" else read_csv(path)

@@ -29,6 +29,9 @@ def piecewise_constant(n: int, seg_len: int, rng: np.random.Generator) -> np.nda
     return np.repeat(rng.uniform(0.0, 1.0, size=lengths.size), lengths)
 
 
+MAX_VALUE = 1e100  # of a clean signal or image: |x| beyond it overflows TV's differences and squares
+
+
 def load_signal(path: str) -> np.ndarray:
     try:
         x = np.load(path) if path.endswith(".npy") else np.loadtxt(path)
@@ -101,6 +104,9 @@ def make_data(src: Source) -> tuple[np.ndarray, np.ndarray, str]:
         clean = centre_crop(img, src.crop)
     if not np.all(np.isfinite(clean)):
         raise UserError(f"input {name!r} contains NaN or inf values; give finite data")
+    if np.max(np.abs(clean)) > MAX_VALUE:  # differences and squares of larger values overflow float64
+        raise UserError(f"input {name!r} has values up to {np.max(np.abs(clean)):g}; allowed: at most "
+                        f"{MAX_VALUE:g} in absolute value")
     noisy = clean + src.sigma * rng.standard_normal(clean.shape)
     return clean, noisy, name
 

@@ -183,6 +183,9 @@ def bad_input_args(case, tmp_path):
         return ["--lam", "1e9"], ["--lam 1000000000.0", "must be in [-inf, 10000.0]"]
     elif case == "synthetic_size":  # ran out of memory
         return ["--dataset", "synthetic", "--n", "10000000000", "--d", "50"], ["--n", "too large"]
+    elif case == "data_folder":  # a folder named like a data file: was IsADirectoryError's traceback
+        (tmp_path / "folder.csv").mkdir()
+        return ["--data", tmp_path / "folder.csv"], ["folder.csv", "is a folder", ".csv or .npz file"]
     elif case == "filetype":
         (tmp_path / "data.txt").write_text("0,1\n1,2\n")
         return ["--data", tmp_path / "data.txt"], ["unknown file type", ".csv, .npz"]
@@ -202,7 +205,7 @@ def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_
                                   "threads", "newton_max_iters", "precond_size", "empty_csv",
                                   "passes_inf", "lam_inf", "id_column", "huge_label", "single_class", "one_row",
                                   "huge_features", "not_utf8", "bad_first_row", "seed", "upper_bounds",
-                                  "classes", "svrg_inner", "lam_huge",
+                                  "classes", "svrg_inner", "lam_huge", "data_folder",
                                   "synthetic_size"])
 def test_bad_input_exits_2_with_one_line(case, run_main_here, clean_error, tmp_path):
     """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
