@@ -35,6 +35,7 @@ from cli import UserError, knob, parse_config, run_main
 from files import OutDirLock, write_json
 from solvers import LogisticProblem, SolverOptions, Tracker, newton_cg
 
+OUT_DIR = Path(__file__).resolve().parent / "out" / "lso_bench"  # the default --out-dir, wherever the run starts
 CONTENDERS = ("newton_pcg", "newton_explicit", "lbfgs", "newton-cg", "newton-cholesky", "saga")
 CAPPED = ("newton_explicit", "newton-cholesky", "saga")  # minutes per iteration or far from the target
 
@@ -54,7 +55,7 @@ class BenchConfig:
     saga_epochs: int = knob(20, "saga epochs (capped: see above)")
     explicit_iters: int = knob(1, "newton_explicit iterations actually timed")
     seed: int = knob(0, "newton_pcg's subsampled Hessian, saga's shuffling")
-    out_dir: str = knob("out/lso_bench", "bench.json, written after every solver")
+    out_dir: str | None = knob(None, "bench.json, written after every solver (default: out/lso_bench beside this script)")
 
 
 def ours(prob, tol, seed):
@@ -156,8 +157,8 @@ def print_table(rows: list[dict]):
 def main(argv=None):
     cfg = parse_config(BenchConfig, argv, prog="bench.py", description=__doc__)
     solvers, threads = check_config(cfg)
-    out = Path(cfg.out_dir) / "bench.json"
-    with OutDirLock(cfg.out_dir):
+    out = Path(cfg.out_dir or OUT_DIR) / "bench.json"
+    with OutDirLock(out.parent):
         prob = load(cfg)
         K, D = prob.shape
         print(f"{cfg.dataset}: n={prob.n} D={D} K={K} lam={cfg.lam:g}; target ||grad f|| <= {cfg.tol:g}", flush=True)

@@ -51,6 +51,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 SKLEARN = ("sklearn_saga", "sklearn_sag")
+OUT_DIR = Path(__file__).resolve().parent / "results"  # the default --out-dir, wherever the run starts
 FIRST_ORDER = tuple(m for m in METHODS if m not in SECOND_ORDER)
 
 
@@ -72,7 +73,8 @@ class FirstOrderBenchConfig:
     repeats: int = knob(1, "runs of every contender, interleaved; the summary takes medians")
     threads: int = knob(1, "BLAS threads (threadpoolctl)")
     seed: int = knob(0, "our stochastic methods' and scikit-learn's shuffling")
-    out_dir: str = knob("large_scale_optimization/results", "first_order_bench.json and .png (the committed figures)")
+    out_dir: str | None = knob(None, "first_order_bench.json and .png (default: results/ beside this script, the "
+                                     "committed figures)")
 
 
 def parse_contender(spec: str) -> tuple[str, dict]:
@@ -245,7 +247,7 @@ def plot(runs: list[dict], title: str, path: Path):
 def main(argv=None):
     cfg = parse_config(FirstOrderBenchConfig, argv, prog="bench_first_order.py", description=__doc__)
     contenders, targets, epochs = check_config(cfg)
-    out_dir = Path(cfg.out_dir)
+    out_dir = Path(cfg.out_dir or OUT_DIR)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["python", "large_scale_optimization/bench_first_order.py", *(argv if argv is not None else sys.argv[1:])])
     with OutDirLock(out_dir), threadpool_limits(cfg.threads):

@@ -37,6 +37,7 @@ from files import OutDirLock, write_json
 from first_order import PROX_GRADIENT, SUBGRADIENT, MethodOptions, prox_gradient, reference, run_method
 
 PROBLEMS = ("tv1d", "tv2d", "l1")
+OUT_DIR = Path(__file__).resolve().parent / "out" / "denoise"  # the default --out-dir, wherever the run starts
 PROBLEM_METHODS = {
     "tv1d": ("exact", *SUBGRADIENT, *PROX_GRADIENT),
     "tv2d": (*SUBGRADIENT, *PROX_GRADIENT, "chambolle"),
@@ -68,7 +69,7 @@ class DenoiseConfig:
     lam_sweep: int = knob(9, "PSNR-vs-lam sweep points (0: skip)", lo=0, hi=1000)
     bench: bool = knob(False, "run the benchmark (n = 1e6 tv1d, cameraman tv2d vs skimage) instead")
     threads: int = knob(1, "BLAS threads (threadpoolctl); the dot products here are memory-bound", lo=1, hi=1024)
-    out_dir: str = knob("out/denoise", "results.json and the PNG plots")
+    out_dir: str | None = knob(None, "results.json and the PNG plots (default: out/denoise beside this script)")
 
 
 def check_config(cfg: DenoiseConfig) -> list[str]:
@@ -183,6 +184,7 @@ def run(cfg: DenoiseConfig, methods: list[str], progress: bool = True) -> dict:
 
 def main(argv=None):
     cfg = parse_config(DenoiseConfig, argv, prog="denoise.py", description=__doc__)
+    cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(OUT_DIR))
     methods = check_config(cfg)
     with OutDirLock(cfg.out_dir), threadpool_limits(cfg.threads):
         if cfg.bench:

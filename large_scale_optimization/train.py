@@ -32,6 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 
+OUT_DIR = Path(__file__).resolve().parent / "out" / "lso_logreg"  # the default --out-dir, wherever the run starts
 MAX_SYNTHETIC = 1e8  # numbers in the synthetic feature matrix (0.8 GB)
 
 
@@ -44,7 +45,7 @@ class TrainConfig:
     lam: float = knob(1e-4, "L2 strength (> 0); sklearn's C = 1 / (n lam)", hi=1e4)
     passes: float = knob(15.0, "budget of effective passes for the first-order methods")
     seed: int = knob(0, "stochastic methods, subsampled Hessian, synthetic data (not the digits / file split)", lo=0)
-    out_dir: str = knob("out/lso_logreg", "results.json and the PNG plots")
+    out_dir: str | None = knob(None, "results.json and the PNG plots (default: out/lso_logreg beside this script)")
     batch_size: int = knob(128, "minibatch_sgd / minibatch_gd", lo=1)
     svrg_inner: float = knob(2.0, "inner loop length m = svrg_inner * n (> 0)", hi=1000)
     svrg_step: float = knob(1.0, "SVRG step eta = svrg_step / L_max (0.1, the theory-safe choice, is far slower)")
@@ -205,7 +206,7 @@ def run(cfg: TrainConfig, methods: list[str]) -> dict:
 def main(argv=None):
     cfg = parse_config(TrainConfig, argv, prog="train.py", description=__doc__)
     methods = check_config(cfg)
-    out_dir = Path(cfg.out_dir)
+    out_dir = Path(cfg.out_dir or OUT_DIR)
     with OutDirLock(out_dir), threadpool_limits(cfg.threads):
         try:
             with np.errstate(all="ignore"):  # a diverging method overflows; Diverged reports it in one line

@@ -1,6 +1,7 @@
 """large_scale_optimization/cli.py as every script uses it: help beside each default, no abbreviations,
 "did you mean", finite floats only, one-line errors."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +40,14 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys):
         run_main(main)
     assert exit_.value.code == 130
     assert capsys.readouterr().err.strip().endswith(": interrupted")
+
+
+def test_default_out_dirs_sit_beside_the_scripts(tmp_path, monkeypatch):
+    """Without --out-dir every script writes under its own folder, not under the directory it was started
+    from (the old defaults, out/..., were relative to the current directory)."""
+    monkeypatch.chdir(tmp_path)
+    here = Path(train.__file__).resolve().parent
+    assert train.OUT_DIR == here / "out" / "lso_logreg" and bench.OUT_DIR == here / "out" / "lso_bench"
+    assert denoise.OUT_DIR == here / "out" / "denoise" and bench_first_order.OUT_DIR == here / "results"
+    for cls, prog in CONFIGS:
+        assert parse_config(cls, [], prog, "").out_dir is None  # None: the script's OUT_DIR
