@@ -2,7 +2,7 @@
 
 A checkpoint holds the model, the optimizer, the gradient scaler, the step, the loader position, the RNG
 states, the config and the model's shape (`model_args`). It is written by rank 0 to a temp file and renamed,
-and read with `torch.load(weights_only=True)`: plain tensors and numbers, never pickled code. A file that is
+and read with `torch.load(weights_only=True, mmap=True)`: plain tensors and numbers, never pickled code. A file that is
 damaged, truncated or from another program is refused in one line.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ KEYS = ("model", "optimizer", "step", "loader", "config", "model_args", "rng")
 def read_checkpoint(path, keys=KEYS, what: str = "this train.py") -> dict:
     """The checkpoint at `path` as a dict holding `keys`; one UserError line for anything else."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors are read from the file as they are used, not copied into RAM by every rank at once
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}") from None
     except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file, an object weights_only refuses

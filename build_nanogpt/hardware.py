@@ -34,8 +34,9 @@ PEAK_FLOPS: dict[str, dict[str, float]] = {  # the same figures as nanogpt's and
 DTYPES = ("float32", "bfloat16", "float16")
 
 
-def resolve_device(name: str, local_rank: int = 0) -> str:
-    """auto | cpu | cuda | cuda:N | mps -> this process's device (under torchrun, cuda is cuda:LOCAL_RANK)."""
+def resolve_device(name: str, local_rank: int = 0, distributed: bool = False) -> str:
+    """auto | cpu | cuda | cuda:N | mps -> this process's device (under torchrun, cuda is cuda:LOCAL_RANK, and
+    an explicit cuda:N other than that is refused: DDP is given device_ids=[LOCAL_RANK])."""
     if name == "auto":
         if torch.cuda.is_available():
             name = "cuda"
@@ -43,6 +44,9 @@ def resolve_device(name: str, local_rank: int = 0) -> str:
             return "mps" if torch.backends.mps.is_available() else "cpu"
     if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
         raise UserError(f"--device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+    if distributed and name.startswith("cuda:") and int(name[5:]) != local_rank:
+        raise UserError(f"--device {name}: under torchrun each process uses cuda:LOCAL_RANK (here cuda:{local_rank}); "
+                        "pass --device cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}, but CUDA is not available")
     if name == "mps" and not torch.backends.mps.is_available():

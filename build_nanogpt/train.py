@@ -357,7 +357,7 @@ def train_loop(run: Run, stop: int, signals: StopSignal) -> str | None:
 def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> Run:
     """Check what a user can get wrong, then build the model, optimizer and loaders (nothing written)."""
     check_config(cfg, world)
-    device = resolve_device(cfg.device, local_rank)
+    device = resolve_device(cfg.device, local_rank, distributed=ddp)
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     dtype, note = pick_dtype(cfg.dtype, device)
@@ -383,8 +383,8 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
     examples = load_examples(hs_path, cfg.hellaswag_limit) if cfg.hellaswag_limit != 0 else []
     enc = gpt2_encoding()
 
-    if cfg.tf32 and device.startswith("cuda"):
-        torch.set_float32_matmul_precision("high")  # TF32 tensor cores for float32 matmuls
+    tf32 = cfg.tf32 and device.startswith("cuda")  # TF32 tensor cores for float32 matmuls; set both ways, since
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")  # the setting outlives a run in-process
     model.to(device)
     fused = cfg.fused_adamw and device.startswith("cuda")
     betas = (cfg.beta1, cfg.beta2)
@@ -405,7 +405,7 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
     if ddp:
         train_model = DDP(compiled, device_ids=[local_rank] if device.startswith("cuda") else None)
     flops = modern.flops_per_token if cfg.arch == "modern" else flops_per_token
-    precision = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, "tf32" if cfg.tf32 else "fp32")
+    precision = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype, "tf32" if tf32 else "fp32")
     return Run(cfg=cfg, device=device, rank=rank, world=world, ddp=ddp, grad_accum=grad_accum, model=model,
                compiled=compiled, train_model=train_model, model_args=model_args, optimizer=optimizer,
                scaler=scaler,
@@ -467,17 +467,22 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(TrainConfig, argv, "train.py", "\n\n".join(__doc__.split("\n\n")[:2]), PRESETS)
     rank, local_rank, world = (int(os.environ.get(k, d)) for k, d in
                                (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
+    code = None
     try:
         run(cfg, rank, local_rank, world, ddp="RANK" in os.environ)
-    except Diverged as e:
+        code = 0
+    except Diverged as e:  # every rank raises it at the same iter (the loss is all-reduced)
         if rank == 0:
             print(f"train.py: error: {e}", file=sys.stderr, flush=True)
-        return 3
+        code = 3
     finally:
-        if dist.is_initialized():
+        # only a rank that ended in step with the others may wait for them: after an error on one rank (a full
+        # disk at save, rank 0's out-dir lock refusing) the others wait in a collective, and a barrier here would
+        # hang until NCCL's watchdog; instead this process exits and torchrun stops the rest
+        if dist.is_initialized() and code is not None:
             dist.barrier()
             dist.destroy_process_group()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

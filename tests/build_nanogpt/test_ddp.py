@@ -5,6 +5,7 @@ HellaSwag counts (each rank scores half the examples; the counts are summed), an
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,3 +104,22 @@ def test_sigterm_on_one_rank_stops_every_rank_after_the_same_iter(shards, tmp_pa
     step = torch.load(out / "ckpt.pt", weights_only=True)["step"]
     assert 3 <= step < 200
     assert [r["iter"] for r in log(out) if r["kind"] == "train"] == list(range(step))
+
+
+@pytest.mark.distributed
+def test_an_error_on_rank_0_ends_every_rank_within_seconds(torchrun, shards, tmp_path):
+    """Rank 0's out-dir lock refuses (held by this live test process); rank 1 already set up. With a barrier in
+    main()'s `finally` rank 0 waited there while rank 1 waited in its first collective: a hang (NCCL: until the
+    10-minute watchdog). Both must end, rank 0 with its one-line refusal."""
+    from files import started
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    (out / ".lock").write_text(f"{socket.gethostname()} {os.getpid()} {started(os.getpid())}\n")
+    t0 = time.time()
+    [result] = torchrun("build_nanogpt/train.py", *TINY, "--data-dir", shards, "--out-dir", out,
+                        "--max-iters", "50", nproc=2, timeout=120)
+    took = time.time() - t0
+    assert result.returncode != 0
+    assert "is in use by another run" in result.stderr, result.stderr[-2000:]
+    assert took < 60, f"took {took:.0f} s"

@@ -53,3 +53,8 @@ def test_device_resolver():
                         ("cuda", "CUDA is not available")):
         with pytest.raises(hw.UserError, match=needle):
             hw.resolve_device(bad)
+    # under torchrun DDP gets device_ids=[LOCAL_RANK]: another explicit index is refused before anything else
+    with pytest.raises(hw.UserError, match=r"--device cuda:1: under torchrun each process uses cuda:LOCAL_RANK "
+                                           r"\(here cuda:0\); pass --device cuda"):
+        hw.resolve_device("cuda:1", 0, distributed=True)
+    assert hw.resolve_device("cpu", 1, distributed=True) == "cpu"

@@ -175,3 +175,24 @@ def test_resume_on_other_shards_is_refused(shards, tmp_path):
         run_tiny(other, out, "--resume")
     assert (out / "ckpt.pt").read_bytes() == good
     assert run_tiny(moved, out, "--resume") == 0  # the same shards in another folder: resumed
+
+
+def test_a_float32_run_turns_tf32_off_again(shards, tmp_path):
+    """MFU of a float32 run is measured against the fp32 peak: TF32 left on by an earlier run (or bench
+    milestone) in the same process would make it wrong."""
+    torch.set_float32_matmul_precision("high")
+    try:
+        assert run_tiny(shards, tmp_path / "o", "--no-tf32") == 0
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
+def test_checkpoints_load_memory_mapped(shards, tmp_path, monkeypatch):
+    """torch.load(mmap=True): 8 ranks loading GPT-2 XL do not each copy 6 GB into RAM first."""
+    out = tmp_path / "o"
+    assert run_tiny(shards, out, "--stop-at", "2") == 0
+    real, seen = torch.load, []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("mmap")) or real(*a, **k))
+    assert run_tiny(shards, out, "--resume") == 0
+    assert seen and all(seen), seen
