@@ -38,16 +38,19 @@ def read_checkpoint(path, keys=KEYS, what: str = "this train.py") -> dict:
     return ckpt
 
 
-def save_checkpoint(path, step: int, model, optimizer, scaler, loader, cfg, model_args: dict) -> None:
+def save_checkpoint(path, step: int, model, optimizer, scaler, loader, cfg, model_args: dict,
+                    val_loss: float | None = None) -> None:
     cuda = next(model.parameters()).is_cuda
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-             "step": step, "loader": loader.state_dict(), "config": asdict(cfg), "model_args": model_args,
+             "step": step, "val_loss": val_loss, "loader": loader.state_dict(), "config": asdict(cfg),
+             "model_args": model_args,
              "rng": {"torch": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if cuda else {})}}
     atomic_write(path, lambda tmp: torch.save(state, tmp))  # a crash mid-save leaves the previous one intact
 
 
-def restore_checkpoint(path, model, optimizer, scaler, loader, model_args: dict) -> int:
-    """Put the run saved at `path` back into these objects; returns the step it continues from."""
+def restore_checkpoint(path, model, optimizer, scaler, loader, model_args: dict) -> tuple[int, float | None]:
+    """Put the run saved at `path` back into these objects; returns the step it continues from and the val
+    loss of the saved weights (None in a checkpoint written before it was recorded)."""
     ckpt = read_checkpoint(path)
     if ckpt["model_args"] != model_args:
         raise UserError(f"--resume: {path} holds a model {ckpt['model_args']}, not {model_args}")
@@ -59,4 +62,4 @@ def restore_checkpoint(path, model, optimizer, scaler, loader, model_args: dict)
     torch.set_rng_state(ckpt["rng"]["torch"])
     if next(model.parameters()).is_cuda and "cuda" in ckpt["rng"]:
         torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-    return int(ckpt["step"])
+    return int(ckpt["step"]), ckpt.get("val_loss")

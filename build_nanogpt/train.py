@@ -25,7 +25,8 @@ With every switch off, `--arch modern` is GPT-2 (the same losses); ladder.py run
 
 Ctrl-C or SIGTERM (on any rank) finishes the current iter, writes ckpt.pt and exits 0 (cli.StopSignal); a
 second one stops at once; `--resume` continues. A non-finite loss, val loss or weight stops the run before
-anything is saved (exit 3).
+anything is saved (exit 3). A checkpoint replaces the last one only when its weights are known good (finite,
+and a val loss not absurdly worse: see `save`), so a run that blows up but stays finite keeps the good one.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from checkpoint import restore_checkpoint, save_checkpoint
 from cli import StopSignal, UserError, knob, parse_config, run_main
 from files import OutDirLock
 from hardware import autocast_for, device_name, peak_flops, pick_dtype, resolve_device
-from evaluation import Diverged, evaluate
+from evaluation import Diverged, evaluate, val_loss
 from hellaswag import download as download_hellaswag
 from hellaswag import load_examples
 from loader import ShardLoader
@@ -270,6 +271,7 @@ class Run:
     start: int
     flops_iter: float
     peak: float | None
+    good: tuple[str, int, float | None] | None = None  # the last good checkpoint on disk: path, iter, val loss
 
     @property
     def master(self) -> bool:
@@ -307,12 +309,31 @@ def train_step(run: Run, it: int, stop_flag: bool) -> tuple[float, float, bool]:
 
 
 def save(run: Run, done: int) -> None:
-    """ckpt.pt at iter `done`, written by rank 0; every rank first checks that the weights are finite."""
+    """ckpt.pt at iter `done`, written by rank 0, only when the new weights are known good, so that a run that
+    goes bad but stays finite never replaces the last good checkpoint. The rule, on every rank alike: the weights
+    are finite and their own val loss (measured here, on the --eval-iters val batches) is at most
+    max(2 x the val loss of the last good checkpoint, ln(vocab_size) + 1); ln(vocab_size) is the loss of a
+    uniform guess, where a fresh model starts. A finite loss above that is a blow-up, not training: the old
+    checkpoint stays and one line says so; a non-finite one raises Diverged."""
     if not all(torch.isfinite(p).all() for p in run.model.parameters()):
         raise Diverged(f"a weight is not finite after iter {done - 1}")
+    run.model.eval()
+    vl = val_loss(run.compiled, run.val_loader, run.cfg.eval_iters, run.device, run.autocast, run.world)
+    run.model.train()
+    if not math.isfinite(vl):
+        raise Diverged(f"val loss is {vl} after iter {done - 1}")
+    ref = run.good[2] if run.good and run.good[2] is not None else None
+    limit = max(2 * ref if ref is not None else 0.0, math.log(run.model.config.vocab_size) + 1)
+    if vl > limit:
+        if run.master:
+            kept = f"{run.good[0]} (iter {run.good[1]}) kept" if run.good else "nothing saved"
+            print(f"iter {done:5d} | val loss {vl:.4g} is over {limit:.4g} (twice the last good checkpoint's, "
+                  f"or ln(vocab)+1): not a good checkpoint; {kept}", flush=True)
+        return
     if run.master:
         save_checkpoint(run.ckpt_path, done, run.model, run.optimizer, run.scaler, run.train_loader,
-                        run.cfg, run.model_args)
+                        run.cfg, run.model_args, val_loss=vl)
+    run.good = (run.ckpt_path, done, vl)
 
 
 def train_loop(run: Run, stop: int, signals: StopSignal) -> str | None:
@@ -395,9 +416,10 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
     else:
         optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, betas, cfg.eps, fused=fused)
     scaler = torch.amp.GradScaler(device.split(":")[0], enabled=dtype == "float16")
-    start = 0
+    start, good = 0, None
     if resume_path:
-        start = restore_checkpoint(resume_path, model, optimizer, scaler, train_loader, model_args)
+        start, ref = restore_checkpoint(resume_path, model, optimizer, scaler, train_loader, model_args)
+        good = (resume_path, start, ref)
     compiled = torch.compile(model) if cfg.compile else model  # wraps `model`: same parameters
     if ddp:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
@@ -412,7 +434,7 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
                autocast=autocast_for(dtype, device), train_loader=train_loader, val_loader=val_loader,
                examples=examples, enc=enc, logger=None, ckpt_path=ckpt_path, start=start,
                flops_iter=flops(model.config, model.num_params()) * cfg.total_batch,
-               peak=peak_flops(device_name(device), precision))
+               peak=peak_flops(device_name(device), precision), good=good)
 
 
 def run(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> None:
@@ -427,8 +449,8 @@ def run(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> 
             with StopSignal(announce=job.master) as signals:
                 stopped_by = train_loop(job, job.stop, signals)
         except Diverged as e:
-            last = job.ckpt_path if os.path.exists(job.ckpt_path) else None
-            keep = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+            keep = (f"the last good checkpoint is {job.good[0]} (iter {job.good[1]})" if job.good
+                    else "no checkpoint was written")
             raise Diverged(f"{e}; stopping without saving, {keep}") from None
         finally:
             if job.ddp:

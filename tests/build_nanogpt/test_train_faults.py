@@ -1,5 +1,6 @@
 """build_nanogpt/train.py under faults: a diverged run never saves (exit 3, naming the real last good checkpoint),
 out-of-range flags, a busy out dir, damaged shards and checkpoints, no tokenizer offline: each one line."""
+import hashlib
 import math
 import os
 import shutil
@@ -196,3 +197,39 @@ def test_checkpoints_load_memory_mapped(shards, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("mmap")) or real(*a, **k))
     assert run_tiny(shards, out, "--resume") == 0
     assert seen and all(seen), seen
+
+
+def test_a_run_that_blows_up_but_stays_finite_keeps_the_last_good_checkpoint(shards, tmp_path, monkeypatch,
+                                                                             capsys):
+    """issue 28: resumed from a good iter-3 checkpoint with --learning-rate 10 --ckpt-interval 1, the losses
+    blow up (finite), then a weight goes non-finite: the iter-3 model is still on disk, bit for bit, and the
+    message names it."""
+    out = tmp_path / "run"
+    assert run_tiny(shards, out, "--stop-at", "3") == 0
+    ckpt = out / "ckpt.pt"
+    before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    real_step = train.train_step
+
+    def inf_weight(run, it, stop_flag):
+        result = real_step(run, it, stop_flag)
+        if it == 5:
+            with torch.no_grad():
+                next(run.model.parameters())[0, 0] = math.inf
+        return result
+    monkeypatch.setattr(train, "train_step", inf_weight)
+    capsys.readouterr()
+    assert run_tiny(shards, out, "--resume", "--learning-rate", "10", "--ckpt-interval", "1") == 3
+    captured = capsys.readouterr()
+    losses = [r["loss"] for r in records(out, "train") if r["iter"] >= 4]
+    assert losses and min(losses) > 2 * math.log(50304)  # it did blow up (the weights of iters 4, 5 are bad)
+    assert "iter     4 | val loss" in captured.out and f"{ckpt} (iter 3) kept" in captured.out
+    assert f"the last good checkpoint is {ckpt} (iter 3)" in captured.err
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == before
+
+
+def test_a_good_checkpoint_replaces_the_last_one(shards, tmp_path):
+    """The rule lets a run that trains normally save at every interval (the val loss recorded with it)."""
+    out = tmp_path / "run"
+    assert run_tiny(shards, out, "--ckpt-interval", "2") == 0
+    saved = torch.load(out / "ckpt.pt", weights_only=True)
+    assert saved["step"] == 6 and 0 < saved["val_loss"] < math.log(50304) + 1
