@@ -544,6 +544,8 @@ def run(cfg: Config) -> dict:
                 StopSignal(armed=False, announce=ranks.master) as stop:  # unarmed: a signal in set-up ends it
             t, progress = build(cfg, ranks, out)
             stop.armed = True  # from here on a first Ctrl-C / SIGTERM ends the run after its step, resumable
+            if ranks.world > 1:
+                dist.barrier()  # every rank armed before the header tells the user the run is under way
             announce(t, progress)
             diverged = False
             try:
