@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 import data
 import model
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, check_positive, check_ranges, knob, parse_config, run_main
 from files import OutDirLock, write_json
 from solvers import LogisticProblem, SolverOptions, Tracker, newton_cg
 
@@ -104,11 +104,9 @@ def check_config(cfg: BenchConfig) -> tuple[list[str], list[int]]:
     threads = [int(t) for t in cfg.threads.split(",") if t.strip().isdigit() and int(t) > 0]
     if len(threads) != len(cfg.threads.split(",")):
         raise UserError(f"--threads must be comma-separated positive integers, got {cfg.threads!r}")
-    for name in ("lam", "tol", "sklearn_tol", "max_iters", "newton_cholesky_iters", "saga_epochs", "explicit_iters"):
-        if not getattr(cfg, name) > 0:  # sklearn would raise mid-run; 0 explicit iterations divide by 0
-            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
-    if cfg.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
+    # sklearn would raise mid-run; 0 explicit iterations divide by 0
+    check_positive(cfg, "lam", "tol", "sklearn_tol", "max_iters", "newton_cholesky_iters", "saga_epochs", "explicit_iters")
+    check_ranges(cfg, {"seed": (0, None)})
     return solvers, threads
 
 

@@ -43,7 +43,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import data
 import model
-from cli import UserError, knob, parse_config, run_main, to_bool
+from cli import UserError, check_positive, check_ranges, knob, parse_config, run_main, to_bool
 from files import OutDirLock, write_json, write_png
 from solvers import METHODS, SECOND_ORDER, SOLVERS, LogisticProblem, SolverOptions, Tracker, solve_reference
 
@@ -110,11 +110,8 @@ def parse_numbers(text: str, flag: str, kind=float) -> list:
 
 def check_config(cfg: FirstOrderBenchConfig):
     """(contenders as (spec, name, options), targets, epochs); a UserError for anything out of range."""
-    for name in ("lam", "passes", "repeats", "threads"):
-        if not getattr(cfg, name) > 0:
-            raise UserError(f"--{name} must be > 0, got {getattr(cfg, name)}")
-    if cfg.seed < 0 or cfg.at_passes < 0:
-        raise UserError(f"--seed and --at-passes must be >= 0, got {cfg.seed} and {cfg.at_passes}")
+    check_positive(cfg, "lam", "passes", "repeats", "threads")
+    check_ranges(cfg, {"seed": (0, None), "at_passes": (0, None)})
     contenders = [(s, *parse_contender(s)) for s in cfg.contenders.split(",") if s]
     if not contenders:
         raise UserError(f"--contenders {cfg.contenders!r} names none")

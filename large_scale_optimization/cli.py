@@ -59,6 +59,17 @@ def check_ranges(cfg, limits: dict[str, tuple] | None = None) -> None:
             raise UserError(f"--{name.replace('_', '-')} {value}: must be in [{low}, {high}]")
 
 
+def check_positive(cfg, *names: str) -> None:
+    """UserError for the first of these settings that is not > 0 (a bound a closed range cannot state), in
+    check_ranges' format: `--lam 0.0: must be in (0, hi]`, hi the knob's upper bound."""
+    his = {f.name: f.metadata.get("range", (None, None))[1] for f in dataclasses.fields(cfg)}
+    for name in names:
+        value = getattr(cfg, name)
+        if not value > 0:
+            hi = his.get(name)
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be in (0, {'inf)' if hi is None else f'{hi}]'}")
+
+
 def to_bool(text: str) -> bool:
     low = str(text).lower()
     if low in ("1", "true", "yes", "on"):

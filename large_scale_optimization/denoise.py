@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import prox
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, check_positive, knob, parse_config, run_main
 from denoise_bench import run_benchmark
 from denoise_data import Source, make_data, psnr
 from denoise_plots import plot_convergence, plot_panels, plot_sweep
@@ -84,8 +84,7 @@ def check_config(cfg: DenoiseConfig) -> list[str]:
         raise UserError(f"unknown --tv {cfg.tv!r}; choose iso or aniso")
     if cfg.basis not in ("dct", "haar"):
         raise UserError(f"unknown --basis {cfg.basis!r}; choose dct or haar")
-    if not cfg.step > 0:  # a negative scale would climb the objective
-        raise UserError(f"--step must be > 0, got {cfg.step:g}")
+    check_positive(cfg, "step")  # a negative scale would climb the objective
     if methods == ["all"]:  # skimage's Chambolle is isotropic TV: another objective than ours for aniso
         return [m for m in PROBLEM_METHODS[cfg.problem] if not (m == "chambolle" and cfg.tv != "iso")]
     bad = [m for m in methods if m not in PROBLEM_METHODS[cfg.problem]]

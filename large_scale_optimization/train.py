@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 import data
 import model
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, check_positive, knob, parse_config, run_main
 from files import OutDirLock, write_json, write_png
 from solvers import (METHODS, SECOND_ORDER, SOLVERS, Diverged, LogisticProblem, SolverOptions, Tracker,
                      solve_reference)
@@ -42,12 +42,12 @@ class TrainConfig:
     data_dir: str | None = knob(None, "folder of the MNIST IDX .gz files (downloaded there if missing)")
     data: str | None = knob(None, "your own .csv / .npz (first column the label); overrides --dataset")
     methods: str = knob(",".join(METHODS), "comma-separated, any of " + ", ".join(METHODS))
-    lam: float = knob(1e-4, "L2 strength (> 0); sklearn's C = 1 / (n lam)", hi=1e4)
+    lam: float = knob(1e-4, "L2 strength (> 0); sklearn's C = 1 / (n lam)", lo=0, hi=1e4)
     passes: float = knob(15.0, "budget of effective passes for the first-order methods")
     seed: int = knob(0, "stochastic methods, subsampled Hessian, synthetic data (not the digits / file split)", lo=0)
     out_dir: str | None = knob(None, "results.json and the PNG plots (default: out/lso_logreg beside this script)")
     batch_size: int = knob(128, "minibatch_sgd / minibatch_gd", lo=1)
-    svrg_inner: float = knob(2.0, "inner loop length m = svrg_inner * n (> 0)", hi=1000)
+    svrg_inner: float = knob(2.0, "inner loop length m = svrg_inner * n (> 0)", lo=0, hi=1000)
     svrg_step: float = knob(1.0, "SVRG step eta = svrg_step / L_max (0.1, the theory-safe choice, is far slower)")
     svrg_snapshot: str = knob("last", "last (Johnson & Zhang's option I) | average (of the inner iterates)")
     vr_batch: int = knob(16, "saga / lsvrg: rows per step (one BLAS product)", lo=1)
@@ -75,12 +75,8 @@ def check_config(cfg: TrainConfig) -> list[str]:
     if not cfg.data and cfg.dataset not in data.DATASETS:
         raise UserError(f"unknown dataset {cfg.dataset!r}; allowed: {', '.join(data.DATASETS)} "
                         f"(or --data FILE.csv/.npz)")
-    if not cfg.lam > 0:
-        raise UserError(f"--lam must be > 0, got {cfg.lam} (Newton, and the f* it computes, need a "
-                        f"strongly convex objective)")
-    for name in ("passes", "svrg_inner", "svrg_step", "vr_step"):  # the integer ranges are in the knobs
-        if not getattr(cfg, name) > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
+    # lam > 0: Newton, and the f* it computes, need a strongly convex objective
+    check_positive(cfg, "lam", "passes", "svrg_inner", "svrg_step", "vr_step")
     if not cfg.data and cfg.dataset == "synthetic" and (cfg.n * 5 // 4) * (cfg.d + 1) > MAX_SYNTHETIC:
         raise UserError(f"--n {cfg.n} x --d {cfg.d} is too large: the synthetic features (with a quarter more for "
                         f"the test split) may hold at most {MAX_SYNTHETIC:g} numbers")

@@ -60,6 +60,15 @@ def test_values_at_the_bounds_and_negative_numbers_are_accepted():
         cli.check_ranges(cfg, {"seed": (1, 5)})  # a range known only at run time
 
 
+def test_a_bound_a_closed_range_cannot_state_has_the_same_format():
+    cfg = parse("--learning-rate", "0", "--lam", "0")
+    with pytest.raises(UserError, match=r"^--learning-rate 0.0: must be in \(0, 10\]$"):
+        cli.check_positive(cfg, "seed", "learning_rate")
+    with pytest.raises(UserError, match=r"^--lam 0.0: must be in \(0, 1.0\]$"):
+        cli.check_positive(cfg, "lam")
+    cli.check_positive(parse(), "learning_rate", "lam", "seed")
+
+
 def test_run_main_prints_the_signal_that_interrupted():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import cli\n"
             "def main(): raise KeyboardInterrupt('SIGTERM')\n"

@@ -124,7 +124,7 @@ def bad_input_args(case, tmp_path):
     if case == "dataset":
         return ["--dataset", "cifar"], ["cifar", "allowed"]
     if case == "lam":
-        return ["--lam", "0", "--methods", "newton"], ["--lam", "> 0"]
+        return ["--lam", "0", "--methods", "newton"], ["--lam 0.0: must be in (0, 10000.0]"]
     if case == "flag":
         return ["--passes", "many"], ["--passes"]
     if case == "labels":
@@ -178,9 +178,9 @@ def bad_input_args(case, tmp_path):
     elif case == "classes":
         return ["--dataset", "synthetic", "--classes", "5000"], ["--classes 5000", "must be in [2, 1000]"]
     elif case == "svrg_inner":
-        return ["--svrg-inner", "1e9"], ["--svrg-inner 1000000000.0", "must be in [-inf, 1000]"]
+        return ["--svrg-inner", "1e9"], ["--svrg-inner 1000000000.0", "must be in [0, 1000]"]
     elif case == "lam_huge":
-        return ["--lam", "1e9"], ["--lam 1000000000.0", "must be in [-inf, 10000.0]"]
+        return ["--lam", "1e9"], ["--lam 1000000000.0", "must be in [0, 10000.0]"]
     elif case == "synthetic_size":  # ran out of memory
         return ["--dataset", "synthetic", "--n", "10000000000", "--d", "50"], ["--n", "too large"]
     elif case == "data_folder":  # a folder named like a data file: was IsADirectoryError's traceback
