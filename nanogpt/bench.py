@@ -32,23 +32,23 @@ from model import GPT, GPTConfig
 @dataclass
 class BenchConfig:
     # the nanoGPT README's CPU recipe (shakespeare_char): 4 x 4 x 128, block 64, batch 12
-    n_layer: int = knob(4, "transformer blocks")
-    n_head: int = knob(4, "attention heads")
-    n_embd: int = knob(128, "embedding width")
-    block_size: int = knob(64, "context length")
-    batch_size: int = knob(12, "sequences per step")
-    vocab_size: int = knob(65, "vocabulary size")
+    n_layer: int = knob(4, "transformer blocks", lo=1)
+    n_head: int = knob(4, "attention heads", lo=1)
+    n_embd: int = knob(128, "embedding width", lo=1)
+    block_size: int = knob(64, "context length", lo=1)
+    batch_size: int = knob(12, "sequences per step", lo=1)
+    vocab_size: int = knob(65, "vocabulary size", lo=1)
     device: str = knob("cpu", "cpu | cuda | cuda:N | auto")
     dtype: str = knob("float32", "float32, bfloat16 or float16 (autocast)")
     compile: bool = knob(False, "torch.compile both models")
-    iters: int = knob(10, "timed training steps per round")
-    rounds: int = knob(5, "alternating rounds of ours / baseline; the median round is reported")
-    warmup: int = knob(3, "untimed steps before the rounds")
-    threads: int = knob(0, "torch CPU threads (0: as many as torch picks)")
+    iters: int = knob(10, "timed training steps per round", lo=1)
+    rounds: int = knob(5, "alternating rounds of ours / baseline; the median round is reported", lo=1)
+    warmup: int = knob(3, "untimed steps before the rounds", lo=0)
+    threads: int = knob(0, "torch CPU threads (0: as many as torch picks)", lo=0)
     baseline: bool = knob(True, "also time the nanoGPT restatement (--no-baseline: only our model)")
     generate: bool = knob(False, "time greedy sampling, KV cache vs none, on a GPT-2 124M-shaped model "
                                  "(random weights)")
-    max_new_tokens: int = knob(500, "tokens to generate in --generate mode")
+    max_new_tokens: int = knob(500, "tokens to generate in --generate mode", lo=1, hi=1_000_000)
     seed: int = knob(1337, "seed of weights and data")
 
 
@@ -243,15 +243,8 @@ def bench_generate(cfg: BenchConfig) -> dict:
 
 
 def check_bench_config(cfg: BenchConfig) -> None:
-    """Range checks (a zero size would divide by zero or time empty batches)."""
-    for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size", "iters", "rounds",
-                 "max_new_tokens"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be >= 1")
-    if cfg.threads < 0 or cfg.warmup < 0:
-        raise UserError(f"--threads {cfg.threads} and --warmup {cfg.warmup} must be >= 0 (--threads 0: torch's default)")
-    if cfg.max_new_tokens > 1_000_000:
-        raise UserError(f"--max-new-tokens {cfg.max_new_tokens}: must be <= 1000000")
+    """The checks the knobs' ranges cannot state (a zero size would divide by zero or time empty batches:
+    the knobs refuse it)."""
     if cfg.dtype not in hardware.DTYPES:
         raise UserError(f"--dtype {cfg.dtype!r}: one of {', '.join(hardware.DTYPES)}")
     if cfg.n_embd % cfg.n_head:

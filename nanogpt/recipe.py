@@ -35,7 +35,7 @@ class RecipeConfig:
     data_dir: str = knob(str(Path(__file__).resolve().parent / "data"),
                          "folder holding shakespeare_char/ (prepared by train.py when missing)")
     data_source: str = knob("", "Tiny Shakespeare input.txt to prepare from offline ('' = download)")
-    threads: int = knob(0, "torch CPU threads (0: as many as torch picks)")
+    threads: int = knob(0, "torch CPU threads (0: as many as torch picks)", lo=0)
 
 
 RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, iters=2000, lr=1e-3, min_lr=1e-4,
@@ -144,8 +144,6 @@ def main(argv=None):
     seeds = parse_seeds(cfg.seeds)
     if not (seeds and all(0 <= s <= MAX_SEED for s in seeds)):
         raise UserError(f"--seeds {cfg.seeds!r}: comma-separated integers in [0, {MAX_SEED}], e.g. 1337,1,2")
-    if cfg.threads < 0:
-        raise UserError(f"--threads {cfg.threads}: must be >= 0 (0: torch's default)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     name = hardware.describe("cpu")

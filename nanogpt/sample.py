@@ -16,7 +16,7 @@ import torch
 
 import checkpoint
 import hardware
-from cli import UserError, knob, parse_config, run_main
+from cli import UserError, check_positive, knob, parse_config, run_main
 from config import MAX_SEED
 from hub import HUB_MODELS, gpt2_folder
 from model import GPT, GPTConfig
@@ -39,13 +39,13 @@ class SampleConfig:
     init_from: str = knob(str(HERE / "out"), "training out dir (reads OUT/ckpt_last.pt), a .pt checkpoint, "
                                              "gpt2[-medium|-large|-xl] or a local Hugging Face GPT-2 folder")
     start: str = knob("\n", "prompt text, or FILE:path to read it from a file")
-    num_samples: int = knob(3, "samples to draw")
-    max_new_tokens: int = knob(200, "tokens per sample")
-    temperature: float = knob(0.8, "0 = greedy (most likely token)")
-    top_k: int | None = knob(200, "keep only the k most likely tokens ('none' = off)", type=optional(int))
+    num_samples: int = knob(3, "samples to draw", lo=1, hi=1000)
+    max_new_tokens: int = knob(200, "tokens per sample", lo=1, hi=MAX_NEW_TOKENS)
+    temperature: float = knob(0.8, "0 = greedy (most likely token)", lo=0)
+    top_k: int | None = knob(200, "keep only the k most likely tokens ('none' = off)", lo=1, type=optional(int))
     top_p: float | None = knob(None, "nucleus sampling: smallest set of tokens with this much probability "
-                                     "('none' = off)", type=optional(float))
-    seed: int = knob(1337, "seed of the sampling")
+                                     "('none' = off)", hi=1, type=optional(float))
+    seed: int = knob(1337, "seed of the sampling", lo=0, hi=MAX_SEED)
     device: str = knob("auto", "auto (cuda if present, else cpu) | cpu | cuda | cuda:N")
     dtype: str = knob("auto", "auto (bfloat16 on a GPU that has it, float16 on older GPUs, float32 on CPU) | "
                               "float32 | bfloat16 | float16 (autocast)")
@@ -53,17 +53,8 @@ class SampleConfig:
 
 
 def check_sample_config(cfg: SampleConfig) -> None:
-    if cfg.temperature < 0:
-        raise UserError(f"--temperature {cfg.temperature}: must be >= 0 (0 = greedy)")
-    if cfg.top_k is not None and cfg.top_k < 1:
-        raise UserError(f"--top-k {cfg.top_k}: must be >= 1, or none")
-    if cfg.top_p is not None and not 0 < cfg.top_p <= 1:
-        raise UserError(f"--top-p {cfg.top_p}: must be in (0, 1], or none")
-    for name, high in (("num_samples", 1000), ("max_new_tokens", MAX_NEW_TOKENS)):
-        if not 1 <= getattr(cfg, name) <= high:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: must be in [1, {high}]")
-    if not 0 <= cfg.seed <= MAX_SEED:
-        raise UserError(f"--seed {cfg.seed}: must be in [0, {MAX_SEED}]")
+    if cfg.top_p is not None:
+        check_positive(cfg, "top_p")
 
 
 def load_model(init_from: str, device: str = "cpu"):
