@@ -137,14 +137,18 @@ def parquet_texts(path: str, text_field: str) -> Iterator[str | None]:
     import pyarrow as pa  # noqa: PLC0415 - only needed for parquet sources
     import pyarrow.parquet as pq  # noqa: PLC0415
 
-    pf = pq.ParquetFile(path)
-    if text_field not in pf.schema_arrow.names:
-        raise UserError(f"{path}: no column {text_field!r}; columns are {pf.schema_arrow.names}")
-    kind = pf.schema_arrow.field(text_field).type
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        raise UserError(f"{path}: column {text_field!r} holds {kind}, not strings")
-    for batch in pf.iter_batches(columns=[text_field]):
-        yield from batch.column(0).to_pylist()
+    try:
+        pf = pq.ParquetFile(path)
+        if text_field not in pf.schema_arrow.names:
+            raise UserError(f"{path}: no column {text_field!r}; columns are {pf.schema_arrow.names}")
+        kind = pf.schema_arrow.field(text_field).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise UserError(f"{path}: column {text_field!r} holds {kind}, not strings")
+        for batch in pf.iter_batches(columns=[text_field]):
+            yield from batch.column(0).to_pylist()
+    except pa.ArrowException as e:  # not parquet, truncated, a damaged page (ArrowInvalid, ArrowIOError...)
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"{path}: not a readable parquet file ({type(e).__name__}: {first})") from None
 
 
 def local_pieces(files: list[str], text_field: str) -> Iterator[tuple[str, bool, bool]]:

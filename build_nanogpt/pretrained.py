@@ -5,8 +5,8 @@ Trained weights (`train.py --init-from`, `hellaswag.py --model`) are one of
 - a Hugging Face GPT-2 folder (`save_pretrained`: config.json + model.safetensors or pytorch_model.bin),
 - a checkpoint of this train.py or of nanogpt's (a torch file with `model` and `model_args`; the state dict
   may carry torch.compile's `_orig_mod.` or DDP's `module.` prefixes).
-Fine-tuning takes the architecture from the weights: model flags left at their defaults follow them, a flag
-set to something else is refused. GPT-2's 50,257-token table is padded to --vocab-size (50,304: faster
+Fine-tuning takes the architecture from the weights: model flags left at their defaults, or set by a preset,
+follow them; a flag the user typed that contradicts them is refused (a shorter --block-size crops). GPT-2's 50,257-token table is padded to --vocab-size (50,304: faster
 matmuls); the padded ids get probability 0, so the loss is the one the original model computes.
 """
 from __future__ import annotations
@@ -133,9 +133,12 @@ def modern_config(cfg) -> modern.ModernConfig:
                                **{name: getattr(cfg, name) for name in modern.SWITCHES})
 
 
-def init_model(cfg) -> tuple[GPT | modern.ModernGPT, dict]:
+def init_model(cfg, typed: set[str] | None = None) -> tuple[GPT | modern.ModernGPT, dict]:
     """The model train.py starts from, and its model_args: a fresh one, or `--init-from` weights.
-    `--arch modern`: a fresh modern.py model; its model_args are its whole ModernConfig and "arch"."""
+    `--arch modern`: a fresh modern.py model; its model_args are its whole ModernConfig and "arch".
+    With weights, `typed` names the settings the user typed: a shape they typed that contradicts the weights
+    is refused; one that came from a preset yields to the weights (a shorter block_size, typed or preset,
+    crops the positions). typed=None: every setting that differs from the default counts as typed."""
     if cfg.arch == "modern":
         config = modern_config(cfg)
         return modern.ModernGPT(config), {"arch": "modern", **dataclasses.asdict(config)}
@@ -145,12 +148,19 @@ def init_model(cfg) -> tuple[GPT | modern.ModernGPT, dict]:
         return GPT(config), model_args_of(config)
     model = load_weights(cfg.init_from)
     theirs, default = model.config, type(cfg)()
+    if typed is None:
+        typed = {name for name in SHAPE if getattr(cfg, name) != getattr(default, name)}
+    real = theirs.n_real_tokens or theirs.vocab_size
+    if real < GPT2_VOCAB:  # e.g. a character-level model: the shards hold GPT-2 token ids it cannot embed
+        raise UserError(f"--init-from {cfg.init_from}: a {real}-token vocabulary, not GPT-2's {GPT2_VOCAB:,} "
+                        "BPE tokens that the shards hold; fine-tune a GPT-2-vocabulary model")
     for name in SHAPE:
         given, have = getattr(cfg, name), getattr(theirs, name)
-        if given != getattr(default, name) and given != have and not (name == "block_size" and given < have):
-            raise UserError(f"--{name.replace('_', '-')} {given} contradicts --init-from {cfg.init_from} "
-                            f"({name} {have}); leave it out")
-    block = cfg.block_size if cfg.block_size != default.block_size else theirs.block_size
+        if name in typed and given != have and not (name == "block_size" and given < have):
+            raise UserError(f"--{name.replace('_', '-')} {given} (typed on the command line) contradicts "
+                            f"--init-from {cfg.init_from} ({name} {have}); leave it out")
+    shorter = cfg.block_size != default.block_size and cfg.block_size < theirs.block_size
+    block = cfg.block_size if shorter else theirs.block_size
     vocab = max(cfg.vocab_size, theirs.vocab_size)
     real = theirs.n_real_tokens or (theirs.vocab_size if vocab > theirs.vocab_size else 0)
     config = dataclasses.replace(theirs, block_size=min(block, theirs.block_size), vocab_size=vocab,

@@ -44,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from checkpoint import restore_checkpoint, save_checkpoint
-from cli import StopSignal, UserError, knob, parse_config, run_main
+from cli import StopSignal, UserError, build_parser, knob, parse_config, run_main
 from files import OutDirLock
 from hardware import autocast_for, device_name, peak_flops, pick_dtype, resolve_device
 from evaluation import Diverged, evaluate, val_loss
@@ -80,7 +80,7 @@ class TrainConfig:
     # batch and schedule
     batch_size: int = knob(64, "sequences per forward pass per rank (micro-batch B)", lo=1, hi=1 << 20)
     total_batch: int = knob(524_288, "tokens per iter (2**19); accumulation = total / (B*T*world)", lo=1,
-                            hi=MANY)
+                            hi=1 << 30)  # 2**30: 300x GPT-3's largest batch; beyond it a run never reaches a step
     learning_rate: float = knob(6e-4, "peak learning rate", lo=0, hi=10)
     min_lr_ratio: float = knob(0.1, "final LR as a fraction of the peak", lo=0, hi=1)
     warmup_iters: int = knob(715, "linear warmup iters (375M tokens, GPT-3)", lo=0, hi=MANY)
@@ -95,7 +95,8 @@ class TrainConfig:
     # evaluation and checkpoints
     eval_interval: int = knob(250, "val loss, HellaSwag and samples every N iters (and at the end; 0: at the "
                                    "end only)", lo=0, hi=MANY)
-    eval_iters: int = knob(20, "val batches per rank per evaluation (always the same ones)", lo=1, hi=MANY)
+    eval_iters: int = knob(20, "val batches per rank per evaluation (always the same ones; at most those the "
+                               "val shards hold)", lo=1, hi=MANY)
     hellaswag_limit: int = knob(-1, "HellaSwag examples per evaluation (-1: all 10,042; 0: off)", lo=-1)
     hellaswag_data: str = knob("", "hellaswag_val.jsonl; empty: download once (sha256-checked)")
     num_samples: int = knob(4, "samples printed per evaluation (0: off)", lo=0, hi=1024)
@@ -375,8 +376,10 @@ def train_loop(run: Run, stop: int, signals: StopSignal) -> str | None:
     return None
 
 
-def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> Run:
-    """Check what a user can get wrong, then build the model, optimizer and loaders (nothing written)."""
+def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool,
+          typed: set[str] | None = None) -> Run:
+    """Check what a user can get wrong, then build the model, optimizer and loaders (nothing written).
+    `typed`: the settings typed on the command line (not from a preset), None: all that differ from defaults."""
     check_config(cfg, world)
     device = resolve_device(cfg.device, local_rank, distributed=ddp)
     if device.startswith("cuda"):
@@ -385,13 +388,19 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
     if note and rank == 0:
         print(note)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-    model, model_args = init_model(cfg)
+    model, model_args = init_model(cfg, typed)
     # fine-tuning: the shape comes from the weights
     shape = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
     cfg = replace(cfg, **{k: getattr(model.config, k) for k in shape})
     grad_accum = check_config(cfg, world)
     train_loader = ShardLoader(cfg.data_dir, "train", cfg.batch_size, cfg.block_size, rank, world, cfg.seed)
     val_loader = ShardLoader(cfg.data_dir, "val", cfg.batch_size, cfg.block_size, rank, world, shuffle=False)
+    distinct = max(1, (val_loader.tokens - 1) // (cfg.batch_size * cfg.block_size * world))
+    if cfg.eval_iters > distinct:  # more would only repeat them (and a huge value would never finish)
+        if rank == 0:
+            print(f"note: --eval-iters {cfg.eval_iters} is more than the {distinct} val batches per rank in "
+                  f"{cfg.data_dir}; using {distinct}")
+        cfg = replace(cfg, eval_iters=distinct)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     resume_path = ckpt_path if cfg.resume == "last" else cfg.resume
     if resume_path and not os.path.exists(resume_path):
@@ -437,10 +446,11 @@ def setup(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -
                peak=peak_flops(device_name(device), precision), good=good)
 
 
-def run(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool) -> None:
+def run(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool,
+        typed: set[str] | None = None) -> None:
     """Set up, lock the out dir, train, report. Returns when the run is done or stopped by a signal
     (resumable); raises Diverged (naming the last good checkpoint) when it went non-finite."""
-    job = setup(cfg, rank, local_rank, world, ddp)
+    job = setup(cfg, rank, local_rank, world, ddp, typed)
     with OutDirLock(cfg.out_dir) if job.master else nullcontext():
         job.logger = Logger(cfg.out_dir, job.master, job.start)
         if job.master:
@@ -487,11 +497,12 @@ def main(argv: list[str] | None = None) -> int:
     """-> exit code: 0 when done or stopped by SIGINT/SIGTERM (resumable), 3 when the run diverged; bad
     settings exit 2 and a second Ctrl-C 130 (cli.run_main)."""
     cfg = parse_config(TrainConfig, argv, "train.py", "\n\n".join(__doc__.split("\n\n")[:2]), PRESETS)
+    typed = set(vars(build_parser(TrainConfig, "train.py", "", PRESETS).parse_args(argv))) - {"preset"}
     rank, local_rank, world = (int(os.environ.get(k, d)) for k, d in
                                (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
     code = None
     try:
-        run(cfg, rank, local_rank, world, ddp="RANK" in os.environ)
+        run(cfg, rank, local_rank, world, ddp="RANK" in os.environ, typed=typed)
         code = 0
     except Diverged as e:  # every rank raises it at the same iter (the loss is all-reduced)
         if rank == 0:

@@ -190,3 +190,12 @@ def test_non_utf8_and_out_of_range_settings_are_one_line(tmp_path, run_script, c
         fw.build_shards(fw.ShardConfig(out_dir=str(tmp_path / "o"), source=str(bad), num_proc=100_000))
     r = run_script("build_nanogpt/fineweb.py", "--source", bad, "--out-dir", tmp_path / "o", "--num-proc", 1)
     clean_error(r, "latin1.txt", "not UTF-8")
+
+
+def test_a_damaged_parquet_source_is_one_line(tmp_path, run_script, clean_error, tiktoken_cache):
+    """issue 28: pyarrow's ArrowInvalid was a traceback."""
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"this is not a parquet file")
+    r = run_script("build_nanogpt/fineweb.py", "--source", bad, "--out-dir", tmp_path / "o", "--num-proc", 1)
+    clean_error(r, "bad.parquet: not a readable parquet file (ArrowInvalid")
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.npy"))

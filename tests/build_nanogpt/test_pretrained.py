@@ -51,12 +51,39 @@ def test_padded_ids_get_no_probability(hf_dir):
 def test_a_flag_that_contradicts_the_weights_is_refused(hf_dir, shards, tmp_path):
     path, _ = hf_dir
     common = FINETUNE + ["--data-dir", str(shards), "--out-dir", str(tmp_path / "x")]
-    with pytest.raises(train.UserError, match="--n-layer 3 contradicts --init-from .*n_layer 2.*leave it out"):
+    with pytest.raises(train.UserError, match=r"--n-layer 3 \(typed on the command line\) contradicts --init-from .*n_layer 2.*leave it out"):
         train.main(common + ["--init-from", str(path), "--n-layer", "3"])
-    with pytest.raises(train.UserError, match="--block-size 256 contradicts"):  # longer than its 128 positions
+    with pytest.raises(train.UserError, match=r"--block-size 256 \(typed on the command line\) contradicts"):  # longer than its 128 positions
         train.main(common + ["--init-from", str(path), "--block-size", "256", "--total-batch", "512"])
     with pytest.raises(train.UserError, match="nothing.*not a file, a folder"):
         train.main(common + ["--init-from", str(tmp_path / "nothing")])
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_preset_shape_yields_to_the_weights_a_typed_one_is_refused(hf_dir, shards, tmp_path, capsys):
+    """issue 28: --preset tiny (n_embd 64, 2 heads, block 64) with a 32-wide folder: the weights' shape wins and
+    the preset's shorter block crops the positions; a --n-embd the user typed is refused, and the message says so."""
+    path, _ = hf_dir
+    common = ["--preset", "tiny", "--init-from", str(path), "--data-dir", str(shards), "--hellaswag-limit", "0",
+              "--num-samples", "0", "--max-iters", "1", "--eval-iters", "1"]
+    assert train.main(common + ["--out-dir", str(tmp_path / "ok")]) == 0
+    args = torch.load(tmp_path / "ok" / "ckpt.pt", weights_only=True)["model_args"]
+    assert (args["n_embd"], args["n_layer"], args["block_size"]) == (32, 2, 64)
+    with pytest.raises(train.UserError, match=r"--n-embd 64 \(typed on the command line\) contradicts --init-from"):
+        train.main(common + ["--out-dir", str(tmp_path / "no"), "--n-embd", "64"])
+    assert not (tmp_path / "no").exists()
+
+
+def test_init_from_a_char_level_checkpoint_is_refused_up_front(shards, tmp_path):
+    """issue 28: nanogpt's char checkpoint (vocab 58) was accepted and the run stopped at iter 0 with 'val loss
+    is inf', a divergence message for a vocabulary that cannot embed the shards' GPT-2 tokens."""
+    char = M.GPT(M.GPTConfig(block_size=16, vocab_size=58, n_layer=1, n_head=2, n_embd=16))
+    args = dict(block_size=16, vocab_size=58, n_layer=1, n_head=2, n_embd=16, dropout=0.0, bias=True,
+                flash=True, layer_norm_eps=1e-5)
+    torch.save({"model": char.state_dict(), "model_args": args}, tmp_path / "char.pt")
+    with pytest.raises(train.UserError, match="char.pt: a 58-token vocabulary, not GPT-2's 50,257 BPE tokens"):
+        train.main(FINETUNE + ["--init-from", str(tmp_path / "char.pt"), "--data-dir", str(shards),
+                               "--out-dir", str(tmp_path / "x")])
     assert not (tmp_path / "x").exists()
 
 

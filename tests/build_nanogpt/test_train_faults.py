@@ -76,6 +76,7 @@ def test_diverged_without_a_checkpoint_says_so(shards, tmp_path, monkeypatch, ca
     ("--device", "tpu", "use auto, cpu, cuda, cuda:N or mps"),
     ("--dtype", "fp8", "use float32, bfloat16, float16"),
     ("--max-lr", "1", "unknown option --max-lr"),
+    ("--total-batch", "1000000000000", "must be in [1, 1073741824]"),  # would never reach its first step
 ])
 def test_out_of_range_flags_are_refused(flag, value, needle, tmp_path):
     with pytest.raises(train.UserError) as e:
@@ -233,3 +234,11 @@ def test_a_good_checkpoint_replaces_the_last_one(shards, tmp_path):
     assert run_tiny(shards, out, "--ckpt-interval", "2") == 0
     saved = torch.load(out / "ckpt.pt", weights_only=True)
     assert saved["step"] == 6 and 0 < saved["val_loss"] < math.log(50304) + 1
+
+
+def test_eval_iters_beyond_the_val_shards_are_capped(shards, tmp_path, capsys):
+    """issue 28: --eval-iters 1e12 never finished its first evaluation; more batches than the val shards hold
+    only repeat them. The val shard here holds 4,000 tokens: 124 batches of 2 x 16 (+1 target token)."""
+    assert run_tiny(shards, tmp_path / "o", "--eval-iters", "1000", "--max-iters", "1") == 0  # 1e12 alike
+    assert "--eval-iters 1000 is more than the 124 val batches per rank" in capsys.readouterr().out
+    assert torch.load(tmp_path / "o" / "ckpt.pt", weights_only=True)["config"]["eval_iters"] == 124
