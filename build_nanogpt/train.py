@@ -24,15 +24,17 @@ the rest) with `--schedule wsd` (warm-up, stable, linear decay to the floor) and
 With every switch off, `--arch modern` is GPT-2 (the same losses); ladder.py runs them rung by rung.
 
 Ctrl-C or SIGTERM (on any rank) finishes the current iter, writes ckpt.pt and exits 0 (cli.StopSignal); a
-second one stops at once; `--resume` continues. A non-finite loss, val loss or weight stops the run before
+second one stops at once; `--resume --out-dir OUT` continues (the settings come from the checkpoint). A non-finite loss, val loss or weight stops the run before
 anything is saved (exit 3). A checkpoint replaces the last one only when its weights are known good (finite,
 and a val loss not absurdly worse: see `save`), so a run that blows up but stays finite keeps the good one.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import os
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -43,7 +45,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import restore_checkpoint, save_checkpoint
+from checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
 from cli import StopSignal, UserError, build_parser, knob, parse_config, run_main
 from files import OutDirLock
 from hardware import autocast_for, device_name, peak_flops, pick_dtype, resolve_device
@@ -149,6 +151,43 @@ PRESETS = {
         ckpt_interval=50, dtype="float32", compile=False,
     ),
 }
+
+
+# --resume takes the run's settings from its checkpoint; a flag typed with it may change only these (the
+# length of the run, where data, evaluation and outputs are, how often to measure, and how to run: none of
+# them changes the model, the optimizer's state or the data order). A flag outside the list that differs from
+# the checkpoint is refused, naming it.
+MAY_CHANGE_ON_RESUME = ("max_iters", "data_dir", "eval_interval", "eval_iters", "hellaswag_limit", "hellaswag_data",
+                        "num_samples", "sample_tokens", "sample_prompt", "ckpt_interval", "device", "compile",
+                        "tf32", "fused_adamw", "dtype", "learning_rate", "min_lr_ratio", "warmup_iters",
+                        "grad_clip", "weight_decay", "muon_lr")
+THIS_RUN = ("resume", "out_dir", "stop_at")  # never taken from the checkpoint
+
+
+def resumed_config(cfg: TrainConfig, typed: set[str], announce: bool) -> TrainConfig:
+    """With --resume: the checkpoint's settings, overridden by the typed flags that may change (a line for
+    each); a typed flag that may not change and differs from the checkpoint is refused."""
+    path = os.path.join(cfg.out_dir, "ckpt.pt") if cfg.resume == "last" else cfg.resume
+    if not os.path.exists(path):
+        raise UserError(f"--resume: no checkpoint at {path!r}")
+    saved = read_checkpoint(path)["config"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    base = replace(cfg, **{k: v for k, v in saved.items() if k in fields and k not in THIS_RUN})
+    base = replace(base, **{k: getattr(cfg, k) for k in THIS_RUN if k != "stop_at" or k in typed})
+    if "stop_at" not in typed:
+        base = replace(base, stop_at=-1)
+    for name in sorted(typed - set(THIS_RUN)):
+        mine, theirs = getattr(cfg, name), getattr(base, name)
+        if mine == theirs:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name not in MAY_CHANGE_ON_RESUME:
+            raise UserError(f"{flag} {mine}: a resumed run keeps its checkpoint's {name} {theirs} ({path}); "
+                            f"leave {flag} out, or start a new run (--init-from {path} to fine-tune its weights)")
+        if announce:
+            print(f"resume: {flag} {mine} overrides the checkpoint's {theirs}")
+        base = replace(base, **{name: mine})
+    return base
 
 
 def check_config(cfg: TrainConfig, world: int) -> int:
@@ -474,8 +513,15 @@ def run(cfg: TrainConfig, rank: int, local_rank: int, world: int, ddp: bool,
 
 def announce(run: Run) -> None:
     cfg = run.cfg
-    print(f"{run.model.num_params():,} parameters | device {device_name(run.device)} | world {run.world} | "
-          f"grad accumulation {run.grad_accum} | {cfg.total_batch:,} tokens/iter | start iter {run.start}")
+    weights = (f"resumed from {run.good[0]}" if cfg.resume else
+               f"from scratch (seed {cfg.seed})" if cfg.init_from == "scratch" else f"from {cfg.init_from}")
+    dtype = {"bfloat16": "bf16", "float16": "fp16"}.get(autocast_dtype(run), "float32")
+    print(f"{run.model.num_params():,} parameters {weights} | device {device_name(run.device)} | dtype {dtype} | "
+          f"compile {'on' if cfg.compile else 'off'} | world {run.world} | grad accumulation {run.grad_accum} | "
+          f"{cfg.total_batch:,} tokens/iter | start iter {run.start}")
+    if cfg.warmup_iters > cfg.max_iters / 2:
+        print(f"train.py: warning: the warmup ({cfg.warmup_iters} iters) is longer than half the run "
+              f"({cfg.max_iters} iters); the learning rate peaks late or never (--warmup-iters)", file=sys.stderr)
     if cfg.device == "auto" and run.device == "cpu" and run.model.num_params() > 20e6:
         print("note: no GPU found, so this model trains on the CPU (very slowly); --preset tiny is sized for a CPU")
 
@@ -485,12 +531,28 @@ def report(run: Run, stopped_by: str | None) -> None:
     cfg = run.cfg
     run.logger.plot()
     if stopped_by:
-        what = f"stopped by {stopped_by}; continue with --resume"
+        what = f"stopped by {stopped_by}; continue with: {resume_command(run)}"
     elif run.stop < cfg.max_iters:
-        what = f"stopped at iter {run.stop} (--stop-at); continue with --resume"
+        what = f"stopped at iter {run.stop} (--stop-at); continue with: {resume_command(run)}"
     else:
         what = "done"
     print(f"{what} | log.txt, log.jsonl, curves.png, ckpt.pt in {cfg.out_dir}")
+
+
+def resume_command(run: Run) -> str:
+    """The command that continues this run, as typed from the current folder (its settings are in ckpt.pt)."""
+    script = os.path.relpath(os.path.abspath(__file__))
+    if run.ddp:
+        launch = f"torchrun --standalone --nproc_per_node={run.world} {shlex.quote(script)}"
+        if int(os.environ.get("LOCAL_WORLD_SIZE", run.world)) != run.world:  # several nodes
+            launch = f"(your torchrun command) {shlex.quote(script)}"
+    else:
+        launch = f"python {shlex.quote(script)}"
+    return f"{launch} --resume --out-dir {shlex.quote(run.cfg.out_dir)}"
+
+
+def autocast_dtype(run: Run) -> str:
+    return pick_dtype(run.cfg.dtype, run.device)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     typed = set(vars(build_parser(TrainConfig, "train.py", "", PRESETS).parse_args(argv))) - {"preset"}
     rank, local_rank, world = (int(os.environ.get(k, d)) for k, d in
                                (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
+    if cfg.resume:
+        cfg = resumed_config(cfg, typed, announce=rank == 0)
     code = None
     try:
         run(cfg, rank, local_rank, world, ddp="RANK" in os.environ, typed=typed)

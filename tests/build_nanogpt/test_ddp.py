@@ -100,7 +100,7 @@ def test_sigterm_on_one_rank_stops_every_rank_after_the_same_iter(shards, tmp_pa
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
-    assert "stopped by a signal on another rank; continue with --resume" in stdout
+    assert "stopped by a signal on another rank; continue with: torchrun --standalone --nproc_per_node=2 " in stdout
     step = torch.load(out / "ckpt.pt", weights_only=True)["step"]
     assert 3 <= step < 200
     assert [r["iter"] for r in log(out) if r["kind"] == "train"] == list(range(step))

@@ -26,7 +26,7 @@ def test_exact_resume_is_bitwise(shards, tmp_path, capsys):
     train.main(common + ["--out-dir", str(a), "--ckpt-interval", "0"])  # 0: one checkpoint, at the end
     train.main(common + ["--out-dir", str(b), "--stop-at", "3"])  # "interrupted" after 3 steps
     assert torch.load(b / "ckpt.pt", weights_only=True)["step"] == 3
-    assert "stopped at iter 3 (--stop-at); continue with --resume" in capsys.readouterr().out
+    assert "stopped at iter 3 (--stop-at); continue with: python " in capsys.readouterr().out
     train.main(common + ["--out-dir", str(b), "--resume"])
     ca, cb = (torch.load(p / "ckpt.pt", weights_only=True) for p in (a, b))
     assert ca["step"] == cb["step"] == 8

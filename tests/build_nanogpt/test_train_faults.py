@@ -242,3 +242,24 @@ def test_eval_iters_beyond_the_val_shards_are_capped(shards, tmp_path, capsys):
     assert run_tiny(shards, tmp_path / "o", "--eval-iters", "1000", "--max-iters", "1") == 0  # 1e12 alike
     assert "--eval-iters 1000 is more than the 124 val batches per rank" in capsys.readouterr().out
     assert torch.load(tmp_path / "o" / "ckpt.pt", weights_only=True)["config"]["eval_iters"] == 124
+
+
+def test_resume_takes_its_settings_from_the_checkpoint(shards, tmp_path, capsys):
+    """issue 29: `--resume --out-dir OUT` alone continues the run (data, model, schedule from ckpt.pt); a flag that
+    may change overrides with a line; one that may not is refused, naming it. The header names the weights, dtype
+    and compile; a warmup longer than half the run is warned about."""
+    out = tmp_path / "run"
+    assert run_tiny(shards, out, "--stop-at", "2", "--warmup-iters", "4") == 0
+    first = capsys.readouterr()
+    assert "parameters from scratch (seed 1337) | device cpu | dtype float32 | compile off |" in first.out
+    assert "warning: the warmup (4 iters) is longer than half the run (6 iters)" in first.err
+    with pytest.raises(train.UserError, match=r"--n-layer 3: a resumed run keeps its checkpoint's n_layer 1 "
+                                              r"\(.*ckpt.pt\); leave --n-layer out"):
+        train.main(["--resume", "--out-dir", str(out), "--n-layer", "3"])
+    assert train.main(["--resume", "--out-dir", str(out), "--max-iters", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "resume: --max-iters 8 overrides the checkpoint's 6" in printed
+    assert f"parameters resumed from {out / 'ckpt.pt'} |" in printed
+    saved = torch.load(out / "ckpt.pt", weights_only=True)
+    assert saved["step"] == 8 and saved["config"]["n_embd"] == 16 and saved["config"]["warmup_iters"] == 4
+    assert [r["iter"] for r in records(out, "train")] == list(range(8))

@@ -2,6 +2,7 @@
 iter, writes a resumable ckpt.pt and exits 0; resumed twice, it ends with the losses of an uninterrupted run.
 A second Ctrl-C ends the run at once, in one line."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_sigint_then_sigterm_then_resume_gives_the_same_losses(shards, tmp_path)
     args = [*common, "--out-dir", str(cut)]
     r = start_and_signal(args, cut, signal.SIGINT, after_iter=3)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "stopped by SIGINT; continue with --resume" in r.stdout and "Traceback" not in r.stderr
+    assert "stopped by SIGINT; continue with: python build_nanogpt/train.py --resume --out-dir " in r.stdout and "Traceback" not in r.stderr
     first = torch.load(cut / "ckpt.pt", weights_only=True)["step"]
     assert 3 < first < 60
     r = start_and_signal([*args, "--resume"], cut, signal.SIGTERM, after_iter=first + 3)
@@ -49,7 +50,11 @@ def test_sigint_then_sigterm_then_resume_gives_the_same_losses(shards, tmp_path)
     assert "stopped by SIGTERM" in r.stdout
     second = torch.load(cut / "ckpt.pt", weights_only=True)["step"]
     assert first + 3 < second < 60
-    assert train.main(common + ["--out-dir", str(cut), "--resume"]) == 0
+    # issue 29: the hint printed at the stop is the whole command (the settings come from ckpt.pt); run it as printed
+    hint = r.stdout.split("continue with: ", 1)[1].split(" | ", 1)[0]
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    done = subprocess.run(hint, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "\ndone | " in done.stdout, done.stderr[-2000:]
     a, b = records(full, "train"), records(cut, "train")
     assert [r["iter"] for r in b] == list(range(60))
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise: CPU float32
