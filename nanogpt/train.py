@@ -321,7 +321,9 @@ def train_loop(run: Run, state: RunState, outputs: Outputs, stop: StopSignal) ->
                 evaluate_now = epoch_end or state.iter_num % cfg.eval_interval == 0
                 log_now = state.iter_num % cfg.log_interval == 0
                 stop_now = False
-                if evaluate_now or log_now:  # the only places a step waits for the device
+                # the only places a step waits for the device; one process honours a stop request (a host-side
+                # flag) after this step, several ranks agree on one at the next logged or evaluated step
+                if evaluate_now or log_now or (stop.name and run.world_size == 1):
                     step_loss, stop_now = sync_point(run, state, loss, first_bad, stop)
                 if log_now:
                     log_step(run, state, outputs, bar, step_loss, lr, time.time() - t0)
