@@ -403,7 +403,7 @@ def parse_args(argv=None) -> tuple[str, AnalyzeConfig]:
     if cfg.n_images < 10:
         raise UserError(f"--n-images {cfg.n_images} must be >= 10")
     if not 0 <= cfg.digit_index < cfg.n_images:
-        raise UserError(f"--digit-index {cfg.digit_index} must be in [0, --n-images) = [0, {cfg.n_images})")
+        raise UserError(f"--digit-index {cfg.digit_index}: must be in [0, {cfg.n_images}) (below --n-images)")
     return run_dir, cfg
 
 

@@ -193,10 +193,9 @@ def check_config(cfg: TrainConfig, world_size: int) -> int:
     if cfg.n_embd % cfg.n_head:
         raise UserError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
     hardware.check_model_fits(cfg.n_layer, cfg.n_embd, cfg.block_size)
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise UserError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if not (0 <= cfg.beta1 < 1 and 0 <= cfg.beta2 < 1):
-        raise UserError(f"beta1 and beta2 must be in [0, 1), got {cfg.beta1}, {cfg.beta2}")
+    for name in ("dropout", "beta1", "beta2"):  # half-open: a closed knob range cannot state [0, 1)
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise UserError(f"--{name} {getattr(cfg, name)}: must be in [0, 1)")
     parse_save_epochs(cfg.save_epochs)
     hub = cfg.init_from in HUB_MODELS
     if hub and cfg.block_size > 1024:

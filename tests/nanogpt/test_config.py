@@ -83,7 +83,7 @@ def test_grad_accumulation_from_batch_tokens():
     (["--min-lr-ratio", "2"], ["--min-lr-ratio 2.0: must be in [0, 1]"]),
     (["--num-samples", "5000"], ["--num-samples 5000: must be in [0, 1000]"]),
     (["--eval-iters", "0"], ["--eval-iters 0: must be in [1, inf]"]),
-    (["--beta1", "1.5"], ["beta1 and beta2 must be in [0, 1)", "1.5"]),
+    (["--beta1", "1.5"], ["--beta1 1.5: must be in [0, 1)"]),
     (["--beta2", "inf"], ["--beta2", "finite"]),
     (["--weight-decay", "-inf"], ["--weight-decay", "finite", "-inf"]),  # a value, not an unknown flag
 ])
