@@ -19,27 +19,33 @@ def run_tiny(shards, out, *extra):
     return train.main(TINY + ["--data-dir", str(shards), "--out-dir", str(out), "--max-iters", "6", *extra])
 
 
+def poison_a_weight_after(monkeypatch, iteration: int) -> None:
+    """From now on train.train_step makes one weight infinite after step `iteration`."""
+    real_step = train.train_step
+
+    def inf_weight(run, it, stop_flag):
+        result = real_step(run, it, stop_flag)
+        if it == iteration:
+            with torch.no_grad():
+                next(run.model.parameters())[0, 0] = math.inf
+        return result
+    monkeypatch.setattr(train, "train_step", inf_weight)
+
+
 @pytest.mark.parametrize("where", ["loss", "weights", "val"])
 def test_non_finite_stops_before_any_save(where, shards, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     assert run_tiny(shards, out, "--stop-at", "2", "--ckpt-interval", "2") == 0  # a good checkpoint at iter 2
     good = (out / "ckpt.pt").read_bytes()
-    real_step, real_fb, calls = train.train_step, train.forward_backward, []
+    real_fb, calls = train.forward_backward, []
 
     def nan_loss(*args, **kwargs):  # the resumed run's second step is iter 3
         calls.append(1)
         return real_fb(*args, **kwargs) * (float("nan") if len(calls) == 2 else 1.0)
-
-    def inf_weight(run, it, stop_flag):
-        result = real_step(run, it, stop_flag)
-        if it == 3:
-            with torch.no_grad():
-                next(run.model.parameters())[0, 0] = math.inf
-        return result
     if where == "loss":
         monkeypatch.setattr(train, "forward_backward", nan_loss)
     elif where == "weights":
-        monkeypatch.setattr(train, "train_step", inf_weight)
+        poison_a_weight_after(monkeypatch, 3)
     else:
         monkeypatch.setattr(evaluation, "val_loss", lambda *args: float("nan"))
     capsys.readouterr()
@@ -209,15 +215,7 @@ def test_a_run_that_blows_up_but_stays_finite_keeps_the_last_good_checkpoint(sha
     assert run_tiny(shards, out, "--stop-at", "3") == 0
     ckpt = out / "ckpt.pt"
     before = hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    real_step = train.train_step
-
-    def inf_weight(run, it, stop_flag):
-        result = real_step(run, it, stop_flag)
-        if it == 5:
-            with torch.no_grad():
-                next(run.model.parameters())[0, 0] = math.inf
-        return result
-    monkeypatch.setattr(train, "train_step", inf_weight)
+    poison_a_weight_after(monkeypatch, 5)
     capsys.readouterr()
     assert run_tiny(shards, out, "--resume", "--learning-rate", "10", "--ckpt-interval", "1") == 3
     captured = capsys.readouterr()
