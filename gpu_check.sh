@@ -258,15 +258,18 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
 runpy.run_path(script, run_name="__main__")
 EOF
 two_ranks() {  # two_ranks SCRIPT ARGS...
-    local port r
+    local port r pids=()
     port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     for r in 0 1; do
         "$PY" -m torch.distributed.run --nnodes=2 --nproc_per_node=1 --node_rank=$r --master_addr=127.0.0.1 \
             --master_port="$port" "$W/gloo_wrap.py" "$@" >"$W/ranks$port.$r.log" 2>&1 &
+        pids+=($!)
     done
-    wait -n; local a=$?; wait -n; local b=$?
+    # wait for each node by pid: `wait -n` twice returns 127 ("no child") when both end at once and the first
+    # wait reaps the two
+    wait "${pids[0]}"; local a=$?; wait "${pids[1]}"; local b=$?
     cat "$W/ranks$port.0.log" "$W/ranks$port.1.log"
-    echo "two_ranks: the two torchrun nodes exited with $a and $b (first to end first)"; [ $a = 0 ] && [ $b = 0 ]
+    echo "two_ranks: torchrun node 0 exited with $a, node 1 with $b"; [ $a = 0 ] && [ $b = 0 ]
 }
 ng_prepare() {  # ng_prepare DATA_DIR: the char dataset (training) and the GPT-2 BPE one (--init-from)
     "$PY" nanogpt/prepare.py --dataset shakespeare_char --source "$DATA/tinyshakespeare/input.txt" --data-dir "$1" &&
