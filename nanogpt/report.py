@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -19,6 +22,9 @@ import checkpoint
 from cli import UserError
 from files import append_line, atomic_write, write_json, write_text
 from tokenizer import get_tokenizer
+
+
+REPO = Path(__file__).resolve().parent.parent  # the folder above nanogpt/
 
 
 def evaluations(history: list[dict]) -> list[dict]:
@@ -76,8 +82,21 @@ class Outputs:
             self.last_checkpoint = checkpoint.save(ckpt, self.out_dir, names)
 
     def write_results(self, results: dict, history: list[dict], unigram: float) -> None:
+        """results.json opens with how it was made: the command as typed, the date, and the paths in its config
+        written from the repository's root, so that the file names no folder of this machine."""
         if self.master:
-            write_results(self.out_dir, results, history, unigram)
+            command = shlex.join(["python", portable(os.path.abspath(sys.argv[0])), *sys.argv[1:]])
+            made = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "torch_threads": torch.get_num_threads()}
+            config = {k: portable(v) for k, v in results["config"].items()}
+            write_results(self.out_dir, {**made, **results, "config": config}, history, unigram)
+
+
+def portable(value):
+    """An absolute path inside the repository, written from its root (nanogpt/out); anything else as it is."""
+    if isinstance(value, str) and os.path.isabs(value) and Path(value).resolve().is_relative_to(REPO):
+        return str(Path(value).resolve().relative_to(REPO))
+    return value
 
 
 def write_results(out_dir: Path, results: dict, history: list[dict], unigram: float) -> None:

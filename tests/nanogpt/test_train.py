@@ -368,3 +368,21 @@ def test_loss_plot_marks_where_each_epoch_ends(tmp_path, monkeypatch):
                "per_epoch": [{"iter": 15, "epochs_done": 1}, {"iter": 30, "epochs_done": 2}]}
     report.write_results(tmp_path, results, history, unigram=3.5)
     assert marked == [15, 30] and (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_results_json_names_no_folder_of_this_machine(tmp_path, monkeypatch):
+    """results.json opens with the command as typed and the date, and writes a path inside the repository from
+    the repository's root: a committed results.json is the script's output byte for byte, not hand-edited."""
+    import report
+
+    monkeypatch.setattr(sys, "argv", [str(report.REPO / "nanogpt" / "train.py"), "--max-iters", "3"])
+    outputs = report.Outputs(TrainConfig(out_dir=str(tmp_path)), master=True)
+    config = {"out_dir": str(report.REPO / "nanogpt" / "out"), "data_source": "../shared/x.txt",
+              "dataset": "d", "other_dir": "/elsewhere/x"}
+    outputs.write_results({"config": config, "n_params": 1, "per_epoch": []}, [{"iter": 0, "train_loss": 1.0,
+                          "val_loss": 1.0}], unigram=1.0)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["command"] == "python nanogpt/train.py --max-iters 3"
+    assert results["config"] == {"out_dir": "nanogpt/out", "data_source": "../shared/x.txt", "dataset": "d",
+                                 "other_dir": "/elsewhere/x"}
+    assert list(results)[:3] == ["command", "date", "torch_threads"]
