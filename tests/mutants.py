@@ -77,6 +77,10 @@ MUTANTS = [
      T + "test_common.py -k same_instant"),
     ("common-range-hi-ignored", "nanogpt/cli.py", "(hi is not None and value > hi)", "False",
      "a knob's upper bound not checked", T + "test_common.py -k range"),
+    # ---- nanogpt README claims (issue 26, second pass) ----
+    # ---- build_nanogpt README claims (issue 26, second pass) ----
+    # ---- deep_gradients README claims (issue 26, second pass) ----
+    # ---- large_scale_optimization README claims (issue 26, second pass) ----
 ]
 
 
