@@ -4,8 +4,9 @@
 # in all, at most 10 a command, 8 small files and the last 12,000 characters of output back). run.sh calls it:
 #
 #   bash run.sh gpu              the check: every CUDA path on small models           estimate 300 s on one H100
-#   bash run.sh gpu --measure    the figures the READMEs lack, one step at a time      estimate 423 s on one H100
-#   bash run.sh gpu --all        both, in that order (over 9 minutes: on a lease, run the two as two commands)
+#   bash run.sh gpu --measure    the figures the READMEs lack, one step at a time      estimate 295 s on one H100
+#   bash run.sh gpu --ladder     build_nanogpt's speedrun ladder: baseline vs top rung  estimate 138 s on one H100
+#   bash run.sh gpu --all        all three, in that order (over 10 minutes: on a lease, run them as three commands)
 #   bash run.sh gpu --dry-run    the same steps on CPU (cuda -> cpu, NCCL -> gloo, compile off, tiny sizes): CI
 #
 # PROJECTS="ng bn dg" (the default) picks nanogpt / build_nanogpt / deep_gradients. The check runs the chosen
@@ -24,7 +25,7 @@
 #                                 same machine (e.g. --measure after the check) skips the kernels already built.
 # Ctrl-C (or SIGTERM) stops the running step (SIGINT, then SIGKILL after 5 s, then whatever it left running,
 # e.g. torchrun's workers, which start sessions of their own), prints the summary so far and exits 130.
-# Every step has a timeout; on a GPU no step starts after $GPU_CHECK_BUDGET s (default 560, --all 1120) and none
+# Every step has a timeout; on a GPU no step starts after $GPU_CHECK_BUDGET s (default 560, --all 1680) and none
 # runs past it, so the summary always prints inside a lease's 10-minute command.
 #
 # Estimates for one H100 from a cold start (fresh machine, empty compile cache), in seconds, and how they were
@@ -47,8 +48,8 @@
 #   check = 18 + the longest lane * 1.15 (three lanes share the cores while compiling)                  ~ 300
 #   measure  env 10, ng-bench-124m 90 (two compiles, ours and the nanoGPT restatement, 66 steps),
 #            bn-bench-124m 140 (float32, TF32, bf16, then compile, flash, vocab: three compiles, fused: cached),
-#            bn-ladder-shards 8, bn-ladder 120 (baseline and top rung, one compile each, 200 iters),
-#            dg-time-to-995 55 (compile 35 in the untimed warm-up, 6 epochs)                             = 423
+#            dg-time-to-995 55 (compile 35 in the untimed warm-up, 6 epochs)                             = 295
+#   ladder   env 10, bn-ladder-shards 8, bn-ladder 120 (baseline and top rung, one compile each, 200 iters) = 138
 # Not here: build_nanogpt's micro-batch x2 milestone (+40 s) and deep_gradients/benchmark.py --rows gpu
 # (450-650 s): each needs a command of its own.
 set -u -o pipefail
@@ -385,6 +386,16 @@ ref_mfu:nanogpt_ref.mfu speedup:speedup_vs_nanogpt_ref" "$PY" nanogpt/bench.py -
     want bn && cuda_step bn-bench-124m 240 "bn_bench124/bench.json tok_s:milestones.*.tok_per_s mfu:milestones.*.mfu" \
         "$PY" build_nanogpt/bench.py --device cuda --size 124m --iters 5 --warmup 2 --skip batch_mult \
         --out-dir "$W/bn_bench124"
+    # benchmark.py's time-to-99.5% row: compile and cuDNN autotuning in the untimed warm-up, no recorder, eval on;
+    # the time is train.py's results.json key time_to_target_s (training seconds to target_acc = 0.995)
+    want dg && cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_target_s target:target_acc acc:final_test_acc warmup_s:warmup_s \
+img_s:epochs.-1.images_per_s mfu:epochs.-1.mfu" "$PY" deep_gradients/train.py --dataset mnist \
+        --data-dir "$DATA/mnist" --device cuda --dtype bfloat16 --channels-last --cudnn-benchmark --compile \
+        --warmup-steps 30 --max-epochs 6 --batch-size 128 --no-progress --log-interval 0 --record-interval 0 \
+        --out-dir "$W/dg_t995"
+}
+
+ladder() {  # build_nanogpt's speedrun ladder on a GPU: a part of its own, so that --measure fits 5 minutes
     # the speedrun ladder (build_nanogpt/ladder.py): its top rung (every switch, Muon, FlexAttention window,
     # compile, bf16) against the GPT-2 baseline, 200 iters of 4,096 tokens on Tiny Shakespeare shards: val loss at
     # the budget and tokens to the baseline's final loss (estimate: shards 8 s, two compiles 45 s each, 200 steps
@@ -396,13 +407,6 @@ tokens_to_base:rungs.*.tokens_to_target_mean us_per_tok:rungs.*.cpu_us_per_token
         --only 0,9 --seeds 1 --data-dir "$W/bn_ladder/shards" --out-dir "$W/bn_ladder" --n-layer 4 --n-head 4 \
         --n-embd 256 --block-size 256 --batch-size 8 --total-batch 4096 --max-iters 200 --warmup-iters 10 \
         --eval-interval 40 --eval-iters 4 --ckpt-interval 100 --extra "--device cuda --dtype bfloat16 --compile true"
-    # benchmark.py's time-to-99.5% row: compile and cuDNN autotuning in the untimed warm-up, no recorder, eval on;
-    # the time is train.py's results.json key time_to_target_s (training seconds to target_acc = 0.995)
-    want dg && cuda_step dg-time-to-995 150 "dg_t995/results.json t995_s:time_to_target_s target:target_acc acc:final_test_acc warmup_s:warmup_s \
-img_s:epochs.-1.images_per_s mfu:epochs.-1.mfu" "$PY" deep_gradients/train.py --dataset mnist \
-        --data-dir "$DATA/mnist" --device cuda --dtype bfloat16 --channels-last --cudnn-benchmark --compile \
-        --warmup-steps 30 --max-epochs 6 --batch-size 128 --no-progress --log-interval 0 --record-interval 0 \
-        --out-dir "$W/dg_t995"
 }
 
 (return 0 2>/dev/null) && return   # sourced (the tests): the functions only
@@ -416,8 +420,9 @@ for arg in "$@"; do
     case $arg in
         --dry-run) DEV=cpu ;;
         --measure) PART=measure ;;
+        --ladder) PART=ladder ;;
         --all) PART=all ;;
-        *) echo "usage: bash run.sh gpu [--dry-run] [--measure|--all]" >&2; exit 2 ;;
+        *) echo "usage: bash run.sh gpu [--dry-run] [--measure|--ladder|--all]" >&2; exit 2 ;;
     esac
 done
 PROJECTS=${PROJECTS:-ng bn dg}
@@ -447,7 +452,7 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
     TOKENIZERS_PARALLELISM=false DATA_DIR="$DATA" TIKTOKEN_CACHE_DIR="$W/tiktoken" \
     TORCHINDUCTOR_CACHE_DIR="$CACHE/inductor" TRITON_CACHE_DIR="$CACHE/triton" TORCHINDUCTOR_FX_GRAPH_CACHE=1 \
     TORCHINDUCTOR_AUTOGRAD_CACHE=1 TORCH_LOGS="recompiles,graph_breaks"
-GPU=1 COMPILE=true BF16=bfloat16 BUDGET=${GPU_CHECK_BUDGET:-$([ "$PART" = all ] && echo 1120 || echo 560)}
+GPU=1 COMPILE=true BF16=bfloat16 BUDGET=${GPU_CHECK_BUDGET:-$([ "$PART" = all ] && echo 1680 || echo 560)}
 if [ "$DEV" = cpu ]; then   # one BLAS thread per process: two thrash on a busy 2-core machine
     GPU=0 COMPILE=false BF16=float32 BUDGET=${GPU_CHECK_BUDGET:-0}   # bfloat16 autocast on a CPU is emulated, slow
     export CUDA_VISIBLE_DEVICES="" OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -483,7 +488,7 @@ print("saved", sys.argv[1])
 EOF
 
 step env 60 "- torch cuda gpu capability missing" "$PY" -c "$ENV_PY"
-if [ "$PART" != measure ]; then
+if [ "$PART" = check ] || [ "$PART" = all ]; then
     { want ng || want bn; } && step hf-tiny 60 "- -" "$PY" -c "$HF_PY" "$W/hf"
     n=0
     for p in ng bn dg; do   # side by side; each lane's rows go to a file of its own, published in lane order
@@ -497,10 +502,14 @@ if [ "$PART" != measure ]; then
     done
     LANES=()
 fi
-if [ "$PART" != check ] && [ -z "$STOP" ]; then
+[ "$PART" != check ] && [ "$GPU" = 1 ] && command -v nvidia-smi >/dev/null && SAMPLE_MEM=1
+if { [ "$PART" = measure ] || [ "$PART" = all ]; } && [ -z "$STOP" ]; then
     ROWS=4-measure.tsv
-    [ "$GPU" = 1 ] && command -v nvidia-smi >/dev/null && SAMPLE_MEM=1
     measure
+fi
+if { [ "$PART" = ladder ] || [ "$PART" = all ]; } && [ -z "$STOP" ]; then
+    ROWS=5-ladder.tsv
+    ladder
 fi
 
 finish

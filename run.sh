@@ -2,7 +2,8 @@
 # The two commands of the README:
 #   bash run.sh demo   set up .venv, then train nanoGPT on its offline default (python nanogpt/train.py)
 #   bash run.sh test   set up .venv, then run the whole test suite (what CI runs), one project at a time
-#   bash run.sh gpu    every CUDA path on one GPU (--dry-run: the same steps on CPU; --measure: the GPU figures)
+#   bash run.sh gpu    every CUDA path on one GPU (--dry-run: the same steps on CPU; --measure: the GPU figures;
+#                      --ladder: build_nanogpt's speedrun ladder)
 # Setup is idempotent: it reinstalls only when requirements.txt has changed.
 set -euo pipefail
 cd "$(dirname "$0")"

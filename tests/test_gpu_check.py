@@ -213,3 +213,15 @@ def test_measure_dry_run_says_what_only_cuda_runs(tmp_path):
     assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["results.tgz", "summary.tsv"]
     rows = [line.split("\t")[:2] for line in (tmp_path / "out" / "summary.tsv").read_text().splitlines()[1:]]
     assert rows == [["env", "0"], ["dg-time-to-995", "skipped (dry run)"]]  # PROJECTS=dg: deep_gradients' only
+
+
+def test_the_ladder_is_a_part_of_its_own_so_measure_fits_five_minutes(tmp_path):
+    """--measure holds the 124M benches and the time to 99.5% (estimated 295 s on one H100); the speedrun
+    ladder (estimated 138 s) runs under --ladder only."""
+    rows = {}
+    for part in ("--measure", "--ladder"):
+        r = run_dry(tmp_path / part[2:], part, PROJECTS="bn")
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = (tmp_path / part[2:] / "out" / "summary.tsv").read_text().splitlines()[1:]
+        rows[part] = [line.split("\t")[0] for line in lines]
+    assert rows == {"--measure": ["env", "bn-bench-124m"], "--ladder": ["env", "bn-ladder-shards", "bn-ladder"]}
