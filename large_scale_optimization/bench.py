@@ -101,9 +101,9 @@ def check_config(cfg: BenchConfig) -> tuple[list[str], list[int]]:
         raise UserError(f"unknown solver {bad[0]!r}; allowed: {', '.join(CONTENDERS)}")
     if not solvers:
         raise UserError(f"--solvers {cfg.solvers!r} names no solver; allowed: {', '.join(CONTENDERS)}")
-    threads = [int(t) for t in cfg.threads.split(",") if t.strip().isdigit() and int(t) > 0]
+    threads = [int(t) for t in cfg.threads.split(",") if t.strip().isdigit() and 0 < int(t) <= 1024]
     if len(threads) != len(cfg.threads.split(",")):
-        raise UserError(f"--threads must be comma-separated positive integers, got {cfg.threads!r}")
+        raise UserError(f"--threads {cfg.threads}: must be comma-separated positive integers up to 1024")
     # sklearn would raise mid-run; 0 explicit iterations divide by 0
     check_positive(cfg, "lam", "tol", "sklearn_tol", "max_iters", "newton_cholesky_iters", "saga_epochs", "explicit_iters")
     check_ranges(cfg, {"seed": (0, None)})

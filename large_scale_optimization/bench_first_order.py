@@ -70,8 +70,8 @@ class FirstOrderBenchConfig:
     passes: float = knob(40.0, "budget of effective passes for our methods (each stops there)")
     epochs: str = knob("5,15,30,60", "scikit-learn: the epoch counts fitted, increasing (the last is the cap)")
     at_passes: float = knob(15.0, "also report the gap after this many passes / epochs")
-    repeats: int = knob(1, "runs of every contender, interleaved; the summary takes medians")
-    threads: int = knob(1, "BLAS threads (threadpoolctl)")
+    repeats: int = knob(1, "runs of every contender, interleaved; the summary takes medians", lo=1, hi=100)
+    threads: int = knob(1, "BLAS threads (threadpoolctl)", lo=1, hi=1024)  # 100000 hung threadpoolctl (issue 28)
     seed: int = knob(0, "our stochastic methods' and scikit-learn's shuffling")
     out_dir: str | None = knob(None, "first_order_bench.json and .png (default: results/ beside this script, the "
                                      "committed figures)")
@@ -110,7 +110,7 @@ def parse_numbers(text: str, flag: str, kind=float) -> list:
 
 def check_config(cfg: FirstOrderBenchConfig):
     """(contenders as (spec, name, options), targets, epochs); a UserError for anything out of range."""
-    check_positive(cfg, "lam", "passes", "repeats", "threads")
+    check_positive(cfg, "lam", "passes")
     check_ranges(cfg, {"seed": (0, None), "at_passes": (0, None)})
     contenders = [(s, *parse_contender(s)) for s in cfg.contenders.split(",") if s]
     if not contenders:

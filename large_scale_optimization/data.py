@@ -164,6 +164,8 @@ def read_idx_gz(path: Path) -> np.ndarray:
 
 def mnist_file(data_dir: Path, name: str, mirror: str) -> Path:
     path = data_dir / name
+    if path.is_dir():  # open() would raise IsADirectoryError
+        raise UserError(f"{path}: is a folder; --data-dir must hold the MNIST file {name}")
     if not path.exists():
         download(mirror + name, path, MNIST_FILES[name])
     got = md5(path)

@@ -56,7 +56,8 @@ class DenoiseConfig:
     crop: int = knob(0, "centre crop to crop x crop pixels (0: whole image)", lo=0)
     tv: str = knob("iso", "tv2d: iso (per-pixel l2 of the gradient) | aniso (l1)")
     basis: str = knob("dct", "l1: dct | haar")
-    lam: float | None = knob(None, "regularisation weight >= 0; unset: tv1d 1.0, tv2d 0.1, l1 0.2", lo=0)
+    lam: float | None = knob(None, "regularisation weight >= 0; unset: tv1d 1.0, tv2d 0.1, l1 0.2",
+                             lo=0, hi=1e100)  # lam * K^T p must not overflow (1e308 gave inf and a PSNR of log 0)
     sigma: float = knob(0.1, "std of the additive Gaussian noise", lo=0)
     seed: int = knob(0, "seed of the noise (and of the generated signal)", lo=0)
     methods: list[str] = knob(["all"], "methods to run (space- or comma-separated), or all (per problem: "

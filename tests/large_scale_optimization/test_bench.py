@@ -39,6 +39,7 @@ def test_bench_refuses_two_classes(run_main_here, clean_error, tmp_path):
 @pytest.mark.parametrize("args, needles", [
     (["--threads", "abc"], ["--threads", "positive integers", "abc"]),
     (["--threads", "0"], ["--threads", "positive integers", "0"]),
+    (["--threads", "100000"], ["--threads 100000", "up to 1024"]),  # was a hang in threadpoolctl (issue 28)
     (["--solvers", ","], ["--solvers", "allowed", "newton_pcg"]),
     (["--explicit-iters", "0"], ["--explicit-iters 0: must be in (0, inf)"]),  # was a nan ratio, exit 0
 ])

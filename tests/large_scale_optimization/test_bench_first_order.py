@@ -63,7 +63,8 @@ def test_bench_first_order_runs_on_digits(tmp_path, capsys):
     (["--contenders", "sklearn_saga+passes=3"], ["take no +settings"]),
     (["--epochs", "10,5"], ["--epochs", "increasing"]),
     (["--targets", "1e-2,-1"], ["--targets", "positive"]),
-    (["--repeats", "0"], ["--repeats 0: must be in (0, inf)"]),
+    (["--repeats", "0"], ["--repeats 0: must be in [1, 100]"]),
+    (["--threads", "100000"], ["--threads 100000: must be in [1, 1024]"]),  # hung in threadpoolctl (issue 28)
 ])
 def test_bench_first_order_bad_flags_are_one_line_errors(run_main_here, clean_error, tmp_path, args, needles):
     r = run_main_here(bfo.main, ["--dataset", "digits", *args, "--out-dir", tmp_path / "b"])

@@ -94,15 +94,22 @@ def test_tv2d_aniso_all_methods_skip_chambolle(tmp_path, tiny_png):
 
 def test_bad_inputs_exit_2_with_one_line(run_script, run_main_here, clean_error, tmp_path):
     """Through the real command line once, then in-process (an interpreter start costs ~2 s)."""
-    clean_error(run_script(SCRIPT, "--lam", "-0.5"), "--lam -0.5", "must be in [0, inf]")
+    clean_error(run_script(SCRIPT, "--lam", "-0.5"), "--lam -0.5", "must be in [0, 1e+100]")
     bad_png = tmp_path / "broken.png"
     bad_png.write_bytes(b"not a png at all")
     nan_signal = tmp_path / "nan.npy"
     np.save(nan_signal, np.array([0.0, 1.0, np.nan, 1.0]))
+    huge_signal = tmp_path / "huge.txt"
+    huge_signal.write_text("0\n1e308\n-1e308\n0\n")
     for argv, needles in [(["--problem", "tv3d"], ["tv3d", "tv1d"]),
                           (["--problem", "tv2d", "--methods", "exact"], ["exact", "fista"]),
                           (["--problem", "tv2d", "--image", bad_png], ["cannot read image", "broken.png"]),
-                          (["--signal", nan_signal], ["nan", "nan.npy"])]:
+                          (["--signal", nan_signal], ["nan", "nan.npy"]),
+                          # issue 28: a PSNR of log 0, an allocation error, a hang, a matplotlib tick error
+                          (["--lam", "1e308"], ["--lam 1e+308", "must be in [0, 1e+100]"]),
+                          (["--lam-sweep", "1e12"], ["--lam-sweep", "invalid int value", "1e12"]),
+                          (["--threads", "100000"], ["--threads 100000", "must be in [1, 1024]"]),
+                          (["--signal", huge_signal], ["huge.txt", "1e+308", "at most 1e+100"])]:
         clean_error(run_main_here(denoise.main, [*argv, "--out-dir", tmp_path / "o"]), *needles)
     assert not (tmp_path / "o" / "results.json").exists()
 

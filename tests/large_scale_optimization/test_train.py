@@ -174,18 +174,24 @@ def bad_input_args(case, tmp_path):
     elif case == "seed":  # was numpy's ValueError traceback
         return ["--seed", "-1"], ["--seed -1", "must be in [0, inf]"]
     elif case == "upper_bounds":  # each was accepted: a 5000-class or 1e9-step problem ran out of memory or time
-        return ["--threads", "5000"], ["--threads 5000", "must be in [1, 1024]"]
+        return ["--threads", "100000"], ["--threads 100000", "must be in [1, 1024]"]  # issue 28: hung
     elif case == "classes":
         return ["--dataset", "synthetic", "--classes", "5000"], ["--classes 5000", "must be in [2, 1000]"]
-    elif case == "svrg_inner":
-        return ["--svrg-inner", "1e9"], ["--svrg-inner 1000000000.0", "must be in [0, 1000]"]
+    elif case == "classes_1e12":  # issue 28: an allocation error
+        return ["--dataset", "synthetic", "--classes", "1e12"], ["--classes", "invalid int value", "1e12"]
+    elif case == "svrg_inner":  # issue 28: an allocation error
+        return ["--svrg-inner", "1e12"], ["--svrg-inner 1000000000000.0", "must be in [0, 1000]"]
     elif case == "lam_huge":
         return ["--lam", "1e9"], ["--lam 1000000000.0", "must be in [0, 10000.0]"]
     elif case == "synthetic_size":  # ran out of memory
         return ["--dataset", "synthetic", "--n", "10000000000", "--d", "50"], ["--n", "too large"]
     elif case == "data_folder":  # a folder named like a data file: was IsADirectoryError's traceback
         (tmp_path / "folder.csv").mkdir()
-        return ["--data", tmp_path / "folder.csv"], ["folder.csv", "is a folder", ".csv or .npz file"]
+        return ["--data", f"{tmp_path / 'folder.csv'}/"], ["folder.csv", "is a folder", ".csv or .npz file"]
+    elif case == "mnist_gz_folder":  # issue 28: IsADirectoryError's traceback
+        (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").mkdir(parents=True)
+        return (["--dataset", "mnist", "--data-dir", tmp_path / "mnist"],
+                ["train-images-idx3-ubyte.gz", "is a folder", "--data-dir"])
     elif case == "filetype":
         (tmp_path / "data.txt").write_text("0,1\n1,2\n")
         return ["--data", tmp_path / "data.txt"], ["unknown file type", ".csv, .npz"]
@@ -205,7 +211,7 @@ def test_bad_input_exits_2_with_one_line_cli(case, run_script, clean_error, tmp_
                                   "threads", "newton_max_iters", "precond_size", "empty_csv",
                                   "passes_inf", "lam_inf", "id_column", "huge_label", "single_class", "one_row",
                                   "huge_features", "not_utf8", "bad_first_row", "seed", "upper_bounds",
-                                  "classes", "svrg_inner", "lam_huge", "data_folder",
+                                  "classes", "classes_1e12", "svrg_inner", "lam_huge", "data_folder", "mnist_gz_folder",
                                   "synthetic_size"])
 def test_bad_input_exits_2_with_one_line(case, run_main_here, clean_error, tmp_path):
     """The same checks in-process through main(argv) (cheaper than a subprocess per case)."""
