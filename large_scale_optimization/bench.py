@@ -13,11 +13,15 @@ measured with OUR gradient. newton-cholesky and saga are capped (--newton-choles
 --saga-epochs) and run at the first --threads value only: newton-cholesky builds the same (K*D)^2 Hessian
 every iteration and saga needs far more epochs than fit in a benchmark; a capped run reports its time
 and the gradient it got to, never a made-up time.
-Thread counts are set with threadpoolctl; every --threads value is measured.
+Times are process CPU seconds (time.process_time: all of the process's threads, so on a machine shared with
+other jobs they move far less than wall time). Thread counts are set with threadpoolctl; every --threads
+value is measured. --repeats R measures every uncapped solver R times, interleaved (A B C, then C B A, ...);
+the table shows medians.
 """
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ import data
 import model
 from cli import UserError, check_positive, check_ranges, knob, parse_config, run_main
 from files import OutDirLock, write_json
+from provenance import provenance
 from solvers import LogisticProblem, SolverOptions, Tracker, newton_cg
 
 OUT_DIR = Path(__file__).resolve().parent / "out" / "lso_bench"  # the default --out-dir, wherever the run starts
@@ -47,7 +52,8 @@ class BenchConfig:
     data: str | None = knob(None, "your own .csv / .npz instead (as train.py --data)")
     lam: float = knob(1e-4, "L2 strength")
     tol: float = knob(1e-8, "target ||grad f|| (Frobenius, our gradient)")
-    threads: str = knob("1,2", "comma-separated BLAS thread counts, each measured")
+    threads: str = knob("1", "comma-separated BLAS thread counts, each measured")
+    repeats: int = knob(1, "runs of every uncapped solver, interleaved; the table shows medians", lo=1, hi=100)
     solvers: str = knob(",".join(CONTENDERS), "comma-separated, any of " + ", ".join(CONTENDERS))
     sklearn_tol: float = knob(1e-10, "scikit-learn's tol; tight: its own criteria differ from ours")
     max_iters: int = knob(10000, "lbfgs / newton-cg iteration cap")
@@ -59,10 +65,10 @@ class BenchConfig:
 
 
 def ours(prob, tol, seed):
-    """newton_pcg from W = 0; returns (W, seconds, iterations). The seconds are the Tracker's clock, which
+    """newton_pcg from W = 0; returns (W, CPU seconds, iterations). The seconds are the Tracker's clock, which
     stops while it records f, grad f and two accuracies after each iteration: that monitoring is ~0.3 s
     per iteration on MNIST, a fifth of the total, and no part of the solver (sklearn does none of it)."""
-    tr = Tracker("newton_pcg", prob, verbose=False)
+    tr = Tracker("newton_pcg", prob, verbose=False, clock=time.process_time)
     tr.start()
     W = newton_cg(prob, np.zeros(prob.shape), SolverOptions(newton_tol=tol), tr, np.random.default_rng(seed))
     tr.record(W)  # charges whatever ran after the last recorded step (a failed line search, say)
@@ -70,27 +76,27 @@ def ours(prob, tol, seed):
 
 
 def explicit_newton(prob, iters):
-    """`iters` textbook Newton steps (full Hessian + Cholesky + unit step) from W = 0; (W, seconds)."""
+    """`iters` textbook Newton steps (full Hessian + Cholesky + unit step) from W = 0; (W, CPU seconds)."""
     K, D = prob.shape
     W = np.zeros((K, D))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(iters):
         g = model.gradient(W, prob.X, prob.y, prob.lam)
         H = model.hessian(W, prob.X, prob.y, prob.lam)  # (K*D, K*D)
         W = W - scipy.linalg.cho_solve(scipy.linalg.cho_factor(H, overwrite_a=True, check_finite=False),
                                        g.ravel(), check_finite=False).reshape(K, D)
         del H
-    return W, time.perf_counter() - t0
+    return W, time.process_time() - t0
 
 
 def sklearn_fit(prob, solver, tol, max_iter, seed):
     clf = LogisticRegression(C=1.0 / (prob.n * prob.lam), fit_intercept=False, solver=solver, tol=tol,
                              max_iter=max_iter, random_state=seed)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(prob.X, prob.y)
-    return clf.coef_, time.perf_counter() - t0, int(np.max(clf.n_iter_))
+    return clf.coef_, time.process_time() - t0, int(np.max(clf.n_iter_))
 
 
 def check_config(cfg: BenchConfig) -> tuple[list[str], list[int]]:
@@ -139,17 +145,23 @@ def measure(solver: str, prob, cfg: BenchConfig, ours_iters: int | None) -> dict
                 estimated=est)
 
 
-def print_table(rows: list[dict]):
-    """The rows, each with its time as a multiple of newton_pcg's at the same thread count."""
-    ours_at = {r["threads"]: r["seconds"] for r in rows if r["solver"] == "newton_pcg"}
+def median_table(rows: list[dict]) -> list[dict]:
+    """One row per (solver, threads): the median CPU seconds over the repeats and that time as a multiple of
+    newton_pcg's at the same thread count; printed as a table."""
+    table = []
+    for key in dict.fromkeys((r["solver"], r["threads"]) for r in rows):
+        mine = [r for r in rows if (r["solver"], r["threads"]) == key]
+        table.append(dict(mine[0], seconds=statistics.median(r["seconds"] for r in mine), runs=len(mine)))
+    ours_at = {r["threads"]: r["seconds"] for r in table if r["solver"] == "newton_pcg"}
     best = min(ours_at.values(), default=float("nan"))
-    print(f"\n{'solver':>16} {'threads':>7} {'seconds':>9} {'x ours':>7} {'iters':>6} {'||grad f||':>10} reached"
-          f"   (x ours: against newton_pcg at the same thread count)")
-    for r in rows:
+    print(f"\n{'solver':>16} {'threads':>7} {'CPU s':>9} {'x ours':>7} {'iters':>6} {'||grad f||':>10} reached runs"
+          f"   (median CPU s; x ours: against newton_pcg at the same thread count)")
+    for r in table:
         r["ratio_to_ours"] = r["seconds"] / ours_at.get(r["threads"], best)
         note = "est." if r["estimated"] else ("yes" if r["reached"] else "NO")
         print(f"{r['solver']:>16} {r['threads']:>7} {r['seconds']:9.1f} {r['ratio_to_ours']:7.1f} "
-              f"{r['iters']:6d} {r['grad_norm']:10.2e} {note}")
+              f"{r['iters']:6d} {r['grad_norm']:10.2e} {note:>7} {r['runs']:4d}")
+    return table
 
 
 def main(argv=None):
@@ -157,25 +169,27 @@ def main(argv=None):
     solvers, threads = check_config(cfg)
     out = Path(cfg.out_dir or OUT_DIR) / "bench.json"
     with OutDirLock(out.parent):
+        made = provenance("bench.py", argv, threads)
         prob = load(cfg)
         K, D = prob.shape
         print(f"{cfg.dataset}: n={prob.n} D={D} K={K} lam={cfg.lam:g}; target ||grad f|| <= {cfg.tol:g}", flush=True)
+        head = dict(**made, config=dataclasses.asdict(cfg), n=prob.n, D=D, K=K)
         rows = []  # written after every solver, so an interrupted benchmark keeps what it measured
         ours_iters = None
         for nt in threads:
             with threadpool_limits(nt):
-                for s in solvers:
-                    if s in CAPPED and nt != threads[0]:
-                        continue  # capped runs are measured once
-                    print(f"[threads={nt}] {s} ...", flush=True)
-                    row = dict(solver=s, threads=nt, **measure(s, prob, cfg, ours_iters))
-                    ours_iters = row["iters"] if s == "newton_pcg" else ours_iters
-                    rows.append(row)
-                    print(f"    {row['seconds']:8.1f}s  iters {row['iters']:5d}  ||grad f|| {row['grad_norm']:.2e}  "
-                          f"f {row['f']:.12f}" + ("  (estimate)" if row["estimated"] else ""), flush=True)
-                    write_json(out, dict(config=dataclasses.asdict(cfg), n=prob.n, D=D, K=K, rows=rows))
-        print_table(rows)
-        write_json(out, dict(config=dataclasses.asdict(cfg), n=prob.n, D=D, K=K, rows=rows))
+                for rep in range(cfg.repeats):
+                    for s in solvers if rep % 2 == 0 else solvers[::-1]:  # interleaved: A B C, C B A, ...
+                        if s in CAPPED and (nt != threads[0] or rep > 0):
+                            continue  # capped runs are measured once
+                        print(f"[threads={nt} run {rep + 1}/{cfg.repeats}] {s} ...", flush=True)
+                        row = dict(solver=s, threads=nt, repeat=rep, **measure(s, prob, cfg, ours_iters))
+                        ours_iters = row["iters"] if s == "newton_pcg" else ours_iters
+                        rows.append(row)
+                        print(f"    {row['seconds']:8.1f}s CPU  iters {row['iters']:5d}  ||grad f|| {row['grad_norm']:.2e}  "
+                              f"f {row['f']:.12f}" + ("  (estimate)" if row["estimated"] else ""), flush=True)
+                        write_json(out, dict(head, complete=False, rows=rows))
+        write_json(out, dict(head, complete=True, rows=rows, table=median_table(rows)))
     print(f"wrote {out}")
 
 

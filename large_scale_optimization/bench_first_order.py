@@ -25,10 +25,6 @@ OUT/first_order_bench.png (relative gap against CPU time and against passes); OU
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import os
-import platform
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,15 +32,15 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import sklearn
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 import data
 import model
 from cli import UserError, check_positive, check_ranges, knob, parse_config, run_main, to_bool
 from files import OutDirLock, write_json, write_png
+from provenance import provenance
 from solvers import METHODS, SECOND_ORDER, SOLVERS, LogisticProblem, SolverOptions, Tracker, solve_reference
 
 matplotlib.use("Agg")
@@ -179,16 +175,6 @@ def summarise(curve: list[dict], targets: list[float], at_passes: float, sklearn
     return dict(to_target=to, gap_at=gap_after(curve, at_passes), final=curve[-1])
 
 
-def machine() -> dict:
-    """Where and how the figures were taken (no paths)."""
-    blas = [dict(api=i.get("internal_api"), threads=i.get("num_threads")) for i in threadpool_info()]
-    return dict(platform=platform.platform(), machine=platform.machine(), processor=platform.processor(),
-                cpu_count=os.cpu_count(), python=platform.python_version(), numpy=np.__version__,
-                sklearn=sklearn.__version__, blas_under_limit=blas, load_average=list(os.getloadavg()),
-                env_threads={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                             "OPENBLAS_NUM_THREADS")})
-
-
 def median_table(runs: list[dict], targets: list[float], at_passes: float) -> tuple[list[dict], str]:
     """Per contender, medians over the repeats; the rows and the text table."""
     rows, lines = [], []
@@ -245,9 +231,8 @@ def main(argv=None):
     cfg = parse_config(FirstOrderBenchConfig, argv, prog="bench_first_order.py", description=__doc__)
     contenders, targets, epochs = check_config(cfg)
     out_dir = Path(cfg.out_dir or OUT_DIR)
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    command = " ".join(["python", "large_scale_optimization/bench_first_order.py", *(argv if argv is not None else sys.argv[1:])])
     with OutDirLock(out_dir), threadpool_limits(cfg.threads):
+        made = provenance("bench_first_order.py", argv, cfg.threads)
         dataset = data.load_dataset(cfg.dataset, cfg.data_dir, cfg.data)
         prob = LogisticProblem.from_dataset(dataset, cfg.lam)
         if prob.shape[0] < 3:  # as bench.py: for K = 2 scikit-learn fits the binary loss, another objective
@@ -275,12 +260,12 @@ def main(argv=None):
                 # written after every contender, so an interrupted benchmark keeps what it measured
                 complete = rep == cfg.repeats - 1 and spec == order[-1][0]
                 rows, table = median_table(runs, targets, cfg.at_passes)
-                result = dict(command=command, date_utc=started, threads=cfg.threads, complete=complete,
-                              machine=machine(), config=dataclasses.asdict(cfg), n=prob.n, D=prob.shape[1],
+                result = dict(made, complete=complete, config=dataclasses.asdict(cfg), n=prob.n, D=prob.shape[1],
                               K=prob.shape[0], L=prob.L, L_max=prob.L_max, f_star=prob.f_star,
                               f_star_grad_norm=g_star, table=table, rows=rows, runs=runs)
                 write_json(out_dir / "first_order_bench.json", result)
-                plot(runs, f"{cfg.dataset}, lam={cfg.lam:g}, one thread, {started}", out_dir / "first_order_bench.png")
+                plot(runs, f"{cfg.dataset}, lam={cfg.lam:g}, one thread, {made['date_utc']}",
+                     out_dir / "first_order_bench.png")
         print(table)
     print(f"wrote {out_dir / 'first_order_bench.json'} and first_order_bench.png")
 

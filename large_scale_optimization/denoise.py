@@ -35,6 +35,7 @@ from denoise_data import Source, make_data, psnr
 from denoise_plots import plot_convergence, plot_panels, plot_sweep
 from files import OutDirLock, write_json
 from first_order import PROX_GRADIENT, SUBGRADIENT, MethodOptions, prox_gradient, reference, run_method
+from provenance import provenance
 
 PROBLEMS = ("tv1d", "tv2d", "l1")
 OUT_DIR = Path(__file__).resolve().parent / "out" / "denoise"  # the default --out-dir, wherever the run starts
@@ -146,8 +147,9 @@ def lam_sweep(cfg: DenoiseConfig, clean: np.ndarray, y: np.ndarray, lam: float) 
 
 
 
-def run(cfg: DenoiseConfig, methods: list[str], progress: bool = True) -> dict:
-    """Every method on one problem, the lam sweep, then results.json and the three PNGs in cfg.out_dir."""
+def run(cfg: DenoiseConfig, methods: list[str], progress: bool = True, made: dict | None = None) -> dict:
+    """Every method on one problem, the lam sweep, then results.json (opening with `made`, the provenance
+    record) and the three PNGs in cfg.out_dir."""
     lam = DEFAULT_LAM[cfg.problem] if cfg.lam is None else cfg.lam
     out_dir = Path(cfg.out_dir)
     clean, y, name = make_data(source(cfg))
@@ -158,7 +160,7 @@ def run(cfg: DenoiseConfig, methods: list[str], progress: bool = True) -> dict:
     print(f"{cfg.problem} on {name} {clean.shape}, lam={lam:g}, sigma={cfg.sigma:g}: f* = {f_star:.10g} "
           f"({ref['how']}, {time.perf_counter() - t0:.2f} s); noisy PSNR {psnr(y, clean):.2f} dB", flush=True)
 
-    results = {"config": dataclasses.asdict(cfg), "problem": cfg.problem, "data": name,
+    results = {**(made or {}), "config": dataclasses.asdict(cfg), "problem": cfg.problem, "data": name,
                "shape": list(clean.shape), "lam": lam, "f_star": f_star, "f_star_how": ref["how"],
                "psnr_noisy": psnr(y, clean), "methods": {}}
     if "kkt_residual" in ref:
@@ -187,10 +189,11 @@ def main(argv=None):
     cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir or str(OUT_DIR))
     methods = check_config(cfg)
     with OutDirLock(cfg.out_dir), threadpool_limits(cfg.threads):
+        made = provenance("denoise.py", argv, cfg.threads)
         if cfg.bench:
-            run_benchmark(source(cfg), cfg.ref_max_iters, Path(cfg.out_dir))
+            run_benchmark(source(cfg), cfg.ref_max_iters, Path(cfg.out_dir), made)
         else:
-            run(cfg, methods)
+            run(cfg, methods, made=made)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -24,14 +23,15 @@ BENCH_N_1D = 1_000_000  # samples of the tv1d signal
 BENCH_ITERS_1D = 3000  # fista-restart budget for relative gap 1e-8 at n = 1e6
 
 
-def run_benchmark(src: Source, ref_iters: int, out_dir: Path) -> dict:
+def run_benchmark(src: Source, ref_iters: int, out_dir: Path, made: dict) -> dict:
     """tv1d at n = 1e6 (Condat's time, KKT, fista-restart to relative gap 1e-8); tv2d on src's image at
-    lam = 0.1 against skimage's denoise_tv_chambolle defaults. Writes OUT/bench.json after each part."""
-    out = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",
-           "loadavg_start": os.getloadavg(), "tv1d": {}, "tv2d": {}}
+    lam = 0.1 against skimage's denoise_tv_chambolle defaults. Writes OUT/bench.json (opening with `made`, the
+    provenance record) after each part."""
+    out = {**made, "complete": False, "tv1d": {}, "tv2d": {}}
     bench_tv1d(src, out, out_dir / "bench.json")
     out["tv2d"] = bench_tv2d(src, ref_iters)
     out["loadavg_end"] = os.getloadavg()
+    out["complete"] = True
     write_json(out_dir / "bench.json", out)
     return out
 

@@ -25,6 +25,7 @@ import data
 import model
 from cli import UserError, check_positive, knob, parse_config, run_main
 from files import OutDirLock, write_json, write_png
+from provenance import provenance
 from solvers import (METHODS, SECOND_ORDER, SOLVERS, Diverged, LogisticProblem, SolverOptions, Tracker,
                      solve_reference)
 
@@ -195,8 +196,7 @@ def run(cfg: TrainConfig, methods: list[str]) -> dict:
         SOLVERS[m](prob, W0, opts, tr, rng)
         results[m] = tr.records
     return dict(config=dataclasses.asdict(cfg), dataset=name, n=prob.n, D=D, K=K, L=prob.L, L_max=prob.L_max,
-                f_star=prob.f_star, f_star_grad_norm=g_star, f_star_seconds=t_ref,
-                threads=cfg.threads, methods=results)
+                f_star=prob.f_star, f_star_grad_norm=g_star, f_star_seconds=t_ref, methods=results)
 
 
 def main(argv=None):
@@ -205,8 +205,9 @@ def main(argv=None):
     out_dir = Path(cfg.out_dir or OUT_DIR)
     with OutDirLock(out_dir), threadpool_limits(cfg.threads):
         try:
+            made = provenance("train.py", argv, cfg.threads)  # before the run: its load average and date
             with np.errstate(all="ignore"):  # a diverging method overflows; Diverged reports it in one line
-                out = run(cfg, methods)
+                out = {**made, **run(cfg, methods)}
         except Diverged as e:
             print(f"train.py: error: {e} (a step too long for this problem?); nothing written to {out_dir}",
                   file=sys.stderr)

@@ -17,7 +17,11 @@ def test_bench_runs_on_digits(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "explicit_newton", lambda prob, iters: (real(prob, iters)[0], 0.25 * iters))
     bench.main(["--dataset", "digits", "--threads", "1", "--solvers", "newton_pcg,newton_explicit,newton-cg",
                 "--explicit-iters", "2", "--out-dir", str(tmp_path)])
-    rows = {r["solver"]: r for r in json.loads(out.read_text())["rows"]}
+    res = json.loads(out.read_text())
+    assert res["complete"] and res["threads"] == [1] and res["command"].endswith(
+        "python large_scale_optimization/bench.py --dataset digits --threads 1 --solvers newton_pcg,newton_explicit,"
+        f"newton-cg --explicit-iters 2 --out-dir {tmp_path}")
+    rows = {r["solver"]: r for r in res["table"]}
     assert rows["newton_pcg"]["reached"] and rows["newton_pcg"]["grad_norm"] <= 1e-8
     assert rows["newton-cg"]["f"] == pytest.approx(rows["newton_pcg"]["f"], rel=1e-9)
     assert rows["newton_pcg"]["ratio_to_ours"] == 1.0
@@ -40,6 +44,7 @@ def test_bench_refuses_two_classes(run_main_here, clean_error, tmp_path):
     (["--threads", "abc"], ["--threads", "positive integers", "abc"]),
     (["--threads", "0"], ["--threads", "positive integers", "0"]),
     (["--threads", "100000"], ["--threads 100000", "up to 1024"]),  # was a hang in threadpoolctl (issue 28)
+    (["--repeats", "0"], ["--repeats 0: must be in [1, 100]"]),
     (["--solvers", ","], ["--solvers", "allowed", "newton_pcg"]),
     (["--explicit-iters", "0"], ["--explicit-iters 0: must be in (0, inf)"]),  # was a nan ratio, exit 0
 ])

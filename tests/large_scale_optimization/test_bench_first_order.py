@@ -33,7 +33,9 @@ def test_bench_first_order_runs_on_digits(tmp_path, capsys):
               "--passes", "4", "--epochs", "5,10,40,80", "--targets", "1e-2,1e-4", "--out-dir", str(tmp_path)])
     res = json.loads((tmp_path / "first_order_bench.json").read_text())
     assert res["threads"] == 1 and res["date_utc"] and res["machine"]["cpu_count"] >= 1
-    assert res["command"].startswith("python large_scale_optimization/bench_first_order.py --dataset digits")
+    assert res["command"].endswith("python large_scale_optimization/bench_first_order.py --dataset digits --lam 1e-2 "
+                                   "--contenders saga+passes=12,sgd,sklearn_saga --passes 4 --epochs 5,10,40,80 "
+                                   f"--targets 1e-2,1e-4 --out-dir {tmp_path}")
     assert all(i["threads"] == 1 for i in res["machine"]["blas_under_limit"])
     runs = {r["contender"]: r for r in res["runs"]}
     saga = runs["saga+passes=12"]["curve"]

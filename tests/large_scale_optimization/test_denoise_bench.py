@@ -18,6 +18,9 @@ def test_bench_writes_both_parts(tmp_path, monkeypatch):
     matplotlib.image.imsave(image, np.kron(rng.uniform(size=(3, 3, 3)), np.ones((8, 8, 1))))
     denoise.main(["--bench", "--image", str(image), "--ref-max-iters", "300", "--out-dir", str(tmp_path / "b")])
     out = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert out["complete"] and out["threads"] == 1 and out["date_utc"] and out["machine"]["cpu_count"] >= 1
+    assert out["command"].endswith(f"python large_scale_optimization/denoise.py --bench --image {image} "
+                                   f"--ref-max-iters 300 --out-dir {tmp_path / 'b'}")
     assert set(out["tv1d"]) == {"0.3", "1.0"}
     for row in out["tv1d"].values():
         assert max(row["kkt"].values()) < 1e-10 and row["fista_restart"]["iters"] == 50
