@@ -47,7 +47,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 SKLEARN = ("sklearn_saga", "sklearn_sag")
-OUT_DIR = Path(__file__).resolve().parent / "results"  # the default --out-dir, wherever the run starts
+OUT_DIR = Path(__file__).resolve().parent / "out" / "first_order_bench"  # the default --out-dir, from any folder
 FIRST_ORDER = tuple(m for m in METHODS if m not in SECOND_ORDER)
 
 
@@ -69,8 +69,9 @@ class FirstOrderBenchConfig:
     repeats: int = knob(1, "runs of every contender, interleaved; the summary takes medians", lo=1, hi=100)
     threads: int = knob(1, "BLAS threads (threadpoolctl)", lo=1, hi=1024)  # 100000 hung threadpoolctl (issue 28)
     seed: int = knob(0, "our stochastic methods' and scikit-learn's shuffling")
-    out_dir: str | None = knob(None, "first_order_bench.json and .png (default: results/ beside this script, the "
-                                     "committed figures)")
+    out_dir: str | None = knob(None, "first_order_bench.json and .png (default: out/first_order_bench beside this "
+                                     "script; --out-dir large_scale_optimization/results refreshes the committed "
+                                     "figures the README quotes)")
 
 
 def parse_contender(spec: str) -> tuple[str, dict]:

@@ -1,6 +1,11 @@
 """large_scale_optimization/cli.py as every script uses it: help beside each default, no abbreviations,
 "did you mean", finite floats only, one-line errors."""
 import dataclasses
+import json
+import shlex
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +53,25 @@ def test_default_out_dirs_sit_beside_the_scripts(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     here = Path(train.__file__).resolve().parent
     assert train.OUT_DIR == here / "out" / "lso_logreg" and bench.OUT_DIR == here / "out" / "lso_bench"
-    assert denoise.OUT_DIR == here / "out" / "denoise" and bench_first_order.OUT_DIR == here / "results"
+    assert denoise.OUT_DIR == here / "out" / "denoise" and bench_first_order.OUT_DIR == here / "out" / "first_order_bench"
     for cls, prog in CONFIGS:
         assert parse_config(cls, [], prog, "").out_dir is None  # None: the script's OUT_DIR
+
+
+def test_scripts_started_elsewhere_write_only_under_their_out_folder(tmp_path):
+    """Issue 29: train.py started from another folder wrote out/lso_logreg there. Run for real from an empty
+    folder with the default --out-dir, the scripts leave that folder empty and write their own out/."""
+    here = Path(train.__file__).resolve().parent
+    runs = {train.OUT_DIR: ["train.py", "--methods", "gd", "--passes", "1", "--no-plots"],
+            denoise.OUT_DIR: ["denoise.py", "--n", "200", "--methods", "exact", "--lam-sweep", "0"]}
+    start = time.time()
+    procs = [subprocess.Popen([sys.executable, str(here / argv[0]), *argv[1:]], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for argv in runs.values()]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    assert list(tmp_path.iterdir()) == []
+    for out_dir, argv in runs.items():
+        res = json.loads((out_dir / "results.json").read_text())
+        assert (out_dir / "results.json").stat().st_mtime >= start - 1
+        assert res["command"].endswith(shlex.join(["python", f"large_scale_optimization/{argv[0]}", *argv[1:]]))
