@@ -31,6 +31,15 @@ def test_tv1d_run_writes_results_and_plots(run_script, tmp_path):
     for png in ("convergence.png", "panels.png", "psnr_vs_lam.png"):
         assert (out / png).stat().st_size > 1000
     assert "fista" in r.stdout and "f* =" in r.stdout
+    exact = next(line for line in r.stdout.splitlines() if line.split()[:1] == ["exact"])
+    assert exact.split()[6] == "0" and not exact.split()[8].startswith("-")  # issue 29: no negative zeros in the table
+
+
+def test_gaps_a_few_ulps_below_zero_print_as_zero():
+    """The exact solver's duality gap ends at -9.8e-14 on tv1d (rounding): printed 0; a real gap keeps its
+    digits, a clearly negative one (f* not a lower bound: a bug) keeps its sign, and nan says 'no dual'."""
+    assert [denoise.gap_text(v) for v in (-9.8e-14, 0.0, 1.5e-3, -0.02, float("nan"))] == \
+        ["0", "0", "1.50e-03", "-2.00e-02", "no dual"]
 
 
 @pytest.fixture
