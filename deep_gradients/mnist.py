@@ -108,17 +108,19 @@ def download(data_dir: str | os.PathLike, mirrors: tuple[str, ...] | None = None
                 errors.append(f"{e}")
         else:  # the first mirror's failure, said once (the others usually fail the same way, e.g. offline)
             others = len(errors) - 1
-            raise DataError(f"could not download {name} (offline?): {errors[0]}"
-                            + (f" (and {others} other mirror{'s' * (others > 1)})" if others else "")
-                            + f"; put the 4 IDX gz files in {data_dir} instead")
+            raise DataError(f"cannot download {errors[0]}"
+                            + (f"; {others} other mirror{'s' * (others > 1)} failed too" if others else "")
+                            + f"; put the 4 MNIST .gz files in {data_dir} by hand")
 
 
 def _fetch(url: str, tmp: Path, md5: str, timeout: float) -> None:
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
-    except (urllib.error.URLError, OSError) as e:  # no DNS, refused, timed out, HTTP 404: the network's fault
+    except urllib.error.HTTPError as e:  # the server answered, but not with the file
+        raise ValueError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:  # no DNS, refused, timed out: no way to the server
         reason = getattr(e, "reason", e)
-        raise ValueError(f"network failure reaching {url} ({getattr(reason, 'strerror', None) or reason})") from None
+        raise ValueError(f"{url}: network unreachable ({getattr(reason, 'strerror', None) or reason})") from None
     with response, open(tmp, "wb") as f:
         while chunk := response.read(1 << 20):
             f.write(chunk)

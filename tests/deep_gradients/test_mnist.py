@@ -167,15 +167,31 @@ def test_download_rejects_wrong_content(tmp_path):
 
 
 def test_download_offline_one_line_error(run_script, clean_error, tmp_path):
-    """No DNS (a .invalid host never resolves) and a refused connection: a network failure naming the first URL,
-    said once, in one short line (not 'cannot write FILE', not once per mirror)."""
+    """No DNS (a .invalid host never resolves) and a refused connection: one short line naming the first URL,
+    saying the network is unreachable and where to put the files by hand (not 'cannot write FILE', not once per
+    mirror)."""
     mirrors = f"http://no-such-host.invalid/mnist/ {dead_url()}"
     r = run_script("deep_gradients/train.py", *MNIST_ARGS, "--download", "--data-dir", tmp_path / "dl",
                    "--out-dir", tmp_path / "out", env={"MNIST_MIRRORS": mirrors}, timeout=120)
     url = "http://no-such-host.invalid/mnist/train-images-idx3-ubyte.gz"
-    clean_error(r, "could not download", "offline", f"network failure reaching {url} (", "(and 1 other mirror)",
-                f"put the 4 IDX gz files in {tmp_path / 'dl'}")
-    assert "cannot write" not in r.stderr and r.stderr.count("network failure") == 1, r.stderr
+    clean_error(r, f"cannot download {url}: network unreachable (", "; 1 other mirror failed too",
+                f"; put the 4 MNIST .gz files in {tmp_path / 'dl'} by hand")
+    line = r.stderr.strip()
+    assert "\n" not in line and len(line) - len(str(tmp_path / "dl")) - len(url) < 150, line  # was 400 chars
+    assert "cannot write" not in line and line.count("unreachable") == 1, line
+
+
+def test_download_names_a_server_that_answers_without_the_file(tmp_path):
+    """A mirror that answers 404 is reachable: the line says HTTP 404, not that the network is unreachable."""
+    (tmp_path / "empty").mkdir()
+    server, url = serve(tmp_path / "empty")
+    try:
+        with pytest.raises(mn.DataError) as e:
+            mn.download(tmp_path / "dl", mirrors=(url,))
+    finally:
+        server.shutdown()
+    assert str(e.value) == (f"cannot download {url}train-images-idx3-ubyte.gz: HTTP 404 File not found; "
+                            f"put the 4 MNIST .gz files in {tmp_path / 'dl'} by hand")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -208,4 +224,7 @@ def test_random_shift_moves_each_image_by_its_offset():
     # out[b, :, i, j] = x[b, :, i + dy - s, j + dx - s] where that lies inside the image
     assert torch.equal(out[1, :, 2:, :9], x[1, :, :8, 1:])
     assert torch.equal(out[2, :, :8, 1:], x[2, :, 2:, :9])
+    # where the shift uncovers the frame, the edge pixel is repeated (MNIST's background), not a 0
+    assert torch.equal(out[1, :, :2, :9], x[1, :, :1, 1:].expand(1, 2, 9))  # top rows: row 0 again
+    assert torch.equal(out[1, :, 2:, 9], x[1, :, :8, 9])  # last column: column 9 again
     assert torch.equal(mn.random_shift(x, 0, offsets), x)
