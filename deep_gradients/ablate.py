@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,6 +35,7 @@ import torch.nn as nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import checkpoint  # noqa: E402
+import hardware  # noqa: E402
 import mnist  # noqa: E402
 import model as model_lib  # noqa: E402
 import train  # noqa: E402
@@ -67,6 +70,7 @@ class AblateConfig:
     device: str = knob("auto", "auto | cpu | cuda | cuda:N")
     out_dir: str = knob("", "ablation.json, ablation.md, the plots, one folder per run; empty = "
                             "deep_gradients/out/ablation (beside this script, from any working directory)")
+    runs_dir: str = knob("", "one train.py output folder per run; empty = OUT_DIR")
     report_only: bool = knob(False, "redraw ablation.md and the plots from an existing OUT_DIR/ablation.json")
     keep_done: bool = knob(True, "keep the runs already in OUT_DIR/ablation.json and skip them (e.g. to add a seed)")
 
@@ -110,7 +114,7 @@ def train_config(cfg: AblateConfig, r: dict) -> train.Config:
                         width=cfg.width, batch_norm=bn, residual=res, max_epochs=cfg.max_epochs,
                         batch_size=cfg.batch_size, learning_rate=r["lr"], seed=r["seed"],
                         record_interval=cfg.record_interval, device=cfg.device,
-                        out_dir=os.path.join(cfg.out_dir, r["name"]), progress=False)
+                        out_dir=os.path.join(cfg.runs_dir or cfg.out_dir, r["name"]), progress=False)
 
 
 def activation_std(m: nn.Module, x: torch.Tensor, train_mode: bool) -> list[float]:
@@ -148,7 +152,7 @@ def _nan(v) -> float:
     return float("nan") if v is None else float(v)
 
 
-def run_all(cfg: AblateConfig, log=print) -> dict:
+def run_all(cfg: AblateConfig, log=print, command: str = "") -> dict:
     runs = grid(cfg)  # checks the whole selection before the first run starts
     os.makedirs(cfg.out_dir, exist_ok=True)
     _, _, x_test, _ = mnist.load(cfg.dataset, cfg.data_dir or None)
@@ -158,13 +162,13 @@ def run_all(cfg: AblateConfig, log=print) -> dict:
     todo = [r for r in runs if r["name"] not in names]
     if len(todo) < len(runs):
         log(f"{len(runs) - len(todo)} of {len(runs)} runs already in {cfg.out_dir}/ablation.json: skipped")
-    out = save(cfg, done)
+    out = save(cfg, done, command)
     for r in tqdm(todo, desc="ablation runs", dynamic_ncols=True):
         row = one_run(cfg, r, x_act)
         done.append(row)
         log(f"{r['name']}: test acc {100 * (row['final_test_acc'] or 0):.2f}%, train loss "
             f"{_loss(row['final_train_loss'])}, {row['seconds']:.0f}s")
-        out = save(cfg, done)  # after every run, so a long grid that is cut short keeps what it has
+        out = save(cfg, done, command)  # after every run, so a long grid that is cut short keeps what it has
     plot_all(out, cfg.out_dir)
     return out
 
@@ -180,7 +184,7 @@ def one_run(cfg: AblateConfig, r: dict, x_act: torch.Tensor) -> dict:
     if not res.get("finished", True):  # Ctrl-C / SIGTERM stopped train.py mid-run: not a result, stop the grid
         raise KeyboardInterrupt  # the runs done so far are in ablation.json; the same command continues
     ep = res["epochs"]
-    row = dict(r, batch_norm=tc.batch_norm, residual=tc.residual, out_dir=tc.out_dir,
+    row = dict(r, batch_norm=tc.batch_norm, residual=tc.residual, out_dir=hardware.from_repo(tc.out_dir),
                final_test_acc=_finite(res.get("final_test_acc")),
                final_test_loss=_finite(ep[-1].get("test_loss")) if ep else None,
                final_train_loss=_finite(ep[-1].get("train_loss")) if ep else None,
@@ -217,8 +221,14 @@ def redraw(out_dir: str) -> dict:
     return out
 
 
-def save(cfg: AblateConfig, runs: list[dict]) -> dict:
-    out = {"ablate_config": asdict(cfg), "runs": runs, "summary": summarize(runs)}
+def save(cfg: AblateConfig, runs: list[dict], command: str) -> dict:
+    """ablation.json and ablation.md, opening with how they were made: the command (as typed at the repository's
+    root), the machine, the date and the thread count; paths from the root, so the file names no folder here."""
+    paths = ("data_dir", "out_dir", "runs_dir")
+    made = {"command": command, "machine": hardware.machine_line(), "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    config = {k: hardware.from_repo(v) if k in paths else v for k, v in asdict(cfg).items()}
+    out = {**made, "ablate_config": config, "runs": runs, "summary": summarize(runs)}
     write_json(os.path.join(cfg.out_dir, "ablation.json"), out)
     write_markdown(out, os.path.join(cfg.out_dir, "ablation.md"))
     return out
@@ -287,6 +297,8 @@ def write_markdown(out: dict, path: str) -> None:
              f"Dataset `{cfg['dataset']}` (train subset {cfg['train_subset'] or 'all'}), {cfg['max_epochs']} epoch(s), "
              f"batch {cfg['batch_size']}, width {cfg['width']}, seeds {sorted({r['seed'] for r in out['runs']})}; "
              "one-cycle schedule peaking at lr.",
+             f"Made by `{out.get('command')}` on {out.get('machine')}, {out.get('date')}, "
+             f"{out.get('torch_threads')} thread(s).",
              "Cells: final test accuracy %, mean +- std over seeds (train loss averaged over the last epoch; `div` = "
              "runs whose last-epoch train loss is NaN or >= ln 10 = 2.303, chance level).", "",
              "| config | depth | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
@@ -377,8 +389,9 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
 def main(argv=None) -> None:
     cfg = parse_config(AblateConfig, argv, "ablate.py", __doc__.splitlines()[0])
     cfg = replace(cfg, out_dir=cfg.out_dir or str(OUT))
+    command = shlex.join(["python", hardware.from_repo(__file__), *(sys.argv[1:] if argv is None else argv)])
     with OutDirLock(cfg.out_dir):
-        out = redraw(cfg.out_dir) if cfg.report_only else run_all(cfg)
+        out = redraw(cfg.out_dir) if cfg.report_only else run_all(cfg, command=command)
     print(f"wrote {os.path.join(cfg.out_dir, 'ablation.json')} and ablation.md ({len(out['runs'])} runs)")
 
 

@@ -278,7 +278,9 @@ def write_report(rows: list[dict], cfg: BenchConfig, dataset: str, header: dict)
     lines += [f"- GPU util % not measured: {p}" for p in problems]
     lines += ["", "Commands: every row's exact command line is in benchmark.json (`cmd`)."]
     write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    write_json(out.with_suffix(".json"), {"header": header, "config": dataclasses.asdict(cfg), "rows": rows})
+    config = {k: hardware.from_repo(v) if k in ("data_dir", "out_dir", "runs_dir") else v
+              for k, v in dataclasses.asdict(cfg).items()}  # paths from the repository's root, as in the rows
+    write_json(out.with_suffix(".json"), {"header": header, "config": config, "rows": rows})
     plot(rows, out.with_suffix(".png"), header)
 
 
@@ -316,6 +318,7 @@ def measure(cfg: BenchConfig) -> list[dict]:
               "load_start": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     todo = [r for r in rows if "skip" not in r]
     print(f"{len(todo)} runs ({len(rows) - len(todo)} skipped) on {dataset}: {header['machine']}", flush=True)
+    rows_so_far = report(rows, cfg, dataset, header)  # a report even if every row is skipped or none finishes
     for i, r in enumerate(tqdm(rows, desc="benchmark")):
         if "skip" in r:
             continue

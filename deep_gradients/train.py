@@ -489,11 +489,18 @@ def time_to_target(epochs: list[dict], target: float) -> tuple[float | None, int
     return None, None
 
 
+def portable(cfg: Config) -> dict:
+    """The settings with their paths as typed at the repository's root (hardware.from_repo): what results.json
+    records, so that it names no folder of this machine and its command works from the root."""
+    paths = ("data_dir", "out_dir") + (("resume",) if cfg.resume not in ("", "last") else ())
+    return {k: hardware.from_repo(v) if k in paths else v for k, v in asdict(cfg).items()}
+
+
 def command_line(cfg: Config) -> str:
     """A command that repeats this run from the repository root: the settings that differ from the defaults."""
-    args = []
+    args, settings = [], portable(cfg)
     for f in fields(Config):
-        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        value, flag = settings[f.name], "--" + f.name.replace("_", "-")
         if value != f.default and f.name != "resume":
             args += [flag if value else f"--no-{flag[2:]}"] if isinstance(value, bool) else [flag, str(value)]
     return shlex.join(["python", "deep_gradients/train.py", *args])
@@ -511,7 +518,7 @@ def outputs(t: Trainer, p: checkpoint.Progress, out: Path, stopped: str | None) 
     target_s, target_epoch = time_to_target(history["epochs"], TARGET_ACC)
     results = {
         "command": command_line(cfg), "machine": hardware.machine_line(), "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": asdict(cfg), "world_size": r.world,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": portable(cfg), "world_size": r.world,
         "device": str(r.device),
         "device_name": hardware.device_name(r.device),
         "n_train": len(t.data[0]), "steps_per_epoch": t.steps_per_epoch,

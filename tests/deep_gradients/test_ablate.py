@@ -1,14 +1,38 @@
 """deep_gradients/ablate.py: the ablation grid, its bookkeeping, report and errors."""
 import json
 import math
+import os
 import re
+from pathlib import Path
 
 import pytest
+import torch
 
 import ablate
 from cli import UserError
 
+ROOT = Path(__file__).resolve().parents[2]
 DEPTH8_RELUS = 7  # stem + 3 blocks x 2
+
+
+def test_ablation_json_says_how_it_was_made_with_paths_from_the_repository_root(tmp_path, monkeypatch):
+    """ablation.json opens with the command as typed at the repository's root, the machine, the date and the
+    thread count; its paths inside the repository are written from the root (no folder of this machine)."""
+    stub = {"final_test_acc": 0.5, "epochs": [{"train_loss": 1.0, "test_loss": 1.0}], "train_curve": [[0, 2.3]]}
+    monkeypatch.setattr(ablate.train, "run", lambda tc: stub)
+    monkeypatch.setattr(ablate, "act_stats", lambda *a, **k: {"init": [1.0], "trained": [1.0]})
+    runs = ROOT / "deep_gradients" / "out" / f"ablate_test_{os.getpid()}"
+    monkeypatch.chdir(tmp_path)  # another working directory: the paths are still written from the root
+    ablate.main(["--configs", "bn", "--depths", "8", "--max-epochs", "1", "--device", "cpu",
+                 "--out-dir", "abl", "--runs-dir", str(runs)])
+    saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    rel_out, rel_runs = os.path.relpath(tmp_path / "abl", ROOT), f"deep_gradients/out/ablate_test_{os.getpid()}"
+    assert saved["command"] == ("python deep_gradients/ablate.py --configs bn --depths 8 --max-epochs 1 --device cpu"
+                                f" --out-dir abl --runs-dir {runs}")  # as typed
+    assert saved["torch_threads"] == torch.get_num_threads() and saved["machine"] and saved["date"]
+    assert (saved["ablate_config"]["out_dir"], saved["ablate_config"]["runs_dir"]) == (rel_out, rel_runs)
+    assert saved["runs"][0]["out_dir"] == f"{rel_runs}/bn_d8_lr0.1_s0"
+    assert f"Made by `{saved['command']}`" in (tmp_path / "abl" / "ablation.md").read_text()
 
 
 def test_two_configs_one_seed(tmp_path):

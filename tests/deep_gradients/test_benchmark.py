@@ -1,5 +1,6 @@
 """deep_gradients/benchmark.py: the plan of rows (CPU and GPU selection), the scaling formula, its errors."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,19 @@ def test_outputs_go_under_out_never_beside_the_script_or_the_working_directory(t
     cmd = [sys.executable, str(benchmark.TRAIN), "--out-dir", str(runs / "00"), "--dtype", "float32"]
     assert benchmark.shown(cmd) == "python deep_gradients/train.py --out-dir deep_gradients/out/benchmark/runs/00 " \
                                    "--dtype float32"  # no path of this machine in a committed benchmark.json
+
+
+def test_a_benchmark_whose_rows_are_all_skipped_still_writes_its_report(tmp_path, monkeypatch):
+    """`--rows gpu` on a machine without CUDA: every row skipped, and the report says so (it used to end in a
+    FileNotFoundError traceback: the report was written only after a measured row). Its config names the
+    folders from the repository's root, whatever the working directory."""
+    monkeypatch.chdir(tmp_path)
+    benchmark.measure(benchmark.parse_args(["--rows", "gpu", "--out-dir", "b"]))
+    saved = json.loads((tmp_path / "b" / "benchmark.json").read_text())
+    assert saved["rows"] and all("no CUDA device" in r["skip"] for r in saved["rows"])
+    up = os.path.relpath(tmp_path, Path(benchmark.__file__).resolve().parents[1])
+    assert (saved["config"]["out_dir"], saved["config"]["runs_dir"]) == (f"{up}/b", "")
+    assert "no CUDA device" in (tmp_path / "b" / "benchmark.md").read_text()
 
 
 def test_a_benchmark_cut_short_keeps_the_rows_it_measured(tmp_path, monkeypatch):

@@ -269,6 +269,23 @@ def test_results_name_a_command_that_repeats_the_run(tmp_path):
     assert again == cfg and res["torch_threads"] == torch.get_num_threads() and res["machine"] and res["date"]
 
 
+def test_results_name_paths_from_the_repository_root(tmp_path, monkeypatch):
+    """results.json names no folder of this machine: a path inside the repository is written from its root,
+    whatever the working directory; a relative path outside it too (../shared/...); an absolute one outside it
+    stays as typed. So the recorded command repeats the run when typed at the root."""
+    monkeypatch.chdir(ROOT / "deep_gradients")
+    cfg = train.Config(out_dir="out/x", data_dir=str(ROOT.parent / "shared" / "data" / "mnist"), resume="last")
+    assert train.portable(cfg)["out_dir"] == "deep_gradients/out/x"
+    assert train.portable(cfg)["data_dir"] == str(ROOT.parent / "shared" / "data" / "mnist")  # absolute, outside
+    assert train.portable(cfg)["resume"] == "last"
+    monkeypatch.chdir(tmp_path)
+    cfg = train.Config(out_dir=str(ROOT / "deep_gradients" / "out" / "y"), data_dir="mnist", resume="o/ckpt.pt")
+    p = train.portable(cfg)
+    up = os.path.relpath(tmp_path, ROOT)  # e.g. ../../tmp/pytest-.../test_x0
+    assert (p["out_dir"], p["data_dir"], p["resume"]) == ("deep_gradients/out/y", f"{up}/mnist", f"{up}/o/ckpt.pt")
+    assert "--out-dir deep_gradients/out/y" in train.command_line(cfg) and str(ROOT) not in train.command_line(cfg)
+
+
 def test_help_lists_the_switches_with_their_defaults(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--help"])
