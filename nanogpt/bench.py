@@ -5,19 +5,27 @@ of karpathy/nanoGPT's model run in the same process, or (--generate) sampling wi
     python nanogpt/bench.py --device cuda --dtype bfloat16 --compile --n-layer 12 --n-head 12 --n-embd 768 \
         --block-size 1024 --vocab-size 50304 --batch-size 16
     python nanogpt/bench.py --generate            # GPT-2 124M shape (random weights), 500 new tokens
+    OMP_NUM_THREADS=1 python nanogpt/bench.py --threads 1 --out-dir nanogpt/results/bench   # what the README cites
 
 Both models take the same training step (forward, backward, clip to 1.0, AdamW from each model's own
 configure_optimizers), alternating in rounds so a busy machine slows both alike; the ratio is the
-like-for-like comparison. Prints one JSON line at the end. It times only; what the two loops reach in loss
-is recipe.py's question.
+like-for-like comparison. On CPU each round is also timed in process CPU time, which other jobs on the machine
+disturb far less than wall time. Prints one JSON line at the end and writes it, with the command as typed, the
+machine, the date and the thread count, to OUT_DIR/train_step.json (--generate: generate.json). It times only;
+what the two loops reach in loss is recipe.py's question.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -26,7 +34,10 @@ from torch.nn import functional as F
 import hardware
 from cli import UserError, knob, parse_config, run_main
 from config import MAX_SEED
+from files import write_json
 from model import GPT, GPTConfig
+
+HERE = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -50,6 +61,7 @@ class BenchConfig:
                                  "(random weights)")
     max_new_tokens: int = knob(500, "tokens to generate in --generate mode", lo=1, hi=1_000_000)
     seed: int = knob(1337, "seed of weights and data", lo=0, hi=MAX_SEED)
+    out_dir: str = knob(str(HERE / "out" / "bench"), "folder of train_step.json / generate.json")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,31 +199,37 @@ def bench_train(cfg: BenchConfig) -> dict:
         hardware.synchronize(cfg.device)
         runners[name] = (step, model)
 
-    times = {name: [] for name in runners}
+    times, cpu_times = {name: [] for name in runners}, {name: [] for name in runners}
     for _ in range(cfg.rounds):
         for name, (step, _) in runners.items():
             hardware.synchronize(cfg.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(cfg.iters):
                 step()
             hardware.synchronize(cfg.device)
             times[name].append((time.perf_counter() - t0) / cfg.iters)
+            cpu_times[name].append((time.process_time() - c0) / cfg.iters)
 
     tokens = cfg.batch_size * cfg.block_size
-    result = {"mode": "train", **{k: v for k, v in asdict(cfg).items() if k not in ("generate", "max_new_tokens")},
+    result = {"mode": "train", **{k: v for k, v in asdict(cfg).items() if k not in ("generate", "max_new_tokens", "out_dir")},
               "threads_used": torch.get_num_threads()}
     for name, ts in times.items():
         dt = statistics.median(ts)
         ours = runners[name][1] if name == "ours" else None
         mfu = hardware.mfu(ours.flops_per_token(), tokens / dt, cfg.device, ptdtype) if ours else None
+        cpu = 1e3 * statistics.median(cpu_times[name])
         result[name] = {"ms_per_iter": 1e3 * dt, "ms_per_iter_min": 1e3 * min(ts), "tokens_per_s": tokens / dt,
-                        "mfu": mfu}
-        print(f"{name:12s} {1e3 * dt:8.2f} ms/iter (best round {1e3 * min(ts):.2f})  {tokens / dt:10,.0f} tokens/s  "
+                        "mfu": mfu, "cpu_ms_per_iter": cpu}
+        print(f"{name:12s} {1e3 * dt:8.2f} ms/iter (best round {1e3 * min(ts):.2f}, CPU time {cpu:.2f})  "
+              f"{tokens / dt:10,.0f} tokens/s  "
               f"MFU {'n/a (no datasheet peak for this device)' if mfu is None else f'{100 * mfu:.1f}%'}")
     if "nanogpt_ref" in times:
         ratio = statistics.median(times["nanogpt_ref"]) / statistics.median(times["ours"])
         result["speedup_vs_nanogpt_ref"] = ratio
-        print(f"ours is {ratio:.2f}x the speed of the nanoGPT restatement (>1 = faster)")
+        result["cpu_time_ratio_nanogpt_ref_over_ours"] = (statistics.median(cpu_times["nanogpt_ref"])
+                                                          / statistics.median(cpu_times["ours"]))
+        print(f"ours is {ratio:.2f}x the speed of the nanoGPT restatement (>1 = faster); in CPU time "
+              f"{result['cpu_time_ratio_nanogpt_ref_over_ours']:.2f}x")
     return result
 
 
@@ -227,14 +245,16 @@ def bench_generate(cfg: BenchConfig) -> dict:
         model.generate(prompt, 4, temperature=0)  # warm-up
         for use_cache in (True, False):
             hardware.synchronize(cfg.device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             outs[use_cache] = model.generate(prompt, cfg.max_new_tokens, temperature=0, use_cache=use_cache)
             hardware.synchronize(cfg.device)
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             key = "kv_cache" if use_cache else "no_cache"
-            result[key] = {"seconds": dt, "tokens_per_s": cfg.max_new_tokens / dt}
-            print(f"{key:9s} {cfg.max_new_tokens} tokens in {dt:7.2f} s  {cfg.max_new_tokens / dt:8.1f} tokens/s")
+            result[key] = {"seconds": dt, "tokens_per_s": cfg.max_new_tokens / dt, "cpu_seconds": cpu}
+            print(f"{key:9s} {cfg.max_new_tokens} tokens in {dt:7.2f} s (CPU time {cpu:.2f} s)  "
+                  f"{cfg.max_new_tokens / dt:8.1f} tokens/s")
     result["speedup"] = result["no_cache"]["seconds"] / result["kv_cache"]["seconds"]
+    result["cpu_time_speedup"] = result["no_cache"]["cpu_seconds"] / result["kv_cache"]["cpu_seconds"]
     if cfg.dtype != "float32":  # bf16/fp16 round the two paths differently: a near-tie may flip a token
         outs = {c: model.generate(prompt, cfg.max_new_tokens, temperature=0, use_cache=c) for c in (True, False)}
     result["same_tokens"] = bool(torch.equal(outs[True], outs[False]))  # float32: equal when the cache is right
@@ -252,6 +272,21 @@ def check_bench_config(cfg: BenchConfig) -> None:
     hardware.check_model_fits(cfg.n_layer, cfg.n_embd, cfg.block_size)
 
 
+def provenance(script: str, argv: list[str] | None) -> dict:
+    """How a results file was made: the command as typed (with OMP_NUM_THREADS when it is set), the date, the
+    machine and torch's thread count."""
+    env = [f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"] if "OMP_NUM_THREADS" in os.environ else []
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or "unknown CPU"
+    return {"command": shlex.join([*env, "python", f"nanogpt/{script}", *args]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores ({cpu}), {platform.system()}",
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+
+
 def main(argv=None):
     cfg = parse_config(BenchConfig, argv, "bench.py", __doc__.split("\n\n")[0])
     check_bench_config(cfg)
@@ -263,6 +298,9 @@ def main(argv=None):
     print(f"device {cfg.device} ({name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     result = bench_generate(cfg) if cfg.generate else bench_train(cfg)
     result["device_name"] = name
+    path = write_json(Path(cfg.out_dir) / ("generate.json" if cfg.generate else "train_step.json"),
+                      {**provenance("bench.py", argv), **result})
+    print(f"wrote {path}")
     print(json.dumps(result))
 
 

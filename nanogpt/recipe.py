@@ -1,12 +1,13 @@
 """The loss nanoGPT README's CPU recipe reaches on Tiny Shakespeare, trained by train.py and by nanoGPT's own
 train.py loop restated here, on the same data with the same seeds: the recipe parity run.
 
-    python nanogpt/recipe.py --seeds 1337,1,2 [--data-source input.txt] [--threads 2]
+    python nanogpt/recipe.py --seeds 1337,1,2 [--data-source input.txt] [--threads 2] [--out-dir DIR]
 
 For each seed: train.py --preset shakespeare_char_cpu (chars, 4 x 4 x 128, block 64, batch 12, 2000 steps), and
 nanoGPT's loop step for step (random-offset batches, estimate_loss on 20 random batches per split every 250
 steps, all from the one torch RNG stream) with its model (bench.RefGPT); each scored on its own estimate and on
-the exact loss over all of val.bin. Prints a table and one JSON line at the end.
+the exact loss over all of val.bin. Prints a table and one JSON line at the end, and writes that line, with the
+command as typed, the machine, the date and the thread count, to OUT_DIR/recipe.json.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ import torch
 import data
 import hardware
 import train
-from bench import RefGPT, make_optimizer
+from bench import RefGPT, make_optimizer, provenance
 from cli import UserError, knob, parse_config, run_main
 from config import MAX_SEED
+from files import write_json
 from model import GPTConfig
 
 
@@ -36,6 +38,7 @@ class RecipeConfig:
                          "folder holding shakespeare_char/ (prepared by train.py when missing)")
     data_source: str = knob("", "Tiny Shakespeare input.txt to prepare from offline ('' = download)")
     threads: int = knob(0, "torch CPU threads (0: as many as torch picks)", lo=0)
+    out_dir: str = knob(str(Path(__file__).resolve().parent / "out" / "recipe"), "folder of recipe.json")
 
 
 RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, iters=2000, lr=1e-3, min_lr=1e-4,
@@ -150,6 +153,7 @@ def main(argv=None):
     print(f"device cpu ({name}), {torch.get_num_threads()} torch threads, torch {torch.__version__}")
     result = bench_recipe(cfg, seeds)
     result["device_name"] = name
+    print(f"wrote {write_json(Path(cfg.out_dir) / 'recipe.json', {**provenance('recipe.py', argv), **result})}")
     print(json.dumps(result))
 
 

@@ -44,14 +44,18 @@ def test_full_val_loss_is_the_mean_over_every_window(folder):
     assert recipe.full_val_loss(gpt, val, 16) == pytest.approx(sum(each) / n, rel=1e-6)
 
 
-def test_speed_bench_runs_and_reports(capsys, monkeypatch):
+def test_speed_bench_runs_and_reports(capsys, monkeypatch, tmp_path):
     synced = []  # every timer waits on the device the bench runs on (on a GPU: cuda:N, not the current one)
     monkeypatch.setattr(bench.hardware, "synchronize", synced.append)
-    r = call_main(bench.main, capsys, "--iters", "1", "--rounds", "1", "--warmup", "0", "--n-layer", "1",
-                  "--threads", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = ["--iters", "1", "--rounds", "1", "--warmup", "0", "--n-layer", "1", "--threads", "1", "--out-dir", tmp_path]
+    r = call_main(bench.main, capsys, *args)
     assert r.returncode == 0, r.stderr
     assert len(synced) >= 6 and set(synced) == {"cpu"}
     result = json.loads(r.stdout.strip().splitlines()[-1])
+    written = json.loads((tmp_path / "train_step.json").read_text())  # the line, with how it was made
+    assert written == {**written, **result} and written["torch_threads"] == 1 and "out_dir" not in written
+    assert written["command"] == f"OMP_NUM_THREADS=1 python nanogpt/bench.py {' '.join(map(str, args))}"
     tokens = result["batch_size"] * result["block_size"]
     for name in ("ours", "nanogpt_ref"):  # both models timed, figures consistent with each other
         row = result[name]
@@ -62,7 +66,7 @@ def test_speed_bench_runs_and_reports(capsys, monkeypatch):
     assert result["speedup_vs_nanogpt_ref"] == pytest.approx(ratio)
 
 
-def test_generate_compares_the_cache_in_float32(capsys, monkeypatch):
+def test_generate_compares_the_cache_in_float32(capsys, monkeypatch, tmp_path):
     """bench.py --generate in bfloat16: the timed runs use bf16, the same-tokens check runs in float32."""
     small = model.GPTConfig(block_size=64, vocab_size=50257, n_layer=1, n_head=2, n_embd=16)
     monkeypatch.setattr(bench, "GPTConfig", lambda **kw: small)
@@ -74,10 +78,12 @@ def test_generate_compares_the_cache_in_float32(capsys, monkeypatch):
         return real(self, idx, n, **kw)
 
     monkeypatch.setattr(model.GPT, "generate", generate)
-    r = call_main(bench.main, capsys, "--generate", "--dtype", "bfloat16", "--max-new-tokens", "70")
+    r = call_main(bench.main, capsys, "--generate", "--dtype", "bfloat16", "--max-new-tokens", "70",
+                  "--out-dir", tmp_path)
     assert r.returncode == 0, r.stderr
     assert dtypes == [torch.bfloat16] * 3 + [torch.float32] * 2  # warm-up, cached, uncached; then the check
     assert json.loads(r.stdout.strip().splitlines()[-1])["same_tokens"] is True
+    assert json.loads((tmp_path / "generate.json").read_text())["same_tokens"] is True
 
 
 @pytest.mark.parametrize("args", [["--dtype", "int8"], ["--n-embd", "30"],

@@ -126,12 +126,13 @@ def test_kv_cache_sampling_on_cuda(capsys, tmp_path):
     assert r.stdout.rstrip().endswith(f"(KV cache, cuda, {dtype})")
 
 
-def test_bench_on_cuda(capsys):
+def test_bench_on_cuda(capsys, tmp_path):
     r = call_main(bench.main, capsys, "--device", "cuda", "--dtype", "bfloat16" if hardware.native_bf16("cuda")
-                  else "float16", "--iters", 2, "--rounds", 1, "--warmup", 1)
+                  else "float16", "--iters", 2, "--rounds", 1, "--warmup", 1, "--out-dir", tmp_path)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["ours"]["ms_per_iter"] > 0 and result["device_name"] == torch.cuda.get_device_name()
-    r = call_main(bench.main, capsys, "--generate", "--device", "cuda", "--dtype", "bfloat16", "--max-new-tokens", 32)
+    r = call_main(bench.main, capsys, "--generate", "--device", "cuda", "--dtype", "bfloat16", "--max-new-tokens", 32,
+                  "--out-dir", tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["same_tokens"] is True  # compared in float32
