@@ -8,7 +8,7 @@ bf16 autocast -> torch.compile -> flash attention -> vocabulary 50,304 -> fused 
 micro-batch (what flash attention's memory savings make room for). A milestone that does not apply on
 this device (TF32 and fused AdamW are CUDA features) is reported as such, with the reason, and the
 following ones build on the last one that ran. Prints a table (ms/step, tokens/s, MFU, speed-up over the
-previous milestone and over float32) and writes bench.json and bench.png.
+previous milestone and over float32) and writes bench.json and bench.png, by default to build_nanogpt/out/bench.
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from cli import UserError, knob, parse_config, run_main, stop_on_sigterm  # noqa
 from files import OutDirLock, atomic_write, write_json  # noqa: E402
 from hardware import device_name, native_bf16, peak_flops, resolve_device  # noqa: E402
 from model import GPT, GPTConfig, flops_per_token  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # name, what changes, why it helps
 MILESTONES = [
@@ -65,7 +67,7 @@ class BenchConfig:
     warmup: int = knob(3, "untimed steps first (torch.compile builds here)")
     skip: str = knob("", "comma-separated milestones to leave out, by the setting they change: "
                          "tf32, bf16, compile, flash, vocab, fused, batch_mult")
-    out_dir: str = knob("build_nanogpt/out-bench", "bench.json and bench.png go here")
+    out_dir: str = knob(os.path.join(HERE, "out", "bench"), "bench.json and bench.png go here")
 
 
 def time_milestone(settings: dict, size: dict, B: int, device: str, iters: int, warmup: int) -> tuple[float, int]:

@@ -56,8 +56,6 @@ def samples(model, enc, cfg, it: int, device: str, autocast, rank: int, world: i
 
 def replica_max_diff(model, world: int) -> float:
     """Largest difference between rank 0's and any rank's per-tensor parameter sums (0.0 = in sync)."""
-    if world == 1:
-        return 0.0
     fp = torch.stack([p.detach().double().sum() for p in model.parameters()])  # on the model's device
     if dist.get_backend() != "nccl":
         fp = fp.cpu()  # gloo gathers CPU tensors; nccl gathers CUDA tensors
@@ -73,9 +71,11 @@ def evaluate(run, it: int) -> None:
     vl = val_loss(run.compiled, run.val_loader, cfg.eval_iters, run.device, run.autocast, run.world)
     if not math.isfinite(vl):
         raise Diverged(f"val loss is {vl} at iter {it}")
-    diff = replica_max_diff(model, run.world)
-    run.logger.log({"kind": "val", "iter": it, "val_loss": vl, "replica_max_diff": diff},
-                   f"iter {it:5d} | val loss {vl:.4f} | replicas max diff {diff:.3g}")
+    record, line = {"kind": "val", "iter": it, "val_loss": vl}, f"iter {it:5d} | val loss {vl:.4f}"
+    if run.world > 1:  # only where there are replicas to compare
+        record["replica_max_diff"] = diff = replica_max_diff(model, run.world)
+        line += f" | replicas max diff {diff:.3g}"
+    run.logger.log(record, line)
     if run.examples:
         n, c, cn = evaluate_all(model, run.examples, run.enc, run.device, 8, run.autocast, run.rank,
                                 run.world)

@@ -10,9 +10,10 @@ tokens, `val_000000.npy` first, then `train_000001.npy`, ...; a document may spa
   after it (documents fully written + tokens of the next document already written). A rerun skips
   exactly that much and continues, so an interrupted run ends with the same shards as an uninterrupted one.
 - Shards and the manifest are written to a temp file and renamed: a partial shard is never left behind.
-- `--source` takes local .txt (one document per file), .jsonl (one JSON object per line, field `--text-field`)
-  or .parquet (column `--text-field`) files or folders of them, for tests and users' own corpora.
-  A .txt is read and tokenized in pieces, so memory stays bounded whatever its size.
+- `--source` takes local text files (.txt, .tokens, .raw, .md, .text: one document per file, as nanogpt reads
+  them), .jsonl (one JSON object per line, field `--text-field`) or .parquet (column `--text-field`) files or
+  folders of them, for tests and users' own corpora. A text file is read and tokenized in pieces, so memory
+  stays bounded whatever its size.
 FineWeb-Edu: Penedo et al. 2024, "The FineWeb Datasets" (HuggingFaceFW/fineweb-edu, config sample-10BT).
 """
 from __future__ import annotations
@@ -34,15 +35,18 @@ from files import OutDirLock, atomic_write, sha256_of, write_json
 from tokens import EOT, gpt2_encoding
 
 MANIFEST = "manifest.json"
-SUFFIXES = (".txt", ".jsonl", ".parquet")
+TEXT_SUFFIXES = (".txt", ".tokens", ".raw", ".md", ".text")  # plain text, one document per file (as nanogpt reads)
+SUFFIXES = (*TEXT_SUFFIXES, ".jsonl", ".parquet")
 TXT_PIECE = 1 << 20  # characters of a .txt read (and tokenized) at a time
 MAX_PROC = 256
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclass
 class ShardConfig:
-    out_dir: str = knob("build_nanogpt/data/edu_fineweb10B", "output folder for the shards")
-    source: str = knob("", "local .txt/.jsonl/.parquet file or folder; empty: FineWeb-Edu from the hub")
+    out_dir: str = knob(os.path.join(HERE, "data", "edu_fineweb10B"), "output folder for the shards")
+    source: str = knob("", "local file or folder of text (.txt .tokens .raw .md .text: one document per file), "
+                           ".jsonl or .parquet; empty: FineWeb-Edu from the hub")
     dataset: str = knob("HuggingFaceFW/fineweb-edu", "hub dataset (when --source is empty)")
     dataset_config: str = knob("sample-10BT", "hub dataset config name")
     text_field: str = knob("text", "field/column holding the text (.jsonl/.parquet/hub)")
@@ -152,10 +156,10 @@ def parquet_texts(path: str, text_field: str) -> Iterator[str | None]:
 
 
 def local_pieces(files: list[str], text_field: str) -> Iterator[tuple[str, bool, bool]]:
-    """A .txt file is one document (in pieces); a .jsonl line or a parquet row is one (None: empty)."""
+    """A text file is one document (in pieces); a .jsonl line or a parquet row is one (None: empty)."""
     for path in files:
         try:
-            if path.endswith(".txt"):
+            if path.endswith(TEXT_SUFFIXES):
                 yield from txt_pieces(path)
                 continue
             texts = jsonl_texts(path, text_field) if path.endswith(".jsonl") else parquet_texts(path, text_field)
@@ -371,7 +375,10 @@ def write_all(cfg: ShardConfig, manifest: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(ShardConfig, argv, "fineweb.py", "\n\n".join(__doc__.split("\n\n")[:2]))
-    print(json.dumps(asdict(cfg)))
+    settings = asdict(cfg)
+    if cfg.source:  # the hub's dataset is not what this run reads
+        del settings["dataset"], settings["dataset_config"]
+    print(json.dumps(settings))
     build_shards(cfg)
 
 

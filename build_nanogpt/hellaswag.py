@@ -3,7 +3,7 @@ Your Sentence?"), as in karpathy/build-nanogpt.
 
     python build_nanogpt/hellaswag.py --model gpt2                  # GPT-2 124M from the hub
     python build_nanogpt/hellaswag.py --model path/to/hf_dir --limit 200
-    python build_nanogpt/hellaswag.py --model build_nanogpt/out/ckpt.pt --data hellaswag_val.jsonl
+    python build_nanogpt/hellaswag.py --model build_nanogpt/out/tiny --data hellaswag_val.jsonl   # a run folder
 
 Each example is a context and 4 candidate endings. The model scores every ending by the cross-entropy
 of its tokens given the context; `acc` picks the ending with the lowest SUM of token losses, `acc_norm`
@@ -35,7 +35,8 @@ CACHE_DIR = os.environ.get("BUILD_NANOGPT_CACHE", os.path.join(os.path.expanduse
 
 @dataclass
 class EvalConfig:
-    model: str = knob("gpt2", "gpt2* hub name, a Hugging Face folder, or a checkpoint of train.py or nanogpt")
+    model: str = knob("gpt2", "gpt2* hub name, a Hugging Face folder, a checkpoint of train.py or nanogpt, or "
+                              "their run folder (its ckpt.pt / ckpt_last.pt)")
     data: str = knob("", "hellaswag_val.jsonl; empty: download once to the cache (sha256-checked)")
     limit: int = knob(-1, "evaluate the first N examples only (-1: all 10,042)")
     batch_size: int = knob(8, "examples per forward pass (x4 endings)")

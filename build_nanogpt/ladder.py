@@ -72,8 +72,10 @@ def rung_flags(k: int, cfg: "LadderConfig") -> list[str]:
 
 @dataclass
 class LadderConfig:
-    data_dir: str = knob("build_nanogpt/data/shakespeare", "the token shards every run trains and validates on")
-    out_dir: str = knob("build_nanogpt/out-ladder", "ladder.json, ladder.md, ladder.png go here")
+    data_dir: str = knob(os.path.join(HERE, "data", "shakespeare"), "the token shards every run trains and "
+                                                                   "validates on")
+    out_dir: str = knob(os.path.join(HERE, "out", "ladder"), "ladder.json, ladder.md, ladder.png go here; "
+                        "with --preset gpt2-124m the default is build_nanogpt/out/ladder-gpt2-124m")
     runs_dir: str = knob("", "each run's train.py output folder goes here (empty: OUT_DIR/runs)")
     keep_ckpt: bool = knob(False, "keep each finished run's ckpt.pt (else removed once its log is read)")
     seeds: int = knob(3, "seeds per rung (0 .. N-1)", lo=1, hi=1000)
@@ -102,7 +104,8 @@ class LadderConfig:
 PRESETS = {
     "cpu": {},  # the defaults: 4 blocks x 64 wide, T=128, 100 iters of 512 tokens (51,200 tokens a run)
     "gpt2-124m": dict(  # the real ladder: GPT-2 124M's shape on FineWeb-Edu, one GPU per run
-        data_dir="build_nanogpt/data/edu_fineweb10B", out_dir="build_nanogpt/out-ladder-124m", n_layer=12,
+        data_dir=os.path.join(HERE, "data", "edu_fineweb10B"), out_dir=os.path.join(HERE, "out", "ladder-gpt2-124m"),
+        n_layer=12,
         n_head=12, n_embd=768, block_size=1024, batch_size=64, total_batch=524_288, max_iters=5000,
         warmup_iters=250, learning_rate=6e-4, muon_lr=0.02, eval_interval=125, eval_iters=20,
         ckpt_interval=500, target_loss=3.28, extra="--device cuda --dtype bfloat16 --compile"),

@@ -4,7 +4,8 @@ Trained weights (`train.py --init-from`, `hellaswag.py --model`) are one of
 - a hub name: gpt2 | gpt2-medium | gpt2-large | gpt2-xl (downloaded once by huggingface_hub),
 - a Hugging Face GPT-2 folder (`save_pretrained`: config.json + model.safetensors or pytorch_model.bin),
 - a checkpoint of this train.py or of nanogpt's (a torch file with `model` and `model_args`; the state dict
-  may carry torch.compile's `_orig_mod.` or DDP's `module.` prefixes).
+  may carry torch.compile's `_orig_mod.` or DDP's `module.` prefixes), or the run folder that holds it (its
+  ckpt.pt, or nanogpt's ckpt_last.pt), as nanogpt's sample.py and export.py take one.
 Fine-tuning takes the architecture from the weights: model flags left at their defaults, or set by a preset,
 follow them; a flag the user typed that contradicts them is refused (a shorter --block-size crops). GPT-2's 50,257-token table is padded to --vocab-size (50,304: faster
 matmuls); the padded ids get probability 0, so the loss is the one the original model computes.
@@ -95,8 +96,12 @@ def load_weights(spec: str) -> GPT:
     if os.path.isfile(spec):
         return from_checkpoint(spec)
     if os.path.isdir(spec):
-        if not os.path.exists(os.path.join(spec, "config.json")):
-            raise UserError(f"folder {spec!r} has no config.json (not a Hugging Face GPT-2 folder)")
+        if not os.path.exists(os.path.join(spec, "config.json")):  # a run folder means its checkpoint
+            runs = [os.path.join(spec, n) for n in ("ckpt.pt", "ckpt_last.pt") if os.path.isfile(os.path.join(spec, n))]
+            if not runs:
+                raise UserError(f"folder {spec!r} has no config.json (a Hugging Face GPT-2 folder), ckpt.pt (a run of "
+                                "train.py) or ckpt_last.pt (a run of nanogpt)")
+            return from_checkpoint(runs[0])
         try:
             return GPT.from_hf(spec)
         except Exception as e:  # noqa: BLE001 - no weights file, not a GPT-2 config, keys that do not match

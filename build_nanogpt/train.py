@@ -60,14 +60,16 @@ from pretrained import init_model, modern_config
 from tokens import GPT2_VOCAB, gpt2_encoding
 
 MANY = 1 << 40
+HERE = os.path.dirname(os.path.abspath(__file__))  # default folders are beside this script, wherever it runs from
 CHOICES = {"arch": ("gpt2", "modern"), "optimizer": ("adamw", "muon"), "schedule": ("cosine", "wsd")}
 
 
 @dataclass
 class TrainConfig:
     # data and outputs
-    data_dir: str = knob("build_nanogpt/data/edu_fineweb10B", "folder of {val,train}_NNNNNN.npy shards")
-    out_dir: str = knob("build_nanogpt/out", "log.jsonl, log.txt, curves.png, ckpt.pt go here")
+    data_dir: str = knob(os.path.join(HERE, "data", "edu_fineweb10B"), "folder of {val,train}_NNNNNN.npy shards")
+    out_dir: str = knob(os.path.join(HERE, "out", "gpt2-124m"), "log.jsonl, log.txt, curves.png, ckpt.pt go here; "
+                                                                "with --preset P the default is build_nanogpt/out/P")
     resume: str = knob("", "continue exactly from OUT_DIR/ckpt.pt (bare --resume) or from the given file",
                        nargs="?", const="last")
     init_from: str = knob("scratch", "scratch | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | HF_DIR | CKPT.pt "
@@ -145,7 +147,8 @@ class TrainConfig:
 PRESETS = {
     "gpt2-124m": {},  # the defaults above
     "tiny": dict(  # about 30 s of CPU time (README: 100 iters on Tiny Shakespeare)
-        data_dir="build_nanogpt/data/shakespeare", out_dir="build_nanogpt/out-tiny", n_layer=2, n_head=2,
+        data_dir=os.path.join(HERE, "data", "shakespeare"), out_dir=os.path.join(HERE, "out", "tiny"), n_layer=2,
+        n_head=2,
         n_embd=64, block_size=64, batch_size=4, total_batch=512, learning_rate=3e-3, warmup_iters=10,
         max_iters=100, eval_interval=50, eval_iters=4, hellaswag_limit=20, num_samples=2, sample_tokens=16,
         ckpt_interval=50, dtype="float32", compile=False,
@@ -323,14 +326,16 @@ class Run:
         return self.cfg.max_iters if self.cfg.stop_at < 0 else min(self.cfg.stop_at, self.cfg.max_iters)
 
 
-def train_step(run: Run, it: int, stop_flag: bool) -> tuple[float, float, bool]:
-    """One optimizer step over total_batch tokens -> (mean loss, gradient norm, any rank asked to stop)."""
+def train_step(run: Run, it: int, stop_requested) -> tuple[float, float, bool]:
+    """One optimizer step over total_batch tokens -> (mean loss, gradient norm, any rank asked to stop).
+    `stop_requested()` is asked after the forward and backward passes, so a signal that came during them
+    stops the run after this step, as the line printed at the signal says."""
     cfg, device = run.cfg, run.device
     run.optimizer.zero_grad(set_to_none=True)
     batches = [tuple(t.to(device, non_blocking=True) for t in run.train_loader.next_batch())
                for _ in range(run.grad_accum)]
     loss = forward_backward(run.train_model, batches, run.autocast, run.ddp, run.scaler)
-    loss_and_stop = torch.stack([loss.float(), torch.tensor(float(stop_flag), device=loss.device)])
+    loss_and_stop = torch.stack([loss.float(), torch.tensor(float(stop_requested()), device=loss.device)])
     if run.ddp:  # one small all-reduce carries the mean loss and any rank's stop request
         dist.all_reduce(loss_and_stop)
     mean, stop = loss_and_stop[0].item() / run.world, loss_and_stop[1].item() > 0
@@ -390,7 +395,7 @@ def train_loop(run: Run, stop: int, signals: StopSignal) -> str | None:
             if it == stop:
                 return None
             t0, c0 = time.time(), time.process_time()
-            loss, norm, stopping = train_step(run, it, signals.name is not None)
+            loss, norm, stopping = train_step(run, it, lambda: signals.name is not None)
             if run.device.startswith("cuda"):
                 torch.cuda.synchronize(run.device)
             dt, cpu = time.time() - t0, time.process_time() - c0  # wall, and this process's CPU time
@@ -536,7 +541,7 @@ def report(run: Run, stopped_by: str | None) -> None:
         what = f"stopped at iter {run.stop} (--stop-at); continue with: {resume_command(run)}"
     else:
         what = "done"
-    print(f"{what} | log.txt, log.jsonl, curves.png, ckpt.pt in {cfg.out_dir}")
+    print(f"{what} | log.txt, log.jsonl, curves.png, ckpt.pt in {os.path.relpath(cfg.out_dir)}")
 
 
 def resume_command(run: Run) -> str:
@@ -548,7 +553,7 @@ def resume_command(run: Run) -> str:
             launch = f"(your torchrun command) {shlex.quote(script)}"
     else:
         launch = f"python {shlex.quote(script)}"
-    return f"{launch} --resume --out-dir {shlex.quote(run.cfg.out_dir)}"
+    return f"{launch} --resume --out-dir {shlex.quote(os.path.relpath(run.cfg.out_dir))}"
 
 
 def autocast_dtype(run: Run) -> str:

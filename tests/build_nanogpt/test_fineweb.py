@@ -82,8 +82,9 @@ def test_resume_after_crash_gives_the_same_shards(corpus, tmp_path, monkeypatch)
 
 
 def test_cli_pool_and_mixed_sources_then_resume(run_script, corpus, tmp_path):
-    """The real command line with a 2-process pool (spawn-safety), .txt + .jsonl + .parquet sources,
-    --max-shards to stop early and a rerun that continues."""
+    """The real command line with a 2-process pool (spawn-safety), .txt + .jsonl + .parquet + .tokens (WikiText's
+    plain text, as nanogpt reads it) sources, --max-shards to stop early and a rerun that continues. The settings
+    line names the local source, not the hub dataset it does not read (issue 29)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -93,10 +94,13 @@ def test_cli_pool_and_mixed_sources_then_resume(run_script, corpus, tmp_path):
     (src / "a.jsonl").write_text(path.read_text())
     (src / "b.txt").write_text("A plain text file is one document.")
     pq.write_table(pa.table({"text": ["parquet row one", "parquet row two"]}), src / "c.parquet")
+    (src / "d.tokens").write_text(" = Robert <unk> = \n \n Robert <unk> is an English film actor . \n")
     out = tmp_path / "out"
     args = ["--source", src, "--out-dir", out, "--shard-size", 64, "--num-proc", 2]
     r = run_script("build_nanogpt/fineweb.py", *args, "--max-shards", 2, timeout=120)
     assert r.returncode == 0, r.stderr
+    settings = json.loads(r.stdout.splitlines()[0])
+    assert settings["source"] == str(src) and "dataset" not in settings and "fineweb-edu" not in r.stdout
     assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 2
     r = run_script("build_nanogpt/fineweb.py", *args, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -104,7 +108,10 @@ def test_cli_pool_and_mixed_sources_then_resume(run_script, corpus, tmp_path):
     tokens = np.concatenate(arrays)
     assert manifest["complete"] and len(tokens) == manifest["total_tokens"]
     np.testing.assert_array_equal(tokens[:len(stream)], stream)  # a.jsonl first (sorted file order)
-    assert (tokens == EOT).sum() == (stream == EOT).sum() + 3  # + b.txt + two parquet rows
+    assert (tokens == EOT).sum() == (stream == EOT).sum() + 4  # + b.txt + two parquet rows + d.tokens
+    import tiktoken
+    tail = tiktoken.get_encoding("gpt2").encode_ordinary((src / "d.tokens").read_text())
+    np.testing.assert_array_equal(tokens[-len(tail) - 1:], [EOT] + tail)  # d.tokens last, as one document
 
 
 def test_empty_source_is_a_clean_error(run_script, clean_error, tmp_path):

@@ -59,6 +59,8 @@ def test_hellaswag_cli(run_script, hf_dir, shared_file, tiktoken_cache, clean_er
 
 
 def test_hellaswag_bad_model_folder_and_limit(shared_file, tmp_path):
+    with pytest.raises(H.UserError, match="no config.json .*, ckpt.pt .* or ckpt_last.pt"):  # neither HF nor a run
+        pretrained.load_weights(str(tmp_path))
     (tmp_path / "config.json").write_text("{}")  # a folder with a config but no GPT-2 weights
     with pytest.raises(H.UserError, match="not a Hugging Face GPT-2 checkpoint"):
         pretrained.load_weights(str(tmp_path))

@@ -162,12 +162,12 @@ def test_a_nanogpt_checkpoint_scores_as_its_hf_export(tmp_path, shared_file, tik
     torch.testing.assert_close(scores["export"], want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(scores["ckpt_last.pt"], want, atol=1e-5, rtol=1e-5)
     results = []
-    for form in ("export", "ckpt_last.pt"):
+    for form in ("export", "ckpt_last.pt", ""):  # "": nanogpt's run folder, which means its ckpt_last.pt (issue 29)
         H.main(["--model", str(tmp_path / form), "--data", data, "--limit", "12", "--device", "cpu"])
         results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     assert results[0]["examples"] == 12
     same = [{k: v for k, v in r.items() if k != "model"} for r in results]
-    assert same[0] == same[1]
+    assert same[0] == same[1] == same[2]
 
 
 def test_finetuning_from_a_nanogpt_checkpoint_starts_where_its_export_does(tmp_path):

@@ -10,8 +10,10 @@ import sys
 import termios
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 import hellaswag as H
 import model as M
@@ -46,9 +48,12 @@ def test_exact_resume_is_bitwise(shards, tmp_path, capsys):
     assert [r["lr"] for r in la] == [r["lr"] for r in lb] == pytest.approx(want_lr, rel=1e-12)
     assert (a / "curves.png").stat().st_size > 10_000 and "val loss" in (a / "log.txt").read_text()
     assert "resumed from the checkpoint at iter 3" in (b / "log.txt").read_text()
-    # hellaswag.py --model ckpt.pt reads train.py's checkpoint format
-    for k, v in pretrained.load_weights(str(a / "ckpt.pt")).state_dict().items():
-        assert torch.equal(v, ca["model"][k]), k
+    # hellaswag.py --model ckpt.pt reads train.py's checkpoint format; --model RUN_FOLDER means its ckpt.pt
+    for spec in (a / "ckpt.pt", a):
+        for k, v in pretrained.load_weights(str(spec)).state_dict().items():
+            assert torch.equal(v, ca["model"][k]), k
+    # one process: no replicas, so no replica difference is logged or printed (issue 29)
+    assert all("replica_max_diff" not in r for r in va) and "replicas" not in (a / "log.txt").read_text()
 
 
 def test_bad_input_is_a_clean_error(run_script, clean_error, tmp_path, shards, monkeypatch):
@@ -167,3 +172,55 @@ def test_progress_bar_on_a_terminal_shows_loss_tokens_per_second_and_eta(shards,
     bar = seen.decode(errors="replace").replace("\r", "\n").splitlines()
     final = [line for line in bar if re.search(r"\b6/6 \[\d\d:\d\d<\d\d:\d\d", line)]  # elapsed<ETA
     assert final and re.search(r"loss \d+\.\d{4} [\d,]+ tok/s", final[-1]), bar[-5:]
+
+
+def test_eval_interval_0_evaluates_only_at_the_end(shards, tmp_path):
+    """--eval-interval 0 means what it means in nanogpt: no periodic evaluation, only the one every run makes
+    (build_nanogpt has no epoch ends: the end)."""
+    out = tmp_path / "o"
+    assert train.main(TINY + ["--data-dir", str(shards), "--max-iters", "4", "--eval-interval", "0",
+                              "--out-dir", str(out)]) == 0
+    assert [r["iter"] for r in records(out, "val")] == [4]
+    assert "0: at the end only" in train.build_parser(train.TrainConfig, "train.py", "", train.PRESETS).format_help()
+
+
+def test_default_folders_are_beside_the_scripts_whatever_the_working_directory(tmp_path, monkeypatch):
+    """issue 29: a preset's default output folder is build_nanogpt/out/PRESET, bench's out/bench, the ladder's
+    out/ladder (no more out-tiny, out-bench, out-ladder), data under build_nanogpt/data; never relative to the
+    current folder; --help says so."""
+    import bench
+    import fineweb
+    import ladder
+    from cli import parse_config
+
+    monkeypatch.chdir(tmp_path)
+    bn = Path(train.__file__).resolve().parent
+    for name in train.PRESETS:
+        cfg = parse_config(train.TrainConfig, ["--preset", name], "train.py", "", train.PRESETS)
+        assert Path(cfg.out_dir) == bn / "out" / name
+    assert Path(train.TrainConfig().out_dir) == bn / "out" / "gpt2-124m"  # no --preset: the 124M recipe's
+    assert Path(train.TrainConfig().data_dir) == Path(fineweb.ShardConfig().out_dir) == bn / "data" / "edu_fineweb10B"
+    assert Path(bench.BenchConfig().out_dir) == bn / "out" / "bench"
+    assert Path(ladder.LadderConfig().out_dir) == bn / "out" / "ladder"
+    cfg = parse_config(ladder.LadderConfig, ["--preset", "gpt2-124m"], "ladder.py", "", ladder.PRESETS)
+    assert Path(cfg.out_dir) == bn / "out" / "ladder-gpt2-124m"
+    help_text = " ".join(train.build_parser(train.TrainConfig, "train.py", "", train.PRESETS).format_help().split())
+    assert "with --preset P the default is build_nanogpt/out/P" in help_text
+
+
+def test_the_val_loss_is_on_the_first_batches_of_the_val_shard(shards, tmp_path):
+    """README: the val loss is measured on a fixed set, the first --eval-iters batches of the val shard; here it is
+    recomputed by hand from the shard's first tokens with the weights saved at the end (those it evaluated)."""
+    out, B, T, n = tmp_path / "o", 2, 16, 3
+    assert train.main(TINY + ["--data-dir", str(shards), "--max-iters", "2", "--eval-iters", str(n),
+                              "--out-dir", str(out)]) == 0
+    model = pretrained.load_weights(str(out / "ckpt.pt")).eval()
+    tokens = torch.from_numpy(np.load(shards / "val_000000.npy").astype(np.int64))
+    want = 0.0
+    with torch.no_grad():
+        for i in range(n):
+            buf = tokens[i * B * T:(i + 1) * B * T + 1]
+            logits = model(buf[:-1].view(B, T))[0]
+            want += F.cross_entropy(logits.reshape(-1, logits.size(-1)), buf[1:]).item() / n
+    assert records(out, "val")[-1]["iter"] == 2
+    assert records(out, "val")[-1]["val_loss"] == pytest.approx(want, rel=1e-5)

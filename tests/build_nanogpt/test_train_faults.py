@@ -23,8 +23,8 @@ def poison_a_weight_after(monkeypatch, iteration: int) -> None:
     """From now on train.train_step makes one weight infinite after step `iteration`."""
     real_step = train.train_step
 
-    def inf_weight(run, it, stop_flag):
-        result = real_step(run, it, stop_flag)
+    def inf_weight(run, it, stop_requested):
+        result = real_step(run, it, stop_requested)
         if it == iteration:
             with torch.no_grad():
                 next(run.model.parameters())[0, 0] = math.inf
@@ -237,8 +237,8 @@ def test_a_good_checkpoint_replaces_the_last_one(shards, tmp_path):
 def test_eval_iters_beyond_the_val_shards_are_capped(shards, tmp_path, capsys):
     """issue 28: --eval-iters 1e12 never finished its first evaluation; more batches than the val shards hold
     only repeat them. The val shard here holds 4,000 tokens: 124 batches of 2 x 16 (+1 target token)."""
-    assert run_tiny(shards, tmp_path / "o", "--eval-iters", "1000", "--max-iters", "1") == 0  # 1e12 alike
-    assert "--eval-iters 1000 is more than the 124 val batches per rank" in capsys.readouterr().out
+    assert run_tiny(shards, tmp_path / "o", "--eval-iters", "1000000000000", "--max-iters", "1") == 0
+    assert "--eval-iters 1000000000000 is more than the 124 val batches per rank" in capsys.readouterr().out
     assert torch.load(tmp_path / "o" / "ckpt.pt", weights_only=True)["config"]["eval_iters"] == 124
 
 
@@ -261,3 +261,21 @@ def test_resume_takes_its_settings_from_the_checkpoint(shards, tmp_path, capsys)
     saved = torch.load(out / "ckpt.pt", weights_only=True)
     assert saved["step"] == 8 and saved["config"]["n_embd"] == 16 and saved["config"]["warmup_iters"] == 4
     assert [r["iter"] for r in records(out, "train")] == list(range(8))
+
+
+def test_issue_28_inputs_are_one_line_and_exit_2_from_the_command_line(shards, tmp_path, run_script, clean_error):
+    """issue 28, as a user types them: a batch that would never reach its first step, and a character-level
+    nanogpt checkpoint given to --init-from; one line on stderr, exit code 2, nothing written."""
+    out = tmp_path / "o"
+    r = run_script("build_nanogpt/train.py", *TINY, "--data-dir", shards, "--total-batch", "1000000000000",
+                   "--out-dir", out)
+    clean_error(r, "--total-batch 1000000000000: must be in [1, 1073741824]")
+    import model as M
+    char = M.GPT(M.GPTConfig(block_size=16, vocab_size=58, n_layer=1, n_head=2, n_embd=16))
+    args = dict(block_size=16, vocab_size=58, n_layer=1, n_head=2, n_embd=16, dropout=0.0, bias=True, flash=True,
+                layer_norm_eps=1e-5)
+    torch.save({"model": char.state_dict(), "model_args": args, "iter_num": 5}, tmp_path / "ckpt_last.pt")
+    for spec in (tmp_path / "ckpt_last.pt", tmp_path):  # the file, and nanogpt's run folder that holds it
+        r = run_script("build_nanogpt/train.py", "--init-from", spec, "--data-dir", shards, "--out-dir", out)
+        clean_error(r, "a 58-token vocabulary, not GPT-2's 50,257 BPE tokens")
+    assert not out.exists()

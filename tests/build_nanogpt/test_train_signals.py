@@ -3,9 +3,11 @@ iter, writes a resumable ckpt.pt and exits 0; resumed twice, it ends with the lo
 A second Ctrl-C ends the run at once, in one line."""
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -80,3 +82,52 @@ def test_a_second_ctrl_c_stops_at_once_in_one_line(shards, shared_file, tmp_path
     assert err == "SIGINT: stopping after this step (Ctrl-C again to abort)\ntrain.py: interrupted (SIGINT)\n"
     assert '"hellaswag"' not in (out / "log.jsonl").read_text()  # it did not wait for the evaluation to end
     assert not (out / ".lock").exists() and not list(out.glob("*.tmp.*")) and not (out / "ckpt.pt").exists()
+
+
+SLOW_STEP = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import train
+from cli import run_main
+mark, release, real, calls = sys.argv[2], sys.argv[3], train.forward_backward, []
+def slow(*args, **kwargs):  # iter 1's forward and backward wait until the test lets them go
+    calls.append(1)
+    if len(calls) == 2:
+        open(mark, "w").close()
+        while not os.path.exists(release):
+            time.sleep(0.01)
+    return real(*args, **kwargs)
+train.forward_backward = slow
+run_main(lambda: train.main(sys.argv[4:]))
+"""
+
+
+def test_one_ctrl_c_during_a_slow_step_is_answered_at_once_and_stops_after_that_step(shards, tmp_path):
+    """issue 29: the stopping line comes while the step is still running (the step waits for the test to see it),
+    and the run stops after that very step: ckpt.pt at step 2, iters 0 and 1 logged, then the hint works."""
+    out, mark, release = tmp_path / "o", tmp_path / "in_step", tmp_path / "release"
+    args = [*TINY, "--data-dir", str(shards), "--max-iters", "8", "--out-dir", str(out)]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_STEP, str(ROOT / "build_nanogpt"), str(mark), str(release),
+                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not mark.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        assert mark.exists(), proc.communicate()[1][-2000:]
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
+        proc.send_signal(signal.SIGINT)
+        # the step is still waiting for `release`: this line can only come from the signal handler, at the signal
+        assert lines.get(timeout=60) == "SIGINT: stopping after this step (Ctrl-C again to abort)\n"
+        assert proc.poll() is None
+        release.touch()
+        stdout = proc.communicate(timeout=120)[0]
+        stderr = "".join(lines.queue)
+    finally:
+        release.touch()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "stopped by SIGINT; continue with: " in stdout
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 2  # after the step it came in, not later
+    assert [r["iter"] for r in records(out, "train")] == [0, 1]
