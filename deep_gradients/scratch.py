@@ -10,20 +10,28 @@ copies here; nothing records a graph.
 `ScratchResNet.from_state_dict(model.ResNet(...).state_dict())` builds the same network by parameter name
 (`stem.0.weight`, `stages.1.0.conv1.weight`, ..., `fc.bias`), so a test can check loss, every gradient and
 the BN running statistics against autograd. `python deep_gradients/scratch.py --max-iters 200` trains it with
-hand-written SGD on the offline digits set and prints the loss.
+hand-written SGD on the offline digits set, prints the loss and writes results.json (the command, machine, date,
+thread count, every step's loss and the test accuracy) into --out-dir.
 """
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+import hardware
 import mnist
 import model as model_lib
 from cli import UserError, check_ranges, knob, parse_config, run_main
+from files import write_json
+
+OUT = Path(__file__).resolve().parent / "out" / "scratch"  # the default --out-dir
 
 # --------------------------------------------------------------------------------------------------
 # layers: forward returns (out, cache); backward takes d(loss)/d(out) and returns the input gradients
@@ -306,6 +314,7 @@ class ScratchConfig:
     residual: bool = knob(True, "off: no shortcuts")
     seed: int = knob(0, "fixes the init and the order of the batches", lo=0, hi=2**31 - 1)
     log_interval: int = knob(10, "print the loss every this many steps", lo=1, hi=10**7)
+    out_dir: str = knob("", "where results.json goes; empty = deep_gradients/out/scratch (beside this script)")
 
 
 def check_config(cfg: ScratchConfig) -> ScratchConfig:
@@ -320,8 +329,8 @@ def check_config(cfg: ScratchConfig) -> ScratchConfig:
     return cfg
 
 
-def train(cfg: ScratchConfig, log=print) -> list[float]:
-    """Hand-written SGD on the scratch network; returns the per-step training losses."""
+def train(cfg: ScratchConfig, log=print) -> tuple[list[float], float]:
+    """Hand-written SGD on the scratch network -> (the per-step training losses, the test accuracy)."""
     torch.manual_seed(cfg.seed)
     x_train, y_train, x_test, y_test = mnist.load(cfg.dataset, data_dir=cfg.data_dir or None)
     ref = model_lib.ResNet(depth=cfg.depth, width=cfg.width, batch_norm=cfg.batch_norm, residual=cfg.residual)
@@ -347,7 +356,7 @@ def train(cfg: ScratchConfig, log=print) -> list[float]:
     for i in range(0, len(x_test), 256):
         correct += (net.forward(x_test[i:i + 256]).argmax(1) == y_test[i:i + 256]).sum().item()
     log(f"test accuracy {100 * correct / len(x_test):.2f}% ({len(x_test)} images)")
-    return losses
+    return losses, correct / len(x_test)
 
 
 def parse_args(argv=None) -> ScratchConfig:
@@ -357,7 +366,15 @@ def parse_args(argv=None) -> ScratchConfig:
 def main(argv=None) -> None:
     cfg = parse_args(argv)
     torch.set_grad_enabled(False)  # proof that nothing here leans on autograd
-    train(cfg)
+    cpu = time.process_time()
+    losses, acc = train(cfg)
+    command = shlex.join(["python", hardware.from_repo(__file__), *(sys.argv[1:] if argv is None else argv)])
+    config = {k: hardware.from_repo(v) if k in ("data_dir", "out_dir") else v for k, v in asdict(cfg).items()}
+    path = Path(cfg.out_dir or OUT) / "results.json"
+    write_json(path, {"command": command, "machine": hardware.machine_line(), "torch_threads": torch.get_num_threads(),
+                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": config,
+                      "cpu_s": time.process_time() - cpu, "train_losses": losses, "test_acc": acc})
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

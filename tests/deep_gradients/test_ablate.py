@@ -35,6 +35,21 @@ def test_ablation_json_says_how_it_was_made_with_paths_from_the_repository_root(
     assert f"Made by `{saved['command']}`" in (tmp_path / "abl" / "ablation.md").read_text()
 
 
+def test_default_out_dir_is_beside_the_script_whatever_the_working_directory(tmp_path, monkeypatch):
+    """No --out-dir: the grid goes to deep_gradients/out/ablation, not the working directory (issue 29 item 6)."""
+    assert ablate.OUT == ROOT / "deep_gradients" / "out" / "ablation"
+    stub = {"final_test_acc": 0.5, "epochs": [{"train_loss": 1.0, "test_loss": 1.0}], "train_curve": [[0, 2.3]]}
+    monkeypatch.setattr(ablate.train, "run", lambda tc: stub)
+    monkeypatch.setattr(ablate, "act_stats", lambda *a, **k: {"init": [1.0], "trained": [1.0]})
+    monkeypatch.setattr(ablate, "OUT", tmp_path / "default")  # stands for deep_gradients/out/ablation
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    ablate.main(["--configs", "bn", "--depths", "8", "--max-epochs", "1", "--device", "cpu"])
+    saved = json.loads((tmp_path / "default" / "ablation.json").read_text())
+    assert [r["name"] for r in saved["runs"]] == ["bn_d8_lr0.1_s0"]
+    assert list((tmp_path / "cwd").iterdir()) == []
+
+
 def test_two_configs_one_seed(tmp_path):
     cfg = ablate.AblateConfig(configs="bn+res,plain", depths="8", lrs="0.1", seeds="0", max_epochs=1,
                               train_subset=128, batch_size=32, width=4, act_images=64, out_dir=str(tmp_path),

@@ -1,5 +1,8 @@
 """deep_gradients/scratch.py: every hand-written backward pass against finite differences and autograd,
 and the whole hand-written ResNet against model.py's ResNet under autograd (float64, tolerance 1e-8)."""
+import json
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -222,22 +225,40 @@ def test_train_loop_lowers_the_loss_and_beats_chance(monkeypatch):
         return real(self, x, y)
 
     monkeypatch.setattr(S.ScratchResNet, "loss_and_grads", spy)
-    losses = S.train(S.ScratchConfig(max_iters=30, batch_size=32, width=4, learning_rate=0.1), log=logs.append)
+    losses, acc = S.train(S.ScratchConfig(max_iters=30, batch_size=32, width=4, learning_rate=0.1), log=logs.append)
     assert len(losses) == 30
     assert len(seen) == 30 * 32 and len(set(seen)) >= 30 * 32 - 10  # (the digits hold a few duplicate images)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 0.15, (first, last)  # measured: 2.29 -> 1.94; without the update it stays at ~2.3
-    acc = float(logs[-1].split("test accuracy ")[1].split("%")[0])
-    assert acc > 20, logs[-1]  # chance is 10% (measured ~31%)
+    assert acc > 0.2 and logs[-1].startswith(f"test accuracy {100 * acc:.2f}%"), logs[-1]  # chance: 10% (measured ~31%)
 
 
-def test_cli_trains(run_script):
+def test_cli_trains_and_writes_what_it_printed(run_script, tmp_path):
     r = run_script("deep_gradients/scratch.py", "--max-iters", "12", "--batch-size", "32", "--log-interval", "4",
-                   "--width", "4")
+                   "--width", "4", "--out-dir", tmp_path)
     assert r.returncode == 0, r.stderr
     losses = [float(line.split("loss")[1].split("|")[0]) for line in r.stdout.splitlines() if "| loss" in line]
     assert len(losses) == 4 and all(v == v for v in losses)
     assert "test accuracy" in r.stdout and "% (359 images)" in r.stdout  # a percentage, as the README quotes it
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["command"] == f"python deep_gradients/scratch.py --max-iters 12 --batch-size 32 --log-interval 4 " \
+                             f"--width 4 --out-dir {tmp_path}" and res["torch_threads"] >= 1 and res["machine"]
+    assert [round(res["train_losses"][i], 4) for i in (0, 4, 8, 11)] == losses  # the steps it printed
+    assert f"test accuracy {100 * res['test_acc']:.2f}% (359 images)" in r.stdout
+
+
+def test_default_out_dir_is_beside_the_script_whatever_the_working_directory(tmp_path, monkeypatch):
+    """No --out-dir: results.json goes to deep_gradients/out/scratch, not the working directory (issue 29 item 6)."""
+    assert S.OUT == Path(S.__file__).resolve().parent / "out" / "scratch"
+    monkeypatch.setattr(S, "OUT", tmp_path / "default")  # stands for deep_gradients/out/scratch
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    try:
+        S.main(["--max-iters", "2", "--batch-size", "16", "--width", "4"])
+    finally:
+        torch.set_grad_enabled(True)  # main turns autograd off for the whole process
+    assert len(json.loads((tmp_path / "default" / "results.json").read_text())["train_losses"]) == 2
+    assert list((tmp_path / "cwd").iterdir()) == []
 
 
 @pytest.mark.parametrize("argv,needles", [(["--depth", "9"], ("--depth 9", "20")),

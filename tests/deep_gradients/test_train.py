@@ -286,6 +286,18 @@ def test_results_name_paths_from_the_repository_root(tmp_path, monkeypatch):
     assert "--out-dir deep_gradients/out/y" in train.command_line(cfg) and str(ROOT) not in train.command_line(cfg)
 
 
+def test_default_out_dir_is_beside_the_script_whatever_the_working_directory(tmp_path, monkeypatch):
+    """No --out-dir: the run goes to deep_gradients/out (git-ignored), never into the folder the command was
+    started from (issue 29 item 6)."""
+    assert train.OUT == ROOT / "deep_gradients" / "out"
+    monkeypatch.setattr(train, "OUT", tmp_path / "default")  # stands for deep_gradients/out: a test writes no
+    (tmp_path / "cwd").mkdir()                                 # file into the repository
+    monkeypatch.chdir(tmp_path / "cwd")
+    train.run(config("", max_epochs=1, record_interval=0))
+    assert (tmp_path / "default" / "results.json").is_file() and (tmp_path / "default" / "ckpt.pt").is_file()
+    assert list((tmp_path / "cwd").iterdir()) == []
+
+
 def test_help_lists_the_switches_with_their_defaults(capsys):
     with pytest.raises(SystemExit) as e:
         train.main(["--help"])
