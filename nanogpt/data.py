@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,21 @@ def prepare_if_missing(dataset: str, data_dir: str, source: str) -> None:
     except (ValueError, OSError) as e:  # prepare.DataError is a ValueError
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"cannot prepare dataset {dataset!r}: {why}".replace("--source", "--data-source")) from None
+
+
+def prepare_or_wait(dataset: str, data_dir: str, source: str, local_rank: int, poll_s: float = 0.5) -> None:
+    """Local rank 0 prepares a missing dataset; the other ranks of its node wait for the finished files
+    (meta.json is written last), with no time limit. train.py calls this before the process group exists: a
+    rank waiting in a collective would be ended by its timeout (NCCL's 10 minutes) while a large dataset is
+    tokenized. Several nodes sharing one --data-dir would each prepare it: run prepare.py once first."""
+    if local_rank == 0:
+        return prepare_if_missing(dataset, data_dir, source)
+    meta = Path(data_dir) / dataset / "meta.json"
+    if not meta.is_file() and local_rank == 1:
+        print(f"ranks of this node wait for local rank 0 to prepare dataset {dataset!r} in {data_dir} "
+              f"(no time limit) ...", flush=True)
+    while not meta.is_file():
+        time.sleep(poll_s)
 
 
 def _check_source(folder: Path, source: str) -> None:

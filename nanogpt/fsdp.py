@@ -89,14 +89,15 @@ class Sharded:
         by_name = {"state": {names[i]: s for i, s in state["state"].items()}, "param_groups": groups}
         set_optimizer_state_dict(self.model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
 
-    def plain_model(self, device: str) -> GPT | None:
-        """A plain copy on rank 0 (None elsewhere; a collective), for work only rank 0 does (samples)."""
+    def plain_model(self) -> GPT | None:
+        """A plain float32 copy in rank 0's host memory (None elsewhere; a collective), for work only rank 0
+        does (samples): never on its GPU, which may not hold the whole model (the reason for --fsdp)."""
         state = get_model_state_dict(self.model, options=GATHER)
         if not state:
             return None
         plain = GPT(self.model.config)
         plain.load_state_dict(state)
-        return plain.to(device)
+        return plain
 
 
 @contextlib.contextmanager

@@ -129,6 +129,8 @@ def write_results(out_dir: Path, results: dict, history: list[dict], unigram: fl
     fig.tight_layout()
     atomic_write(out_dir / "loss.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+
+
 def print_samples(model, meta: dict, num_samples: int, tokens: int, seed: int, ctx, device: str) -> list[str]:
     """num_samples continuations of a newline (temperature 0.8, top-k 200), printed and returned."""
     if num_samples < 1:
@@ -144,7 +146,7 @@ def print_samples(model, meta: dict, num_samples: int, tokens: int, seed: int, c
     except ValueError:  # a char vocabulary without a newline
         start = [0]
     idx = torch.tensor([start] * num_samples, dtype=torch.long, device=device)  # (S, len(start))
-    print(f"sampling {num_samples} x {tokens} tokens ...", flush=True)
+    print(f"sampling {num_samples} x {tokens} tokens on {device} ...", flush=True)
     with ctx:
         out = model.generate(idx, tokens, temperature=0.8, top_k=200, generator=gen)
     samples = [tokenizer.decode([t for t in row[len(start):] if t < tokenizer.vocab_size]) for row in out.tolist()]

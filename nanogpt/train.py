@@ -128,7 +128,7 @@ class Replicated:
     def load_optimizer(self, optimizer: torch.optim.Optimizer, state: dict) -> None:
         optimizer.load_state_dict(state)
 
-    def plain_model(self, device: str) -> GPT:
+    def plain_model(self) -> GPT:
         return self.model
 
 
@@ -358,7 +358,6 @@ def setup(cfg: TrainConfig, saved: Checkpoint | None, accum: int, rank: int, wor
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32  # TF32 tensor cores for float32 matmuls (Ampere+)
         torch.backends.cudnn.allow_tf32 = cfg.tf32
-    on_rank0(lambda: data.prepare_if_missing(cfg.dataset, cfg.data_dir, cfg.data_source), rank, world_size)
     train_data, val_data, meta, identity = data.load_dataset(cfg.dataset, cfg.data_dir)
     plan = make_plan(cfg, accum, world_size, len(train_data), len(val_data))
     windows = (plan.windows_per_step, plan.n_train)
@@ -424,11 +423,13 @@ def finish(run: Run, state: RunState, outputs: Outputs) -> None:
     if run.world_size > 1:  # every rank must hold the same weights
         replicas = [None] * run.world_size
         dist.all_gather_object(replicas, checkpoint.weights_sha256(run.raw_model.state_dict()))
-    sampler = run.layout.plain_model(run.device)  # FSDP: a plain copy on rank 0 (a collective)
+    sampler = run.layout.plain_model()  # FSDP: a float32 copy in rank 0's host memory (a collective)
     if not run.master:
         return
-    samples = report.print_samples(sampler, run.meta, cfg.num_samples, cfg.sample_tokens, cfg.seed, run.autocast,
-                                   run.device)
+    on_device = not cfg.fsdp  # FSDP samples on the CPU: the whole model may not fit one GPU
+    samples = report.print_samples(sampler, run.meta, cfg.num_samples, cfg.sample_tokens, cfg.seed,
+                                   run.autocast if on_device else contextlib.nullcontext(),
+                                   run.device if on_device else "cpu")
     evals = report.evaluations(state.history)
     # epoch-end evaluations, told by iter: the epoch field is rounded to 4 places
     per_epoch = [r for r in evals if r["epochs_done"] > 0 and r["iter"] == r["epochs_done"] * plan.steps_per_epoch]
@@ -475,6 +476,10 @@ def run(cfg: TrainConfig, saved: Checkpoint | None = None) -> None:
 
         fsdp.check(ddp, dtype, cfg.compile)
         layout_class = fsdp.Sharded
+    # before the process group: a rank waiting for the data sits in no collective, whose timeout would end it;
+    # SIGINT/SIGTERM end the preparation at once (KeyboardInterrupt)
+    with StopSignal(armed=False, announce=False):
+        data.prepare_or_wait(cfg.dataset, cfg.data_dir, cfg.data_source, int(os.environ.get("LOCAL_RANK", rank)))
     if ddp:
         if device.startswith("cuda"):
             torch.cuda.set_device(device)

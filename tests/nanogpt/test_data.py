@@ -1,6 +1,8 @@
 """nanogpt/data.py: epochs of windows, batches, and datasets checked against their meta.json."""
 import json
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -79,3 +81,18 @@ def test_stale_data_source_is_refused(copy_of, tmp_path, capsys, clean_error):
     shutil.copy(meta["source"], src)
     r = call_main(train.main, capsys, *run_args(copy_of, tmp_path / "out", "--data-source", src, "--max-iters", 1))
     assert r.returncode == 0, r.stderr
+
+
+def test_other_local_ranks_wait_for_the_prepared_dataset(tmp_path, capsys, monkeypatch):
+    """issue 25: a rank other than local rank 0 never prepares; it waits, with no time limit, until meta.json (written
+    last) is there, says once that it waits, and returns as soon as it appears."""
+    monkeypatch.setattr(data, "prepare_if_missing", lambda *a: pytest.fail("only local rank 0 prepares"))
+    folder = tmp_path / "shakespeare_char"
+    done = threading.Timer(1.0, lambda: (folder.mkdir(), (folder / "meta.json").write_text("{}")))
+    done.start()
+    t0 = time.monotonic()
+    data.prepare_or_wait("shakespeare_char", str(tmp_path), "", local_rank=1, poll_s=0.05)
+    assert 1.0 <= time.monotonic() - t0 < 5 and (folder / "meta.json").is_file()
+    assert capsys.readouterr().out.count("wait for local rank 0 to prepare dataset 'shakespeare_char'") == 1
+    data.prepare_or_wait("shakespeare_char", str(tmp_path), "", local_rank=3)  # already there: returns at once
+    assert capsys.readouterr().out == ""

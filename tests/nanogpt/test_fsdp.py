@@ -17,7 +17,7 @@ from helpers import call_main, read_records, run_args
 pytestmark = pytest.mark.distributed
 
 ARGS = ["--batch-size", 2, "--batch-tokens", 192, "--max-epochs", 2, "--eval-interval", 4, "--save-epochs", "1",
-        "--lr-decay-iters", 20]
+        "--lr-decay-iters", 20, "--num-samples", 2, "--sample-tokens", 24]
 
 
 def launch(torchrun, data_dir, out, *extra):
@@ -38,6 +38,7 @@ def fsdp(torchrun, tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     r = launch(torchrun, tiny_data, out, "--fsdp")
     assert "2 rank(s) x 3 micro-step(s)" in r.stdout and "FSDP" in r.stdout
+    assert "sampling 2 x 24 tokens on cpu" in r.stdout  # on a GPU too: the gathered copy stays in host memory
     return out
 
 
@@ -69,6 +70,15 @@ def test_fsdp_matches_ddp(ddp, fsdp):
     for k, v in theirs["model"].items():
         torch.testing.assert_close(ours["model"][k], v, atol=1e-5, rtol=0)
     assert torch.equal(ours["model"]["lm_head.weight"], ours["model"]["transformer.wte.weight"])  # still tied
+
+
+def test_fsdp_writes_results_with_the_samples_of_ddp(ddp, fsdp):
+    """issue 25: at the end rank 0 samples from a float32 copy in host memory (never on its GPU), and in float32
+    the samples are DDP's, character for character."""
+    ours, theirs = (json.loads((out / "results.json").read_text()) for out in (fsdp, ddp))
+    assert len(ours["samples"]) == 2 and all(len(text) == 24 for text in ours["samples"])
+    assert ours["samples"] == theirs["samples"]
+    assert ours["final"]["val_loss_full"] == pytest.approx(theirs["final"]["val_loss_full"], abs=1e-5)
 
 
 def test_fsdp_resume_is_exact(torchrun, fsdp, tiny_data, tmp_path):

@@ -180,7 +180,7 @@ def test_bfloat16_autocast_on_cpu_learns(capsys, tiny_data, tmp_path, monkeypatc
     assert len(entropy_calls) == 1 and f"unigram baseline {res['unigram_baseline_nats']:.4f} nats/token" in r.stdout
     assert [row["epochs_done"] for row in res["per_epoch"]] == [1, 2]
     assert len(res["samples"]) == 1 and "sample 1" in r.stdout
-    assert "sampling 1 x 20 tokens ..." in r.stdout  # said before the wait, not only after
+    assert "sampling 1 x 20 tokens on cpu ..." in r.stdout  # said before the wait, not only after
     # the header names where the weights come from, the dtype and whether the model is compiled
     assert "weights from scratch (seed 1337)" in r.stdout and "device cpu bfloat16 eager" in r.stdout
     assert (out / "loss.png").stat().st_size > 1000 and (out / "ckpt_epoch1.pt").exists()

@@ -5,6 +5,7 @@ micro-steps, 2 ranks 3 each, 3 nodes 2 each: the losses must match one process w
 and every rank must end with bit-identical weights.
 """
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,3 +77,34 @@ def test_three_simulated_nodes_match_one(torchrun, single, tiny_data, tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
     assert "3 rank(s) x 2 micro-step(s)" in results_[0].stdout
     check_matches_single(single, out, world=3)
+
+
+SLOW_PREPARE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import torch.distributed as dist
+import prepare, train
+from cli import run_main
+real = prepare.prepare
+def slow(*args, **kwargs):  # local rank 0, preparing: a process group would have the other rank in a collective
+    assert not dist.is_initialized(), "the dataset is prepared inside the process group"
+    time.sleep(4)
+    return real(*args, **kwargs)
+prepare.prepare = slow
+sys.argv = sys.argv[1:]
+run_main(train.main, sys.argv[1:])
+"""
+
+
+def test_a_missing_dataset_is_prepared_before_the_process_group(torchrun, shared_file, tmp_path):
+    """issue 25: on a fresh --data-dir, local rank 0 prepares the dataset (slowed down here) before any process
+    group exists, while rank 1 waits for the finished files, saying so; then both train."""
+    launcher, data, out = tmp_path / "launch.py", tmp_path / "data", tmp_path / "out"
+    launcher.write_text(SLOW_PREPARE)
+    args = run_args(data, out, "--data-source", shared_file("tinyshakespeare/input.txt"), "--max-iters", 2,
+                    "--final-eval-tokens", 0)
+    (r,) = torchrun(str(launcher), Path(train.__file__).parent, *args, nproc=2, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "preparing dataset 'shakespeare_char'" in r.stdout
+    assert "wait for local rank 0 to prepare dataset 'shakespeare_char'" in r.stdout, r.stdout
+    assert results(out)["final"]["iter"] == 2 and results(out)["throughput"]["world_size"] == 2
