@@ -8,11 +8,17 @@ bf16 autocast -> torch.compile -> flash attention -> vocabulary 50,304 -> fused 
 micro-batch (what flash attention's memory savings make room for). A milestone that does not apply on
 this device (TF32 and fused AdamW are CUDA features) is reported as such, with the reason, and the
 following ones build on the last one that ran. Prints a table (ms/step, tokens/s, MFU, speed-up over the
-previous milestone and over float32) and writes bench.json and bench.png, by default to build_nanogpt/out/bench.
+previous milestone and over float32) and writes bench.json (with the command as typed, the machine, the date and
+the thread count) and bench.png, by default to build_nanogpt/out/bench. On a CPU, quote the CPU time per step
+(`cpu_ms_per_step`: the median over the timed steps of this process's CPU time, one thread), which other jobs on
+the machine disturb far less than the wall time.
 """
 from __future__ import annotations
 
 import os
+import shlex
+import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -24,7 +30,7 @@ import torch  # noqa: E402
 
 from cli import UserError, knob, parse_config, run_main, stop_on_sigterm  # noqa: E402
 from files import OutDirLock, atomic_write, write_json  # noqa: E402
-from hardware import device_name, native_bf16, peak_flops, resolve_device  # noqa: E402
+from hardware import device_name, machine, native_bf16, peak_flops, resolve_device  # noqa: E402
 from model import GPT, GPTConfig, flops_per_token  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,8 +76,10 @@ class BenchConfig:
     out_dir: str = knob(os.path.join(HERE, "out", "bench"), "bench.json and bench.png go here")
 
 
-def time_milestone(settings: dict, size: dict, B: int, device: str, iters: int, warmup: int) -> tuple[float, int]:
-    """Seconds per training step (forward, backward, clip, AdamW) with these settings; parameter count."""
+def time_milestone(settings: dict, size: dict, B: int, device: str, iters: int,
+                   warmup: int) -> tuple[float, float, int]:
+    """Wall seconds per training step (forward, backward, clip, AdamW) with these settings, the median CPU
+    seconds of this process per step, and the parameter count."""
     device_type = device.split(":")[0]
     torch.manual_seed(0)
     torch.set_float32_matmul_precision("high" if settings["tf32"] else "highest")
@@ -98,13 +106,15 @@ def time_milestone(settings: dict, size: dict, B: int, device: str, iters: int, 
         step()
     if device_type == "cuda":
         torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
+    t0, cpu = time.perf_counter(), []
     for _ in range(iters):
+        c0 = time.process_time()
         step()
+        cpu.append(time.process_time() - c0)
     if device_type == "cuda":
         torch.cuda.synchronize(device)
     dt = (time.perf_counter() - t0) / iters
-    return dt, model.num_params()
+    return dt, statistics.median(cpu), model.num_params()
 
 
 def check_config(cfg: BenchConfig) -> tuple[str, str, set[str]]:
@@ -149,33 +159,37 @@ def run_bench(cfg: BenchConfig) -> dict:
             continue
         settings.update(change)
         B = B0 * settings["batch_mult"]
-        dt, n_params = time_milestone(settings, size, B, device, cfg.iters, cfg.warmup)
+        dt, cpu, n_params = time_milestone(settings, size, B, device, cfg.iters, cfg.warmup)
         tok_s = B * size["block_size"] / dt
         precision = "bf16" if settings["bf16"] else ("tf32" if settings["tf32"] else "fp32")
         peak = peak_flops(name, precision)
         fpt = flops_per_token(GPTConfig(vocab_size=settings["vocab"], **size), n_params)
         mfu = fpt * tok_s / peak if peak else None
         base = base or tok_s
-        row.update(applies=True, settings=dict(settings), micro_batch=B, ms_per_step=1000 * dt, tok_per_s=tok_s,
+        row.update(applies=True, settings=dict(settings), micro_batch=B, ms_per_step=1000 * dt,
+                   cpu_ms_per_step=1000 * cpu, tok_per_s=tok_s,
                    precision=precision, mfu=mfu, speedup_prev=tok_s / prev if prev else 1.0, speedup_fp32=tok_s / base)
         prev = tok_s
         rows.append(row)
         shown = f"{100 * mfu:.1f}%" if mfu else "n/a"
-        print(f"{milestone:16s} {1000 * dt:9.1f} ms/step {tok_s:11,.0f} tok/s  MFU {shown}")
-    return {"device": name, "size": size_name, "config": size, "micro_batch": B0, "iters": cfg.iters,
+        print(f"{milestone:16s} {1000 * dt:9.1f} ms/step ({1000 * cpu:.1f} ms CPU) {tok_s:11,.0f} tok/s  MFU {shown}")
+    return {"machine": machine(), "torch_threads": torch.get_num_threads(), "device": name, "size": size_name,
+            "config": size, "micro_batch": B0, "iters": cfg.iters,
             "torch": torch.__version__, "milestones": rows}
 
 
 def table(result: dict) -> str:
     lines = [f"device: {result['device']} | model: {result['size']} {result['config']} | "
              f"micro-batch {result['micro_batch']}",
-             f"{'milestone':16s} {'ms/step':>9s} {'tokens/s':>11s} {'MFU':>6s} {'vs prev':>8s} {'vs fp32':>8s}"]
+             f"{'milestone':16s} {'ms/step':>9s} {'CPU ms':>9s} {'tokens/s':>11s} {'MFU':>6s} {'vs prev':>8s} "
+             f"{'vs fp32':>8s}"]
     for r in result["milestones"]:
         if not r["applies"]:
             lines.append(f"{r['milestone']:16s} {'n/a':>9s}   ({r['reason']})")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "n/a"
-        lines.append(f"{r['milestone']:16s} {r['ms_per_step']:9.1f} {r['tok_per_s']:11,.0f} {mfu:>6s} "
+        lines.append(f"{r['milestone']:16s} {r['ms_per_step']:9.1f} {r['cpu_ms_per_step']:9.1f} "
+                     f"{r['tok_per_s']:11,.0f} {mfu:>6s} "
                      f"{r['speedup_prev']:7.2f}x {r['speedup_fp32']:7.2f}x")
     return "\n".join(lines)
 
@@ -205,8 +219,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run the milestones; the table goes to stdout, the results to OUT_DIR/bench.json and bench.png."""
     cfg = parse_config(BenchConfig, argv, "bench.py", "\n\n".join(__doc__.split("\n\n")[:2]))
     check_config(cfg)  # before anything is written
+    typed = sys.argv[1:] if argv is None else argv
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with OutDirLock(cfg.out_dir):  # one run per --out-dir, taken before the minutes of timing
-        result = run_bench(cfg)
+        result = {"command": " ".join(["python build_nanogpt/bench.py", *map(shlex.quote, typed)]),
+                  "started": started, **run_bench(cfg)}
+        result["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         result["bench_config"] = asdict(cfg)
         print(table(result))
         write_json(os.path.join(cfg.out_dir, "bench.json"), result)

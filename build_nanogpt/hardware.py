@@ -8,6 +8,8 @@ reported as unknown rather than against a wrong peak.
 """
 from __future__ import annotations
 
+import os
+import platform
 import re
 from contextlib import nullcontext
 
@@ -97,3 +99,15 @@ def peak_flops(name: str, precision: str) -> float | None:
         if re.search(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", name, re.IGNORECASE):
             return table.get(precision)
     return None
+
+
+def machine() -> str:
+    """One line naming what a measurement ran on, for the results files: CPU, GPU, Python, torch, threads."""
+    cpu = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {platform.machine()}, {os.cpu_count()} CPUs, {cuda}, {platform.system()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")

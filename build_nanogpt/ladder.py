@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import shlex
 import signal
 import statistics
@@ -33,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 from cli import UserError, knob, parse_config, run_main, stop_on_sigterm
 from files import OutDirLock, atomic_write, write_json, write_text
+from hardware import machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -262,19 +262,6 @@ def compare(rungs: list[dict]) -> None:
             else:
                 r["vs_baseline_in_seed_std"] = (diff / max(r["final_val_loss_std"], other["final_val_loss_std"])
                                                 if ok else None)
-
-
-def machine() -> str:
-    import torch  # noqa: PLC0415 - only for its version
-
-    threads = os.environ.get("OMP_NUM_THREADS", "unset")
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {platform.machine()}, {os.cpu_count()} CPUs, {cuda}, {platform.system()}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, OMP_NUM_THREADS={threads}")
 
 
 def fmt(x, spec: str, none: str = "n/a") -> str:

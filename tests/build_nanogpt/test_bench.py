@@ -1,6 +1,8 @@
 """build_nanogpt/bench.py on CPU: the milestones that apply run, the CUDA-only ones are marked n/a with the
 reason, speed-ups are consistent, bench.json/bench.png are written."""
 import json
+import re
+import shlex
 
 import pytest
 import torch
@@ -38,16 +40,25 @@ def test_cpu_bench_marks_cuda_only_milestones(tmp_path, capsys, monkeypatch):
     assert "vs fp32" in capsys.readouterr().out
 
 
-def test_the_command_line_exits_0(run_script, tmp_path):
-    r = run_script("build_nanogpt/bench.py", "--device", "cpu", "--size", "tiny", "--iters", 1, "--warmup", 0,
-                   "--skip", "bf16,compile,flash,vocab,batch_mult", "--out-dir", tmp_path)
+def test_the_command_line_exits_0_and_bench_json_says_what_wrote_it(run_script, tmp_path):
+    """bench.json holds the command as typed, the machine, the dates and the thread count (issue 26), and the CPU
+    time of each step beside its wall time."""
+    args = ["--device", "cpu", "--size", "tiny", "--iters", "2", "--warmup", "0", "--skip",
+            "bf16,compile,flash,vocab,batch_mult", "--out-dir", str(tmp_path)]
+    r = run_script("build_nanogpt/bench.py", *args, env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0 and r.stderr == "", r.stderr[-500:]  # the results are not an exit status
-    assert json.loads((tmp_path / "bench.json").read_text())["milestones"][0]["applies"]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["command"] == "python build_nanogpt/bench.py " + shlex.join(args)
+    assert "OMP_NUM_THREADS=1" in result["machine"] and result["torch_threads"] == 1
+    for key in ("started", "finished"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", result[key]), result[key]
+    first = result["milestones"][0]
+    assert first["applies"] and 0 < first["cpu_ms_per_step"] < 60_000 and first["ms_per_step"] > 0
 
 
 def test_skip_by_setting_name(monkeypatch):
     """`--skip` takes the setting a milestone changes ("vocab 50,304" holds the list separator)."""
-    monkeypatch.setattr(bench, "time_milestone", lambda settings, *a: (0.5 / settings["batch_mult"], 1000))
+    monkeypatch.setattr(bench, "time_milestone", lambda settings, *a: (0.5 / settings["batch_mult"], 0.1, 1000))
     # an H100's name: MFU against its peak for the milestone's precision (the CUDA-only rows stay n/a: device cpu)
     monkeypatch.setattr(bench, "device_name", lambda device: "NVIDIA H100 80GB HBM3")
     result = bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="compile, vocab,Flash Attention"))
