@@ -50,7 +50,7 @@ def test_results_files_name_no_folder_of_this_machine():
             .startswith("python deep_gradients/"), path
 
 
-def test_ablation_report_is_ablate_py_output_of_the_command_analysis_quotes():
+def test_ablation_report_is_ablate_py_output_of_the_command_analysis_quotes(tmp_path):
     """ablation.md is what ablate.py writes from the committed ablation.json (so neither was edited by hand),
     and ANALYSIS.md quotes the command recorded in the file, run on one thread."""
     import ablate
@@ -62,12 +62,8 @@ def test_ablation_report_is_ablate_py_output_of_the_command_analysis_quotes():
     assert f"24 runs, on a 2-core AMD EPYC VM ({minutes:.0f} min in all)" in ANALYSIS
     assert res["machine"].startswith("2 CPU cores (AMD EPYC)")
     written = RESULTS / "ablation" / "ablation.md"
-    again = Path(ablate.__file__).parent / "out" / "test_readme_ablation.md"
-    try:
-        ablate.write_markdown(res, str(again))
-        assert again.read_text() == written.read_text()
-    finally:
-        again.unlink(missing_ok=True)
+    ablate.write_markdown(res, str(tmp_path / "ablation.md"))
+    assert (tmp_path / "ablation.md").read_text() == written.read_text()
     text = section(ANALYSIS, "## 3. Ablations on MNIST")
     quoted = text.split("```\n", 2)[1].replace("\\\n", " ").split()
     assert quoted[0] == "OMP_NUM_THREADS=1" and " ".join(quoted[1:]) == res["command"]
