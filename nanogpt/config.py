@@ -2,6 +2,7 @@
 
 Precedence: defaults < --preset < --config FILE (TOML or JSON, never executed) < flags. A resumed run starts
 from its checkpoint's config instead of defaults + preset; flags still override it, but not the architecture.
+--init-from weights fix the model's shape: a preset's or default shape yields to them, a given one must agree.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 import checkpoint
 import hardware
 from cli import UserError, build_parser, check_ranges, knob
-from hub import HUB_MODELS
+from hub import HUB_MODELS, gpt2_folder
+from model import pretrained_config
 
 HERE = Path(__file__).resolve().parent
 MAX_SEED = 2**32 - 1
@@ -129,7 +131,8 @@ def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, check
     parser.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)} (default: demo)")
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of field = value (after the preset)")
     flags = vars(parser.parse_args(argv))
-    file_cfg = read_config_file(flags.pop("config")) if "config" in flags else {}
+    config_file = flags.pop("config", None)
+    file_cfg = read_config_file(config_file) if config_file else {}
     preset = flags.pop("preset", file_cfg.pop("preset", "demo"))
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
@@ -138,6 +141,8 @@ def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, check
     if cfg.init_from == "resume" and not cfg.resume:
         cfg.resume = "last"
     if not cfg.resume:
+        if cfg.init_from != "scratch":
+            cfg = follow_weights(cfg, {**{k: f"in {config_file}" for k in file_cfg}, **{k: "typed" for k in flags}})
         return cfg, None
     path = Path(cfg.out_dir) / "ckpt_last.pt" if cfg.resume == "last" else Path(cfg.resume)
     if not path.is_file():
@@ -150,6 +155,35 @@ def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, check
             raise UserError(f"--{k.replace('_', '-')} {overrides[k]} differs from the checkpoint's "
                             f"{getattr(base, k)}; a resumed run keeps its architecture")
     return dataclasses.replace(base, **{**overrides, "resume": str(path)}), saved
+
+
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "bias")  # fixed by --init-from weights
+
+
+def follow_weights(cfg: TrainConfig, given: dict[str, str]) -> TrainConfig:
+    """cfg with the model shape of its --init-from weights: a preset's or default shape yields to them; one the
+    user gave (`given`: field -> "typed" or where it was set) that contradicts them is refused. A shorter
+    --block-size crops the positions; a longer one is refused, a preset's or default one shortened."""
+    if cfg.init_from in HUB_MODELS:  # OpenAI's sizes: known without a download
+        have = dict(zip(("n_layer", "n_head", "n_embd"), HUB_MODELS[cfg.init_from]), bias=True, block_size=1024)
+    elif Path(cfg.init_from).is_file():
+        have = checkpoint.read(cfg.init_from).model_args
+    elif Path(cfg.init_from).is_dir():
+        try:
+            have = dataclasses.asdict(pretrained_config(gpt2_folder(cfg.init_from)))
+        except ValueError as e:
+            raise UserError(str(e).splitlines()[0]) from None
+    else:
+        return cfg  # refused by check_config, naming what --init-from may be
+    for k in SHAPE_KEYS:
+        if k in given and getattr(cfg, k) != have[k]:
+            raise UserError(f"--{k.replace('_', '-')} {getattr(cfg, k)} ({given[k]}) contradicts --init-from "
+                            f"{cfg.init_from}, whose weights have --{k.replace('_', '-')} {have[k]}; leave it out")
+    if "block_size" in given and cfg.block_size > have["block_size"]:
+        raise UserError(f"--block-size {cfg.block_size} ({given['block_size']}) is larger than --init-from "
+                        f"{cfg.init_from} allows ({have['block_size']} positions)")
+    return dataclasses.replace(cfg, **{k: have[k] for k in SHAPE_KEYS},
+                               block_size=min(cfg.block_size, have["block_size"]))
 
 
 def read_config_file(path: str) -> dict:
@@ -191,24 +225,21 @@ def check_config(cfg: TrainConfig, world_size: int) -> int:
     -> the gradient-accumulation steps per rank."""
     check_ranges(cfg)
     if cfg.n_embd % cfg.n_head:
-        raise UserError(f"n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
+        raise UserError(f"--n-embd {cfg.n_embd}: must be a multiple of --n-head {cfg.n_head}")
     hardware.check_model_fits(cfg.n_layer, cfg.n_embd, cfg.block_size)
     for name in ("dropout", "beta1", "beta2"):  # half-open: a closed knob range cannot state [0, 1)
         if not 0.0 <= getattr(cfg, name) < 1.0:
             raise UserError(f"--{name} {getattr(cfg, name)}: must be in [0, 1)")
     parse_save_epochs(cfg.save_epochs)
-    hub = cfg.init_from in HUB_MODELS
-    if hub and cfg.block_size > 1024:
-        raise UserError(f"block_size {cfg.block_size} is larger than {cfg.init_from} allows (1024 positions)")
     # a resumed run takes its weights from the checkpoint, so the original --init-from may be gone
-    if not (cfg.resume or cfg.init_from in ("scratch", "resume") or hub or Path(cfg.init_from).exists()):
+    if not (cfg.resume or cfg.init_from in ("scratch", "resume", *HUB_MODELS) or Path(cfg.init_from).exists()):
         raise UserError(f"--init-from {cfg.init_from!r}: not scratch, resume, one of {', '.join(HUB_MODELS)}, "
                         f"or an existing checkpoint file / GPT-2 folder")
     micro = cfg.batch_size * cfg.block_size * world_size  # tokens of one micro-step over all ranks
     batch_tokens = cfg.batch_tokens or micro
     if batch_tokens % micro:
-        raise UserError(f"batch_tokens {batch_tokens} is not a multiple of batch_size*block_size*world_size "
-                        f"= {cfg.batch_size}*{cfg.block_size}*{world_size} = {micro}")
+        raise UserError(f"--batch-tokens {batch_tokens}: must be a multiple of --batch-size * --block-size * "
+                        f"world size = {cfg.batch_size} * {cfg.block_size} * {world_size} = {micro}")
     return batch_tokens // micro
 
 
@@ -220,4 +251,4 @@ def parse_save_epochs(text: str) -> set[int] | None:
     try:
         return {int(t) for t in text.split(",") if t.strip()}
     except ValueError:
-        raise UserError(f"save_epochs must be like '1,5', 'all' or '', got {text!r}") from None
+        raise UserError(f"--save-epochs {text!r}: must be like '1,5', 'all' or ''") from None

@@ -14,7 +14,8 @@ tiktoken's gpt2 encoding reads (from its cache, TIKTOKEN_CACHE_DIR). What differ
 - the GELU is the checkpoint's: exact erf ("gelu") for models trained from scratch, tanh ("gelu_new") for
   GPT-2 weights.
 The folder is written under a temp name and renamed into place; an existing non-empty OUT_DIR is replaced
-only with --force.
+only with --force: moved aside, the new folder renamed in, the old one removed. What a killed export leaves
+(the temp folders, an old OUT_DIR moved aside) is undone by the next export.
 """
 from __future__ import annotations
 
@@ -169,6 +170,7 @@ def recover(out_dir: Path) -> None:
             continue
         if stem == f"{out_dir.name}.old" and not out_dir.exists():
             p.rename(out_dir)
+            print(f"put back {out_dir}, which a killed export had moved to {p.name}")
         else:
             shutil.rmtree(p, ignore_errors=True)
 

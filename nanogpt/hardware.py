@@ -79,9 +79,9 @@ def check_model_fits(n_layer: int, n_embd: int, block_size: int) -> None:
     n = 12 * n_layer * n_embd**2 + block_size * n_embd
     have = host_memory()
     if have and 4 * n > have:
-        raise UserError(f"n_layer {n_layer}, n_embd {n_embd}, block_size {block_size} make about {n:.2g} parameters, "
-                        f"{4 * n / 2**30:,.0f} GiB in float32, more than this machine's {have / 2**30:,.0f} GiB of "
-                        "memory; choose a smaller model")
+        raise UserError(f"--n-layer {n_layer}, --n-embd {n_embd}, --block-size {block_size} make about {n:.2g} "
+                        f"parameters, {4 * n / 2**30:,.0f} GiB in float32, more than this machine's "
+                        f"{have / 2**30:,.0f} GiB of memory; choose a smaller model")
 
 
 def describe(device: str) -> str:

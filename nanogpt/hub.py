@@ -9,7 +9,9 @@ import os
 import socket
 from pathlib import Path
 
-HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+# OpenAI's GPT-2 sizes: name -> (n_layer, n_head, n_embd); all have 1024 positions and biases
+HUB_MODELS = {"gpt2": (12, 12, 768), "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280),
+              "gpt2-xl": (48, 25, 1600)}
 
 
 def gpt2_folder(name_or_path: str) -> Path:

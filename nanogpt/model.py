@@ -231,17 +231,12 @@ class GPT(nn.Module):
         bad = set(override_args) - allowed
         if bad:
             raise ValueError(f"override_args may only set {sorted(allowed)}, got {sorted(bad)}")
-        config_file, weights_file = _checkpoint_files(Path(folder))
-        try:
-            hf = json.loads(Path(config_file).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read {config_file}: {e}") from None
-        config = _config_from_hf(hf, config_file)
+        config = pretrained_config(folder)
         for k, v in override_args.items():
             setattr(config, k, v)
         model = cls(config)
-        sd_hf = _read_weights(weights_file)
-        _copy_gpt2_weights(model, sd_hf, weights_file)
+        weights_file = _checkpoint_files(Path(folder))[1]
+        _copy_gpt2_weights(model, _read_weights(weights_file), weights_file)
         return model
 
     # ----------------------------------------------------------------------------------------------
@@ -348,6 +343,16 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
 
 # --------------------------------------------------------------------------------------------------
 # GPT-2 checkpoint loading helpers
+
+
+def pretrained_config(folder) -> GPTConfig:
+    """The GPTConfig of a Hugging Face GPT-2 folder, from its config.json alone (ValueError, one line)."""
+    config_file = _checkpoint_files(Path(folder))[0]
+    try:
+        hf = json.loads(Path(config_file).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {config_file}: {e}") from None
+    return _config_from_hf(hf, config_file)
 
 
 def _checkpoint_files(path: Path) -> tuple[Path, Path]:

@@ -36,7 +36,7 @@ def build_model(cfg: TrainConfig, meta: dict, saved: Checkpoint | None) -> GPT:
         except ValueError as e:
             raise UserError(str(e).splitlines()[0]) from None
     if cfg.block_size > model.config.block_size:
-        raise UserError(f"block_size {cfg.block_size} is larger than {cfg.init_from} allows "
+        raise UserError(f"--block-size {cfg.block_size} is larger than {cfg.init_from} allows "
                         f"({model.config.block_size} positions)")
     if cfg.block_size < model.config.block_size:
         model.crop_block_size(cfg.block_size)
@@ -75,7 +75,7 @@ def resumed_state(run_cfg: TrainConfig, windows: tuple[int, int], identity: dict
     if saved.windows != windows:  # (windows per step, windows per epoch)
         raise UserError(f"cannot resume: a step now takes {windows[0]} of {windows[1]} windows per "
                         f"epoch, the checkpoint's took {saved.windows[0]} of {saved.windows[1]}; keep "
-                        f"batch_size * accumulation * world_size (set --batch-tokens when changing GPUs)")
+                        f"--batch-size * accumulation * world size (set --batch-tokens when changing GPUs)")
     return saved.state
 
 

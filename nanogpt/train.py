@@ -70,13 +70,13 @@ def make_plan(cfg: TrainConfig, accum: int, world_size: int, train_tokens: int, 
     """The Plan of a run over this many tokens; data too short for one window or one step is refused."""
     n_train, n_val = data.train_windows(train_tokens, cfg.block_size), data.num_windows(val_tokens, cfg.block_size)
     if n_val < 1 or n_train < 1:
-        raise UserError(f"block_size {cfg.block_size} is larger than the data: {cfg.dataset} has "
+        raise UserError(f"--block-size {cfg.block_size} is larger than the data: {cfg.dataset} has "
                         f"{train_tokens} train and {val_tokens} val tokens")
     windows = cfg.batch_size * accum * world_size
     steps_per_epoch = n_train // windows  # the remainder of an epoch is dropped
     if steps_per_epoch < 1:
         raise UserError(f"one step needs {windows} windows of {cfg.block_size} tokens but train.bin "
-                        f"has only {n_train}; lower batch_tokens/batch_size/block_size")
+                        f"has only {n_train}; lower --batch-tokens, --batch-size or --block-size")
     total = min(steps_per_epoch * cfg.max_epochs, cfg.max_iters or math.inf)
     return Plan(accum, windows, n_train, n_val, steps_per_epoch, total, cfg.lr_decay_iters or total,
                 windows * cfg.block_size)

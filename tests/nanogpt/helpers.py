@@ -45,6 +45,16 @@ def run_args(data_dir, out_dir, *extra):
     return [*TINY, "--dataset", "shakespeare_char", "--data-dir", data_dir, "--out-dir", out_dir, *extra]
 
 
+def weights_args(data_dir, out_dir, *extra):
+    """run_args without the model's shape (--n-layer, --n-head, --n-embd): for an --init-from run, whose weights fix
+    it (a typed contradicting flag is refused)."""
+    args = run_args(data_dir, out_dir, *extra)
+    for flag in ("--n-layer", "--n-head", "--n-embd"):
+        i = args.index(flag)
+        del args[i:i + 2]
+    return args
+
+
 def call_main(script, capsys, *args) -> subprocess.CompletedProcess:
     """A script's main(argv) (the module or its main) in this process (fast: no interpreter start), as its command
     line runs it (one-line errors, exit codes), returned as a CompletedProcess."""

@@ -18,7 +18,7 @@ import torch
 import export
 import prepare
 import train
-from helpers import call_main, run_args
+from helpers import call_main, run_args, weights_args
 from model import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
@@ -137,9 +137,9 @@ def test_char_export_matches_transformers_logits(char_run, tiny_data, tmp_path):
 def init_from_export_logits_diff(model, folder, data_dir, capsys, out) -> float:
     """train.py --init-from folder, learning rate 0: the largest logit difference between the checkpoint it
     writes and model."""
-    r = call_main(train, capsys, *run_args(data_dir, out, "--dataset", "shakespeare", "--init-from", folder,
-                                           "--block-size", 32, "--max-iters", 1, "--learning-rate", 0,
-                                           "--final-eval-tokens", 0))
+    r = call_main(train, capsys, *weights_args(data_dir, out, "--dataset", "shakespeare", "--init-from", folder,
+                                               "--block-size", 32, "--max-iters", 1, "--learning-rate", 0,
+                                               "--final-eval-tokens", 0))
     assert r.returncode == 0, r.stderr
     ckpt = torch.load(out / "ckpt_last.pt", weights_only=True)
     back = GPT(GPTConfig(**ckpt["model_args"]))
@@ -193,19 +193,51 @@ def test_existing_out_dir_is_refused_unless_force(bpe_ckpt, capsys, clean_error,
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temp folder left behind
 
 
-def test_what_a_killed_export_left_is_undone(bpe_ckpt, capsys, clean_error, tmp_path):
-    """Killed between its two renames, an export leaves OUT_DIR moved aside and its new folder half-written:
-    the next export puts the old OUT_DIR back (so it is refused without --force) and removes the rest."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()  # the pid of a process that has ended
-    old, partial = tmp_path / f"hf.old.tmp.{dead}", tmp_path / f"hf.tmp.{dead}"
-    old.mkdir()
-    (old / "config.json").write_text("the user's")
-    partial.mkdir()
-    (partial / "model.safetensors").write_text("half")
-    clean_error(call_main(export, capsys, bpe_ckpt[0], tmp_path / "hf"), "not empty", "--force")
+KILL = """
+import os, pathlib, signal, sys
+sys.path.insert(0, sys.argv[1])
+import export
+where, real_rename, real_save = sys.argv[2], pathlib.Path.rename, export.save_file
+def rename(self, target):  # kill -9 right after the first rename: the old OUT_DIR moved aside, the new one not in
+    out = real_rename(self, target)
+    if where == "between renames":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+def save_file(tensors, path, **kw):  # kill -9 in the middle of writing the weights
+    real_save(tensors, path, **kw)
+    if where == "writing":
+        os.kill(os.getpid(), signal.SIGKILL)
+pathlib.Path.rename, export.save_file = rename, save_file
+export.main(sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize("where", ["between renames", "writing"])
+def test_what_a_killed_export_left_is_undone(where, bpe_ckpt, capsys, clean_error, tmp_path):
+    """export.py --force killed (SIGKILL) between its two renames, or while writing: the next export puts the
+    user's old OUT_DIR back (so it is refused without --force), says so, and removes the temp folders."""
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "config.json").write_text("the user's")
+    nanogpt = str(export.Path(export.__file__).parent)
+    r = subprocess.run([sys.executable, "-c", KILL, nanogpt, where, str(bpe_ckpt[0]), str(out), "--force"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -9, r.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    if where == "between renames":  # nothing under OUT_DIR's name: the old folder and the new one lie aside
+        assert left == [f"hf.old.tmp.{r_pid(left)}", f"hf.tmp.{r_pid(left)}"], left
+    else:
+        assert left == ["hf", f"hf.tmp.{r_pid(left)}"], left
+    again = call_main(export, capsys, bpe_ckpt[0], out)
+    clean_error(again, "not empty", "--force")
+    assert ("put back" in again.stdout) == (where == "between renames"), again.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
-    assert (tmp_path / "hf" / "config.json").read_text() == "the user's"
+    assert (out / "config.json").read_text() == "the user's"
+
+
+def r_pid(names: list[str]) -> str:
+    """The pid in the temp names a killed export left (NAME.tmp.PID)."""
+    return next(n.rsplit(".", 1)[1] for n in names if ".tmp." in n)
 
 
 def test_out_dir_holding_the_checkpoint_is_refused_even_with_force(char_run, capsys, clean_error):

@@ -3,6 +3,7 @@
 Runs on a tiny char-level slice of Tiny Shakespeare (2,048 train tokens) and a 2-layer, 32-wide model, so
 an epoch is a few dozen steps and a run takes seconds. Helpers: tests/nanogpt/helpers.py.
 """
+import dataclasses
 import json
 import os
 import subprocess
@@ -49,29 +50,44 @@ def test_scripts_run_on_a_torch_without_fully_shard(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["--n-embd", 30, "--n-head", 4], ["n_embd 30", "n_head 4"]),
-    (["--block-size", 100_000], ["block_size 100000", "larger than the data"]),
-    (["--init-from", "gpt2", "--block-size", 2048], ["block_size 2048", "gpt2 allows"]),
-    (["--batch-tokens", 100], ["batch_tokens 100", "not a multiple"]),
-    (["--init-from", "gpt2"], ["tokenizer", "char"]),
+    (["--n-embd", 30, "--n-head", 4], ["--n-embd 30", "--n-head 4"]),
+    (["--block-size", 100_000], ["--block-size 100000", "larger than the data"]),
+    (["--batch-tokens", 100], ["--batch-tokens 100", "a multiple of --batch-size"]),
     (["--preset", "nope"], ["unknown preset", "nope"]),
     (["--dataset", "no_such_dataset"], ["no_such_dataset"]),
     (["--dtype", "float64"], ["float64"]),
     (["--n-layer", "abc"], ["n-layer", "abc"]),
-    (["--save-epochs", "1,x"], ["save_epochs"]),
+    (["--save-epochs", "1,x"], ["--save-epochs '1,x'"]),
     (["--final-eval-tokens", -5], ["--final-eval-tokens -5: must be in [0, inf]"]),
     (["--init-from", "/no/such/file.pt"], ["/no/such/file.pt"]),
     (["--seed", -1], ["--seed -1: must be in [0, 4294967295]"]),  # numpy's seeding would crash mid-run
     (["--batch-tokens", -64], ["--batch-tokens -64: must be in [0, inf]"]),
     (["--beta2", 1.5], ["beta2", "1.5"]),
     (["--learning-rate", -1], ["--learning-rate -1.0: must be in [0, inf]"]),
-    (["--n-layer", 100_000, "--n-embd", 4096], ["n_layer 100000", "GiB in float32", "more than this machine"]),
-    (["--block-size", 10**12], ["block_size 1000000000000", "more than this machine"]),  # not "larger than the data"
+    (["--n-layer", 100_000, "--n-embd", 4096], ["--n-layer 100000", "GiB in float32", "more than this machine"]),
+    (["--block-size", 10**12], ["--block-size 1000000000000", "more than this machine"]),  # not "larger than the data"
 ])
 def test_bad_config_exits_2_with_one_line(tiny_data, tmp_path, capsys, clean_error, args, needles):
     r = call_main(train.main, capsys, *run_args(tiny_data, tmp_path / "out"), *args)
     clean_error(r, *needles)
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if "_" in f.name]
+    assert not [name for name in fields if name in r.stderr], r.stderr  # flags as typed: --kebab-case
     assert not (tmp_path / "out" / "ckpt_last.pt").exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--block-size", 2048], ["--block-size 2048 (typed)", "gpt2 allows (1024 positions)"]),
+    (["--n-head", 4], ["--n-head 4 (typed) contradicts --init-from gpt2", "--n-head 12; leave it out"]),
+    (["--block-size", 16, "--batch-size", 4], ["tokenizer", "char"]),  # GPT-2 weights on a char-level dataset
+])
+def test_init_from_gpt2_refusals_come_before_any_download(tiny_data, tmp_path, capsys, clean_error, args, needles):
+    """What --init-from gpt2 refuses is refused in one line before any download (the tests run offline): a
+    contradicting shape from GPT-2's known size, a char-level dataset from its meta.json."""
+    r = call_main(train.main, capsys, "--dataset", "shakespeare_char", "--data-dir", tiny_data, "--device", "cpu",
+                  "--out-dir", tmp_path / "out", "--init-from", "gpt2", *args)
+    clean_error(r, *needles)
+    fields = [f.name for f in dataclasses.fields(TrainConfig) if "_" in f.name]
+    assert not [name for name in fields if name in r.stderr], r.stderr
 
 
 def test_unavailable_device_exits_2(tiny_data, tmp_path, capsys, clean_error):
@@ -82,7 +98,7 @@ def test_unavailable_device_exits_2(tiny_data, tmp_path, capsys, clean_error):
 
 
 def test_command_line_error_is_one_line(run_script, clean_error):
-    clean_error(run_script("nanogpt/train.py", "--n-embd", "30", "--n-head", "4", timeout=60), "n_embd 30")
+    clean_error(run_script("nanogpt/train.py", "--n-embd", "30", "--n-head", "4", timeout=60), "--n-embd 30")
 
 
 def test_busy_out_dir_is_refused_naming_the_pid(tiny_data, tmp_path, capsys, clean_error):

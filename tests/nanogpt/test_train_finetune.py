@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import config
 import model
 import prepare
 import train
@@ -73,4 +74,24 @@ def test_finetune_from_local_gpt2_folder(capsys, hf_folder, bpe_data, tmp_path):
 def test_block_size_beyond_pretrained_positions_exits_2(capsys, clean_error, hf_folder, bpe_data, tmp_path):
     r = call_main(train.main, capsys, *TINY, "--dataset", "shakespeare", "--data-dir", bpe_data, "--out-dir", tmp_path,
                   "--init-from", hf_folder[0], "--block-size", 128)
-    clean_error(r, "block_size 128", "64 positions")
+    clean_error(r, "--block-size 128 (typed)", "64 positions")
+
+
+def test_the_weights_decide_the_shape_and_a_typed_contradiction_is_refused(capsys, clean_error, hf_folder, tmp_path):
+    """issue 28/29: --init-from weights fix n_layer, n_head, n_embd and bias. A preset's shape yields to them (and
+    its longer block_size is cut to the 64 positions); a flag typed, or set in --config, that contradicts them is
+    refused in one line that names it and says where it came from, before anything is loaded or written."""
+    folder = hf_folder[0]
+    cfg, _ = config.resolve_config(["--preset", "shakespeare_char", "--init-from", str(folder)])
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.bias, cfg.block_size) == (2, 2, 32, True, 64)
+    cfg, _ = config.resolve_config(["--init-from", str(folder), "--n-layer", "2", "--block-size", "16"])
+    assert (cfg.n_layer, cfg.block_size) == (2, 16)  # agreeing flags, a shorter context: fine
+    out = tmp_path / "out"
+    r = call_main(train.main, capsys, "--init-from", folder, "--n-layer", 6, "--out-dir", out)
+    clean_error(r, f"--n-layer 6 (typed) contradicts --init-from {folder}", "--n-layer 2; leave it out")
+    toml = tmp_path / "c.toml"
+    toml.write_text("n_embd = 64\n")
+    r = call_main(train.main, capsys, "--init-from", folder, "--config", toml, "--out-dir", out)
+    clean_error(r, f"--n-embd 64 (in {toml}) contradicts", "whose weights have --n-embd 32")
+    assert not out.exists()
+

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 import train
-from helpers import STEPS_PER_EPOCH, call_main, read_log, run_args
+from helpers import STEPS_PER_EPOCH, call_main, read_log, run_args, weights_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -150,5 +150,5 @@ def test_a_gpt2_bpe_checkpoint_is_not_fine_tuned_on_char_ids(capsys, clean_error
     gpt = model.GPT(model.GPTConfig(block_size=16, vocab_size=50304, n_layer=1, n_head=2, n_embd=16))
     torch.save({"model": gpt.state_dict(), "model_args": json.loads(json.dumps(gpt.config.__dict__))},
                tmp_path / "bpe.pt")
-    r = call_main(train.main, capsys, *run_args(tiny_data, tmp_path / "ft", "--init-from", tmp_path / "bpe.pt"))
+    r = call_main(train.main, capsys, *weights_args(tiny_data, tmp_path / "ft", "--init-from", tmp_path / "bpe.pt"))
     clean_error(r, "tokenizer char", "does not match the model's vocabulary of 50304")
