@@ -3,6 +3,8 @@ reason, speed-ups are consistent, bench.json/bench.png are written."""
 import json
 import re
 import shlex
+import time
+import types
 
 import pytest
 import torch
@@ -58,7 +60,9 @@ def test_the_command_line_exits_0_and_bench_json_says_what_wrote_it(run_script, 
 
 def test_skip_by_setting_name(monkeypatch):
     """`--skip` takes the setting a milestone changes ("vocab 50,304" holds the list separator)."""
-    monkeypatch.setattr(bench, "time_milestone", lambda settings, *a: (0.5 / settings["batch_mult"], 0.1, 1000))
+    def seconds(settings):  # float32 0.5 s a step, bf16 half that, then twice the micro-batch in half again
+        return 0.5 / settings["batch_mult"] / (2 if settings["bf16"] else 1)
+    monkeypatch.setattr(bench, "time_milestone", lambda settings, *a: (seconds(settings), 0.1, 1000))
     # an H100's name: MFU against its peak for the milestone's precision (the CUDA-only rows stay n/a: device cpu)
     monkeypatch.setattr(bench, "device_name", lambda device: "NVIDIA H100 80GB HBM3")
     result = bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="compile, vocab,Flash Attention"))
@@ -68,12 +72,16 @@ def test_skip_by_setting_name(monkeypatch):
     ran = [r for r in result["milestones"] if r["applies"]]
     assert [(r["milestone"], r["micro_batch"]) for r in ran] == [("float32", 2), ("bf16 autocast", 2), ("micro-batch x2", 4)]
     tiny = bench.SIZES["tiny"]
-    for r in ran:  # tokens/s from the micro-batch this milestone really ran (0.5 s per step, / batch_mult)
-        assert r["tok_per_s"] == pytest.approx(r["micro_batch"] * tiny["block_size"] / (0.5 / r["settings"]["batch_mult"]))
+    for r in ran:  # tokens/s from the micro-batch this milestone really ran
+        assert r["tok_per_s"] == pytest.approx(r["micro_batch"] * tiny["block_size"] / seconds(r["settings"]))
         fpt = bench.flops_per_token(bench.GPTConfig(vocab_size=50257, **tiny), 1000)
         peak = {"fp32": 67e12, "bf16": 989.5e12}[r["precision"]]
         assert r["mfu"] == pytest.approx(fpt * r["tok_per_s"] / peak)
     assert [r["precision"] for r in ran] == ["fp32", "bf16", "bf16"]
+    # 128, 256 and 1,024 tokens/s by hand: 2x then 4x over the previous row, 2x then 8x over float32
+    assert [r["tok_per_s"] for r in ran] == pytest.approx([64 / 0.5, 64 / 0.25, 128 / 0.125])
+    assert [r["speedup_prev"] for r in ran] == pytest.approx([1.0, 2.0, 4.0])
+    assert [r["speedup_fp32"] for r in ran] == pytest.approx([1.0, 2.0, 8.0])
     with pytest.raises(bench.UserError, match="'warp'.*vocab"):
         bench.run_bench(bench.BenchConfig(device="cpu", size="tiny", skip="warp"))
     with pytest.raises(bench.UserError, match="float32: it is the baseline"):  # "vs fp32" needs it
@@ -97,3 +105,15 @@ def test_a_busy_out_dir_is_refused_before_timing(tmp_path, monkeypatch):
         other.kill()
         other.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+def test_cpu_time_per_step_is_the_median_of_the_timed_steps(monkeypatch):
+    """cpu_ms_per_step is one step's CPU time, the median over the timed steps (here 1, 7 and 2 s: 2 s), read
+    around each timed step only (the warm-up steps are not counted)."""
+    clock = iter([0.0, 1.0, 10.0, 17.0, 20.0, 22.0])
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=time.perf_counter,
+                                                             process_time=lambda: next(clock)))
+    settings = dict(tf32=False, bf16=False, compile=False, flash=False, vocab=50257, fused=False, batch_mult=1)
+    dt, cpu, n_params = bench.time_milestone(settings, bench.SIZES["tiny"], 2, "cpu", iters=3, warmup=1)
+    assert cpu == 2.0 and dt > 0 and n_params == sum(p.numel() for p in bench.GPT(
+        bench.GPTConfig(vocab_size=50257, **bench.SIZES["tiny"])).parameters())
