@@ -37,7 +37,8 @@ CACHE_DIR = os.environ.get("BUILD_NANOGPT_CACHE", os.path.join(os.path.expanduse
 class EvalConfig:
     model: str = knob("gpt2", "gpt2* hub name, a Hugging Face folder, a checkpoint of train.py or nanogpt, or "
                               "their run folder (its ckpt.pt / ckpt_last.pt)")
-    data: str = knob("", "hellaswag_val.jsonl; empty: download once to the cache (sha256-checked)")
+    data: str = knob("", "hellaswag_val.jsonl; empty: download once (sha256-checked) to "
+                         "~/.cache/build_nanogpt/hellaswag (or $BUILD_NANOGPT_CACHE/hellaswag)")
     limit: int = knob(-1, "evaluate the first N examples only (-1: all 10,042)")
     batch_size: int = knob(8, "examples per forward pass (x4 endings)")
     device: str = knob("auto", "auto | cpu | cuda | cuda:N | mps")

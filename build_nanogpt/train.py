@@ -102,7 +102,8 @@ class TrainConfig:
     eval_iters: int = knob(20, "val batches per rank per evaluation (always the same ones; at most those the "
                                "val shards hold)", lo=1, hi=MANY)
     hellaswag_limit: int = knob(-1, "HellaSwag examples per evaluation (-1: all 10,042; 0: off)", lo=-1)
-    hellaswag_data: str = knob("", "hellaswag_val.jsonl; empty: download once (sha256-checked)")
+    hellaswag_data: str = knob("", "hellaswag_val.jsonl; empty: download once (sha256-checked) to "
+                                   "~/.cache/build_nanogpt/hellaswag (or $BUILD_NANOGPT_CACHE/hellaswag)")
     num_samples: int = knob(4, "samples printed per evaluation (0: off)", lo=0, hi=1024)
     sample_tokens: int = knob(32, "tokens per sample", lo=1, hi=1 << 16)
     sample_prompt: str = knob("Hello, I'm a language model,", "prompt for the samples")

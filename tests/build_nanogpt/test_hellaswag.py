@@ -1,6 +1,7 @@
 """build_nanogpt/hellaswag.py: scoring equals losses computed with `transformers` directly, the command
 line, bad input in one line."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -56,6 +57,22 @@ def test_hellaswag_cli(run_script, hf_dir, shared_file, tiktoken_cache, clean_er
     bad.write_text(lines[0] + "\n" + lines[1] + "\n{\"ctx\": \"no endings\"}\n")
     r = run_script("build_nanogpt/hellaswag.py", "--model", path, "--data", bad)
     clean_error(r, "bad.jsonl:3", "malformed")
+
+
+def test_without_data_the_file_comes_from_the_cache_the_help_names(run_script, hf_dir, shared_file, tiktoken_cache,
+                                                                   tmp_path, monkeypatch):
+    """issue 29: --help names where the downloaded file is kept; a valid file there is used, nothing is fetched
+    (there is no network here)."""
+    monkeypatch.delenv("BUILD_NANOGPT_CACHE", raising=False)
+    r = run_script("build_nanogpt/hellaswag.py", "--help")
+    assert "~/.cache/build_nanogpt/hellaswag (or $BUILD_NANOGPT_CACHE/hellaswag)" in " ".join(r.stdout.split())
+    cache = tmp_path / "home" / ".cache" / "build_nanogpt" / "hellaswag"
+    cache.mkdir(parents=True)
+    shutil.copy(shared_file("hellaswag/hellaswag_val.jsonl"), cache / "hellaswag_val.jsonl")
+    r = run_script("build_nanogpt/hellaswag.py", "--model", hf_dir[0], "--limit", 4, "--device", "cpu",
+                   env={"HOME": str(tmp_path / "home")})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["examples"] == 4
 
 
 def test_hellaswag_bad_model_folder_and_limit(shared_file, tmp_path):
