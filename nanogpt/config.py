@@ -3,6 +3,7 @@
 Precedence: defaults < --preset < --config FILE (TOML or JSON, never executed) < flags. A resumed run starts
 from its checkpoint's config instead of defaults + preset; flags still override it, but not the architecture.
 --init-from weights fix the model's shape: a preset's or default shape yields to them, a given one must agree.
+A preset writes to nanogpt/out/PRESET unless --out-dir says otherwise.
 """
 from __future__ import annotations
 
@@ -31,16 +32,19 @@ class TrainConfig:
     data_dir: str = knob(str(HERE / "data"), "folder holding DATASET/{train.bin,val.bin,meta.json}")
     data_source: str = knob("", "local file/folder to prepare the dataset from (e.g. Tiny Shakespeare's "
                                 "input.txt offline); '' = where prepare.py gets it")
-    out_dir: str = knob(str(HERE / "out"), "where checkpoints, log.jsonl, results.json and loss.png go")
-    init_from: str = knob("scratch", "scratch | resume | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | PATH "
-                                     "(a checkpoint .pt or a Hugging Face GPT-2 folder)")
+    out_dir: str = knob(str(HERE / "out" / "demo"), "where checkpoints, log.jsonl, results.json and loss.png go "
+                                                    "(--preset P: nanogpt/out/P)")
+    init_from: str = knob("scratch", "scratch | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | PATH (a checkpoint "
+                                     ".pt or a Hugging Face GPT-2 folder): the weights to start from and their "
+                                     "shape (to continue a run, use --resume)")
     resume: str = knob("", "continue exactly from OUT/ckpt_last.pt (bare --resume) or from the given file",
                        nargs="?", const="last")
     # how long: epochs, with an optional budget in optimizer steps
     max_epochs: int = knob(1, "passes over train.bin", lo=1)
     max_iters: int = knob(0, "stop after this many optimizer steps in all (0: no limit)", lo=0)
     save_epochs: str = knob("1,5", "write ckpt_epoch{N}.pt after these epochs ('all', or '' for none)")
-    eval_interval: int = knob(200, "evaluate every this many steps (and at every epoch end)", lo=1)
+    eval_interval: int = knob(200, "evaluate every this many steps, at every epoch end and at the end (0: only "
+                                   "at epoch ends and the end)", lo=0)
     eval_iters: int = knob(20, "fixed batches per split for evaluation", lo=1)
     final_eval_tokens: int = knob(2_000_000, "at the end, the exact val loss over every window of the first "
                                              "this many val.bin tokens, not a sample (0: off)", lo=0)
@@ -74,7 +78,7 @@ class TrainConfig:
     device: str = knob("auto", "auto (cuda if present, else cpu) | cpu | cuda | cuda:N")
     dtype: str = knob("auto", "auto (bfloat16 on CUDA that has it, float16 on older CUDA, float32 on CPU) | "
                               "float32 | bfloat16 | float16 (autocast; float16 adds a GradScaler)")
-    compile: bool | None = knob(None, "torch.compile the model (none: on with CUDA, off on CPU)")
+    compile: bool | None = knob(None, "torch.compile the model (none: on with CUDA unless --fsdp, off on CPU)")
     flash: bool = knob(True, "attention through scaled_dot_product_attention (flash kernels on GPU)")
     tf32: bool = knob(True, "TF32 matmuls on Ampere or newer GPUs")
     vocab_multiple: int = knob(64, "pad a BPE vocabulary (> 256 tokens) up to a multiple of this (50257 -> 50304)")
@@ -94,13 +98,13 @@ PRESETS: dict[str, dict] = {
     "demo": dict(max_iters=1000),
     # nanoGPT's config/train_shakespeare_char.py: a 10.7M-parameter char model, minutes on one GPU
     "shakespeare_char": dict(
-        dataset="shakespeare_char", out_dir=str(HERE / "out-shakespeare-char"), n_layer=6, n_head=6, n_embd=384,
+        dataset="shakespeare_char", n_layer=6, n_head=6, n_embd=384,
         block_size=256, batch_size=64, dropout=0.2, bias=False, learning_rate=1e-3, beta2=0.99, warmup_iters=100,
         max_epochs=1000, max_iters=5000, lr_decay_iters=5000, eval_interval=250, eval_iters=200,
     ),
     # nanoGPT README's CPU recipe for the same data (val ~1.88 after 2000 steps)
     "shakespeare_char_cpu": dict(
-        dataset="shakespeare_char", out_dir=str(HERE / "out-shakespeare-char-cpu"), device="cpu", compile=False,
+        dataset="shakespeare_char", device="cpu", compile=False,
         n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, bias=False, learning_rate=1e-3,
         beta2=0.99, warmup_iters=100, max_epochs=1000, max_iters=2000, lr_decay_iters=2000,
         eval_interval=250, eval_iters=20,
@@ -108,16 +112,23 @@ PRESETS: dict[str, dict] = {
     # GPT-2 124M from scratch with the GPT-3 small recipe: ~0.5M tokens per step (12 * 1024 * 40); 600k
     # steps (~300B tokens) are ~33 epochs of OpenWebText's 9B, so the step budget, not max_epochs, ends it
     "gpt2": dict(
-        dataset="openwebtext", out_dir=str(HERE / "out-gpt2"), n_layer=12, n_head=12, n_embd=768, block_size=1024,
+        dataset="openwebtext", n_layer=12, n_head=12, n_embd=768, block_size=1024,
         batch_size=12, batch_tokens=491_520, dropout=0.0, learning_rate=6e-4, warmup_iters=2000,
         max_epochs=1000, max_iters=600_000, lr_decay_iters=600_000, eval_interval=1000, eval_iters=200,
         log_interval=10,
     ),
     # finetune OpenAI's GPT-2 (124M) on Tiny Shakespeare, GPT-2 BPE tokens
     "finetune_shakespeare": dict(
-        dataset="shakespeare", out_dir=str(HERE / "out-finetune-shakespeare"), init_from="gpt2", block_size=1024,
+        dataset="shakespeare", init_from="gpt2", block_size=1024,
         batch_size=1, batch_tokens=32 * 1024, dropout=0.0, learning_rate=3e-5, decay_lr=False,
         max_epochs=10, max_iters=20, eval_interval=5, eval_iters=40, save_epochs="1",
+    ),
+    # the same fine-tune sized for a laptop CPU (minutes, not hours): 50 steps of 4 x 128 tokens (25,600 tokens,
+    # not 655,360), small evaluations; on a CPU the output layer over 50,257 tokens is most of the step
+    "finetune_shakespeare_cpu": dict(
+        dataset="shakespeare", init_from="gpt2", device="cpu", compile=False, block_size=128, batch_size=4,
+        dropout=0.0, learning_rate=3e-5, decay_lr=False, max_epochs=1, max_iters=50, eval_interval=10,
+        eval_iters=4, final_eval_tokens=16_384, num_samples=1, sample_tokens=100, save_epochs="",
     ),
 }
 
@@ -137,8 +148,8 @@ def resolve_config(argv=None, description: str = "") -> tuple[TrainConfig, check
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     overrides = {**file_cfg, **flags}
-    cfg = dataclasses.replace(TrainConfig(**PRESETS[preset]), **overrides)
-    if cfg.init_from == "resume" and not cfg.resume:
+    cfg = TrainConfig(**{**PRESETS[preset], "out_dir": str(HERE / "out" / preset), **overrides})
+    if cfg.init_from == "resume" and not cfg.resume:  # nanoGPT's spelling of --resume
         cfg.resume = "last"
     if not cfg.resume:
         if cfg.init_from != "scratch":

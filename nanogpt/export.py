@@ -1,6 +1,6 @@
 """Export a nanogpt checkpoint as a Hugging Face GPT-2 folder that transformers loads offline.
 
-    python nanogpt/export.py nanogpt/out/ckpt_last.pt hf-model        # or the run's folder: nanogpt/out
+    python nanogpt/export.py nanogpt/out/demo/ckpt_last.pt hf-model   # or the run's folder: nanogpt/out/demo
     python nanogpt/export.py CKPT OUT_DIR --force --meta DATA_DIR/shakespeare/meta.json
 
 OUT_DIR gets config.json and model.safetensors (GPT2LMHeadModel), meta.json (the dataset's tokenizer), and

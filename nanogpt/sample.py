@@ -1,7 +1,7 @@
 """Sample text from a trained checkpoint or from OpenAI's GPT-2 weights (karpathy/nanoGPT sample.py, plus
 top-p, a KV cache and a tokens/s figure).
 
-    python nanogpt/sample.py --init-from nanogpt/out                 # OUT/ckpt_last.pt written by train.py
+    python nanogpt/sample.py --init-from nanogpt/out/demo            # OUT/ckpt_last.pt written by train.py
     python nanogpt/sample.py --init-from gpt2 --start "Hello, I'm a language model,"
     python nanogpt/sample.py --init-from DIR/gpt2 --start FILE:prompt.txt --top-p 0.9
 """
@@ -36,8 +36,8 @@ def optional(kind):
 
 @dataclass
 class SampleConfig:
-    init_from: str = knob(str(HERE / "out"), "training out dir (reads OUT/ckpt_last.pt), a .pt checkpoint, "
-                                             "gpt2[-medium|-large|-xl] or a local Hugging Face GPT-2 folder")
+    init_from: str = knob(str(HERE / "out" / "demo"), "training out dir (reads OUT/ckpt_last.pt), a .pt checkpoint, "
+                                                      "gpt2[-medium|-large|-xl] or a local Hugging Face GPT-2 folder")
     start: str = knob("\n", "prompt text, or FILE:path to read it from a file")
     num_samples: int = knob(3, "samples to draw", lo=1, hi=1000)
     max_new_tokens: int = knob(200, "tokens per sample", lo=1, hi=MAX_NEW_TOKENS)

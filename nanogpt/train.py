@@ -25,6 +25,7 @@ import dataclasses
 import gc
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -304,7 +305,7 @@ def train_loop(run: Run, state: RunState, outputs: Outputs, stop: StopSignal) ->
     bar = tqdm(total=plan.total_iters, initial=min(state.iter_num, plan.total_iters), disable=not run.master,
                unit="step", dynamic_ncols=True, mininterval=1.0)
     with bar:
-        if state.iter_num == 0 and plan.total_iters > 0:
+        if state.iter_num == 0 and plan.total_iters > 0 and cfg.eval_interval > 0:
             log_eval(run, state, outputs, meter, lr)  # the loss at initialization, where the curve starts
         while state.iter_num < plan.total_iters and state.epoch < cfg.max_epochs:
             order = data.epoch_order(plan.n_train, cfg.seed, state.epoch)
@@ -318,7 +319,7 @@ def train_loop(run: Run, state: RunState, outputs: Outputs, stop: StopSignal) ->
                 first_bad = torch.where((first_bad < 0) & ~loss.isfinite(), state.iter_num, first_bad)
                 state.iter_num, state.epoch_step = state.iter_num + 1, state.epoch_step + 1
                 epoch_end = state.epoch_step == plan.steps_per_epoch
-                evaluate_now = epoch_end or state.iter_num % cfg.eval_interval == 0
+                evaluate_now = epoch_end or (cfg.eval_interval > 0 and state.iter_num % cfg.eval_interval == 0)
                 log_now = state.iter_num % cfg.log_interval == 0
                 stop_now = False
                 # the only places a step waits for the device; one process honours a stop request (a host-side
@@ -408,32 +409,35 @@ def announce(run: Run, state: RunState, saved: Checkpoint | None) -> None:
           f"{' compiled' if compiled(cfg, run.device) else ' eager'}{' FSDP' if cfg.fsdp else ''}")
     if run.device == "cpu" and run.raw_model.config.vocab_size >= 50000:
         print(f"note: on CPU the output layer over {run.raw_model.config.vocab_size:,} tokens dominates the step "
-              f"(about 25-50x slower than a byte or char-level model of the same size)")
+              f"(about 25-50x slower than a byte or char-level model of the same size); --preset "
+              f"finetune_shakespeare_cpu is a GPT-2 fine-tune sized for minutes on a CPU")
 
 
-def finish(run: Run, state: RunState, outputs: Outputs) -> None:
-    """The exact val loss, the samples, results.json and loss.png."""
+def finish(run: Run, state: RunState, outputs: Outputs, stopped_by: str | None = None) -> None:
+    """The exact val loss, the samples, results.json and loss.png. After a stop, only results.json and loss.png,
+    of what the checkpoint beside them holds (never an earlier run's)."""
     cfg, plan = run.cfg, run.plan
     # the logged val loss is a sample of eval_iters batches (+-0.02 at eval_iters=20); this is the exact one
     full_val, n_full = None, 0
-    if cfg.final_eval_tokens:
+    if cfg.final_eval_tokens and not stopped_by:
         n_full = min(plan.n_val, max(1, cfg.final_eval_tokens // cfg.block_size))  # from the start of val.bin
         full_val = evaluate(run, {"val": (run.val_data, np.arange(n_full))}, "exact val loss")["val"]
     replicas = None
     if run.world_size > 1:  # every rank must hold the same weights
         replicas = [None] * run.world_size
         dist.all_gather_object(replicas, checkpoint.weights_sha256(run.raw_model.state_dict()))
-    sampler = run.layout.plain_model()  # FSDP: a float32 copy in rank 0's host memory (a collective)
+    sampler = None if stopped_by else run.layout.plain_model()  # FSDP: a float32 copy in rank 0's host memory
     if not run.master:
         return
     on_device = not cfg.fsdp  # FSDP samples on the CPU: the whole model may not fit one GPU
-    samples = report.print_samples(sampler, run.meta, cfg.num_samples, cfg.sample_tokens, cfg.seed,
-                                   run.autocast if on_device else contextlib.nullcontext(),
-                                   run.device if on_device else "cpu")
+    samples = [] if stopped_by else report.print_samples(
+        sampler, run.meta, cfg.num_samples, cfg.sample_tokens, cfg.seed,
+        run.autocast if on_device else contextlib.nullcontext(), run.device if on_device else "cpu")
     evals = report.evaluations(state.history)
     # epoch-end evaluations, told by iter: the epoch field is rounded to 4 places
     per_epoch = [r for r in evals if r["epochs_done"] > 0 and r["iter"] == r["epochs_done"] * plan.steps_per_epoch]
-    best, last = min(evals, key=lambda r: r["val_loss"]), evals[-1]
+    none = dict.fromkeys(("iter", "train_loss", "val_loss", "val_ppl"))  # stopped before any evaluation
+    best, last = min(evals, key=lambda r: r["val_loss"], default=none), evals[-1] if evals else none
     tps, mfus = [r["tokens_per_s"] for r in evals if r["tokens_per_s"]], [r["mfu"] for r in evals if r["mfu"]]
     results = {
         "config": dataclasses.asdict(cfg), "model_args": dataclasses.asdict(run.raw_model.config),
@@ -453,9 +457,11 @@ def finish(run: Run, state: RunState, outputs: Outputs) -> None:
                        "elapsed_s": round(state.elapsed_s, 2), "replica_weights_sha256": replicas},
         "device": {"device": run.device, "name": hardware.describe(run.device), "dtype": run.dtype,
                    "compile": compiled(cfg, run.device), "torch": torch.__version__},
-        "samples": samples,
+        "samples": samples, "stopped_by": stopped_by,
     }
     outputs.write_results(results, state.history, run.unigram)
+    if stopped_by:
+        return
     exact = f"; over {n_full * cfg.block_size:,} val tokens {full_val:.4f}" if full_val is not None else ""
     print(f"final val loss {last['val_loss']:.4f} (best {best['val_loss']:.4f} at iter {best['iter']}{exact}) vs "
           f"unigram baseline {run.unigram:.4f}; results in {outputs.out_dir}/results.json and loss.png")
@@ -505,15 +511,28 @@ def run(cfg: TrainConfig, saved: Checkpoint | None = None) -> None:
                 raise Diverged(f"{e}; stopping, {keep}") from None
             if stopped_by and job.master:
                 print(f"stopped by {stopped_by} at iter {state.iter_num} (epoch {state.epoch}, step "
-                      f"{state.epoch_step}); resumable checkpoint {outputs.last_checkpoint}; continue with --resume")
-            if not stopped_by:
-                finish(job, state, outputs)
+                      f"{state.epoch_step}); resumable checkpoint {outputs.last_checkpoint}; continue with: "
+                      f"{resume_command(cfg, world_size)}")
+            finish(job, state, outputs, stopped_by)
         if ddp:
             dist.barrier()  # leave together: ranks that tear down while rank 0 still writes can hang its exit
     finally:
         if ddp and dist.is_initialized():
             gc.collect()  # free the DDP reducer (it holds the group) before the group is torn down
             dist.destroy_process_group()
+
+
+def resume_command(cfg: TrainConfig, world_size: int) -> str:
+    """The command that continues a stopped run, as typed from the current folder (its settings are in
+    OUT/ckpt_last.pt; --fsdp is how this launch ran, not a setting the checkpoint keeps)."""
+    script = shlex.quote(os.path.relpath(__file__))
+    launch = f"python {script}"
+    if world_size > 1:
+        launch = f"torchrun --standalone --nproc_per_node={world_size} {script}"
+    if int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) != world_size:  # several nodes
+        launch = f"(your torchrun command) {script}"
+    out_dir = shlex.quote(os.path.relpath(cfg.out_dir))
+    return f"{launch} --resume --out-dir {out_dir}" + (" --fsdp" if cfg.fsdp else "")
 
 
 def main(argv=None) -> int:

@@ -136,3 +136,33 @@ def test_help_states_each_default_once():
     for cls in (TrainConfig, sample.SampleConfig, bench.BenchConfig, recipe.RecipeConfig, prepare.PrepareConfig):
         for action in cli.build_parser(cls, "x", "")._actions:
             assert (action.help or "").count("default") <= 1, (cls.__name__, action.dest, action.help)
+    # --resume continues a run; --init-from no longer lists nanoGPT's `resume` beside it
+    init_from = config.TrainConfig.__dataclass_fields__["init_from"].metadata["help"]
+    assert "resume |" not in init_from and "| resume" not in init_from and "--resume" in init_from
+
+
+def test_each_preset_writes_under_nanogpt_out_preset(tmp_path):
+    """issue 29: a preset's default output folder is nanogpt/out/PRESET (the demo's too), --help says so, and
+    --out-dir, typed or in a --config file, wins."""
+    here = Path(config.__file__).resolve().parent
+    for name in PRESETS:
+        assert cfg_of(["--preset", name]).out_dir == str(here / "out" / name), name
+    assert cfg_of([]).out_dir == str(here / "out" / "demo") == TrainConfig().out_dir
+    assert cfg_of(["--preset", "gpt2", "--out-dir", str(tmp_path)]).out_dir == str(tmp_path)
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'preset = "gpt2"\nout_dir = "{tmp_path / "x"}"\n')
+    assert cfg_of(["--config", str(toml)]).out_dir == str(tmp_path / "x")
+    assert "(--preset P: nanogpt/out/P)" in TrainConfig.__dataclass_fields__["out_dir"].metadata["help"]
+
+
+def test_the_cpu_fine_tune_preset_is_sized_for_a_cpu():
+    """issue 29: finetune_shakespeare_cpu fine-tunes GPT-2 124M (its shape, from the weights) on the same data as the
+    GPU preset, on the CPU, with a small context, at most 1,024 tokens a step and 100 steps: under 5% of the GPU
+    preset's training tokens, and evaluations of a few batches."""
+    cpu, gpu = cfg_of(["--preset", "finetune_shakespeare_cpu"]), cfg_of(["--preset", "finetune_shakespeare"])
+    assert (cpu.init_from, cpu.dataset, cpu.device, cpu.compile) == ("gpt2", gpu.dataset, "cpu", False)
+    assert (cpu.n_layer, cpu.n_head, cpu.n_embd) == (12, 12, 768)
+    per_step = cpu.batch_size * cpu.block_size * check_config(cpu, 1)
+    assert per_step <= 1024 and cpu.block_size <= 256 and 0 < cpu.max_iters <= 100, (per_step, cpu.max_iters)
+    assert per_step * cpu.max_iters < 0.05 * gpu.batch_tokens * gpu.max_iters
+    assert cpu.eval_iters * cpu.batch_size <= 32 and cpu.final_eval_tokens <= 32_768

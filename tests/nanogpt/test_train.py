@@ -90,6 +90,17 @@ def test_init_from_gpt2_refusals_come_before_any_download(tiny_data, tmp_path, c
     assert not [name for name in fields if name in r.stderr], r.stderr
 
 
+def test_eval_interval_0_evaluates_only_at_epoch_ends_and_at_the_end(capsys, tiny_data, tmp_path):
+    """issue 29: --eval-interval 0 is no periodic evaluation (as in build_nanogpt): not at iter 0, only where every
+    run evaluates, the epoch end (iter 31) and the end of the budget (iter 40)."""
+    out = tmp_path / "ev0"
+    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--eval-interval", 0, "--max-epochs", 2,
+                                                "--max-iters", 40, "--final-eval-tokens", 0))
+    assert r.returncode == 0, r.stderr
+    assert [rec["iter"] for rec in read_log(out)] == [31, 40]
+    assert [rec["iter"] for rec in read_records(out) if "loss" in rec] == list(range(5, 41, 5))  # steps still logged
+
+
 def test_unavailable_device_exits_2(tiny_data, tmp_path, capsys, clean_error):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -95,3 +95,17 @@ def test_the_weights_decide_the_shape_and_a_typed_contradiction_is_refused(capsy
     clean_error(r, f"--n-embd 64 (in {toml}) contradicts", "whose weights have --n-embd 32")
     assert not out.exists()
 
+
+def test_the_cpu_fine_tune_preset_learns(capsys, hf_folder, bpe_data, tmp_path):
+    """issue 29: --preset finetune_shakespeare_cpu, the CPU-sized fine-tune (here from the tiny stand-in, not the
+    124M GPT-2): its short run really fine-tunes, the val loss falls from the loaded weights' loss."""
+    assert config.PRESETS["finetune_shakespeare_cpu"]["device"] == "cpu"
+    out = tmp_path / "ft-cpu"
+    r = call_main(train.main, capsys, "--preset", "finetune_shakespeare_cpu", "--init-from", hf_folder[0],
+                  "--data-dir", bpe_data, "--out-dir", out, "--sample-tokens", 8)
+    assert r.returncode == 0, r.stderr
+    assert "4 x 64 = 256 tokens/step" in r.stdout  # the preset's 128 positions cut to the stand-in's 64
+    assert "--preset finetune_shakespeare_cpu is a GPT-2 fine-tune sized for minutes on a CPU" in r.stdout  # the note
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if "val_loss" in line]
+    assert [rec["iter"] for rec in log] == [0, 10, 15]  # 4,096 train tokens here: one epoch is 15 steps
+    assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.01, [rec["val_loss"] for rec in log]

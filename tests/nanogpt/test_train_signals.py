@@ -5,7 +5,9 @@ a second one, or one outside the loop (automatic data preparation, the final exa
 ends the run at once: one line, exit 130, nothing written from the unfinished phase.
 
 Signals are sent from here to this very process (in-process runs) or to a train.py subprocess."""
+import json
 import os
+import shlex
 import signal
 import time
 from pathlib import Path
@@ -77,21 +79,41 @@ def test_a_second_ctrl_c_in_the_loop_ends_the_run_at_once(capsys, tiny_data, tmp
     assert not (out / "ckpt_last.pt").exists()
 
 
-def test_one_ctrl_c_in_the_loop_saves_and_stops_cleanly(capsys, tiny_data, tmp_path, monkeypatch):
-    """One process: the run stops after the step the signal came in (iter 7), not at the next logged step."""
-    real, calls = train.train_step, []
+def test_one_ctrl_c_is_answered_at_once_and_the_printed_hint_ends_where_an_uninterrupted_run_ends(
+        capfd, tiny_data, tmp_path, monkeypatch):
+    """issue 29: one Ctrl-C in step 7: the stopping line is out while that step is still running (before its work),
+    the run stops after that very step (iter 7), and the command it prints, run exactly, ends where an
+    uninterrupted run ends: the same evaluations and the same weights, bit for bit."""
+    real, calls, seen = train.train_step, [], []
 
     def train_step(*args):
         calls.append(1)
         if len(calls) == 7:
             ctrl_c()
+            seen.append(capfd.readouterr().err)  # what the terminal shows before the step's work starts
         return real(*args)
 
     monkeypatch.setattr(train, "train_step", train_step)
-    out = tmp_path / "once"
-    r = call_main(train.main, capsys, *run_args(tiny_data, out, "--max-iters", 20))
+    out, full = tmp_path / "once", tmp_path / "full"
+    r = call_main(train.main, capfd, *run_args(tiny_data, out, "--max-iters", 20))
+    assert "SIGINT: stopping after this step (Ctrl-C again to abort)" in seen[0]
     assert r.returncode == 0 and "stopped by SIGINT at iter 7" in r.stdout, r.stdout + r.stderr
     assert torch.load(out / "ckpt_last.pt", weights_only=True)["iter_num"] == 7
+    stopped = json.loads((out / "results.json").read_text())  # redrawn at the stop: what the checkpoint holds
+    assert (stopped["stopped_by"], stopped["final"]["iter"], stopped["samples"]) == ("SIGINT", 7, [])
+    assert [e["iter"] for e in read_log(out)] == [0] and (out / "loss.png").stat().st_size > 0
+    hint = r.stdout.split("continue with: ", 1)[1].splitlines()[0]
+    assert hint == f"python {os.path.relpath(train.__file__)} --resume --out-dir {os.path.relpath(out)}"
+    monkeypatch.setattr(train, "train_step", real)
+    r = call_main(train.main, capfd, *shlex.split(hint)[2:])  # the hint's arguments, as typed
+    assert r.returncode == 0 and "ckpt_last.pt at iter 7 (epoch 0, step 7 of 31)" in r.stdout, r.stderr
+    assert call_main(train.main, capfd, *run_args(tiny_data, full, "--max-iters", 20)).returncode == 0
+    timeless = [[{k: v for k, v in e.items() if k not in ("elapsed_s", "tokens_per_s", "mfu")} for e in read_log(o)]
+                for o in (out, full)]
+    assert [e["iter"] for e in timeless[0]] == [0, 10, 20] and timeless[0] == timeless[1]
+    assert json.loads((out / "results.json").read_text())["final"]["iter"] == 20  # the resumed run's, at its end
+    ours, theirs = (torch.load(o / "ckpt_last.pt", weights_only=True)["model"] for o in (out, full))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
 def test_sigterm_during_automatic_preparation_stops_it_promptly(tmp_path, shared_file, tiktoken_cache):
