@@ -122,6 +122,26 @@ def test_tracker_records_on_the_right_split(synthetic_prob):
     assert rec["passes"] == 0.5 and rec["grad_evals"] == prob.n / 2 and rec["iter"] == 0
 
 
+def test_tracker_clock_stops_while_it_records(synthetic_prob, monkeypatch):
+    """The README compares our times with scikit-learn's, which include no monitoring: the Tracker's clock
+    counts the solver's seconds between records, never the f, gradient and accuracies a record evaluates.
+    A fake clock: the solver takes 1 s before each record, each record's evaluation 100 s."""
+    now = [0.0]
+    tr = Tracker("t", synthetic_prob, verbose=False, clock=lambda: now[0])
+    real = model.loss_gradient
+
+    def slow_loss_gradient(*args):
+        now[0] += 100.0
+        return real(*args)
+    monkeypatch.setattr(model, "loss_gradient", slow_loss_gradient)
+    W = np.zeros(synthetic_prob.shape)
+    assert tr.record(W)["time"] == 0.0  # the pass-0 record: clock not started
+    tr.start()
+    for k in range(1, 4):
+        now[0] += 1.0
+        assert tr.record(W)["time"] == k
+
+
 def test_svrg_charges_only_the_inner_steps_it_takes(synthetic_prob):
     """m = 1.5 n, budget 4 passes: snapshot (1) + n steps -> record at 2, + n/2 steps -> 2.5; snapshot (3.5)
     + n steps -> 4.5 and the budget stops the loop. Nothing more is charged or recorded after that."""
