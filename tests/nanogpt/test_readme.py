@@ -192,3 +192,15 @@ def test_the_epoch_table_of_the_readme_is_the_runs():
         assert row.endswith(" | ".join(cells) + " |"), (row, cells)
         tokens = res["per_epoch"][0]["iter"] * res["throughput"]["tokens_per_step"]  # an epoch's training tokens
         assert f"{res['n_params'] / 1e6:.2f}M params" in row and f"| {tokens / 1e6:.2f}M |" in row
+
+
+def test_cpu_fine_tune_preset_figures():
+    """The CPU fine-tune's sizes as the README states them are the preset's (not measured: counted)."""
+    from config import PRESETS
+
+    cpu, gpu = PRESETS["finetune_shakespeare_cpu"], PRESETS["finetune_shakespeare"]
+    per_step = cpu["batch_size"] * cpu["block_size"]
+    says(f"block {cpu['block_size']}, batch {cpu['batch_size']} ({per_step} tokens/step), {cpu['max_iters']} steps")
+    says(f"`--preset finetune_shakespeare_cpu`: {cpu['max_iters']} steps of {per_step} tokens, "
+         f"{per_step * cpu['max_iters']:,} training tokens against `finetune_shakespeare`'s "
+         f"{gpu['batch_tokens'] * gpu['max_iters']:,}")
