@@ -1,8 +1,9 @@
 """The CPU figures of build_nanogpt/README.md, measured by running the README's commands: the tiny preset on
 Tiny Shakespeare (shards, then 100 iters), the HellaSwag smoke test (a random 2-layer GPT-2, 200 examples) and
-fineweb.py's peak memory on a large .txt. Writes cpu_runs.json beside this file.
+fineweb.py's peak memory on a large .txt. Writes build_nanogpt/out/cpu_runs.json, or the --out file (the committed
+one: --out build_nanogpt/results/cpu_runs/cpu_runs.json).
 
-    OMP_NUM_THREADS=1 python build_nanogpt/results/cpu_runs/measure.py [--data-dir ../shared/data] [--copies 190]
+    OMP_NUM_THREADS=1 python build_nanogpt/results/cpu_runs/measure.py [--data-dir ../shared/data] [--copies 190] [--out F]
 
 Every command runs from the repository root in a fresh process with one thread (OMP_NUM_THREADS=1) and writes
 under build_nanogpt/out/cpu_runs/ (emptied first). For each one the file records the command as run, its exit
@@ -112,6 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="../shared/data", help="the shared data, relative to the repo root")
     parser.add_argument("--copies", type=int, default=190, help="copies of Tiny Shakespeare in the large .txt")
+    parser.add_argument("--out", default="build_nanogpt/out/cpu_runs.json", help="the results file, relative to the "
+                        "repo root (default: %(default)s; never a committed file unless named)")
     args = parser.parse_args()
     command = shlex.join(["python", os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     shutil.rmtree(ROOT / WORK, ignore_errors=True)
@@ -123,8 +126,10 @@ def main() -> None:
               "tiny": tiny(args.data_dir), "hellaswag_smoke": hellaswag_smoke(args.data_dir),
               "fineweb_memory": fineweb_memory(args.data_dir, args.copies)}
     result["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    (HERE / "cpu_runs.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {HERE / 'cpu_runs.json'}")
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
