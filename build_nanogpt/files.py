@@ -87,8 +87,10 @@ def sha256_of(path) -> str:
 
 def why_failed(e: BaseException) -> str:
     """An OSError (or a library's report of one) in a few words: "no space left on the device"."""
-    # torch.save says "unexpected pos", numpy "N requested and M written" (no errno): a short write
-    short = "unexpected pos" in str(e) or isinstance(e, OSError) and e.errno is None and "written" in str(e)
+    # torch.save says "unexpected pos", numpy "N requested and M written" (no errno): a short write; safetensors
+    # wraps the OS's message in its own error
+    short = ("unexpected pos" in str(e) or "No space left on device" in str(e)
+             or isinstance(e, OSError) and e.errno is None and "written" in str(e))
     if isinstance(e, OSError) and e.errno == errno.ENOSPC or short:
         return "no space left on the device"
     if isinstance(e, OSError) and e.strerror:

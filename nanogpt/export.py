@@ -25,11 +25,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 import checkpoint
 from cli import Parser, UserError, run_main
-from files import TMP_MARK, alive
+from files import TMP_MARK, alive, fsync_path, why_failed
 from model import GPT, GPTConfig
 
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -187,7 +188,8 @@ def check_out_dir(out_dir: Path, force: bool, ckpt_path: Path) -> None:
 
 
 def write_folder(out_dir: Path, files: dict[str, bytes], tensors: dict[str, torch.Tensor]) -> None:
-    """Everything into OUT_DIR.tmp.PID, then renamed to OUT_DIR (an old OUT_DIR is removed after)."""
+    """Everything into OUT_DIR.tmp.PID, flushed to the disk, then renamed to OUT_DIR (an old OUT_DIR is removed
+    after): a power cut leaves the old folder or the whole new one, never a partial one under the final name."""
     tmp = out_dir.with_name(f"{out_dir.name}{TMP_MARK}{os.getpid()}")
     old = out_dir.with_name(f"{out_dir.name}.old{TMP_MARK}{os.getpid()}")
     try:
@@ -195,11 +197,14 @@ def write_folder(out_dir: Path, files: dict[str, bytes], tensors: dict[str, torc
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         for name, data in files.items():
             (tmp / name).write_bytes(data)
+        for path in (*tmp.iterdir(), tmp):
+            fsync_path(path)
         if out_dir.exists():
             out_dir.rename(old)
         tmp.rename(out_dir)
-    except OSError as e:
-        raise UserError(f"cannot write {out_dir}: {e.strerror or e}") from None
+        fsync_path(out_dir.parent)
+    except (OSError, SafetensorError) as e:  # safetensors reports a full disk as SafetensorError
+        raise UserError(f"cannot write {out_dir}: {why_failed(e)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

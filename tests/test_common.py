@@ -139,6 +139,15 @@ def dead_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.parametrize("error", [
+    OSError(28, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file: unexpected pos"),
+    RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'),
+], ids=["errno", "torch.save", "safetensors"])
+def test_a_full_disk_is_named_in_a_few_words_whoever_reports_it(error):
+    assert files.why_failed(error) == "no space left on the device"
+
+
 def test_the_lock_names_host_pid_and_start_and_is_released(tmp_path):
     with files.OutDirLock(tmp_path):
         host, pid, start = (tmp_path / ".lock").read_text().split()

@@ -11,9 +11,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 import export
 import prepare
@@ -233,6 +235,38 @@ def test_what_a_killed_export_left_is_undone(where, bpe_ckpt, capsys, clean_erro
     assert ("put back" in again.stdout) == (where == "between renames"), again.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
     assert (out / "config.json").read_text() == "the user's"
+
+
+def test_the_export_is_on_the_disk_before_it_takes_its_name(bpe_ckpt, monkeypatch, tmp_path):
+    """Every file and the temp folder are fsynced before the rename to OUT_DIR, and OUT_DIR's parent folder after
+    it: after a power cut OUT_DIR is the old folder or the whole new one, never a partial one (issue 28)."""
+    events, real_rename = [], Path.rename
+
+    def rename(self, target):
+        events.append(("rename", Path(target).name))
+        return real_rename(self, target)
+
+    monkeypatch.setattr(export, "fsync_path", lambda p: events.append(("fsync", Path(p).name)))
+    monkeypatch.setattr(Path, "rename", rename)
+    out = export.export(bpe_ckpt[0], tmp_path / "hf")
+    at = events.index(("rename", "hf"))
+    synced = {name for kind, name in events[:at] if kind == "fsync"}
+    assert synced == {p.name for p in out.iterdir()} | {f"hf.tmp.{os.getpid()}"}, events
+    assert events[at + 1:] == [("fsync", tmp_path.name)], events
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(bpe_ckpt, capsys, clean_error, monkeypatch, tmp_path):
+    """safetensors reports a full disk as its own SafetensorError, not an OSError: still one line, exit 2, no
+    folder or temp folder left."""
+    def full_disk(tensors, path, **kw):
+        Path(path).write_bytes(b"part of the weights")
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    monkeypatch.setattr(export, "save_file", full_disk)
+    clean_error(call_main(export, capsys, bpe_ckpt[0], tmp_path / "hf"), str(tmp_path / "hf"),
+                "no space left on the device")
+    assert list(tmp_path.iterdir()) == []
 
 
 def r_pid(names: list[str]) -> str:
