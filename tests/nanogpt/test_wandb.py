@@ -98,3 +98,22 @@ def test_a_wandb_run_that_cannot_start_is_one_line_before_set_up(tiny_data, tmp_
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "--wandb: cannot start a W&B run" in r.stderr and str(tmp_path / "afile") in r.stderr
     assert not built
+
+
+
+@pytest.mark.parametrize("case", ["no API key", "bad project name"])
+def test_wandb_refusals_are_one_line_before_set_up(case, tiny_data, tmp_path, run_script, monkeypatch):
+    """Online without an API key (no WANDB_MODE=offline, no key, no ~/.netrc), and a project name W&B refuses:
+    wandb's UsageError becomes one line, exit 2, before training starts (issue 28). In a process of its own: wandb
+    keeps settings between runs in one process."""
+    for k in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(k, raising=False)
+    env = {"HOME": str(tmp_path), "WANDB_CONFIG_DIR": str(tmp_path / "cfg"), "WANDB_DIR": str(tmp_path),
+           "WANDB_SILENT": "true", **({"WANDB_MODE": "offline"} if case == "bad project name" else {})}
+    extra = ("--wandb-project", "bad/name#") if case == "bad project name" else ()
+    r = run_script("nanogpt/train.py", *run_args(tiny_data, tmp_path / "out", "--max-iters", 2, "--wandb", *extra),
+                   env=env)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "--wandb: cannot start a W&B run" in r.stderr
+    assert ("API key" if case == "no API key" else "bad/name#") in r.stderr
+    assert not (tmp_path / "out" / "log.jsonl").exists()
