@@ -96,6 +96,10 @@ def test_the_milestone_table_is_bench_json():
                f"{(prev or us) / us:.2f}x | {per_token[ran[0]['milestone']] / us:.2f}x |")
         assert row in README, row
         prev = us
+    said = section("On a CPU the GPU story").split("TF32 and fused AdamW")[0]  # the prose under the table
+    quoted = re.findall(r"(\d+\.\d\d)x", said)
+    vs_prev = {f"{per_token[a['milestone']] / per_token[b['milestone']]:.2f}" for a, b in zip(ran, ran[1:])}
+    assert len(quoted) >= 4 and set(quoted) <= vs_prev, (quoted, vs_prev)
     ratios = [m["ms_per_step"] / m["cpu_ms_per_step"] for m in ran]
     assert f"wall time was {min(ratios):.1f} to {max(ratios):.0f} times the CPU time" in text
     assert f"{bench['iters']} timed steps" in text and f"micro-batch {bench['micro_batch']}" in text
