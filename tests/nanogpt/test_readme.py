@@ -17,9 +17,6 @@ NANOGPT = ROOT / "nanogpt"
 RESULTS = NANOGPT / "results"
 README = (NANOGPT / "README.md").read_text()
 EPOCH_RUNS = ("python_stdlib", "shakespeare_char_cpu")
-# 5-epoch runs whose re-run with today's train.py (issue 26) has not landed yet: their committed results.json has
-# hand-edited paths and no command; remove each name here when its re-run is committed
-NOT_RERUN = {"python_stdlib"}
 
 
 def load(rel: str) -> dict:
@@ -49,8 +46,7 @@ def strings(obj, skip=("samples",)):
 
 
 # ---- the committed files ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", sorted(p.relative_to(RESULTS).as_posix() for p in RESULTS.rglob("*.json")
-                                         if p.parent.name not in NOT_RERUN))
+@pytest.mark.parametrize("path", sorted(p.relative_to(RESULTS).as_posix() for p in RESULTS.rglob("*.json")))
 def test_results_files_record_their_command_and_name_no_folder_of_the_machine(path):
     doc = load(path)
     assert re.match(r"(OMP_NUM_THREADS=\d+ )?python nanogpt/\S+\.py( |$)", doc["command"]), doc["command"]
@@ -164,7 +160,7 @@ def epoch_rows(run: str) -> list[str]:
     return rows
 
 
-@pytest.mark.parametrize("run", [r for r in EPOCH_RUNS if r not in NOT_RERUN])
+@pytest.mark.parametrize("run", EPOCH_RUNS)
 def test_a_run_folder_prints_its_own_files(run):
     res, text = load(f"{run}/results.json"), (RESULTS / run / "README.md").read_text()
     assert f"OMP_NUM_THREADS={res['torch_threads']} {res['command']}\n" in text  # the command, as typed
@@ -184,7 +180,7 @@ def test_a_run_folder_prints_its_own_files(run):
 
 def test_the_epoch_table_of_the_readme_is_the_runs():
     section = README.split("### Results by epoch", 1)[1].split("\n## ", 1)[0]
-    for run in (r for r in EPOCH_RUNS if r not in NOT_RERUN):
+    for run in EPOCH_RUNS:
         res = load(f"{run}/results.json")
         cells = [f"{e['val_loss']:.3f}" for e in res["per_epoch"]]
         cells += [f"{res['final']['val_loss_full']:.3f}", f"{res['unigram_baseline_nats']:.3f}"]
