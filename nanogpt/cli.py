@@ -89,6 +89,21 @@ def finite_float(text: str) -> float:
 finite_float.__name__ = "float"  # argparse names the type in its message: "invalid float value: 'x'"
 
 
+def whole_number(text: str) -> int:
+    """An int, also written as a float that is whole (1e12, 6e5: how step counts are often written), so that the
+    knob's range judges it: `--total-batch 1e12` is out of range, not an "invalid int"."""
+    try:
+        return int(text)
+    except ValueError:
+        value = finite_float(text)  # not a number at all: argparse's "invalid int value: 'x'"
+        if value != int(value):
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        return int(value)
+
+
+whole_number.__name__ = "int"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors, no prefix matching, and "did you mean" for an unknown flag."""
 
@@ -118,7 +133,7 @@ def _flag_type(hint):
     """int, float, str or bool, also inside `X | None`."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     base = args[0] if args else hint
-    return {float: finite_float, bool: to_bool}.get(base, base)
+    return {float: finite_float, int: whole_number, bool: to_bool}.get(base, base)
 
 
 def build_parser(cls, prog: str, description: str, presets: dict[str, dict] | None = None) -> Parser:

@@ -1,6 +1,7 @@
 """cli.py and files.py, the two helpers every project folder keeps a copy of (tests/test_repo.py checks that
 the four copies are identical, so testing one tests all): ranges beside the knobs, negative numbers, the stop
 signal, durable writes, and an out-dir lock that two live runs cannot share."""
+import argparse
 import multiprocessing
 import os
 import random
@@ -50,6 +51,18 @@ def test_a_value_outside_its_knobs_range_is_one_message(argv, message):
     with pytest.raises(UserError) as e:
         parse(*argv)
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize("text, value", [("12", 12), ("-3", -3), ("1e3", 1000), ("6e5", 600000), ("2.0", 2)])
+def test_an_int_knob_takes_a_whole_number_however_it_is_written(text, value):
+    assert cli.whole_number(text) == value and type(cli.whole_number(text)) is int
+
+
+@pytest.mark.parametrize("text, message", [("1.5", "expected a whole number, got '1.5'"),
+                                           ("inf", "expected a finite number, got 'inf'")])
+def test_an_int_knob_refuses_a_fraction_or_infinity(text, message):
+    with pytest.raises(argparse.ArgumentTypeError, match=message):
+        cli.whole_number(text)
 
 
 def test_values_at_the_bounds_and_negative_numbers_are_accepted():

@@ -75,8 +75,9 @@ def test_grad_accumulation_from_batch_tokens():
     (["--grad-clip", "-1"], ["--grad-clip -1.0: must be in [0, inf]"]),
     (["--seed", str(2**64 - 1)], [f"--seed {2**64 - 1}: must be in [0, 4294967295]"]),
     (["--seed", "-1"], ["--seed -1: must be in [0, 4294967295]"]),
-    (["--seed", "1e20"], ["--seed", "invalid int value", "1e20"]),
-    (["--block-size", "1e8"], ["--block-size", "invalid int value", "1e8"]),
+    (["--seed", "1e20"], ["--seed 100000000000000000000: must be in [0, 4294967295]"]),  # 1e20 is a whole number
+    (["--block-size", "64.5"], ["--block-size", "expected a whole number", "64.5"]),
+    (["--block-size", "x"], ["--block-size", "invalid int value", "'x'"]),
     (["--eps", "nan"], ["--eps", "finite"]),
     (["--eps", "-1e-8"], ["--eps -1e-08: must be in [0, inf]"]),
     (["--learning-rate", "-0.1"], ["--learning-rate -0.1: must be in [0, inf]"]),
