@@ -243,7 +243,7 @@ def test_architecture_switches_and_recorder_hook_order(tmp_path, monkeypatch, ca
     (["--momentum", "nan"], ("--momentum", "finite")),
     (["--weight-decay", "nan"], ("--weight-decay", "finite")),
     (["--width", "100000"], ("--width 100000", "1024")),
-    (["--width", "1e5"], ("--width", "'1e5'")),
+    (["--width", "1e5"], ("--width 100000", "1024")),  # a whole number written as a float: its range judges it
     (["--seed", "-1"], ("--seed -1: must be in [0, 2147483647]",)),
     (["--lr", "0.1"], ("--lr", "did you mean --learning-rate?")),
     (["--epochs", "3"], ("--epochs", "did you mean --max-epochs?")),
