@@ -2,6 +2,7 @@
 precision: each figure below is rebuilt from the file its section cites, and must appear in that section. A re-run
 that changes a result, or a figure edited by hand, makes this fail. `python tests/large_scale_optimization/
 test_readme.py` prints the expected lines (to paste after a re-run)."""
+import datetime
 import json
 import statistics
 from pathlib import Path
@@ -244,7 +245,9 @@ def test_every_results_file_opens_with_its_provenance():
     assert len(files) >= 10
     for p in files:
         res = json.loads(p.read_text())
-        assert "python large_scale_optimization/" in res["command"] and res["date_utc"], p
+        assert list(res)[:3] == ["command", "date_utc", "threads"] and "machine" in res, p  # opens with it
+        assert "python large_scale_optimization/" in res["command"], p
+        assert datetime.datetime.fromisoformat(res["date_utc"]).utcoffset() == datetime.timedelta(0), p
         assert res["threads"] in (1, [1]) and res["machine"]["cpu_count"] >= 1, p
         assert "/work/" not in p.read_text() and "/home/" not in p.read_text(), p  # no absolute paths
 
