@@ -57,7 +57,8 @@ def test_the_ladder_table_and_its_headline_are_ladder_json():
     cpu_minutes = sum(r["cpu_us_per_token"] * tokens * r["seeds_done"] for r in rungs) / 1e6 / 60
     assert f"about {cpu_minutes:.0f} CPU-minutes" in TEXT
     assert f"Measured {lad['started'][11:16]}-{lad['finished'][11:16]} UTC on {lad['started'][:10]}" in TEXT
-    assert f"python build_nanogpt/ladder.py --preset cpu" in lad["command"]
+    assert lad["command"].startswith("python build_nanogpt/ladder.py --preset cpu ")
+    assert f" {lad['command']} " in TEXT.replace(" \\ ", " ")  # the README's command is ladder.json's, as typed
 
 
 def test_the_ladder_rung_by_rung_figures_are_ladder_json():
