@@ -117,6 +117,7 @@ def test_the_tiny_run_hellaswag_smoke_and_fineweb_memory_are_cpu_runs_json():
     assert f"{tiny['paragraphs']:,} paragraphs -> {tiny['tokens']:,} tokens in {tiny['shards']} shards " \
            f"(val = the first {tiny['val_tokens']:,})" in TEXT
     assert f"{tiny['parameters'] / 1e6:.1f}M parameters" in TEXT and f"{tiny['iters']} iters)" in TEXT
+    assert f", {tiny['tokens_per_iter']} tokens/iter, {tiny['iters']} iters)" in TEXT
     assert f"took {train['cpu_s']:.0f} s of CPU time ({tiny['train_cpu_s']:.0f} s in the training steps" in TEXT
     assert f"and {train['wall_s']:.0f} s of wall time" in TEXT
     assert f"val loss {val['0']:.2f} (iter 0) -> {val['50']:.2f} (iter 50) -> {val['100']:.2f} (iter 100)" in TEXT
