@@ -100,7 +100,6 @@ def test_a_wandb_run_that_cannot_start_is_one_line_before_set_up(tiny_data, tmp_
     assert not built
 
 
-
 @pytest.mark.parametrize("case", ["no API key", "bad project name"])
 def test_wandb_refusals_are_one_line_before_set_up(case, tiny_data, tmp_path, run_script, monkeypatch):
     """Online without an API key (no WANDB_MODE=offline, no key, no ~/.netrc), and a project name W&B refuses:
