@@ -103,7 +103,7 @@ def test_the_milestone_table_is_bench_json():
     assert len(quoted) >= 4 and set(quoted) <= vs_prev, (quoted, vs_prev)
     ratios = [m["ms_per_step"] / m["cpu_ms_per_step"] for m in ran]
     assert f"wall time was {min(ratios):.1f} to {max(ratios):.0f} times the CPU time" in text
-    assert f"{bench['iters']} timed steps" in text and f"micro-batch {bench['micro_batch']}" in text
+    assert f"median of the {bench['iters']} timed steps" in text and f"micro-batch {bench['micro_batch']}" in text
     assert f"{bench['bench_config']['warmup']} warm-up + {bench['iters']} timed steps" in text
 
 
