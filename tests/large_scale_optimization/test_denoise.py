@@ -17,6 +17,9 @@ def test_tv1d_run_writes_results_and_plots(run_script, tmp_path):
                    "--lam-sweep", "5", "--out-dir", out)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
+    assert list(res)[:4] == ["command", "date_utc", "threads", "machine"] and res["threads"] == 1
+    assert res["command"].endswith(f"python {SCRIPT} --problem tv1d --n 400 --seg-len 40 --lam 0.3 --max-iters 200 "
+                                   f"--lam-sweep 5 --out-dir {out}")  # typed through sys.argv
     assert set(res["methods"]) == {"exact", "subgrad-sqrt", "subgrad-const", "subgrad-polyak", "ista", "fista",
                                    "fista-restart"}
     assert max(res["exact_kkt_residual"].values()) < 1e-10

@@ -25,6 +25,15 @@ def run(run_script, tmp_path_factory):
     return r, json.loads((out / "results.json").read_text()), out
 
 
+def test_results_open_with_how_they_were_made(run):
+    """results.json opens with the provenance record, its command the one typed (through sys.argv), from the
+    repository root."""
+    _, res, out = run
+    assert list(res)[:4] == ["command", "date_utc", "threads", "machine"] and res["threads"] == 1
+    assert res["command"].endswith(f"python large_scale_optimization/train.py --dataset digits --passes 30 "
+                                   f"--out-dir {out}")
+
+
 # f - f* after 30 effective passes from W = 0 (f(0) - f* = 2.22; measured values in the comments). The
 # deterministic first-order methods use the worst-case 1/L step, hence slow; the bounds leave ~2x room.
 EXPECTED_GAP = {
