@@ -25,12 +25,11 @@ def relative_gaps(tr, f_star: float) -> tuple[np.ndarray, np.ndarray]:
     return (primal - f_star) / abs(f_star), np.asarray(tr.gap, dtype=float) / np.abs(primal)
 
 
-def axis_floor(traces: list, f_star: float) -> float:
-    """The lowest value the gap panels show: a decade below the smallest positive gap of the methods that take
-    more than one step, so that a method exact in one step (ista / fista on l1: a gap of ~1e-13) does not stretch
-    the axis down to 1e-16 and squeeze every other curve into its top; 1e-16 when no method takes two steps."""
-    vals = [v for tr in traces if len(tr.iters) > 1 and tr.method != "exact"
-            for v in np.concatenate(relative_gaps(tr, f_star)) if np.isfinite(v) and v > 0]
+def axis_floor(long: list, f_star: float) -> float:
+    """The lowest value the gap panels show: a decade below the smallest positive gap of `long`, the methods that
+    take more than one step, so that a method exact in one step (ista / fista on l1: a gap of ~1e-13) does not
+    stretch the axis down to 1e-16 and squeeze every other curve into its top; 1e-16 when `long` is empty."""
+    vals = [v for tr in long for v in np.concatenate(relative_gaps(tr, f_star)) if np.isfinite(v) and v > 0]
     return max(min(vals) / 10, 1e-16) if vals else 1e-16
 
 
@@ -44,7 +43,8 @@ def plot_convergence(traces: list, f_star: float, problem: str, out_dir: Path):
     """Objective gap and duality gap against iteration (log-log, with rate slopes) and wall time. A method that
     is exact in one step is drawn as a triangle on the axis's floor (axis_floor), labelled so."""
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    floor = axis_floor(traces, f_star)
+    long = [tr for tr in traces if len(tr.iters) > 1 and tr.method != "exact"]
+    floor = axis_floor(long, f_star)
     for tr in traces:
         if tr.method == "exact":  # it *is* f*: mark its run time instead of a point at gap 1e-16
             for ax in axes[:, 1]:
@@ -62,7 +62,6 @@ def plot_convergence(traces: list, f_star: float, problem: str, out_dir: Path):
         if not np.all(np.isnan(gap)):
             axes[1, 0].loglog(it, np.maximum(gap, floor), label=label, **style)
             axes[1, 1].loglog(np.maximum(tr.time, 1e-6), np.maximum(gap, floor), label=label, **style)
-    long = [tr for tr in traces if len(tr.iters) > 1 and tr.method != "exact"]
     if long:
         k = np.logspace(0, math.log10(max(tr.iters[-1] for tr in long)), 50)
         top_obj = max(max(np.asarray(tr.primal) - f_star) for tr in long) / abs(f_star)
