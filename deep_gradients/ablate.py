@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -225,10 +224,8 @@ def save(cfg: AblateConfig, runs: list[dict], command: str) -> dict:
     """ablation.json and ablation.md, opening with how they were made: the command (as typed at the repository's
     root), the machine, the date and the thread count; paths from the root, so the file names no folder here."""
     paths = ("data_dir", "out_dir", "runs_dir")
-    made = {"command": command, "machine": hardware.machine_line(), "torch_threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     config = {k: hardware.from_repo(v) if k in paths else v for k, v in asdict(cfg).items()}
-    out = {**made, "ablate_config": config, "runs": runs, "summary": summarize(runs)}
+    out = {**hardware.made_by(command), "ablate_config": config, "runs": runs, "summary": summarize(runs)}
     write_json(os.path.join(cfg.out_dir, "ablation.json"), out)
     write_markdown(out, os.path.join(cfg.out_dir, "ablation.md"))
     return out
@@ -389,7 +386,7 @@ def plot_all(out: dict, out_dir: str) -> list[str]:
 def main(argv=None) -> None:
     cfg = parse_config(AblateConfig, argv, "ablate.py", __doc__.splitlines()[0])
     cfg = replace(cfg, out_dir=cfg.out_dir or str(OUT))
-    command = shlex.join(["python", hardware.from_repo(__file__), *(sys.argv[1:] if argv is None else argv)])
+    command = hardware.typed_command(__file__, sys.argv[1:] if argv is None else argv)
     with OutDirLock(cfg.out_dir):
         out = redraw(cfg.out_dir) if cfg.report_only else run_all(cfg, command=command)
     print(f"wrote {os.path.join(cfg.out_dir, 'ablation.json')} and ablation.md ({len(out['runs'])} runs)")

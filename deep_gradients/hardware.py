@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -124,6 +126,17 @@ def from_repo(path: str) -> str:
     if not path or (os.path.isabs(path) and not Path(path).resolve().is_relative_to(REPO)):
         return path
     return os.path.relpath(Path(path).resolve(), REPO)
+
+
+def made_by(command: str) -> dict:
+    """The opening of a results file: the command that made it, the machine, the thread count, the date (UTC)."""
+    return {"command": command, "machine": machine_line(), "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def typed_command(script: str, argv: list[str]) -> str:
+    """`python deep_gradients/SCRIPT.py ARGS`: the script named from the repository's root, its arguments as typed."""
+    return shlex.join(["python", from_repo(script), *argv])
 
 
 def machine_line() -> str:

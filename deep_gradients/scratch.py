@@ -16,7 +16,6 @@ thread count, every step's loss and the test accuracy) into --out-dir.
 from __future__ import annotations
 
 import math
-import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -368,12 +367,11 @@ def main(argv=None) -> None:
     torch.set_grad_enabled(False)  # proof that nothing here leans on autograd
     cpu = time.process_time()
     losses, acc = train(cfg)
-    command = shlex.join(["python", hardware.from_repo(__file__), *(sys.argv[1:] if argv is None else argv)])
+    command = hardware.typed_command(__file__, sys.argv[1:] if argv is None else argv)
     config = {k: hardware.from_repo(v) if k in ("data_dir", "out_dir") else v for k, v in asdict(cfg).items()}
     path = Path(cfg.out_dir or OUT) / "results.json"
-    write_json(path, {"command": command, "machine": hardware.machine_line(), "torch_threads": torch.get_num_threads(),
-                      "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": config,
-                      "cpu_s": time.process_time() - cpu, "train_losses": losses, "test_acc": acc})
+    write_json(path, {**hardware.made_by(command), "config": config, "cpu_s": time.process_time() - cpu,
+                      "train_losses": losses, "test_acc": acc})
     print(f"-> {path}")
 
 

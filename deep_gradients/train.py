@@ -517,8 +517,7 @@ def outputs(t: Trainer, p: checkpoint.Progress, out: Path, stopped: str | None) 
     last = history["epochs"][-1] if history["epochs"] else {}
     target_s, target_epoch = time_to_target(history["epochs"], TARGET_ACC)
     results = {
-        "command": command_line(cfg), "machine": hardware.machine_line(), "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "config": portable(cfg), "world_size": r.world,
+        **hardware.made_by(command_line(cfg)), "config": portable(cfg), "world_size": r.world,
         "device": str(r.device),
         "device_name": hardware.device_name(r.device),
         "n_train": len(t.data[0]), "steps_per_epoch": t.steps_per_epoch,
