@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 import ablate
 from cli import UserError
+from helpers import assert_made_here_now
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPTH8_RELUS = 7  # stem + 3 blocks x 2
@@ -29,7 +29,7 @@ def test_ablation_json_says_how_it_was_made_with_paths_from_the_repository_root(
     rel_out, rel_runs = os.path.relpath(tmp_path / "abl", ROOT), f"deep_gradients/out/ablate_test_{os.getpid()}"
     assert saved["command"] == ("python deep_gradients/ablate.py --configs bn --depths 8 --max-epochs 1 --device cpu"
                                 f" --out-dir abl --runs-dir {runs}")  # as typed
-    assert saved["torch_threads"] == torch.get_num_threads() and saved["machine"] and saved["date"]
+    assert_made_here_now(saved)
     assert (saved["ablate_config"]["out_dir"], saved["ablate_config"]["runs_dir"]) == (rel_out, rel_runs)
     assert saved["runs"][0]["out_dir"] == f"{rel_runs}/bn_d8_lr0.1_s0"
     assert f"Made by `{saved['command']}`" in (tmp_path / "abl" / "ablation.md").read_text()
