@@ -20,7 +20,7 @@ import shlex
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from cli import UserError, knob, parse_config, run_main, stop_on_sigterm  # noqa: E402
 from files import OutDirLock, atomic_write, write_json  # noqa: E402
-from hardware import device_name, machine, native_bf16, peak_flops, resolve_device  # noqa: E402
+from hardware import device_name, machine, native_bf16, peak_flops, resolve_device, settings  # noqa: E402
 from model import GPT, GPTConfig, flops_per_token  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         result = {"command": " ".join(["python build_nanogpt/bench.py", *map(shlex.quote, typed)]),
                   "started": started, **run_bench(cfg)}
         result["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        result["bench_config"] = asdict(cfg)
+        result["bench_config"] = settings(cfg)
         print(table(result))
         write_json(os.path.join(cfg.out_dir, "bench.json"), result)
         plot(result, os.path.join(cfg.out_dir, "bench.png"))

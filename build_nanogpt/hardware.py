@@ -12,6 +12,8 @@ import os
 import platform
 import re
 from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
@@ -111,3 +113,20 @@ def machine() -> str:
     return (f"{cpu}, {platform.machine()}, {os.cpu_count()} CPUs, {cuda}, {platform.system()}, "
             f"Python {platform.python_version()}, torch {torch.__version__}, "
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def from_repo(path: str) -> str:
+    """A path as a command typed at the repository's root names it, so that a results file names no folder of
+    this machine: relative to the root (build_nanogpt/out/bench, ../shared/data), unless it lies outside the
+    repository and was typed absolute (kept as typed). Empty stays empty."""
+    if not path or (os.path.isabs(path) and not Path(path).resolve().is_relative_to(REPO)):
+        return path
+    return os.path.relpath(Path(path).resolve(), REPO)
+
+
+def settings(cfg) -> dict:
+    """A config as a results file records it: its folders (the *_dir fields) named from the repository's root."""
+    return {k: from_repo(v) if k.endswith("_dir") else v for k, v in asdict(cfg).items()}

@@ -28,11 +28,11 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from cli import UserError, knob, parse_config, run_main, stop_on_sigterm
 from files import OutDirLock, atomic_write, write_json, write_text
-from hardware import machine
+from hardware import machine, settings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -237,7 +237,7 @@ def summarise(cfg: LadderConfig, runs: dict, command: str, started: str) -> dict
     compare(rungs)
     ended = max((r["ended"] for r in runs.values()), default=time.time())
     return {"command": command, "machine": machine(), "started": started,
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ended)), "settings": asdict(cfg),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ended)), "settings": settings(cfg),
             "tokens_per_run": cfg.max_iters * cfg.total_batch, "target_val_loss": target,
             "target_is": "--target-loss" if cfg.target_loss else "the baseline's mean final val loss",
             "rungs": rungs}
@@ -333,7 +333,7 @@ def first_start(cfg: LadderConfig) -> str | None:
         return None
     with open(path) as f:
         old = json.load(f)
-    return old.get("started") if old.get("settings") == asdict(cfg) else None
+    return old.get("started") if old.get("settings") == settings(cfg) else None
 
 
 def write_outputs(cfg: LadderConfig, runs: dict, command: str, started: str, figure: bool = False) -> dict:

@@ -117,3 +117,16 @@ def test_cpu_time_per_step_is_the_median_of_the_timed_steps(monkeypatch):
     dt, cpu, n_params = bench.time_milestone(settings, bench.SIZES["tiny"], 2, "cpu", iters=3, warmup=1)
     assert cpu == 2.0 and dt > 0 and n_params == sum(p.numel() for p in bench.GPT(
         bench.GPTConfig(vocab_size=50257, **bench.SIZES["tiny"])).parameters())
+
+
+def test_bench_json_names_its_folders_from_the_repository_root(tmp_path, monkeypatch):
+    """bench_config records --out-dir from the repository's root (here a stand-in root), not as this machine's
+    absolute path: the default out dir is absolute, beside the script."""
+    import hardware
+
+    monkeypatch.setattr(hardware, "REPO", tmp_path)
+    monkeypatch.setattr(bench, "run_bench", lambda cfg: {"milestones": []})
+    monkeypatch.setattr(bench, "table", lambda result: "")
+    monkeypatch.setattr(bench, "plot", lambda result, path: None)
+    bench.main(["--device", "cpu", "--size", "tiny", "--out-dir", str(tmp_path / "out" / "bench")])
+    assert json.loads((tmp_path / "out" / "bench" / "bench.json").read_text())["bench_config"]["out_dir"] == "out/bench"

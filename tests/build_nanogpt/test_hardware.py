@@ -1,4 +1,6 @@
 """build_nanogpt/hardware.py: peak FLOP/s by whole-word GPU name, the precision a device affords, the device resolver."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -58,3 +60,20 @@ def test_device_resolver():
                                            r"\(here cuda:0\); pass --device cuda"):
         hw.resolve_device("cuda:1", 0, distributed=True)
     assert hw.resolve_device("cpu", 1, distributed=True) == "cpu"
+
+
+def test_results_name_folders_from_the_repository_root_whatever_the_working_folder(tmp_path, monkeypatch):
+    """bench.json's bench_config and ladder.json's settings go through hardware.settings: the default folders
+    (absolute, beside the scripts) and relative ones typed elsewhere are named from the repository's root, so a
+    results file names no folder of this machine; a folder outside the repository typed absolute stays as typed."""
+    import bench
+    import ladder
+
+    root = Path(hw.__file__).resolve().parent.parent
+    monkeypatch.chdir(root / "build_nanogpt")  # a relative path typed here is relative to this folder
+    assert hw.from_repo("out/x") == "build_nanogpt/out/x"
+    assert hw.from_repo(str(tmp_path / "o")) == str(tmp_path / "o") and hw.from_repo("") == ""
+    assert hw.settings(bench.BenchConfig())["out_dir"] == "build_nanogpt/out/bench"
+    got = hw.settings(ladder.LadderConfig(data_dir="../../shared/data"))
+    assert got["out_dir"] == "build_nanogpt/out/ladder" and got["data_dir"] == "../shared/data"
+    assert all(not str(v).startswith(str(root)) for v in got.values())
