@@ -223,9 +223,8 @@ def redraw(out_dir: str) -> dict:
 def save(cfg: AblateConfig, runs: list[dict], command: str) -> dict:
     """ablation.json and ablation.md, opening with how they were made: the command (as typed at the repository's
     root), the machine, the date and the thread count; paths from the root, so the file names no folder here."""
-    paths = ("data_dir", "out_dir", "runs_dir")
-    config = {k: hardware.from_repo(v) if k in paths else v for k, v in asdict(cfg).items()}
-    out = {**hardware.made_by(command), "ablate_config": config, "runs": runs, "summary": summarize(runs)}
+    out = {**hardware.made_by(command), "ablate_config": hardware.settings_from_repo(asdict(cfg)), "runs": runs,
+           "summary": summarize(runs)}
     write_json(os.path.join(cfg.out_dir, "ablation.json"), out)
     write_markdown(out, os.path.join(cfg.out_dir, "ablation.md"))
     return out

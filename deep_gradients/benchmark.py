@@ -278,8 +278,7 @@ def write_report(rows: list[dict], cfg: BenchConfig, dataset: str, header: dict)
     lines += [f"- GPU util % not measured: {p}" for p in problems]
     lines += ["", "Commands: every row's exact command line is in benchmark.json (`cmd`)."]
     write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    config = {k: hardware.from_repo(v) if k in ("data_dir", "out_dir", "runs_dir") else v
-              for k, v in dataclasses.asdict(cfg).items()}  # paths from the repository's root, as in the rows
+    config = hardware.settings_from_repo(dataclasses.asdict(cfg))  # paths from the repository's root, as in the rows
     write_json(out.with_suffix(".json"), {"header": header, "config": config, "rows": rows})
     plot(rows, out.with_suffix(".png"), header)
 

@@ -128,6 +128,11 @@ def from_repo(path: str) -> str:
     return os.path.relpath(Path(path).resolve(), REPO)
 
 
+def settings_from_repo(settings: dict, paths=("data_dir", "out_dir", "runs_dir")) -> dict:
+    """A script's settings as a results file records them: the values of `paths` written by from_repo."""
+    return {k: from_repo(v) if k in paths else v for k, v in settings.items()}
+
+
 def made_by(command: str) -> dict:
     """The opening of a results file: the command that made it, the machine, the thread count, the date (UTC)."""
     return {"command": command, "machine": machine_line(), "torch_threads": torch.get_num_threads(),

@@ -368,10 +368,9 @@ def main(argv=None) -> None:
     cpu = time.process_time()
     losses, acc = train(cfg)
     command = hardware.typed_command(__file__, sys.argv[1:] if argv is None else argv)
-    config = {k: hardware.from_repo(v) if k in ("data_dir", "out_dir") else v for k, v in asdict(cfg).items()}
     path = Path(cfg.out_dir or OUT) / "results.json"
-    write_json(path, {**hardware.made_by(command), "config": config, "cpu_s": time.process_time() - cpu,
-                      "train_losses": losses, "test_acc": acc})
+    write_json(path, {**hardware.made_by(command), "config": hardware.settings_from_repo(asdict(cfg)),
+                      "cpu_s": time.process_time() - cpu, "train_losses": losses, "test_acc": acc})
     print(f"-> {path}")
 
 

@@ -493,7 +493,7 @@ def portable(cfg: Config) -> dict:
     """The settings with their paths as typed at the repository's root (hardware.from_repo): what results.json
     records, so that it names no folder of this machine and its command works from the root."""
     paths = ("data_dir", "out_dir") + (("resume",) if cfg.resume not in ("", "last") else ())
-    return {k: hardware.from_repo(v) if k in paths else v for k, v in asdict(cfg).items()}
+    return hardware.settings_from_repo(asdict(cfg), paths)
 
 
 def command_line(cfg: Config) -> str:
