@@ -36,7 +36,8 @@ def section(text: str, title: str) -> str:
 
 def test_results_files_name_no_folder_of_this_machine():
     """Every committed results file is script output whose paths are written from the repository's root (or as
-    typed relative to it): no absolute path of the machine that wrote it."""
+    typed relative to it): no absolute path of the machine that wrote it; each says how it was made (a command
+    from the root, the machine, the date, the thread count), none of which may be missing."""
     def strings(v):
         if isinstance(v, dict):
             return [s for x in v.values() for s in strings(x)]
@@ -46,8 +47,11 @@ def test_results_files_name_no_folder_of_this_machine():
     for path in files:
         data = json.loads(path.read_text())
         assert not [s for s in strings(data) if s.startswith("/") or "/work/" in s or "/tmp/" in s], path
-        assert data.get("command", data.get("header", {}).get("command", "python deep_gradients/")) \
-            .startswith("python deep_gradients/"), path
+        made = data.get("header", data)  # benchmark.json: in its header, the thread count in each row
+        assert made["command"].startswith("python deep_gradients/"), path
+        assert re.fullmatch(r"\d+ CPU cores \(.+\); GPUs: .+; torch \S+; Python \S+", made["machine"]), path
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", made["date"]), path
+        assert "header" in data or made["torch_threads"] >= 1, path
 
 
 def test_ablation_report_is_ablate_py_output_of_the_command_analysis_quotes(tmp_path):
