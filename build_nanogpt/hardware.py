@@ -115,16 +115,17 @@ def machine() -> str:
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(os.path.abspath(__file__)).parent.parent
 
 
 def from_repo(path: str) -> str:
     """A path as a command typed at the repository's root names it, so that a results file names no folder of
     this machine: relative to the root (build_nanogpt/out/bench, ../shared/data), unless it lies outside the
     repository and was typed absolute (kept as typed). Empty stays empty."""
-    if not path or (os.path.isabs(path) and not Path(path).resolve().is_relative_to(REPO)):
+    full = Path(os.path.abspath(path))  # not resolved: a symbolic link (../shared beside a clone) is kept
+    if not path or (os.path.isabs(path) and not full.is_relative_to(REPO)):
         return path
-    return os.path.relpath(Path(path).resolve(), REPO)
+    return os.path.relpath(full, REPO)
 
 
 def settings(cfg) -> dict:

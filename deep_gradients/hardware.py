@@ -116,16 +116,17 @@ class UtilSampler:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-REPO = Path(__file__).resolve().parent.parent  # the repository's root, above deep_gradients/
+REPO = Path(os.path.abspath(__file__)).parent.parent  # the repository's root, above deep_gradients/
 
 
 def from_repo(path: str) -> str:
     """A path as a command typed at the repository's root names it, so that a results file names no folder of
     this machine: relative to the root (deep_gradients/out/run, ../shared/data/mnist), unless typed absolute
     outside the repository (kept as typed). Empty stays empty."""
-    if not path or (os.path.isabs(path) and not Path(path).resolve().is_relative_to(REPO)):
+    full = Path(os.path.abspath(path))  # not resolved: a symbolic link (../shared beside a clone) is kept
+    if not path or (os.path.isabs(path) and not full.is_relative_to(REPO)):
         return path
-    return os.path.relpath(Path(path).resolve(), REPO)
+    return os.path.relpath(full, REPO)
 
 
 def settings_from_repo(settings: dict, paths=("data_dir", "out_dir", "runs_dir")) -> dict:

@@ -74,6 +74,13 @@ def test_results_name_folders_from_the_repository_root_whatever_the_working_fold
     assert hw.from_repo("out/x") == "build_nanogpt/out/x"
     assert hw.from_repo(str(tmp_path / "o")) == str(tmp_path / "o") and hw.from_repo("") == ""
     assert hw.settings(bench.BenchConfig())["out_dir"] == "build_nanogpt/out/bench"
-    got = hw.settings(ladder.LadderConfig(data_dir="../../shared/data"))
-    assert got["out_dir"] == "build_nanogpt/out/ladder" and got["data_dir"] == "../shared/data"
+    got = hw.settings(ladder.LadderConfig(data_dir="data/x"))
+    assert got["out_dir"] == "build_nanogpt/out/ladder" and got["data_dir"] == "build_nanogpt/data/x"
     assert all(not str(v).startswith(str(root)) for v in got.values())
+    # a folder reached through a symbolic link (../shared beside a clone is one) keeps its name, not the target's
+    (tmp_path / "real").mkdir()
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "shared").symlink_to(tmp_path / "real")
+    monkeypatch.setattr(hw, "REPO", tmp_path / "repo")
+    monkeypatch.chdir(tmp_path / "repo")
+    assert hw.from_repo("shared/data") == "shared/data"
