@@ -237,7 +237,7 @@ MUTANTS = [
      T + "deep_gradients/test_train.py -k rejects_flags"),
     ("dg-flops-count-macs", "deep_gradients/model.py", "total += 2 * out.numel() * k", "total += out.numel() * k",
      "count_flops counts a conv's multiply-adds once (MFU halved)", T + "deep_gradients/test_model.py -k count_flops"),
-    ("dg-results-machine-paths", "deep_gradients/hardware.py", "    return os.path.relpath(Path(path).resolve(), REPO)",
+    ("dg-results-machine-paths", "deep_gradients/hardware.py", "    return os.path.relpath(full, REPO)",
      "    return path", "results.json records paths as typed in another folder (or this machine's absolute ones)",
      T + "deep_gradients/test_train.py -k repository_root"),
     ("dg-offline-cannot-write", "deep_gradients/mnist.py", 'raise ValueError(f"{url}: network unreachable',
